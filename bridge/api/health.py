@@ -1,0 +1,44 @@
+"""GET /health (liveness), /ready (readiness), /metrics (Prometheus), /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bridge import __version__
+from bridge.api.body import json_response
+from bridge.keys import LIFECYCLE, METRICS, OPENAPI, SETTINGS, STORE
+from bridge.metrics import CONTENT_TYPE
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "color": request.app[SETTINGS].color,
+            "uptime_s": round(request.app[LIFECYCLE].uptime_s, 3),
+        }
+    )
+
+
+async def ready(request: web.Request) -> web.Response:
+    checks = {"accepting": "draining" if request.app[LIFECYCLE].draining else "ok"}
+    try:
+        await request.app[STORE].ping()
+        checks["store"] = "ok"
+    except Exception as exc:
+        checks["store"] = f"{type(exc).__name__}: {exc}"
+    ok = all(state == "ok" for state in checks.values())
+    return json_response(
+        {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE}
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI])

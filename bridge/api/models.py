@@ -1,0 +1,131 @@
+"""Request and response bodies of the HTTP API; the OpenAPI spec is generated from these."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+from bridge.errors import ERROR_CODES
+from bridge.items import N8nBinary, N8nItem, PairedItemRef
+from bridge.jobs import ItemErrorModel, JobRecord, JobStatus
+
+Id = Field(None, min_length=1, max_length=256)
+
+
+class _Submission(BaseModel):
+    """What every execute-like request carries besides its items."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    processing_type: str = Field(
+        min_length=1, max_length=128, description="a processor name from GET /api/v1/processors"
+    )
+    mode: Literal["sync", "async"] = Field(
+        "sync", description="sync: answer with the result; async: answer 202 and call back"
+    )
+    workflow_id: str | None = Id
+    execution_id: str | None = Id
+    node: str | None = Id
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="the processor's parameters (its JSON Schema)"
+    )
+    callback_url: AnyHttpUrl | None = Field(
+        None, description="async: where to send the result (an n8n resume URL or webhook)"
+    )
+    callback_method: Literal["POST", "GET", "PUT", "PATCH"] = "POST"
+    priority: int = Field(5, ge=0, le=9, description="0 lowest … 9 highest (async)")
+    timeout_s: float | None = Field(
+        None, gt=0, le=86400, description="bound on the processor's run; default: its own"
+    )
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=256, description="async: the same key returns the same job"
+    )
+
+
+class ExecuteRequest(_Submission):
+    items: list[N8nItem] = Field(description="n8n items (INodeExecutionData)")
+
+
+class HybridRequest(_Submission):
+    data: list[dict[str, Any]] = Field(description="records: each becomes one item's json")
+
+
+class OutputItem(BaseModel):
+    json_: dict[str, Any] = Field(alias="json")
+    binary: dict[str, N8nBinary] | None = None
+    pairedItem: PairedItemRef  # noqa: N815
+
+
+class _Answer(BaseModel):
+    job_id: str
+    status: JobStatus
+    errors: list[ItemErrorModel] = Field(description="per-item errors, by input index")
+    duration_ms: float
+
+
+class ExecuteResponse(_Answer):
+    items: list[OutputItem] = Field(description="output items, each paired with its input")
+
+
+class HybridResponse(_Answer):
+    data: list[dict[str, Any]] = Field(description="output records")
+
+
+class JobPage(BaseModel):
+    workflow_id: str
+    jobs: list[JobRecord]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null: last")
+
+
+class WorkflowJobsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(50, ge=1, le=500)
+    cursor: str | None = Field(None, max_length=512)
+
+
+class ProcessorOptions(BaseModel):
+    batch: bool
+    cpu_bound: bool
+    is_async: bool
+    timeout_s: float | None
+    concurrency: int | None
+    item_concurrency: int
+
+
+class ProcessorInfo(BaseModel):
+    name: str
+    description: str
+    parameters: dict[str, Any] = Field(description="JSON Schema of `parameters`")
+    options: ProcessorOptions
+
+
+class ProcessorList(BaseModel):
+    processors: list[ProcessorInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    color: str | None
+    uptime_s: float
+
+
+class Ready(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str] = Field(description="each dependency: 'ok' or why not")
+
+
+class ErrorDetail(BaseModel):
+    code: Literal[ERROR_CODES]  # type: ignore[valid-type]
+    message: str
+    description: str | None
+    http_code: int
+    retryable: bool
+    trace_id: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,90 @@
+"""The route table: every endpoint with its scope and models. The router, the auth guard and the
+OpenAPI spec are all built from this one table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import BaseModel
+
+from bridge.api import execute, health, processors, status
+from bridge.api.models import (
+    ExecuteRequest,
+    ExecuteResponse,
+    Health,
+    HybridRequest,
+    HybridResponse,
+    JobPage,
+    ProcessorList,
+    Ready,
+    WorkflowJobsQuery,
+)
+from bridge.auth import authorize
+from bridge.jobs import JobRecord
+from bridge.keys import AUTH, PRINCIPAL
+from bridge.settings import Scope
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    scope: Scope | None = None  # None: public
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    media_type: str = "application/json"
+    also: tuple[int, ...] = ()  # error statuses besides those every route of its kind may give
+    also_ok: tuple[int, ...] = ()  # statuses answered with `response` besides 200
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/api/v1/workflow/execute", execute.execute,
+          "Run a processor on n8n items", "jobs", "execute",
+          body=ExecuteRequest, response=ExecuteResponse, also=(501,)),
+    Route("POST", "/api/v1/hybrid-processing", execute.hybrid,
+          "Run a processor on plain records (`data` instead of `items`)", "jobs", "execute",
+          body=HybridRequest, response=HybridResponse, also=(501,)),
+    Route("GET", "/api/v1/workflow/status/{job_id}", status.job_status,
+          "One job's status and outcome", "jobs", "status", response=JobRecord, also=(404,)),
+    Route("GET", "/api/v1/status/{workflow_id}", status.workflow_jobs,
+          "The jobs of a workflow, newest first", "jobs", "status",
+          query=WorkflowJobsQuery, response=JobPage),
+    Route("GET", "/api/v1/processors", processors.list_processors,
+          "Processors with their descriptions and parameter schemas", "processors", "status",
+          response=ProcessorList),
+    Route("GET", "/health", health.health, "Liveness", "operations", response=Health),
+    Route("GET", "/ready", health.ready,
+          "Readiness: 503 while draining or a backend is down", "operations",
+          response=Ready, also_ok=(503,)),
+    Route("GET", "/metrics", health.metrics, "Prometheus metrics", "operations",
+          media_type="text/plain"),
+    Route("GET", "/api/v1/openapi.json", health.openapi, "This OpenAPI 3.1 document",
+          "operations"),
+)
+
+
+def guarded(route: Route) -> Handler:
+    """The route's handler behind authentication and its scope check."""
+    if route.scope is None:
+        return route.handler
+    scope = route.scope
+    inner = route.handler
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        principal = request.app[AUTH].authenticate(request.headers)
+        authorize(principal, scope)
+        request[PRINCIPAL] = principal
+        return await inner(request)
+
+    return handler
+
+
+def add_routes(app: web.Application) -> None:
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, guarded(route))

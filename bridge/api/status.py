@@ -1,0 +1,41 @@
+"""GET /api/v1/workflow/status/{job_id} and GET /api/v1/status/{workflow_id}."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bridge.api.body import json_response, parse_query
+from bridge.api.models import WorkflowJobsQuery
+from bridge.errors import NotFound, ValidationFailed
+from bridge.keys import STORE
+
+
+async def job_status(request: web.Request) -> web.Response:
+    job_id = request.match_info["job_id"]
+    job = await request.app[STORE].get(job_id)
+    if job is None:
+        raise NotFound(
+            f"no job {job_id!r}",
+            description="finished jobs are kept for BRIDGE_JOB_RETENTION_S, then removed",
+        )
+    return json_response(job.model_dump(mode="json"))
+
+
+async def workflow_jobs(request: web.Request) -> web.Response:
+    workflow_id = request.match_info["workflow_id"]
+    query = parse_query(request, WorkflowJobsQuery)
+    try:
+        jobs, next_cursor = await request.app[STORE].list_for_workflow(
+            workflow_id, limit=query.limit, cursor=query.cursor
+        )
+    except ValueError as exc:
+        raise ValidationFailed(
+            f"/query/cursor: {exc}", details=[{"pointer": "/query/cursor", "message": str(exc)}]
+        ) from None
+    return json_response(
+        {
+            "workflow_id": workflow_id,
+            "jobs": [job.model_dump(mode="json") for job in jobs],
+            "next_cursor": next_cursor,
+        }
+    )

@@ -1,0 +1,215 @@
+"""Authentication (JWT bearer tokens, API keys) and scope checks.
+
+JWT: each key is pinned to one algorithm — HS256 with a secret of 32 bytes or more, or RS256, ES256,
+EdDSA with a public key — and chosen by the token's `kid` (rotation: several keys at once). A token
+must carry `exp`, `iat`, `aud` and `iss`; `none` and algorithm confusion are impossible because the
+algorithm comes from the key, never from the token. API keys (`X-API-Key`) are kept as SHA-256
+hashes and compared in constant time. Scopes: `execute`, `status`, `admin` (admin grants all).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from bridge.errors import AuthenticationFailed, Forbidden
+from bridge.settings import API_KEY_HASH_PREFIX, SCOPES, ConfigError, JwtKey, Settings
+
+DEFAULT_KID = "default"
+REALM = "n8n-bridge"
+MIN_RSA_BITS = 2048
+REQUIRED_CLAIMS = ["exp", "iat", "aud", "iss"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    scopes: frozenset[str]
+    method: Literal["jwt", "api_key"]
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    kid: str
+    alg: str
+    key: Any
+
+
+def _load_key(spec: JwtKey) -> _Key:
+    if spec.alg == "HS256":
+        assert spec.secret is not None  # JwtKey guarantees it
+        return _Key(spec.kid, "HS256", spec.secret.get_secret_value().encode())
+    try:
+        public = load_pem_public_key(spec.public_pem().encode())
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"BRIDGE_JWT_KEYS: key {spec.kid!r}: not a PEM public key ({exc})") from None
+    expected = {
+        "RS256": (rsa.RSAPublicKey,),
+        "ES256": (ec.EllipticCurvePublicKey,),
+        "EdDSA": (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey),
+    }[spec.alg]
+    if not isinstance(public, expected):
+        raise ConfigError(
+            f"BRIDGE_JWT_KEYS: key {spec.kid!r}: a {type(public).__name__} cannot verify {spec.alg}"
+        )
+    if isinstance(public, rsa.RSAPublicKey) and public.key_size < MIN_RSA_BITS:
+        raise ConfigError(f"BRIDGE_JWT_KEYS: key {spec.kid!r}: RSA keys need {MIN_RSA_BITS} bits")
+    if isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name != "secp256r1":
+        raise ConfigError(f"BRIDGE_JWT_KEYS: key {spec.kid!r}: ES256 needs a P-256 key")
+    return _Key(spec.kid, spec.alg, public)
+
+
+def _challenge(error: str | None = None, description: str | None = None) -> dict[str, str]:
+    value = f'Bearer realm="{REALM}"'
+    if error:
+        value += f', error="{error}", error_description="{description}"'
+    return {"WWW-Authenticate": value}
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        keys = [_load_key(spec) for spec in settings.jwt_keys]
+        if settings.jwt_secret is not None:
+            secret = settings.jwt_secret.get_secret_value().encode()
+            keys.append(_Key(DEFAULT_KID, "HS256", secret))
+        self._keys = {key.kid: key for key in keys}
+        self._api_key_hashes = tuple(
+            bytes.fromhex(h.removeprefix(API_KEY_HASH_PREFIX)) for h in settings.api_keys
+        )
+        self._api_key_scopes = frozenset(settings.api_key_scopes)
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self._leeway = settings.jwt_leeway_s
+
+    def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        authorization = headers.get("Authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise self._invalid("the Authorization header must be 'Bearer <token>'")
+            return self._verify_jwt(token.strip())
+        api_key = headers.get("X-API-Key")
+        if api_key is not None:
+            return self._verify_api_key(api_key)
+        raise AuthenticationFailed(
+            "authentication required",
+            description="send 'Authorization: Bearer <JWT>' or 'X-API-Key: <key>'",
+            headers=_challenge(),
+        )
+
+    def _invalid(self, message: str) -> AuthenticationFailed:
+        return AuthenticationFailed(
+            message,
+            description="check the credentials of the Python Bridge API in n8n",
+            headers=_challenge("invalid_token", message),
+        )
+
+    def _verify_jwt(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError:
+            raise self._invalid("the token is not a well-formed JWT") from None
+        key = self._select_key(header.get("kid"))
+        if header.get("alg") != key.alg:
+            raise self._invalid(f"key {key.kid!r} only verifies {key.alg} tokens")
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[key.alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError:
+            raise self._invalid("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise self._invalid("the token is not valid yet (iat or nbf in the future)") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise self._invalid(f"the token lacks the {exc.claim!r} claim") from None
+        except jwt.InvalidAudienceError:
+            raise self._invalid(f"the token's audience is not {self._audience!r}") from None
+        except jwt.InvalidIssuerError:
+            raise self._invalid(f"the token's issuer is not {self._issuer!r}") from None
+        except jwt.InvalidSignatureError:
+            raise self._invalid("the token's signature does not verify") from None
+        except jwt.InvalidTokenError as exc:
+            raise self._invalid(f"the token is invalid: {exc}") from None
+        return Principal(str(claims.get("sub", "")), _scopes_of(claims), "jwt")
+
+    def _select_key(self, kid: Any) -> _Key:
+        if kid is None:
+            if len(self._keys) == 1:
+                return next(iter(self._keys.values()))
+            if not self._keys:
+                raise self._invalid("this bridge accepts no JWTs (no keys configured)")
+            raise self._invalid("the token has no 'kid' and several keys are configured")
+        key = self._keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise self._invalid(f"unknown key id (kid) {str(kid)[:64]!r}")
+        return key
+
+    def _verify_api_key(self, presented: str) -> Principal:
+        digest = hashlib.sha256(presented.encode()).digest()
+        matched = False
+        for known in self._api_key_hashes:  # every hash, always: time does not tell which matched
+            matched |= hmac.compare_digest(digest, known)
+        if not matched:
+            raise self._invalid("the API key is not valid")
+        return Principal("api-key:" + digest.hex()[:12], self._api_key_scopes, "api_key")
+
+
+def _scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
+    raw = claims.get("scope", claims.get("scopes", ""))
+    values = raw.split() if isinstance(raw, str) else raw if isinstance(raw, list) else []
+    return frozenset(str(value) for value in values if value in SCOPES)
+
+
+def authorize(principal: Principal, scope: str) -> None:
+    if not principal.allows(scope):
+        raise Forbidden(
+            f"this credential lacks the {scope!r} scope",
+            description=f"granted: {', '.join(sorted(principal.scopes)) or 'none'}",
+        )
+
+
+def mint_token(
+    settings: Settings, scopes: list[str], ttl_s: float, subject: str = "n8n-bridge-cli"
+) -> str:
+    """A JWT signed with the configured HS256 secret (BRIDGE_JWT_SECRET, else the first HS256 key)."""
+    if settings.jwt_secret is not None:
+        kid, secret = DEFAULT_KID, settings.jwt_secret.get_secret_value()
+    else:
+        hmac_keys = [key for key in settings.jwt_keys if key.alg == "HS256" and key.secret]
+        if not hmac_keys:
+            raise ConfigError(
+                "BRIDGE_JWT_SECRET: no HS256 secret to sign with (public keys only verify)"
+            )
+        kid, secret = hmac_keys[0].kid, hmac_keys[0].secret.get_secret_value()  # type: ignore[union-attr]
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise ConfigError(f"--scope: unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+    now = int(time.time())
+    claims = {
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "sub": subject,
+        "iat": now,
+        "exp": now + int(ttl_s),
+        "jti": secrets.token_hex(8),
+        "scope": " ".join(scopes),
+    }
+    return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": kid})

@@ -1,0 +1,128 @@
+"""`n8n-bridge serve | token | check-config` (also `python -m bridge`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import signal
+import sys
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from bridge import __version__, logs
+from bridge.app import create_app
+from bridge.auth import Authenticator, mint_token
+from bridge.keys import LIFECYCLE
+from bridge.processors.registry import Registry, RegistryError
+from bridge.settings import ConfigError, Settings, load_settings, prepare
+
+log = logging.getLogger("bridge")
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+EXIT_CONFIG = 2
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '15m', '1h', '7d' → seconds."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 3600, 15m, 1h or 7d)")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="n8n-bridge", description="Run real Python from n8n workflows."
+    )
+    parser.add_argument("--version", action="version", version=f"n8n-bridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config", type=Path, help="TOML file with settings (BRIDGE_* variables override it)"
+    )
+    commands.add_parser("serve", parents=[config], help="run the daemon")
+    token = commands.add_parser(
+        "token", parents=[config], help="print a JWT signed with the configured secret"
+    )
+    token.add_argument("--scope", default="execute,status",
+                       help="comma-separated: execute, status, admin (default: execute,status)")
+    token.add_argument("--ttl", type=parse_duration, default=3600.0,
+                       help="lifetime: seconds or 15m, 1h, 7d (default: 1h)")
+    token.add_argument("--subject", default="n8n-bridge-cli", help="the token's `sub` claim")
+    commands.add_parser(
+        "check-config", parents=[config], help="validate and print the effective settings"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        if args.command == "check-config":
+            return _check_config(settings)
+        settings, notice = prepare(settings)
+        if args.command == "token":
+            scopes = [s.strip() for s in args.scope.split(",") if s.strip()]
+            print(mint_token(settings, scopes, args.ttl, args.subject))
+            return 0
+        return _serve(settings, notice)
+    except (ConfigError, RegistryError) as exc:
+        print(f"n8n-bridge: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _check_config(settings: Settings) -> int:
+    if not settings.auth_configured:
+        if settings.env == "production":
+            prepare(settings)  # raises the production error
+        print(f"note: no auth configured; dev mode generates a JWT secret in {settings.data_dir}",
+              file=sys.stderr)
+    else:
+        Authenticator(settings)  # loads and checks every public key
+    registry = Registry.load(settings.processors)
+    print(orjson.dumps(settings.masked(), option=orjson.OPT_INDENT_2).decode())
+    print(f"processors: {', '.join(registry.names())}", file=sys.stderr)
+    return 0
+
+
+def _serve(settings: Settings, notice: str | None) -> int:
+    logs.configure(settings.log_format, settings.log_level, settings.color)
+    if notice:
+        log.warning(notice)
+    app = create_app(settings)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        asyncio.run(_run(app, settings))
+    else:
+        uvloop.run(_run(app, settings))
+    return 0
+
+
+async def _run(app: web.Application, settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop accepting, let in-flight requests finish within
+    BRIDGE_SHUTDOWN_TIMEOUT_S, and close every resource."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    for address in runner.addresses:
+        host, port = address[0], address[1]
+        log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port,
+                 extra={"version": __version__, "env": settings.env})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    app[LIFECYCLE].drain("signal received")
+    log.info("stopping: no new connections; in-flight requests get up to %g s",
+             settings.shutdown_timeout_s)
+    await runner.cleanup()
+    log.info("stopped")

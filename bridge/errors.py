@@ -1,0 +1,139 @@
+"""The bridge's error taxonomy: one exception per error code, each knowing its HTTP answer.
+
+    BridgeError                      (code, http_code, retryable)
+    ├── ValidationFailed             validation             400 malformed body / 422 schema
+    ├── AuthenticationFailed         auth                   401
+    ├── Forbidden                    forbidden              403
+    ├── NotFound                     not_found              404
+    ├── PayloadTooLarge              payload_too_large      413
+    ├── UnsupportedMediaType         unsupported_media_type 415
+    ├── ProcessorFailed              processor_error        500 (a processor raised for a whole job)
+    ├── Timeout                      timeout                504 retryable
+    ├── IntegrationFailed            integration            502 retryable (a remote service failed)
+    ├── Unavailable                  unavailable            503 retryable (draining, backend down)
+    ├── NotImplementedYet            unavailable            501
+    └── Internal                     internal               500
+
+Every error reaches a client as the shared body of the design notes (see `to_body`), shaped for
+n8n's NodeApiError; nothing else — no stack trace, no HTML — is ever sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class BridgeError(Exception):
+    code: ClassVar[str] = "internal"
+    http_code: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        description: str | None = None,
+        details: Any = None,
+        http_code: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.description = description
+        self.details = details
+        self.headers = headers or {}
+        if http_code is not None:
+            self.http_code = http_code
+
+    def to_body(self, trace_id: str) -> dict[str, Any]:
+        return {
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "description": self.description,
+                "http_code": self.http_code,
+                "retryable": self.retryable,
+                "trace_id": trace_id,
+                "details": self.details,
+            }
+        }
+
+
+class ValidationFailed(BridgeError):
+    """The request is malformed (400) or breaks the schema (422); `details` lists the problems."""
+
+    code = "validation"
+    http_code = 422
+
+
+class AuthenticationFailed(BridgeError):
+    code = "auth"
+    http_code = 401
+
+
+class Forbidden(BridgeError):
+    code = "forbidden"
+    http_code = 403
+
+
+class NotFound(BridgeError):
+    code = "not_found"
+    http_code = 404
+
+
+class PayloadTooLarge(BridgeError):
+    code = "payload_too_large"
+    http_code = 413
+
+
+class UnsupportedMediaType(BridgeError):
+    code = "unsupported_media_type"
+    http_code = 415
+
+
+class ProcessorFailed(BridgeError):
+    code = "processor_error"
+    http_code = 500
+
+
+class Timeout(BridgeError):
+    code = "timeout"
+    http_code = 504
+    retryable = True
+
+
+class IntegrationFailed(BridgeError):
+    code = "integration"
+    http_code = 502
+    retryable = True
+
+
+class Unavailable(BridgeError):
+    code = "unavailable"
+    http_code = 503
+    retryable = True
+
+
+class NotImplementedYet(BridgeError):
+    code = "unavailable"
+    http_code = 501
+
+
+class Internal(BridgeError):
+    code = "internal"
+    http_code = 500
+
+
+ERROR_CODES: tuple[str, ...] = (
+    "validation",
+    "auth",
+    "forbidden",
+    "not_found",
+    "payload_too_large",
+    "unsupported_media_type",
+    "processor_error",
+    "timeout",
+    "integration",
+    "unavailable",
+    "internal",
+)

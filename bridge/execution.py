@@ -1,0 +1,151 @@
+"""Executing a request: check it, run the processor, record the job, count it.
+
+All checks happen before a job exists, so bad input changes nothing; a job that starts is recorded
+whatever its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.errors import BridgeError, Internal, PayloadTooLarge
+from bridge.items import Item, ItemError
+from bridge.jobs import MAX_STORED_ERRORS, ItemErrorModel, JobError, JobRecord, JobStatus, new_job_id
+from bridge.logs import job_id_var, workflow_id_var
+from bridge.metrics import Metrics
+from bridge.processors.registry import Context, ProcessorSpec, Registry
+from bridge.runner import Runner
+from bridge.settings import Settings
+from bridge.stores.base import JobStore
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A checked request: the processor, decoded items, validated parameters and the ids."""
+
+    spec: ProcessorSpec
+    items: list[Item]
+    params: Any
+    workflow_id: str | None
+    execution_id: str | None
+    node: str | None
+    priority: int
+    timeout_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    job: JobRecord
+    outputs: list[tuple[int, Item]]  # (input index, output item)
+    errors: list[ItemError]
+
+
+class Execution:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        runner: Runner,
+        store: JobStore,
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._runner = runner
+        self._store = store
+        self._metrics = metrics
+
+    def check_item_count(self, count: int) -> None:
+        if count > self._settings.max_items:
+            raise PayloadTooLarge(
+                f"{count} items is more than BRIDGE_MAX_ITEMS ({self._settings.max_items})",
+                description="send the items in smaller batches (the node's batch size)",
+            )
+
+    def spec(self, processing_type: str) -> ProcessorSpec:
+        return self._registry.get(processing_type)
+
+    async def run_sync(self, submission: Submission, trace_id: str) -> SyncResult:
+        spec = submission.spec
+        now = time.time()
+        job = JobRecord(
+            job_id=new_job_id(),
+            status=JobStatus.RUNNING,
+            mode="sync",
+            processing_type=spec.name,
+            workflow_id=submission.workflow_id,
+            execution_id=submission.execution_id,
+            node=submission.node,
+            priority=submission.priority,
+            attempts=1,
+            trace_id=trace_id,
+            created_at=now,
+            started_at=now,
+            item_count=len(submission.items),
+        )
+        job_id_var.set(job.job_id)
+        workflow_id_var.set(job.workflow_id)
+        await self._store.save(job)
+        ctx = Context(
+            job_id=job.job_id,
+            trace_id=trace_id,
+            processor=spec.name,
+            workflow_id=submission.workflow_id,
+            execution_id=submission.execution_id,
+        )
+        timeout_s = self._runner.timeout_for(spec, submission.timeout_s)
+        started = time.perf_counter()
+        try:
+            outcomes = await self._runner.run(
+                spec, submission.items, submission.params, ctx, timeout_s
+            )
+        except BaseException as exc:
+            error = exc if isinstance(exc, BridgeError) else Internal(f"processor run ended: {exc!r}")
+            failed = job.advance(
+                JobStatus.FAILED,
+                error=JobError(code=error.code, message=error.message, retryable=error.retryable),
+            )
+            # Record the failure even when the request itself is being cancelled.
+            await asyncio.shield(self._store.save(failed))
+            self._count(spec.name, failed, time.perf_counter() - started, 0, len(submission.items))
+            if isinstance(exc, BridgeError):
+                exc.details = {**(exc.details or {}), "job_id": job.job_id}
+            raise
+        outputs, errors = _split(outcomes)
+        done = job.advance(
+            JobStatus.COMPLETED,
+            output_count=len(outputs),
+            error_count=len(errors),
+            errors=[ItemErrorModel(**e.to_dict()) for e in errors[:MAX_STORED_ERRORS]],
+        )
+        await self._store.save(done)
+        self._count(
+            spec.name, done, time.perf_counter() - started,
+            len(submission.items) - len(errors), len(errors),
+        )
+        return SyncResult(done, outputs, errors)
+
+    def _count(self, name: str, job: JobRecord, seconds: float, ok: int, failed: int) -> None:
+        metrics = self._metrics
+        outcome = "ok" if job.status == JobStatus.COMPLETED else "error"
+        metrics.processor_seconds.labels(name, outcome).observe(seconds)
+        if ok:
+            metrics.processor_items.labels(name, "ok").inc(ok)
+        if failed:
+            metrics.processor_items.labels(name, "error").inc(failed)
+        metrics.jobs.labels(name, job.mode, job.status.value).inc()
+
+
+def _split(outcomes: Sequence[list[Item] | ItemError]) -> tuple[list[tuple[int, Item]], list[ItemError]]:
+    outputs: list[tuple[int, Item]] = []
+    errors: list[ItemError] = []
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, ItemError):
+            errors.append(outcome)
+        else:
+            outputs.extend((index, item) for item in outcome)
+    return outputs, errors

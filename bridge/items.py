@@ -1,0 +1,203 @@
+"""n8n items ⇄ Python records.
+
+On the wire an n8n item is `{"json": {...}, "binary": {key: {data, mimeType, fileName, ...}},
+"pairedItem": ...}` with binary data in base64. Processors see `Item` records with decoded bytes, and
+return outputs (see `outputs_of`); every output item goes back with `pairedItem` pointing at the
+input it came from, so one input may give zero, one or many outputs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.errors import ValidationFailed
+
+# n8n's binary modes other than "default" keep the bytes outside the item; `data` then holds a marker.
+_EXTERNAL_BINARY_MARKERS = frozenset({"filesystem", "filesystem-v2", "s3"})
+
+
+class N8nBinary(BaseModel):
+    """n8n's IBinaryData: base64 `data` plus metadata."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    data: str = Field(description="base64-encoded content")
+    mimeType: str = "application/octet-stream"  # noqa: N815 - n8n's own field names
+    fileName: str | None = None  # noqa: N815
+    fileExtension: str | None = None  # noqa: N815
+    id: str | None = Field(None, description="set by n8n when the bytes live outside the item")
+
+
+class PairedItemRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    item: int = Field(ge=0)
+    input: int | None = Field(None, ge=0)
+
+
+class N8nItem(BaseModel):
+    """One n8n item (INodeExecutionData)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    json_: dict[str, Any] = Field(default_factory=dict, alias="json")
+    binary: dict[str, N8nBinary] | None = None
+    pairedItem: PairedItemRef | list[PairedItemRef] | int | None = None  # noqa: N815
+
+
+@dataclass(slots=True)
+class Binary:
+    data: bytes
+    mime_type: str = "application/octet-stream"
+    file_name: str | None = None
+    file_extension: str | None = None
+
+
+@dataclass(slots=True)
+class Item:
+    """What a processor sees and may return: the item's JSON, its decoded binaries, its input index."""
+
+    json: dict[str, Any]
+    binary: dict[str, Binary] = field(default_factory=dict)
+    index: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class ItemError:
+    index: int
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "code": self.code, "message": self.message}
+
+
+def from_n8n(items: list[N8nItem], max_binary_bytes: int, pointer: str = "/items") -> list[Item]:
+    """Decode wire items; every bad binary is reported with its JSON pointer, then nothing runs."""
+    records: list[Item] = []
+    problems: list[dict[str, str]] = []
+    for index, wire in enumerate(items):
+        binaries: dict[str, Binary] = {}
+        for key, blob in (wire.binary or {}).items():
+            where = f"{pointer}/{index}/binary/{_escape(key)}/data"
+            try:
+                binaries[key] = _decode_binary(blob, max_binary_bytes)
+            except ValueError as exc:
+                problems.append({"pointer": where, "message": str(exc)})
+        records.append(Item(json=wire.json_, binary=binaries, index=index))
+    if problems:
+        raise ValidationFailed(
+            f"{len(problems)} binary field(s) could not be decoded",
+            description=problems[0]["message"],
+            details=problems,
+        )
+    return records
+
+
+def _decode_binary(blob: N8nBinary, limit: int) -> Binary:
+    if blob.data in _EXTERNAL_BINARY_MARKERS or (blob.id and not blob.data):
+        raise ValueError(
+            "n8n keeps this binary outside the item (binary mode "
+            f"{blob.data or 'filesystem'!r}); send the bytes as base64 — the Python Bridge node does"
+        )
+    if len(blob.data) // 4 * 3 > limit + 2:
+        raise ValueError(f"binary data is larger than BRIDGE_MAX_BINARY_BYTES ({limit} bytes)")
+    try:
+        data = base64.b64decode(blob.data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("binary data is not valid base64") from None
+    if len(data) > limit:
+        raise ValueError(f"binary data is larger than BRIDGE_MAX_BINARY_BYTES ({limit} bytes)")
+    return Binary(data, blob.mimeType, blob.fileName, blob.fileExtension)
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def outputs_of(result: Any) -> list[Item]:
+    """Normalise what a processor returned for one input: a dict (the output's json), an Item, a
+    list or tuple of those, or None (no output)."""
+    if result is None:
+        return []
+    if isinstance(result, dict | Item):
+        return [_as_item(result)]
+    if isinstance(result, list | tuple):
+        return [_as_item(value) for value in result]
+    raise TypeError(
+        f"processor returned {type(result).__name__}; expected a dict, an Item, a list of them or None"
+    )
+
+
+def _as_item(value: Any) -> Item:
+    if isinstance(value, Item):
+        if not isinstance(value.json, dict):
+            raise TypeError(f"Item.json must be a dict, not {type(value.json).__name__}")
+        return value
+    if isinstance(value, dict):
+        return Item(json=value)
+    raise TypeError(f"output item is {type(value).__name__}; expected a dict or an Item")
+
+
+def to_n8n(item: Item, paired: int) -> dict[str, Any]:
+    """One output item on the wire, paired with input `paired`."""
+    wire: dict[str, Any] = {"json": item.json, "pairedItem": {"item": paired}}
+    if item.binary:
+        wire["binary"] = {
+            key: _binary_to_wire(blob) for key, blob in item.binary.items()
+        }
+    return wire
+
+
+def _binary_to_wire(blob: Binary) -> dict[str, Any]:
+    wire: dict[str, Any] = {
+        "data": base64.b64encode(blob.data).decode("ascii"),
+        "mimeType": blob.mime_type,
+    }
+    if blob.file_name is not None:
+        wire["fileName"] = blob.file_name
+    if blob.file_extension is not None:
+        wire["fileExtension"] = blob.file_extension
+    return wire
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, set | frozenset):
+        return list(value)
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def dumps(value: Any) -> bytes:
+    """JSON for the wire: orjson, keeping int and float apart, with a few common extra types."""
+    return orjson.dumps(value, default=_default, option=JSON_OPTIONS)
+
+
+def split_serialisable(pairs: Iterable[tuple[int, Any]]) -> tuple[list[Any], list[ItemError]]:
+    """Keep the (input index, output) pairs whose output encodes as JSON; each that does not
+    becomes an error of its input. Used only when encoding a whole answer failed, to name the
+    culprits instead of failing every item."""
+    good: list[Any] = []
+    errors: list[ItemError] = []
+    for paired, wire in pairs:
+        try:
+            dumps(wire)
+        except TypeError as exc:
+            errors.append(ItemError(paired, "processor_error", f"output: {exc}"))
+        else:
+            good.append(wire)
+    return good, errors

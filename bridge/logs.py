@@ -1,0 +1,86 @@
+"""Logging: JSON lines on stdout (or console text), with the trace, job and workflow ids of the
+request or job being worked on added to every line from context variables."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from contextvars import ContextVar
+from typing import Any, Literal
+
+import orjson
+
+trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
+job_id_var: ContextVar[str | None] = ContextVar("job_id", default=None)
+workflow_id_var: ContextVar[str | None] = ContextVar("workflow_id", default=None)
+
+# Attributes every LogRecord has; anything else was passed with `extra=` and is logged as a field.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_CONTEXT_FIELDS = ("trace_id", "job_id", "workflow_id")
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+    for name, var in zip(_CONTEXT_FIELDS, (trace_id_var, job_id_var, workflow_id_var), strict=True):
+        if fields.get(name) is None:
+            fields[name] = var.get()
+    return fields
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, color: str | None) -> None:
+        super().__init__()
+        self.color = color
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": _iso(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "color": self.color,
+        }
+        line.update(_fields(record))
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+class ConsoleFormatter(logging.Formatter):
+    def __init__(self, color: str | None) -> None:
+        super().__init__()
+        self.color = color
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {k: v for k, v in _fields(record).items() if v is not None}
+        tail = " ".join(f"{k}={v}" for k, v in fields.items())
+        color = f"[{self.color}] " if self.color else ""
+        text = (
+            f"{_iso(record.created)} {record.levelname:<7} {color}{record.name}: "
+            f"{record.getMessage()} {tail}".rstrip()
+        )
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def _iso(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+
+
+def configure(
+    log_format: Literal["json", "console"], level: str, color: str | None = None
+) -> None:
+    """Route every logger (ours, aiohttp's, asyncio's) to one stdout handler."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        JsonFormatter(color) if log_format == "json" else ConsoleFormatter(color)
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Our access log replaces aiohttp's, which knows nothing of trace ids.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,60 @@
+"""Prometheus metrics, one registry per app (no process globals, so tests and apps stay apart)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from bridge import __version__
+
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+PROCESSOR_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self, color: str | None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        Info("bridge_build", "Version and colour of this bridge", registry=self.registry).info(
+            {"version": __version__, "color": color or ""}
+        )
+        self.requests = Counter(
+            "bridge_http_requests",
+            "HTTP requests answered, by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "bridge_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template and method",
+            ["route", "method"],
+            buckets=HTTP_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "bridge_http_requests_in_flight",
+            "HTTP requests being answered now",
+            registry=self.registry,
+        )
+        self.processor_seconds = Histogram(
+            "bridge_processor_duration_seconds",
+            "Time a processor took for one job, by processor and outcome",
+            ["processor", "outcome"],
+            buckets=PROCESSOR_BUCKETS,
+            registry=self.registry,
+        )
+        self.processor_items = Counter(
+            "bridge_processor_items",
+            "Items processed, by processor and outcome (ok, error)",
+            ["processor", "outcome"],
+            registry=self.registry,
+        )
+        self.jobs = Counter(
+            "bridge_jobs",
+            "Jobs finished, by processor, mode and final status",
+            ["processor", "mode", "status"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,127 @@
+"""The OpenAPI 3.1 document, generated from the route table and its pydantic models."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from bridge import __version__
+from bridge.api.models import ErrorBody
+from bridge.api.routes import ROUTES, Route
+
+REF = "#/components/schemas/{model}"
+_PATH_PARAM = re.compile(r"{(\w+)}")
+
+ERROR_TEXT = {
+    400: "Malformed request (not JSON)",
+    401: "Authentication missing or invalid (see WWW-Authenticate)",
+    403: "The credential lacks the scope",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Body larger than BRIDGE_MAX_BODY_BYTES, or too many items",
+    415: "Content-Type is not application/json",
+    422: "The request breaks the schema (a JSON pointer per problem)",
+    500: "Internal or processor error",
+    501: "Not available in this version",
+    503: "Unavailable (draining or a backend is down)",
+    504: "The processor did not finish in time",
+}
+
+
+def _error_statuses(route: Route) -> list[int]:
+    statuses = [500]
+    if route.scope:
+        statuses += [401, 403]
+    if route.body:
+        statuses += [400, 413, 415, 422, 504]
+    if route.query:
+        statuses.append(422)
+    if _PATH_PARAM.search(route.path):
+        statuses.append(404)
+    statuses += route.also
+    return sorted(set(statuses))
+
+
+def build_spec() -> dict[str, Any]:
+    models: set[type[BaseModel]] = {ErrorBody}
+    for route in ROUTES:
+        models.update(m for m in (route.body, route.response) if m is not None)
+    keyed = [(m, "validation" if any(m is r.body for r in ROUTES) else "serialization")
+             for m in sorted(models, key=lambda m: m.__name__)]
+    refs, schemas = models_json_schema(keyed, ref_template=REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs, keyed)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "n8n-bridge",
+            "version": __version__,
+            "description": "Run real Python from n8n workflows. Every error answers with the "
+            "ErrorBody schema and every response carries X-Trace-ID.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas.get("$defs", {}),
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }
+
+
+def _schema(model: type[BaseModel], refs: dict[Any, Any], keyed: list[Any]) -> dict[str, Any]:
+    for candidate, mode in keyed:
+        if candidate is model:
+            return dict(refs[(model, mode)])
+    raise KeyError(model)
+
+
+def _operation(route: Route, refs: dict[Any, Any], keyed: list[Any]) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": route.summary,
+        "operationId": route.handler.__name__,
+        "tags": [route.tag],
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PATH_PARAM.findall(route.path)
+        ],
+    }
+    if route.query is not None:
+        properties = route.query.model_json_schema()["properties"]
+        for name, field in route.query.model_fields.items():
+            operation["parameters"].append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": field.is_required(),
+                    "schema": properties[name],
+                }
+            )
+    if route.scope is not None:
+        operation["security"] = [{"bearerAuth": []}, {"apiKey": []}]
+        operation["description"] = f"Needs the `{route.scope}` scope (or `admin`)."
+    else:
+        operation["security"] = []
+    if route.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _schema(route.body, refs, keyed)}},
+        }
+    ok: dict[str, Any] = {"description": "OK"}
+    if route.response is not None:
+        ok["content"] = {route.media_type: {"schema": _schema(route.response, refs, keyed)}}
+    else:
+        ok["content"] = {route.media_type: {"schema": {}}}
+    responses: dict[str, Any] = {"200": ok}
+    error = {"application/json": {"schema": _schema(ErrorBody, refs, keyed)}}
+    for status in route.also_ok:
+        responses[str(status)] = {"description": ERROR_TEXT[status], "content": ok["content"]}
+    for status in _error_statuses(route):
+        responses.setdefault(str(status), {"description": ERROR_TEXT[status], "content": error})
+    operation["responses"] = responses
+    return operation

@@ -1,0 +1,1 @@
+"""Built-in processors and the processor contract (see `registry`)."""

@@ -1,0 +1,253 @@
+"""Runs a processor over items without stalling the event loop.
+
+Async functions run on the loop; plain functions run in a thread pool; `cpu_bound` ones in a process
+pool (or the thread pool, with BRIDGE_CPU_EXECUTOR=thread), split into chunks across its workers.
+A whole batch goes to a pool in one call, and the loop there stops at the deadline, so a timed-out
+job does not keep a worker busy for long. An exception for one item becomes that item's error; the
+others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+from bridge import logs
+from bridge.errors import BridgeError, ProcessorFailed, Timeout
+from bridge.items import Item, ItemError, outputs_of
+from bridge.processors.registry import Context, ProcessorSpec
+from bridge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# One entry per input: its outputs, or its error.
+Outcome = list[Item] | ItemError
+MIN_CHUNK = 64
+
+
+def _item_error(index: int, exc: BaseException) -> ItemError:
+    if isinstance(exc, BridgeError):
+        return ItemError(index, exc.code, exc.message)
+    return ItemError(index, "processor_error", f"{type(exc).__name__}: {exc}")
+
+
+def _log_item_failure(ctx: Context, index: int, exc: BaseException) -> None:
+    ctx.log.warning(
+        "item %d failed: %s: %s", index, type(exc).__name__, exc,
+        exc_info=not isinstance(exc, BridgeError),
+    )
+
+
+def _one(func: Callable[..., Any], item: Item, params: Any, ctx: Context) -> Outcome:
+    try:
+        return outputs_of(func(item, params, ctx))
+    except Exception as exc:
+        _log_item_failure(ctx, item.index, exc)
+        return _item_error(item.index, exc)
+
+
+def run_items(
+    func: Callable[..., Any], items: Sequence[Item], params: Any, ctx: Context, deadline: float
+) -> list[Outcome]:
+    """A sync per-item function over a batch; stops taking items once the deadline has passed."""
+    outcomes: list[Outcome] = []
+    for item in items:
+        if time.monotonic() > deadline:
+            break
+        outcomes.append(_one(func, item, params, ctx))
+    return outcomes
+
+
+def batch_outcomes(items: Sequence[Item], results: Any, ctx: Context) -> list[Outcome]:
+    """Check a batch function's answer (one entry per input) and normalise each entry."""
+    if not isinstance(results, list | tuple) or len(results) != len(items):
+        got = len(results) if isinstance(results, list | tuple) else type(results).__name__
+        raise ProcessorFailed(
+            f"batch processor {ctx.processor!r} must return one result per item "
+            f"({len(items)}), got {got}"
+        )
+    outcomes: list[Outcome] = []
+    for item, result in zip(items, results, strict=True):
+        if isinstance(result, BaseException):
+            _log_item_failure(ctx, item.index, result)
+            outcomes.append(_item_error(item.index, result))
+            continue
+        try:
+            outcomes.append(outputs_of(result))
+        except TypeError as exc:
+            outcomes.append(_item_error(item.index, exc))
+    return outcomes
+
+
+def run_batch(
+    func: Callable[..., Any], items: Sequence[Item], params: Any, ctx: Context
+) -> list[Outcome]:
+    return batch_outcomes(items, func(list(items), params, ctx), ctx)
+
+
+def _init_process(log_format: str, log_level: str, color: str | None) -> None:
+    logs.configure(log_format, log_level, color)  # type: ignore[arg-type]
+
+
+class Runner:
+    """Owns the pools; `run` executes one job's items under its timeout and concurrency."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._threads = ThreadPoolExecutor(
+            max_workers=settings.thread_workers, thread_name_prefix="processor"
+        )
+        self._processes: ProcessPoolExecutor | None = None
+        self._limits: dict[str, asyncio.Semaphore] = {}
+
+    @property
+    def process_workers(self) -> int:
+        return self._settings.process_workers or os.cpu_count() or 1
+
+    def _cpu_pool(self) -> Executor:
+        if self._settings.cpu_executor == "thread":
+            return self._threads
+        if self._processes is None:
+            # forkserver: never fork a process that runs an event loop and threads.
+            self._processes = ProcessPoolExecutor(
+                max_workers=self.process_workers,
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_init_process,
+                initargs=(
+                    self._settings.log_format,
+                    self._settings.log_level,
+                    self._settings.color,
+                ),
+            )
+        return self._processes
+
+    def timeout_for(self, spec: ProcessorSpec, requested: float | None) -> float:
+        """The request's timeout, bounded by the processor's, defaulting to BRIDGE_SYNC_TIMEOUT_S."""
+        limit = spec.timeout_s or self._settings.sync_timeout_s
+        return min(requested, limit) if requested else limit
+
+    async def run(
+        self,
+        spec: ProcessorSpec,
+        items: Sequence[Item],
+        params: Any,
+        ctx: Context,
+        timeout_s: float,
+    ) -> list[Outcome]:
+        limit = self._limit(spec)
+        deadline = time.monotonic() + timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                if limit is None:
+                    outcomes = await self._dispatch(spec, items, params, ctx, deadline)
+                else:
+                    async with limit:
+                        outcomes = await self._dispatch(spec, items, params, ctx, deadline)
+        except TimeoutError:
+            raise Timeout(
+                f"processor {spec.name!r} did not finish within {timeout_s:g} s",
+                description="raise timeout_s, or send fewer items per request",
+            ) from None
+        if len(outcomes) < len(items):  # a pool loop stopped at the deadline
+            raise Timeout(f"processor {spec.name!r} did not finish within {timeout_s:g} s")
+        return outcomes
+
+    def _limit(self, spec: ProcessorSpec) -> asyncio.Semaphore | None:
+        if spec.concurrency is None:
+            return None
+        if spec.name not in self._limits:
+            self._limits[spec.name] = asyncio.Semaphore(spec.concurrency)
+        return self._limits[spec.name]
+
+    async def _dispatch(
+        self,
+        spec: ProcessorSpec,
+        items: Sequence[Item],
+        params: Any,
+        ctx: Context,
+        deadline: float,
+    ) -> list[Outcome]:
+        if spec.is_async:
+            if spec.batch:
+                return batch_outcomes(items, await spec.func(list(items), params, ctx), ctx)
+            return await self._async_items(spec, items, params, ctx)
+        if spec.cpu_bound and self._settings.cpu_executor == "process":
+            return await self._in_processes(spec, items, params, ctx, deadline)
+        pool = self._cpu_pool() if spec.cpu_bound else self._threads
+        return await self._in_pool(pool, spec, items, params, ctx, deadline)
+
+    async def _async_items(
+        self, spec: ProcessorSpec, items: Sequence[Item], params: Any, ctx: Context
+    ) -> list[Outcome]:
+        async def one(item: Item) -> Outcome:
+            try:
+                return outputs_of(await spec.func(item, params, ctx))
+            except Exception as exc:
+                _log_item_failure(ctx, item.index, exc)
+                return _item_error(item.index, exc)
+
+        if spec.item_concurrency == 1 or len(items) == 1:
+            return [await one(item) for item in items]
+        gate = asyncio.Semaphore(spec.item_concurrency)
+
+        async def gated(item: Item) -> Outcome:
+            async with gate:
+                return await one(item)
+
+        return list(await asyncio.gather(*(gated(item) for item in items)))
+
+    async def _in_pool(
+        self,
+        pool: Executor,
+        spec: ProcessorSpec,
+        items: Sequence[Item],
+        params: Any,
+        ctx: Context,
+        deadline: float,
+    ) -> list[Outcome]:
+        call = (
+            functools.partial(run_batch, spec.func, items, params, ctx)
+            if spec.batch
+            else functools.partial(run_items, spec.func, items, params, ctx, deadline)
+        )
+        # Carry the request's context variables (trace id) into the worker thread's log lines.
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, functools.partial(context.run, call)
+        )
+
+    async def _in_processes(
+        self,
+        spec: ProcessorSpec,
+        items: Sequence[Item],
+        params: Any,
+        ctx: Context,
+        deadline: float,
+    ) -> list[Outcome]:
+        pool = self._cpu_pool()
+        loop = asyncio.get_running_loop()
+        if spec.batch:
+            return await loop.run_in_executor(pool, run_batch, spec.func, items, params, ctx)
+        size = max(MIN_CHUNK, math.ceil(len(items) / self.process_workers))
+        chunks = [items[start : start + size] for start in range(0, len(items), size)]
+        parts = await asyncio.gather(
+            *(
+                loop.run_in_executor(pool, run_items, spec.func, chunk, params, ctx, deadline)
+                for chunk in chunks
+            )
+        )
+        return [outcome for part in parts for outcome in part]
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,280 @@
+"""Settings: `BRIDGE_*` environment over an optional TOML config file over defaults.
+
+One frozen, validated `Settings` object is built at start-up and passed down explicitly. A bad value
+stops start-up with one line naming the variable (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "BRIDGE_"
+Scope = Literal["execute", "status", "admin"]
+SCOPES: tuple[Scope, ...] = ("execute", "status", "admin")
+MIN_HMAC_BYTES = 32
+MIN_API_KEY_CHARS = 16
+API_KEY_HASH_PREFIX = "sha256:"
+DEV_SECRET_FILE = "jwt_secret"
+SECRET_FIELDS = frozenset({"jwt_secret", "jwt_keys", "api_keys", "callback_secret"})
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message is one line naming the variable."""
+
+
+class JwtKey(BaseModel):
+    """One verification key, pinned to exactly one algorithm (never `none`, never mixed)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kid: str = Field(min_length=1, max_length=128)
+    alg: Literal["HS256", "RS256", "ES256", "EdDSA"]
+    secret: SecretStr | None = None
+    public_key: str | None = None
+    public_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _key_matches_alg(self) -> JwtKey:
+        if self.alg == "HS256":
+            if self.secret is None or self.public_key or self.public_key_file:
+                raise ValueError(f"key {self.kid!r}: HS256 takes `secret` only")
+            _check_hmac_secret(self.secret.get_secret_value())
+        elif self.secret is not None or (self.public_key is None) == (self.public_key_file is None):
+            raise ValueError(
+                f"key {self.kid!r}: {self.alg} takes exactly one of `public_key` (PEM) "
+                "or `public_key_file`"
+            )
+        return self
+
+    def public_pem(self) -> str:
+        if self.public_key_file is not None:
+            return self.public_key_file.read_text()
+        assert self.public_key is not None  # guaranteed by _key_matches_alg
+        return self.public_key
+
+
+def _check_hmac_secret(value: str) -> None:
+    if len(value.encode()) < MIN_HMAC_BYTES:
+        raise ValueError(f"an HS256 secret needs at least {MIN_HMAC_BYTES} bytes")
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def hash_api_key(key: str) -> str:
+    return API_KEY_HASH_PREFIX + hashlib.sha256(key.encode()).hexdigest()
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    env: Literal["dev", "production"] = "dev"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    redis_url: str | None = None
+    color: Literal["blue", "green"] | None = None
+
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = True
+
+    jwt_secret: SecretStr | None = None
+    jwt_keys: tuple[JwtKey, ...] = ()
+    jwt_audience: str = "n8n-bridge"
+    jwt_issuer: str = "n8n-bridge"
+    jwt_leeway_s: int = Field(30, ge=0, le=300)
+    api_keys: tuple[str, ...] = Field(default=(), description="sha256 hashes of accepted API keys")
+    api_key_scopes: tuple[Scope, ...] = ("execute", "status")
+    callback_secret: SecretStr | None = None
+
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_binary_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    max_items: int = Field(100_000, ge=1)
+    processors: tuple[str, ...] = ()
+
+    sync_timeout_s: float = Field(300.0, gt=0)
+    thread_workers: int | None = Field(None, ge=1, le=512)
+    cpu_executor: Literal["process", "thread"] = "process"
+    process_workers: int | None = Field(None, ge=1, le=256)
+
+    job_retention_s: int = Field(7 * 24 * 3600, ge=60)
+    shutdown_timeout_s: float = Field(30.0, gt=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("processors", "api_key_scopes", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("jwt_keys", mode="before")
+    @classmethod
+    def _json_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return orjson.loads(value)
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"expected a JSON list of keys ({exc})") from None
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _hmac_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_hmac_secret(value.get_secret_value())
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _hash_api_keys(cls, value: Any) -> Any:
+        """Keep only hashes: a plain key is hashed here and never stored."""
+        hashed = []
+        for key in _split_list(value) or ():
+            if key.startswith(API_KEY_HASH_PREFIX):
+                digest = key.removeprefix(API_KEY_HASH_PREFIX)
+                if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                    raise ValueError("a hashed key is 'sha256:' and 64 lowercase hex digits")
+                hashed.append(key)
+            elif len(key) < MIN_API_KEY_CHARS:
+                raise ValueError(f"an API key needs at least {MIN_API_KEY_CHARS} characters")
+            else:
+                hashed.append(hash_api_key(key))
+        return tuple(hashed)
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            raw = value.get_secret_value()
+            try:
+                key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+            except ValueError:
+                key = b""
+            if not raw.startswith("whsec_") or len(key) < 24:
+                raise ValueError("expected 'whsec_' followed by a base64 key of 24 bytes or more")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_not_yet(cls, value: str | None) -> str | None:
+        if value:
+            raise ValueError("the Redis backend is not available in this version; unset it")
+        return value
+
+    @field_validator("jwt_keys")
+    @classmethod
+    def _unique_kids(cls, keys: tuple[JwtKey, ...], info: ValidationInfo) -> tuple[JwtKey, ...]:
+        kids = [key.kid for key in keys]
+        if len(kids) != len(set(kids)):
+            raise ValueError("key ids (kid) must be unique")
+        if info.data.get("jwt_secret") is not None and "default" in kids:
+            raise ValueError("kid 'default' is BRIDGE_JWT_SECRET's; give the key another kid")
+        return keys
+
+    @property
+    def auth_configured(self) -> bool:
+        return bool(self.jwt_secret or self.jwt_keys or self.api_keys)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings for display, every secret masked."""
+        data = self.model_dump(mode="json")
+        data["api_keys"] = [key[:15] + "…" for key in self.api_keys]
+        return data
+
+
+FIELD_NAMES = tuple(Settings.model_fields)
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(
+    config_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build settings from defaults, then the TOML file, then `BRIDGE_*` variables."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if config_file is not None:
+        try:
+            file_values = tomllib.loads(config_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"--config {config_file}: {exc}") from None
+        for key, value in file_values.items():
+            values[key] = value
+            origin[key] = f"{key} in {config_file}"
+    known = {env_name(field): field for field in FIELD_NAMES}
+    for name, value in environ.items():
+        if name in known:
+            values[known[name]] = value
+            origin[known[name]] = name
+        elif name.startswith(ENV_PREFIX) and name != "BRIDGE_CONFIG":
+            raise ConfigError(f"{name}: unknown setting (known: {', '.join(sorted(known))})")
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, origin)) from None
+
+
+def _one_line(exc: ValidationError, origin: dict[str, str]) -> str:
+    first = exc.errors()[0]
+    loc = first["loc"]
+    field = str(loc[0]) if loc else ""
+    where = origin.get(field) or (env_name(field) if field else "settings")
+    message = first["msg"].removeprefix("Value error, ")
+    extra = f" (at {'.'.join(str(p) for p in loc[1:])})" if len(loc) > 1 else ""
+    if field not in SECRET_FIELDS and isinstance(first.get("input"), str | int | float):
+        extra += f" (got {str(first['input'])[:60]!r})"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {message}{extra}{more}"
+
+
+def prepare(settings: Settings) -> tuple[Settings, str | None]:
+    """Apply the mode's rules: production needs auth; dev gets a generated JWT secret.
+
+    Returns the settings to run with and a notice to log, if any.
+    """
+    if settings.auth_configured:
+        return settings, None
+    if settings.env == "production":
+        raise ConfigError(
+            "BRIDGE_ENV=production needs authentication: set BRIDGE_JWT_SECRET, "
+            "BRIDGE_JWT_KEYS or BRIDGE_API_KEYS"
+        )
+    path = settings.data_dir / DEV_SECRET_FILE
+    created = not path.exists()
+    if created:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    secret = path.read_text().strip()
+    notice = f"dev mode: {'generated' if created else 'using'} the JWT secret in {path}"
+    return settings.model_copy(update={"jwt_secret": SecretStr(secret)}), notice

@@ -1,0 +1,1 @@
+"""Job stores: SQLite (embedded) now, Redis with the Redis backend; one protocol (`base`)."""
