@@ -157,6 +157,13 @@ class Runner:
                 f"processor {spec.name!r} did not finish within {timeout_s:g} s",
                 description="raise timeout_s, or send fewer items per request",
             ) from None
+        except BridgeError:
+            raise
+        except Exception as exc:
+            ctx.log.exception("processor %r failed for the whole job", spec.name)
+            raise ProcessorFailed(
+                f"processor {spec.name!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         if len(outcomes) < len(items):  # a pool loop stopped at the deadline
             raise Timeout(f"processor {spec.name!r} did not finish within {timeout_s:g} s")
         return outcomes

@@ -1,0 +1,47 @@
+# Sourced by run.sh and test.sh: find Python >= 3.11, create .venv when missing, and (re)install
+# the project when pyproject.toml changed since the last install.
+
+find_python() {
+    local candidate
+    for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    echo "n8n-bridge needs Python 3.11 or newer (set PYTHON=/path/to/python3.11)" >&2
+    return 1
+}
+
+# ensure_venv EXTRAS — EXTRAS is "" (the daemon) or "test"
+ensure_venv() {
+    local extras=$1 python stamp target="."
+    if [ ! -x .venv/bin/python ]; then
+        python=$(find_python)
+        echo "creating .venv with $python" >&2
+        "$python" -m venv .venv
+        .venv/bin/python -m pip install --quiet --upgrade pip
+    fi
+    stamp=".venv/.installed${extras:+-$extras}"
+    [ -n "$extras" ] && target=".[$extras]"
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+        echo "installing n8n-bridge${extras:+ with $extras extras} into .venv" >&2
+        .venv/bin/python -m pip install --quiet -e "$target"
+        touch "$stamp"
+    fi
+}
+
+# apt_ensure COMMAND PACKAGE — install a Debian package when its command is missing
+apt_ensure() {
+    local command=$1 package=$2 sudo=""
+    command -v "$command" >/dev/null 2>&1 && return 0
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "installing $package (for $command) with apt-get" >&2
+    if [ -z "${_APT_UPDATED:-}" ]; then
+        $sudo apt-get update -qq >/dev/null
+        _APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$package" >/dev/null
+}

@@ -1,0 +1,65 @@
+"""Fixtures: settings, a running app with a real SQLite file, tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from bridge.app import create_app
+from bridge.auth import mint_token
+from bridge.settings import Settings
+
+SECRET = "a-test-secret-that-is-long-enough-0123456789"
+API_KEY = "test-api-key-0123456789"
+PLUGINS = "tests.plugins.sample"
+
+ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "jwt_secret": SECRET,
+            "api_keys": [API_KEY],
+            "processors": [PLUGINS],
+            "cpu_executor": "thread",
+            "access_log": False,
+        }
+        values.update(overrides)
+        return Settings.model_validate(values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any, make_settings: Callable[..., Settings]) -> ClientFactory:
+    async def make(**overrides: Any) -> TestClient:
+        return await aiohttp_client(create_app(make_settings(**overrides)))  # type: ignore[no-any-return]
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: ClientFactory) -> TestClient:
+    return await make_client()
+
+
+def token(settings: Settings, scopes: str = "execute,status", ttl: float = 300) -> str:
+    return mint_token(settings, scopes.split(","), ttl)
+
+
+@pytest.fixture
+def auth(settings: Settings) -> dict[str, str]:
+    """Headers of a JWT with the execute and status scopes."""
+    return {"Authorization": f"Bearer {token(settings)}"}

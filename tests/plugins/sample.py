@@ -1,0 +1,105 @@
+"""Processors the tests load through BRIDGE_PROCESSORS, as a user's plugin module would be."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from pydantic import BaseModel
+
+from bridge import Binary, Context, Item, processor
+
+# The blocking processor holds its worker thread until a test opens this gate.
+GATE = threading.Event()
+ENTERED = threading.Event()
+
+
+class Repeat(BaseModel):
+    times: int = 1
+
+
+@processor("repeat", params=Repeat)
+def repeat(item: Item, params: Repeat, ctx: Context) -> list[dict]:
+    """One input gives `times` outputs (zero, one or many)."""
+    return [{**item.json, "copy": n} for n in range(params.times)]
+
+
+@processor("fail_odd")
+def fail_odd(item: Item, params: dict, ctx: Context) -> dict:
+    """Fails every item whose json.n is odd."""
+    if item.json["n"] % 2:
+        raise ValueError(f"odd number {item.json['n']}")
+    return item.json
+
+
+@processor("blocking")
+def blocking(item: Item, params: dict, ctx: Context) -> dict:
+    """Blocks its worker thread until the test opens GATE."""
+    ENTERED.set()
+    GATE.wait(timeout=60)
+    return {"released": True}
+
+
+class Sleep(BaseModel):
+    seconds: float
+
+
+@processor("sleep", params=Sleep)
+async def sleep(item: Item, params: Sleep, ctx: Context) -> dict:
+    await asyncio.sleep(params.seconds)
+    return {"slept": params.seconds}
+
+
+@processor("sleep_sync", params=Sleep)
+def sleep_sync(item: Item, params: Sleep, ctx: Context) -> dict:
+    time.sleep(params.seconds)
+    return {"slept": params.seconds}
+
+
+@processor("square", cpu_bound=True)
+def square(item: Item, params: dict, ctx: Context) -> dict:
+    """CPU-bound: runs in the process pool."""
+    import os
+
+    return {"square": item.json["x"] ** 2, "pid": os.getpid()}
+
+
+@processor("count_batch", batch=True)
+def count_batch(items: list[Item], params: dict, ctx: Context) -> list:
+    """Batch: sees every item at once; items with json.bad get an exception in their place."""
+    return [
+        ValueError("bad item") if item.json.get("bad") else {"i": item.index, "of": len(items)}
+        for item in items
+    ]
+
+
+@processor("wrong_batch", batch=True)
+def wrong_batch(items: list[Item], params: dict, ctx: Context) -> list:
+    return []
+
+
+@processor("upper_file")
+def upper_file(item: Item, params: dict, ctx: Context) -> Item:
+    """Binary in, binary out: upper-cases the `file` attachment."""
+    blob = item.binary["file"]
+    return Item(
+        json={"size": len(blob.data)},
+        binary={"file": Binary(blob.data.upper(), blob.mime_type, blob.file_name)},
+    )
+
+
+@processor("unserialisable")
+def unserialisable(item: Item, params: dict, ctx: Context) -> dict:
+    return {"value": object()} if item.json.get("bad") else {"ok": True}
+
+
+@processor("crash", batch=True)
+def crash(items: list[Item], params: dict, ctx: Context) -> list:
+    raise RuntimeError("the whole batch broke")
+
+
+@processor("log_item")
+def log_item(item: Item, params: dict, ctx: Context) -> dict:
+    ctx.log.info("processing item %d", item.index)
+    return item.json

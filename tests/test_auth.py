@@ -1,0 +1,210 @@
+"""JWT and API-key authentication, scopes, and the attacks they must refuse."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from bridge.auth import Authenticator, Principal, authorize, mint_token
+from bridge.errors import AuthenticationFailed, Forbidden
+from bridge.settings import ConfigError, Settings
+from tests.conftest import API_KEY, SECRET, ClientFactory
+
+PRIVATE_KEYS: dict[str, Any] = {
+    "RS256": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    "ES256": ec.generate_private_key(ec.SECP256R1()),
+    "EdDSA": ed25519.Ed25519PrivateKey.generate(),
+}
+
+
+def pem(private: Any) -> str:
+    return private.public_key().public_bytes(  # type: ignore[no-any-return]
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    values = {"iss": "n8n-bridge", "aud": "n8n-bridge", "iat": now, "exp": now + 60,
+              "sub": "test", "scope": "execute status"}
+    values.update(overrides)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@pytest.fixture
+def authenticator(make_settings: Callable[..., Settings]) -> Authenticator:
+    keys = [{"kid": f"k-{alg}", "alg": alg, "public_key": pem(key)} for alg, key in PRIVATE_KEYS.items()]
+    keys.append({"kid": "old-hmac", "alg": "HS256", "secret": "another-secret-of-32-bytes-or-more!!"})
+    return Authenticator(make_settings(jwt_keys=keys))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def reject(authenticator: Authenticator, headers: dict[str, str], reason: str) -> AuthenticationFailed:
+    with pytest.raises(AuthenticationFailed) as caught:
+        authenticator.authenticate(headers)
+    assert reason in caught.value.message
+    assert caught.value.headers["WWW-Authenticate"].startswith('Bearer realm="n8n-bridge"')
+    return caught.value
+
+
+@pytest.mark.parametrize("alg", sorted(PRIVATE_KEYS))
+def test_asymmetric_keys_verify_by_kid(authenticator: Authenticator, alg: str) -> None:
+    token = jwt.encode(claims(), PRIVATE_KEYS[alg], algorithm=alg, headers={"kid": f"k-{alg}"})
+    principal = authenticator.authenticate(bearer(token))
+    assert principal == Principal("test", frozenset({"execute", "status"}), "jwt")
+
+
+def test_keys_rotate_by_kid(authenticator: Authenticator) -> None:
+    old = jwt.encode(claims(), "another-secret-of-32-bytes-or-more!!", algorithm="HS256",
+                     headers={"kid": "old-hmac"})
+    new = jwt.encode(claims(), SECRET, algorithm="HS256", headers={"kid": "default"})
+    assert authenticator.authenticate(bearer(old)).subject == "test"
+    assert authenticator.authenticate(bearer(new)).subject == "test"
+
+
+def test_cli_token_verifies(settings: Settings) -> None:
+    token = mint_token(settings, ["execute", "admin"], 60)
+    principal = Authenticator(settings).authenticate(bearer(token))
+    assert principal.scopes == {"execute", "admin"}
+
+
+def test_alg_none_is_refused(authenticator: Authenticator) -> None:
+    token = jwt.encode(claims(), None, algorithm="none", headers={"kid": "default"})
+    reject(authenticator, bearer(token), "only verifies HS256")
+
+
+def test_hmac_signed_with_the_public_key_is_refused(authenticator: Authenticator) -> None:
+    """Algorithm confusion: an HS256 token keyed with the RSA public key's PEM."""
+    header = {"alg": "HS256", "typ": "JWT", "kid": "k-RS256"}
+    segments = [base64.urlsafe_b64encode(json.dumps(p).encode()).rstrip(b"=") for p in (header, claims())]
+    signing_input = b".".join(segments)
+    import hashlib
+    import hmac
+
+    signature = hmac.new(pem(PRIVATE_KEYS["RS256"]).encode(), signing_input, hashlib.sha256).digest()
+    token = (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
+    reject(authenticator, bearer(token), "only verifies RS256")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"exp": int(time.time()) - 3600}, "expired"),
+        ({"iat": int(time.time()) + 3600}, "not valid yet"),
+        ({"nbf": int(time.time()) + 3600}, "not valid yet"),
+        ({"aud": "someone-else"}, "audience"),
+        ({"iss": "mallory"}, "issuer"),
+        ({"exp": None}, "'exp'"),
+        ({"iat": None}, "'iat'"),
+        ({"aud": None}, "'aud'"),
+        ({"iss": None}, "'iss'"),
+    ],
+)
+def test_bad_claims_are_refused(
+    authenticator: Authenticator, overrides: dict[str, Any], reason: str
+) -> None:
+    token = jwt.encode(claims(**overrides), SECRET, algorithm="HS256", headers={"kid": "default"})
+    reject(authenticator, bearer(token), reason)
+
+
+def test_small_clock_skew_is_tolerated(authenticator: Authenticator) -> None:
+    token = jwt.encode(claims(iat=int(time.time()) + 5), SECRET, algorithm="HS256",
+                       headers={"kid": "default"})
+    assert authenticator.authenticate(bearer(token)).subject == "test"
+
+
+def test_tampered_signature_is_refused(authenticator: Authenticator) -> None:
+    token = jwt.encode(claims(), SECRET, algorithm="HS256", headers={"kid": "default"})
+    head, payload, signature = token.split(".")
+    forged = base64.urlsafe_b64encode(json.dumps(claims(scope="admin")).encode()).rstrip(b"=").decode()
+    reject(authenticator, bearer(f"{head}.{forged}.{signature}"), "signature")
+
+
+def test_unknown_kid_and_missing_kid_are_refused(authenticator: Authenticator) -> None:
+    reject(authenticator, bearer(jwt.encode(claims(), SECRET, algorithm="HS256", headers={"kid": "who"})),
+           "unknown key id")
+    reject(authenticator, bearer(jwt.encode(claims(), SECRET, algorithm="HS256")), "no 'kid'")
+
+
+def test_a_single_key_needs_no_kid(settings: Settings) -> None:
+    only_secret = settings.model_copy(update={"api_keys": ()})
+    token = jwt.encode(claims(), SECRET, algorithm="HS256")
+    assert Authenticator(only_secret).authenticate(bearer(token)).subject == "test"
+
+
+def test_garbage_and_wrong_scheme_are_refused(authenticator: Authenticator) -> None:
+    reject(authenticator, bearer("not-a-jwt"), "not a well-formed JWT")
+    reject(authenticator, {"Authorization": "Basic dXNlcjpwYXNz"}, "Bearer <token>")
+
+
+def test_missing_credentials_get_a_plain_challenge(authenticator: Authenticator) -> None:
+    error = reject(authenticator, {}, "authentication required")
+    assert error.headers["WWW-Authenticate"] == 'Bearer realm="n8n-bridge"'
+
+
+def test_api_keys_are_kept_hashed_and_checked(settings: Settings) -> None:
+    assert API_KEY not in settings.model_dump_json()
+    authenticator = Authenticator(settings)
+    principal = authenticator.authenticate({"X-API-Key": API_KEY})
+    assert principal.method == "api_key"
+    assert principal.scopes == {"execute", "status"}
+    reject(authenticator, {"X-API-Key": API_KEY + "x"}, "API key is not valid")
+
+
+def test_a_hashed_api_key_is_accepted_as_configuration(make_settings: Callable[..., Settings]) -> None:
+    import hashlib
+
+    digest = "sha256:" + hashlib.sha256(b"some-long-api-key-value").hexdigest()
+    authenticator = Authenticator(make_settings(api_keys=[digest]))
+    assert authenticator.authenticate({"X-API-Key": "some-long-api-key-value"}).method == "api_key"
+
+
+def test_scopes_are_enforced_and_admin_grants_all() -> None:
+    execute_only = Principal("t", frozenset({"execute"}), "jwt")
+    authorize(execute_only, "execute")
+    with pytest.raises(Forbidden):
+        authorize(execute_only, "admin")
+    with pytest.raises(Forbidden):
+        authorize(execute_only, "status")
+    authorize(Principal("t", frozenset({"admin"}), "jwt"), "status")
+
+
+def test_a_public_key_of_the_wrong_type_stops_start_up(make_settings: Callable[..., Settings]) -> None:
+    key = {"kid": "k", "alg": "ES256", "public_key": pem(PRIVATE_KEYS["RS256"])}
+    with pytest.raises(ConfigError, match="cannot verify ES256"):
+        Authenticator(make_settings(jwt_keys=[key]))
+
+
+def test_small_rsa_keys_are_refused(make_settings: Callable[..., Settings]) -> None:
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    with pytest.raises(ConfigError, match="2048 bits"):
+        Authenticator(make_settings(jwt_keys=[{"kid": "k", "alg": "RS256", "public_key": pem(small)}]))
+
+
+async def test_http_answers_401_and_403(make_client: ClientFactory, settings: Settings) -> None:
+    client = await make_client()
+    body = {"processing_type": "echo", "items": []}
+    missing = await client.post("/api/v1/workflow/execute", json=body)
+    assert missing.status == 401
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="n8n-bridge"'
+    assert (await missing.json())["error"]["code"] == "auth"
+
+    status_only = mint_token(settings, ["status"], 60)
+    forbidden = await client.post("/api/v1/workflow/execute", json=body, headers=bearer(status_only))
+    assert forbidden.status == 403
+    assert (await forbidden.json())["error"]["code"] == "forbidden"
+
+    with_key = await client.post("/api/v1/workflow/execute", json=body, headers={"X-API-Key": API_KEY})
+    assert with_key.status == 200
+    assert (await client.get("/health")).status == 200  # public
