@@ -73,9 +73,7 @@ async def _runner(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _execution(app: web.Application) -> AsyncIterator[None]:
-    app[EXECUTION] = Execution(
-        app[SETTINGS], app[REGISTRY], app[RUNNER], app[STORE], app[METRICS]
-    )
+    app[EXECUTION] = Execution(app[SETTINGS], app[REGISTRY], app[RUNNER], app[STORE], app[METRICS])
     yield
 
 

@@ -54,7 +54,9 @@ def _load_key(spec: JwtKey) -> _Key:
     try:
         public = load_pem_public_key(spec.public_pem().encode())
     except (ValueError, OSError) as exc:
-        raise ConfigError(f"BRIDGE_JWT_KEYS: key {spec.kid!r}: not a PEM public key ({exc})") from None
+        raise ConfigError(
+            f"BRIDGE_JWT_KEYS: key {spec.kid!r}: not a PEM public key ({exc})"
+        ) from None
     expected = {
         "RS256": (rsa.RSAPublicKey,),
         "ES256": (ec.EllipticCurvePublicKey,),
@@ -189,7 +191,7 @@ def authorize(principal: Principal, scope: str) -> None:
 def mint_token(
     settings: Settings, scopes: list[str], ttl_s: float, subject: str = "n8n-bridge-cli"
 ) -> str:
-    """A JWT signed with the configured HS256 secret (BRIDGE_JWT_SECRET, else the first HS256 key)."""
+    """A JWT signed with BRIDGE_JWT_SECRET, else with the first HS256 key of BRIDGE_JWT_KEYS."""
     if settings.jwt_secret is not None:
         kid, secret = DEFAULT_KID, settings.jwt_secret.get_secret_value()
     else:
@@ -201,7 +203,9 @@ def mint_token(
         kid, secret = hmac_keys[0].kid, hmac_keys[0].secret.get_secret_value()  # type: ignore[union-attr]
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
-        raise ConfigError(f"--scope: unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+        raise ConfigError(
+            f"--scope: unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}"
+        )
     now = int(time.time())
     claims = {
         "iss": settings.jwt_issuer,

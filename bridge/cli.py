@@ -49,10 +49,17 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser(
         "token", parents=[config], help="print a JWT signed with the configured secret"
     )
-    token.add_argument("--scope", default="execute,status",
-                       help="comma-separated: execute, status, admin (default: execute,status)")
-    token.add_argument("--ttl", type=parse_duration, default=3600.0,
-                       help="lifetime: seconds or 15m, 1h, 7d (default: 1h)")
+    token.add_argument(
+        "--scope",
+        default="execute,status",
+        help="comma-separated: execute, status, admin (default: execute,status)",
+    )
+    token.add_argument(
+        "--ttl",
+        type=parse_duration,
+        default=3600.0,
+        help="lifetime: seconds or 15m, 1h, 7d (default: 1h)",
+    )
     token.add_argument("--subject", default="n8n-bridge-cli", help="the token's `sub` claim")
     commands.add_parser(
         "check-config", parents=[config], help="validate and print the effective settings"
@@ -81,8 +88,10 @@ def _check_config(settings: Settings) -> int:
     if not settings.auth_configured:
         if settings.env == "production":
             prepare(settings)  # raises the production error
-        print(f"note: no auth configured; dev mode generates a JWT secret in {settings.data_dir}",
-              file=sys.stderr)
+        print(
+            f"note: no auth configured; dev mode generates a JWT secret in {settings.data_dir}",
+            file=sys.stderr,
+        )
     else:
         Authenticator(settings)  # loads and checks every public key
     registry = Registry.load(settings.processors)
@@ -114,15 +123,21 @@ async def _run(app: web.Application, settings: Settings) -> None:
     await site.start()
     for address in runner.addresses:
         host, port = address[0], address[1]
-        log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port,
-                 extra={"version": __version__, "env": settings.env})
+        log.info(
+            "listening on http://%s:%d",
+            f"[{host}]" if ":" in host else host,
+            port,
+            extra={"version": __version__, "env": settings.env},
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     app[LIFECYCLE].drain("signal received")
-    log.info("stopping: no new connections; in-flight requests get up to %g s",
-             settings.shutdown_timeout_s)
+    log.info(
+        "stopping: no new connections; in-flight requests get up to %g s",
+        settings.shutdown_timeout_s,
+    )
     await runner.cleanup()
     log.info("stopped")

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 class BridgeError(Exception):
     code: ClassVar[str] = "internal"
-    http_code: ClassVar[int] = 500
+    http_code: int = 500  # a class default; an instance may answer another status
     retryable: ClassVar[bool] = False
 
     def __init__(

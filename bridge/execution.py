@@ -14,7 +14,14 @@ from typing import Any
 
 from bridge.errors import BridgeError, Internal, PayloadTooLarge
 from bridge.items import Item, ItemError
-from bridge.jobs import MAX_STORED_ERRORS, ItemErrorModel, JobError, JobRecord, JobStatus, new_job_id
+from bridge.jobs import (
+    MAX_STORED_ERRORS,
+    ItemErrorModel,
+    JobError,
+    JobRecord,
+    JobStatus,
+    new_job_id,
+)
 from bridge.logs import job_id_var, workflow_id_var
 from bridge.metrics import Metrics
 from bridge.processors.registry import Context, ProcessorSpec, Registry
@@ -104,7 +111,9 @@ class Execution:
                 spec, submission.items, submission.params, ctx, timeout_s
             )
         except BaseException as exc:
-            error = exc if isinstance(exc, BridgeError) else Internal(f"processor run ended: {exc!r}")
+            error = (
+                exc if isinstance(exc, BridgeError) else Internal(f"processor run ended: {exc!r}")
+            )
             failed = job.advance(
                 JobStatus.FAILED,
                 error=JobError(code=error.code, message=error.message, retryable=error.retryable),
@@ -124,8 +133,11 @@ class Execution:
         )
         await self._store.save(done)
         self._count(
-            spec.name, done, time.perf_counter() - started,
-            len(submission.items) - len(errors), len(errors),
+            spec.name,
+            done,
+            time.perf_counter() - started,
+            len(submission.items) - len(errors),
+            len(errors),
         )
         return SyncResult(done, outputs, errors)
 
@@ -140,7 +152,9 @@ class Execution:
         metrics.jobs.labels(name, job.mode, job.status.value).inc()
 
 
-def _split(outcomes: Sequence[list[Item] | ItemError]) -> tuple[list[tuple[int, Item]], list[ItemError]]:
+def _split(
+    outcomes: Sequence[list[Item] | ItemError],
+) -> tuple[list[tuple[int, Item]], list[ItemError]]:
     outputs: list[tuple[int, Item]] = []
     errors: list[ItemError] = []
     for index, outcome in enumerate(outcomes):

@@ -1,9 +1,9 @@
 """n8n items ⇄ Python records.
 
 On the wire an n8n item is `{"json": {...}, "binary": {key: {data, mimeType, fileName, ...}},
-"pairedItem": ...}` with binary data in base64. Processors see `Item` records with decoded bytes, and
-return outputs (see `outputs_of`); every output item goes back with `pairedItem` pointing at the
-input it came from, so one input may give zero, one or many outputs.
+"pairedItem": ...}` with binary data in base64. Processors see `Item` records with decoded bytes,
+and return outputs (see `outputs_of`); every output item goes back with `pairedItem` pointing at
+the input it came from, so one input may give zero, one or many outputs.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.errors import ValidationFailed
 
-# n8n's binary modes other than "default" keep the bytes outside the item; `data` then holds a marker.
+# n8n's binary modes other than "default" keep the bytes outside the item; `data` holds a marker.
 _EXTERNAL_BINARY_MARKERS = frozenset({"filesystem", "filesystem-v2", "s3"})
 
 
@@ -30,9 +30,9 @@ class N8nBinary(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     data: str = Field(description="base64-encoded content")
-    mimeType: str = "application/octet-stream"  # noqa: N815 - n8n's own field names
-    fileName: str | None = None  # noqa: N815
-    fileExtension: str | None = None  # noqa: N815
+    mimeType: str = "application/octet-stream"
+    fileName: str | None = None
+    fileExtension: str | None = None
     id: str | None = Field(None, description="set by n8n when the bytes live outside the item")
 
 
@@ -50,7 +50,7 @@ class N8nItem(BaseModel):
 
     json_: dict[str, Any] = Field(default_factory=dict, alias="json")
     binary: dict[str, N8nBinary] | None = None
-    pairedItem: PairedItemRef | list[PairedItemRef] | int | None = None  # noqa: N815
+    pairedItem: PairedItemRef | list[PairedItemRef] | int | None = None
 
 
 @dataclass(slots=True)
@@ -63,7 +63,7 @@ class Binary:
 
 @dataclass(slots=True)
 class Item:
-    """What a processor sees and may return: the item's JSON, its decoded binaries, its input index."""
+    """What a processor sees and may return: JSON, decoded binaries, and its input's index."""
 
     json: dict[str, Any]
     binary: dict[str, Binary] = field(default_factory=dict)
@@ -106,7 +106,8 @@ def _decode_binary(blob: N8nBinary, limit: int) -> Binary:
     if blob.data in _EXTERNAL_BINARY_MARKERS or (blob.id and not blob.data):
         raise ValueError(
             "n8n keeps this binary outside the item (binary mode "
-            f"{blob.data or 'filesystem'!r}); send the bytes as base64 — the Python Bridge node does"
+            f"{blob.data or 'filesystem'!r}); send the bytes as base64, "
+            "as the Python Bridge node does"
         )
     if len(blob.data) // 4 * 3 > limit + 2:
         raise ValueError(f"binary data is larger than BRIDGE_MAX_BINARY_BYTES ({limit} bytes)")
@@ -133,7 +134,8 @@ def outputs_of(result: Any) -> list[Item]:
     if isinstance(result, list | tuple):
         return [_as_item(value) for value in result]
     raise TypeError(
-        f"processor returned {type(result).__name__}; expected a dict, an Item, a list of them or None"
+        f"processor returned {type(result).__name__}; "
+        "expected a dict, an Item, a list of them or None"
     )
 
 
@@ -151,9 +153,7 @@ def to_n8n(item: Item, paired: int) -> dict[str, Any]:
     """One output item on the wire, paired with input `paired`."""
     wire: dict[str, Any] = {"json": item.json, "pairedItem": {"item": paired}}
     if item.binary:
-        wire["binary"] = {
-            key: _binary_to_wire(blob) for key, blob in item.binary.items()
-        }
+        wire["binary"] = {key: _binary_to_wire(blob) for key, blob in item.binary.items()}
     return wire
 
 

@@ -66,17 +66,16 @@ class ConsoleFormatter(logging.Formatter):
 
 
 def _iso(created: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        + f".{int(created % 1 * 1000):03d}Z"
+    )
 
 
-def configure(
-    log_format: Literal["json", "console"], level: str, color: str | None = None
-) -> None:
+def configure(log_format: Literal["json", "console"], level: str, color: str | None = None) -> None:
     """Route every logger (ours, aiohttp's, asyncio's) to one stdout handler."""
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(
-        JsonFormatter(color) if log_format == "json" else ConsoleFormatter(color)
-    )
+    handler.setFormatter(JsonFormatter(color) if log_format == "json" else ConsoleFormatter(color))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

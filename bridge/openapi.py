@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from bridge import __version__
 from bridge.api.models import ErrorBody
@@ -49,8 +49,10 @@ def build_spec() -> dict[str, Any]:
     models: set[type[BaseModel]] = {ErrorBody}
     for route in ROUTES:
         models.update(m for m in (route.body, route.response) if m is not None)
-    keyed = [(m, "validation" if any(m is r.body for r in ROUTES) else "serialization")
-             for m in sorted(models, key=lambda m: m.__name__)]
+    keyed: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (m, "validation" if any(m is r.body for r in ROUTES) else "serialization")
+        for m in sorted(models, key=lambda m: m.__name__)
+    ]
     refs, schemas = models_json_schema(keyed, ref_template=REF)
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:

@@ -42,7 +42,10 @@ def _item_error(index: int, exc: BaseException) -> ItemError:
 
 def _log_item_failure(ctx: Context, index: int, exc: BaseException) -> None:
     ctx.log.warning(
-        "item %d failed: %s: %s", index, type(exc).__name__, exc,
+        "item %d failed: %s: %s",
+        index,
+        type(exc).__name__,
+        exc,
         exc_info=not isinstance(exc, BridgeError),
     )
 
@@ -131,7 +134,7 @@ class Runner:
         return self._processes
 
     def timeout_for(self, spec: ProcessorSpec, requested: float | None) -> float:
-        """The request's timeout, bounded by the processor's, defaulting to BRIDGE_SYNC_TIMEOUT_S."""
+        """The request's timeout within the processor's; by default BRIDGE_SYNC_TIMEOUT_S."""
         limit = spec.timeout_s or self._settings.sync_timeout_s
         return min(requested, limit) if requested else limit
 

@@ -35,7 +35,8 @@ async def jobs_of(client: TestClient, auth: dict[str, str]) -> list[Any]:
 
 async def test_malformed_json_is_400(client: TestClient, auth: dict[str, str]) -> None:
     response = await client.post(
-        EXECUTE, data=b'{"processing_type": "echo", "items": [',
+        EXECUTE,
+        data=b'{"processing_type": "echo", "items": [',
         headers={**auth, "Content-Type": "application/json"},
     )
     error = await error_of(response, 400, "validation")
@@ -44,14 +45,17 @@ async def test_malformed_json_is_400(client: TestClient, auth: dict[str, str]) -
 
 async def test_invalid_utf8_is_400(client: TestClient, auth: dict[str, str]) -> None:
     response = await client.post(
-        EXECUTE, data=b'{"processing_type": "\xff\xfe"}',
+        EXECUTE,
+        data=b'{"processing_type": "\xff\xfe"}',
         headers={**auth, "Content-Type": "application/json"},
     )
     await error_of(response, 400, "validation")
 
 
 async def test_empty_body_is_400(client: TestClient, auth: dict[str, str]) -> None:
-    response = await client.post(EXECUTE, data=b"", headers={**auth, "Content-Type": "application/json"})
+    response = await client.post(
+        EXECUTE, data=b"", headers={**auth, "Content-Type": "application/json"}
+    )
     await error_of(response, 400, "validation")
 
 
@@ -79,12 +83,16 @@ async def test_body_over_the_limit_is_413(make_client: ClientFactory, settings: 
     client = await make_client(max_body_bytes=2048)
     headers = {"Authorization": f"Bearer {token(settings)}"}
     items = [{"json": {"pad": "x" * 1000}} for _ in range(5)]
-    response = await client.post(EXECUTE, json={"processing_type": "echo", "items": items}, headers=headers)
+    response = await client.post(
+        EXECUTE, json={"processing_type": "echo", "items": items}, headers=headers
+    )
     error = await error_of(response, 413, "payload_too_large")
     assert "BRIDGE_MAX_BODY_BYTES (2048 bytes)" in error["message"]
 
 
-async def test_a_huge_body_is_refused_before_it_is_read(client: TestClient, settings: Settings) -> None:
+async def test_a_huge_body_is_refused_before_it_is_read(
+    client: TestClient, settings: Settings
+) -> None:
     """Announce 1 GiB, send a few bytes: the answer comes at once, the rest is never awaited."""
     assert client.server.host is not None and client.server.port is not None
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
@@ -111,7 +119,8 @@ async def test_a_chunked_body_is_cut_off_at_the_limit(
             yield b" " * 1024
 
     response = await client.post(
-        EXECUTE, data=chunks(),
+        EXECUTE,
+        data=chunks(),
         headers={"Authorization": f"Bearer {token(settings)}", "Content-Type": "application/json"},
     )
     await error_of(response, 413, "payload_too_large")
@@ -121,7 +130,9 @@ async def test_too_many_items_is_413(make_client: ClientFactory, settings: Setti
     client = await make_client(max_items=3)
     headers = {"Authorization": f"Bearer {token(settings)}"}
     body = {"processing_type": "echo", "items": [{"json": {}}] * 4}
-    error = await error_of(await client.post(EXECUTE, json=body, headers=headers), 413, "payload_too_large")
+    error = await error_of(
+        await client.post(EXECUTE, json=body, headers=headers), 413, "payload_too_large"
+    )
     assert "BRIDGE_MAX_ITEMS (3)" in error["message"]
 
 
@@ -153,11 +164,15 @@ async def test_schema_violations_have_a_json_pointer_each(
 
 
 async def test_missing_field_is_named(client: TestClient, auth: dict[str, str]) -> None:
-    error = await error_of(await client.post(EXECUTE, json={"items": []}, headers=auth), 422, "validation")
+    error = await error_of(
+        await client.post(EXECUTE, json={"items": []}, headers=auth), 422, "validation"
+    )
     assert error["details"] == [{"pointer": "/processing_type", "message": "Field required"}]
 
 
-async def test_bad_parameters_point_into_parameters(client: TestClient, auth: dict[str, str]) -> None:
+async def test_bad_parameters_point_into_parameters(
+    client: TestClient, auth: dict[str, str]
+) -> None:
     body = {"processing_type": "repeat", "items": [], "parameters": {"times": "many"}}
     error = await error_of(await client.post(EXECUTE, json=body, headers=auth), 422, "validation")
     assert error["details"][0]["pointer"] == "/parameters/times"
@@ -169,7 +184,12 @@ async def test_bad_parameters_point_into_parameters(client: TestClient, auth: di
 async def test_binary_that_is_not_base64_is_422_with_its_pointer(
     client: TestClient, auth: dict[str, str]
 ) -> None:
-    items = [{"json": {}, "binary": {"my/file": {"data": "%%% not base64 %%%", "mimeType": "text/plain"}}}]
+    items = [
+        {
+            "json": {},
+            "binary": {"my/file": {"data": "%%% not base64 %%%", "mimeType": "text/plain"}},
+        }
+    ]
     body = {"processing_type": "echo", "items": items}
     error = await error_of(await client.post(EXECUTE, json=body, headers=auth), 422, "validation")
     assert error["details"] == [
@@ -181,7 +201,8 @@ async def test_binary_over_its_limit_is_422(make_client: ClientFactory, settings
     client = await make_client(max_binary_bytes=10)
     items = [{"json": {}, "binary": {"f": {"data": base64.b64encode(b"x" * 11).decode()}}}]
     response = await client.post(
-        EXECUTE, json={"processing_type": "echo", "items": items},
+        EXECUTE,
+        json={"processing_type": "echo", "items": items},
         headers={"Authorization": f"Bearer {token(settings)}"},
     )
     error = await error_of(response, 422, "validation")

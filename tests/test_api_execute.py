@@ -68,9 +68,13 @@ async def test_batch_processor_sees_all_items_and_fails_single_ones(
     client: TestClient, auth: dict[str, str]
 ) -> None:
     items = [{"json": {}}, {"json": {"bad": True}}, {"json": {}}]
-    answer = await (await client.post(EXECUTE, json=body("count_batch", items), headers=auth)).json()
+    answer = await (
+        await client.post(EXECUTE, json=body("count_batch", items), headers=auth)
+    ).json()
     assert [i["json"] for i in answer["items"]] == [{"i": 0, "of": 3}, {"i": 2, "of": 3}]
-    assert answer["errors"] == [{"index": 1, "code": "processor_error", "message": "ValueError: bad item"}]
+    assert answer["errors"] == [
+        {"index": 1, "code": "processor_error", "message": "ValueError: bad item"}
+    ]
 
 
 async def test_batch_processor_with_wrong_count_fails_the_job(
@@ -100,7 +104,9 @@ async def test_unserialisable_output_fails_only_its_item(
     client: TestClient, auth: dict[str, str]
 ) -> None:
     items = [{"json": {}}, {"json": {"bad": True}}]
-    answer = await (await client.post(EXECUTE, json=body("unserialisable", items), headers=auth)).json()
+    answer = await (
+        await client.post(EXECUTE, json=body("unserialisable", items), headers=auth)
+    ).json()
     assert answer["items"] == [{"json": {"ok": True}, "pairedItem": {"item": 0}}]
     assert answer["errors"][0]["index"] == 1
     assert answer["errors"][0]["message"] == "output: Type is not JSON serializable: object"
@@ -108,7 +114,12 @@ async def test_unserialisable_output_fails_only_its_item(
 
 async def test_binary_data_round_trips(client: TestClient, auth: dict[str, str]) -> None:
     data = base64.b64encode(b"hello file").decode()
-    items = [{"json": {}, "binary": {"file": {"data": data, "mimeType": "text/plain", "fileName": "a.txt"}}}]
+    items = [
+        {
+            "json": {},
+            "binary": {"file": {"data": data, "mimeType": "text/plain", "fileName": "a.txt"}},
+        }
+    ]
     answer = await (await client.post(EXECUTE, json=body("upper_file", items), headers=auth)).json()
     out = answer["items"][0]
     assert out["json"] == {"size": 10}
@@ -117,9 +128,7 @@ async def test_binary_data_round_trips(client: TestClient, auth: dict[str, str])
     assert out["binary"]["file"]["fileName"] == "a.txt"
 
 
-async def test_cpu_bound_processor_runs_in_another_process(
-    make_client: Any, settings: Any
-) -> None:
+async def test_cpu_bound_processor_runs_in_another_process(make_client: Any, settings: Any) -> None:
     import os
 
     from tests.conftest import token
@@ -138,7 +147,9 @@ async def test_a_blocking_processor_does_not_stall_other_requests(
 ) -> None:
     sample.GATE.clear()
     sample.ENTERED.clear()
-    blocked = asyncio.create_task(client.post(EXECUTE, json=body("blocking", [{"json": {}}]), headers=auth))
+    blocked = asyncio.create_task(
+        client.post(EXECUTE, json=body("blocking", [{"json": {}}]), headers=auth)
+    )
     try:
         assert await asyncio.to_thread(sample.ENTERED.wait, 30), "the processor never started"
         # The processor now holds a worker thread; the loop must still answer.
@@ -164,7 +175,9 @@ async def test_timeout_gives_504_and_a_failed_job(client: TestClient, auth: dict
     error = (await response.json())["error"]
     assert error["code"] == "timeout"
     assert error["retryable"] is True
-    job = await (await client.get(f"/api/v1/workflow/status/{error['details']['job_id']}", headers=auth)).json()
+    job = await (
+        await client.get(f"/api/v1/workflow/status/{error['details']['job_id']}", headers=auth)
+    ).json()
     assert job["status"] == "failed"
     assert job["error"]["code"] == "timeout"
 

@@ -26,23 +26,37 @@ PRIVATE_KEYS: dict[str, Any] = {
 
 
 def pem(private: Any) -> str:
-    return private.public_key().public_bytes(  # type: ignore[no-any-return]
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        private.public_key()
+        .public_bytes(  # type: ignore[no-any-return]
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        .decode()
+    )
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    values = {"iss": "n8n-bridge", "aud": "n8n-bridge", "iat": now, "exp": now + 60,
-              "sub": "test", "scope": "execute status"}
+    values = {
+        "iss": "n8n-bridge",
+        "aud": "n8n-bridge",
+        "iat": now,
+        "exp": now + 60,
+        "sub": "test",
+        "scope": "execute status",
+    }
     values.update(overrides)
     return {k: v for k, v in values.items() if v is not None}
 
 
 @pytest.fixture
 def authenticator(make_settings: Callable[..., Settings]) -> Authenticator:
-    keys = [{"kid": f"k-{alg}", "alg": alg, "public_key": pem(key)} for alg, key in PRIVATE_KEYS.items()]
-    keys.append({"kid": "old-hmac", "alg": "HS256", "secret": "another-secret-of-32-bytes-or-more!!"})
+    keys = [
+        {"kid": f"k-{alg}", "alg": alg, "public_key": pem(key)} for alg, key in PRIVATE_KEYS.items()
+    ]
+    keys.append(
+        {"kid": "old-hmac", "alg": "HS256", "secret": "another-secret-of-32-bytes-or-more!!"}
+    )
     return Authenticator(make_settings(jwt_keys=keys))
 
 
@@ -50,7 +64,9 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def reject(authenticator: Authenticator, headers: dict[str, str], reason: str) -> AuthenticationFailed:
+def reject(
+    authenticator: Authenticator, headers: dict[str, str], reason: str
+) -> AuthenticationFailed:
     with pytest.raises(AuthenticationFailed) as caught:
         authenticator.authenticate(headers)
     assert reason in caught.value.message
@@ -66,8 +82,12 @@ def test_asymmetric_keys_verify_by_kid(authenticator: Authenticator, alg: str) -
 
 
 def test_keys_rotate_by_kid(authenticator: Authenticator) -> None:
-    old = jwt.encode(claims(), "another-secret-of-32-bytes-or-more!!", algorithm="HS256",
-                     headers={"kid": "old-hmac"})
+    old = jwt.encode(
+        claims(),
+        "another-secret-of-32-bytes-or-more!!",
+        algorithm="HS256",
+        headers={"kid": "old-hmac"},
+    )
     new = jwt.encode(claims(), SECRET, algorithm="HS256", headers={"kid": "default"})
     assert authenticator.authenticate(bearer(old)).subject == "test"
     assert authenticator.authenticate(bearer(new)).subject == "test"
@@ -87,12 +107,16 @@ def test_alg_none_is_refused(authenticator: Authenticator) -> None:
 def test_hmac_signed_with_the_public_key_is_refused(authenticator: Authenticator) -> None:
     """Algorithm confusion: an HS256 token keyed with the RSA public key's PEM."""
     header = {"alg": "HS256", "typ": "JWT", "kid": "k-RS256"}
-    segments = [base64.urlsafe_b64encode(json.dumps(p).encode()).rstrip(b"=") for p in (header, claims())]
+    segments = [
+        base64.urlsafe_b64encode(json.dumps(p).encode()).rstrip(b"=") for p in (header, claims())
+    ]
     signing_input = b".".join(segments)
     import hashlib
     import hmac
 
-    signature = hmac.new(pem(PRIVATE_KEYS["RS256"]).encode(), signing_input, hashlib.sha256).digest()
+    signature = hmac.new(
+        pem(PRIVATE_KEYS["RS256"]).encode(), signing_input, hashlib.sha256
+    ).digest()
     token = (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
     reject(authenticator, bearer(token), "only verifies RS256")
 
@@ -119,21 +143,27 @@ def test_bad_claims_are_refused(
 
 
 def test_small_clock_skew_is_tolerated(authenticator: Authenticator) -> None:
-    token = jwt.encode(claims(iat=int(time.time()) + 5), SECRET, algorithm="HS256",
-                       headers={"kid": "default"})
+    token = jwt.encode(
+        claims(iat=int(time.time()) + 5), SECRET, algorithm="HS256", headers={"kid": "default"}
+    )
     assert authenticator.authenticate(bearer(token)).subject == "test"
 
 
 def test_tampered_signature_is_refused(authenticator: Authenticator) -> None:
     token = jwt.encode(claims(), SECRET, algorithm="HS256", headers={"kid": "default"})
-    head, payload, signature = token.split(".")
-    forged = base64.urlsafe_b64encode(json.dumps(claims(scope="admin")).encode()).rstrip(b"=").decode()
+    head, _, signature = token.split(".")
+    forged = (
+        base64.urlsafe_b64encode(json.dumps(claims(scope="admin")).encode()).rstrip(b"=").decode()
+    )
     reject(authenticator, bearer(f"{head}.{forged}.{signature}"), "signature")
 
 
 def test_unknown_kid_and_missing_kid_are_refused(authenticator: Authenticator) -> None:
-    reject(authenticator, bearer(jwt.encode(claims(), SECRET, algorithm="HS256", headers={"kid": "who"})),
-           "unknown key id")
+    reject(
+        authenticator,
+        bearer(jwt.encode(claims(), SECRET, algorithm="HS256", headers={"kid": "who"})),
+        "unknown key id",
+    )
     reject(authenticator, bearer(jwt.encode(claims(), SECRET, algorithm="HS256")), "no 'kid'")
 
 
@@ -162,7 +192,9 @@ def test_api_keys_are_kept_hashed_and_checked(settings: Settings) -> None:
     reject(authenticator, {"X-API-Key": API_KEY + "x"}, "API key is not valid")
 
 
-def test_a_hashed_api_key_is_accepted_as_configuration(make_settings: Callable[..., Settings]) -> None:
+def test_a_hashed_api_key_is_accepted_as_configuration(
+    make_settings: Callable[..., Settings],
+) -> None:
     import hashlib
 
     digest = "sha256:" + hashlib.sha256(b"some-long-api-key-value").hexdigest()
@@ -180,7 +212,9 @@ def test_scopes_are_enforced_and_admin_grants_all() -> None:
     authorize(Principal("t", frozenset({"admin"}), "jwt"), "status")
 
 
-def test_a_public_key_of_the_wrong_type_stops_start_up(make_settings: Callable[..., Settings]) -> None:
+def test_a_public_key_of_the_wrong_type_stops_start_up(
+    make_settings: Callable[..., Settings],
+) -> None:
     key = {"kid": "k", "alg": "ES256", "public_key": pem(PRIVATE_KEYS["RS256"])}
     with pytest.raises(ConfigError, match="cannot verify ES256"):
         Authenticator(make_settings(jwt_keys=[key]))
@@ -189,7 +223,9 @@ def test_a_public_key_of_the_wrong_type_stops_start_up(make_settings: Callable[.
 def test_small_rsa_keys_are_refused(make_settings: Callable[..., Settings]) -> None:
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     with pytest.raises(ConfigError, match="2048 bits"):
-        Authenticator(make_settings(jwt_keys=[{"kid": "k", "alg": "RS256", "public_key": pem(small)}]))
+        Authenticator(
+            make_settings(jwt_keys=[{"kid": "k", "alg": "RS256", "public_key": pem(small)}])
+        )
 
 
 async def test_http_answers_401_and_403(make_client: ClientFactory, settings: Settings) -> None:
@@ -201,10 +237,14 @@ async def test_http_answers_401_and_403(make_client: ClientFactory, settings: Se
     assert (await missing.json())["error"]["code"] == "auth"
 
     status_only = mint_token(settings, ["status"], 60)
-    forbidden = await client.post("/api/v1/workflow/execute", json=body, headers=bearer(status_only))
+    forbidden = await client.post(
+        "/api/v1/workflow/execute", json=body, headers=bearer(status_only)
+    )
     assert forbidden.status == 403
     assert (await forbidden.json())["error"]["code"] == "forbidden"
 
-    with_key = await client.post("/api/v1/workflow/execute", json=body, headers={"X-API-Key": API_KEY})
+    with_key = await client.post(
+        "/api/v1/workflow/execute", json=body, headers={"X-API-Key": API_KEY}
+    )
     assert with_key.status == 200
     assert (await client.get("/health")).status == 200  # public

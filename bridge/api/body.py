@@ -14,7 +14,9 @@ from bridge.keys import SETTINGS
 M = TypeVar("M", bound=BaseModel)
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         body=dumps(body), status=status, content_type="application/json", headers=headers
     )
@@ -67,9 +69,7 @@ def validation_error(exc: ValidationError, prefix: str = "") -> ValidationFailed
             f"the body is not valid JSON: {malformed['msg'].removeprefix('Invalid JSON: ')}",
             http_code=400,
         )
-    details = [
-        {"pointer": pointer(p["loc"], prefix), "message": p["msg"]} for p in problems
-    ]
+    details = [{"pointer": pointer(p["loc"], prefix), "message": p["msg"]} for p in problems]
     first = details[0]
     return ValidationFailed(
         f"{first['pointer'] or '/'}: {first['message']}"

@@ -80,7 +80,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             request,
             Internal(
                 "internal error",
-                description=f"the bridge's logs have the details under trace id {request[TRACE_ID]}",
+                description=f"the bridge's logs tell more under trace id {request[TRACE_ID]}",
             ),
         )
 
@@ -105,6 +105,13 @@ def _from_http(request: web.Request, exc: web.HTTPException) -> BridgeError:
 
 def error_response(request: web.Request, exc: BridgeError) -> web.Response:
     level = logging.ERROR if exc.http_code >= 500 and exc.code == "internal" else logging.INFO
-    log.log(level, "%s %s → %d %s: %s", request.method, request.path, exc.http_code, exc.code,
-            exc.message)
+    log.log(
+        level,
+        "%s %s → %d %s: %s",
+        request.method,
+        request.path,
+        exc.http_code,
+        exc.code,
+        exc.message,
+    )
     return json_response(exc.to_body(request[TRACE_ID]), status=exc.http_code, headers=exc.headers)

@@ -54,7 +54,7 @@ class HybridRequest(_Submission):
 class OutputItem(BaseModel):
     json_: dict[str, Any] = Field(alias="json")
     binary: dict[str, N8nBinary] | None = None
-    pairedItem: PairedItemRef  # noqa: N815
+    pairedItem: PairedItemRef
 
 
 class _Answer(BaseModel):

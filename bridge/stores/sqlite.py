@@ -209,7 +209,9 @@ def _encode_cursor(created_at: float, job_id: str) -> str:
 
 def _decode_cursor(cursor: str) -> tuple[float, str]:
     try:
-        created_at, job_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        created_at, job_id = orjson.loads(
+            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        )
         return float(created_at), str(job_id)
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise ValueError("not a cursor this API handed out") from None

@@ -28,7 +28,10 @@ ensure_venv() {
     [ -n "$extras" ] && target=".[$extras]"
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         echo "installing n8n-bridge${extras:+ with $extras extras} into .venv" >&2
-        .venv/bin/python -m pip install --quiet -e "$target"
+        if ! .venv/bin/python -m pip install -e "$target" >.venv/install.log 2>&1; then
+            cat .venv/install.log >&2
+            return 1
+        fi
         touch "$stamp"
     fi
 }

@@ -1,0 +1,123 @@
+"""The embedded job store on a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bridge.jobs import IllegalTransition, JobRecord, JobStatus, new_job_id
+from bridge.stores.sqlite import SqliteJobStore
+
+
+def job(workflow_id: str = "wf", created_at: float | None = None) -> JobRecord:
+    return JobRecord(
+        job_id=new_job_id(),
+        status=JobStatus.RUNNING,
+        mode="sync",
+        processing_type="echo",
+        workflow_id=workflow_id,
+        created_at=created_at or time.time(),
+        started_at=time.time(),
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteJobStore]:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3", retention_s=60)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def rows_on_disk(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
+
+
+async def test_a_saved_job_is_readable_at_once_and_on_disk_after_flush(
+    store: SqliteJobStore,
+) -> None:
+    record = job()
+    await store.save(record)
+    assert await store.get(record.job_id) == record
+    await store.flush()
+    assert rows_on_disk(store.path) == 1
+
+
+async def test_durable_save_is_committed_before_it_returns(store: SqliteJobStore) -> None:
+    await store.save(job(), durable=True)
+    assert rows_on_disk(store.path) == 1
+
+
+async def test_latest_state_wins(store: SqliteJobStore) -> None:
+    record = job()
+    await store.save(record)
+    done = record.advance(JobStatus.COMPLETED, output_count=1)
+    await store.save(done, durable=True)
+    again = await store.get(record.job_id)
+    assert again is not None and again.status == JobStatus.COMPLETED
+
+
+async def test_data_survives_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    first = SqliteJobStore(path, 60)
+    await first.open()
+    record = job()
+    await first.save(record)
+    await first.close()  # flushes what is pending
+    second = SqliteJobStore(path, 60)
+    await second.open()
+    assert await second.get(record.job_id) == record
+    await second.close()
+
+
+async def test_workflow_listing_pages_newest_first(store: SqliteJobStore) -> None:
+    base = time.time()
+    records = [job("wf-a", base + i) for i in range(7)]
+    for record in records:
+        await store.save(record)
+    await store.save(job("wf-b"))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = await store.list_for_workflow("wf-a", limit=3, cursor=cursor)
+        seen += [r.job_id for r in page]
+        if cursor is None:
+            break
+    assert seen == [r.job_id for r in reversed(records)]
+
+
+async def test_a_foreign_cursor_is_refused(store: SqliteJobStore) -> None:
+    with pytest.raises(ValueError, match="cursor"):
+        await store.list_for_workflow("wf", limit=3, cursor="bm90IGEgY3Vyc29y")
+
+
+async def test_finished_jobs_expire_and_running_ones_stay(store: SqliteJobStore) -> None:
+    running = job()
+    finished = job().advance(JobStatus.COMPLETED)
+    await store.save(running)
+    await store.save(finished, durable=True)
+    assert await store.purge_expired(time.time()) == 0
+    assert await store.purge_expired(time.time() + 61) == 1
+    assert await store.get(finished.job_id) is None
+    assert await store.get(running.job_id) is not None
+
+
+async def test_schema_version_is_recorded(store: SqliteJobStore) -> None:
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_transitions_are_enforced() -> None:
+    record = job()
+    done = record.advance(JobStatus.COMPLETED)
+    assert done.duration_ms is not None and done.finished_at is not None
+    with pytest.raises(IllegalTransition):
+        done.advance(JobStatus.RUNNING)
+    queued = record.model_copy(update={"status": JobStatus.QUEUED, "attempts": 0})
+    assert queued.advance(JobStatus.RUNNING).attempts == 1

@@ -1,0 +1,65 @@
+"""Job status endpoints: sync jobs are recorded and can be looked up."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient
+
+from bridge.settings import Settings
+from tests.conftest import token
+
+
+async def test_a_sync_job_is_recorded_with_its_outcome(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    body = {
+        "processing_type": "fail_odd",
+        "items": [{"json": {"n": 1}}, {"json": {"n": 2}}],
+        "workflow_id": "wf-1",
+        "execution_id": "ex-9",
+        "node": "Python Bridge",
+    }
+    traced = {**auth, "X-Trace-ID": "trace-from-n8n-0001"}
+    answer = await (await client.post("/api/v1/workflow/execute", json=body, headers=traced)).json()
+    response = await client.get(f"/api/v1/workflow/status/{answer['job_id']}", headers=auth)
+    assert response.status == 200
+    job = await response.json()
+    assert job["status"] == "completed"
+    assert (job["workflow_id"], job["execution_id"], job["node"]) == (
+        "wf-1",
+        "ex-9",
+        "Python Bridge",
+    )
+    assert (job["item_count"], job["output_count"], job["error_count"]) == (2, 1, 1)
+    assert job["errors"] == [
+        {"index": 0, "code": "processor_error", "message": "ValueError: odd number 1"}
+    ]
+    assert job["trace_id"] == "trace-from-n8n-0001"
+    assert job["mode"] == "sync" and job["attempts"] == 1
+
+
+async def test_jobs_of_a_workflow_newest_first_with_pages(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    ids = []
+    for n in range(5):
+        body = {"processing_type": "echo", "items": [{"json": {"n": n}}], "workflow_id": "wf-2"}
+        ids.append(
+            (await (await client.post("/api/v1/workflow/execute", json=body, headers=auth)).json())[
+                "job_id"
+            ]
+        )
+    first = await (await client.get("/api/v1/status/wf-2?limit=3", headers=auth)).json()
+    assert first["workflow_id"] == "wf-2"
+    assert [j["job_id"] for j in first["jobs"]] == ids[::-1][:3]
+    second = await (
+        await client.get(f"/api/v1/status/wf-2?limit=3&cursor={first['next_cursor']}", headers=auth)
+    ).json()
+    assert [j["job_id"] for j in second["jobs"]] == ids[::-1][3:]
+    assert second["next_cursor"] is None
+
+
+async def test_status_needs_the_status_scope(client: TestClient, settings: Settings) -> None:
+    assert (await client.get("/api/v1/workflow/status/x")).status == 401
+    execute_only = {"Authorization": f"Bearer {token(settings, 'execute')}"}
+    response = await client.get("/api/v1/workflow/status/x", headers=execute_only)
+    assert response.status == 403

@@ -1,0 +1,200 @@
+"""The command line and the daemon as a real process: start-up, tokens, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import jwt
+import orjson
+import pytest
+
+from bridge.cli import main, parse_duration
+from tests.conftest import PLUGINS, SECRET
+from tests.daemon import ROOT, Daemon
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def test_durations() -> None:
+    assert [parse_duration(t) for t in ("90", "15m", "1h", "7d", "2.5s")] == [
+        90,
+        900,
+        3600,
+        604800,
+        2.5,
+    ]
+
+
+def test_token_command_mints_a_verifiable_jwt(tmp_path: Path) -> None:
+    result = run_cli(
+        "token",
+        "--scope",
+        "execute,admin",
+        "--ttl",
+        "2h",
+        env={"BRIDGE_JWT_SECRET": SECRET, "BRIDGE_DATA_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"], audience="n8n-bridge")
+    assert claims["scope"] == "execute admin"
+    assert claims["exp"] - claims["iat"] == 7200
+
+
+def test_token_command_refuses_unknown_scopes(tmp_path: Path) -> None:
+    result = run_cli(
+        "token",
+        "--scope",
+        "root",
+        env={"BRIDGE_JWT_SECRET": SECRET, "BRIDGE_DATA_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 2
+    assert "unknown scope(s) root" in result.stderr
+
+
+def test_a_bad_value_stops_with_one_line_naming_the_variable(tmp_path: Path) -> None:
+    result = run_cli("serve", env={"BRIDGE_PORT": "eighty", "BRIDGE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("n8n-bridge: error: BRIDGE_PORT: ")
+
+
+def test_a_bad_processor_module_stops_start_up(tmp_path: Path) -> None:
+    result = run_cli(
+        "serve", env={"BRIDGE_PROCESSORS": "no_such_module_x", "BRIDGE_DATA_DIR": str(tmp_path)}
+    )
+    assert result.returncode == 2
+    assert "cannot import module 'no_such_module_x'" in result.stderr
+
+
+def test_production_refuses_to_start_without_auth(tmp_path: Path) -> None:
+    result = run_cli("serve", env={"BRIDGE_ENV": "production", "BRIDGE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "BRIDGE_ENV=production needs authentication" in result.stderr
+    assert not (tmp_path / "jwt_secret").exists()
+
+
+def test_dev_mode_generates_a_secret_once(tmp_path: Path) -> None:
+    env = {"BRIDGE_DATA_DIR": str(tmp_path)}
+    first = run_cli("token", env=env)
+    secret_file = tmp_path / "jwt_secret"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    secret = secret_file.read_text()
+    second = run_cli("token", env=env)
+    assert secret_file.read_text() == secret
+    for result in (first, second):
+        jwt.decode(result.stdout.strip(), secret, algorithms=["HS256"], audience="n8n-bridge")
+
+
+def test_check_config_prints_settings_with_secrets_masked(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text('port = 9000\nlog_format = "console"\n')
+    result = run_cli(
+        "check-config",
+        "--config",
+        str(config),
+        env={
+            "BRIDGE_JWT_SECRET": SECRET,
+            "BRIDGE_API_KEYS": "an-api-key-long-enough",
+            "BRIDGE_LOG_FORMAT": "json",
+            "BRIDGE_DATA_DIR": str(tmp_path),
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    shown = orjson.loads(result.stdout)
+    assert shown["port"] == 9000  # from the file
+    assert shown["log_format"] == "json"  # the environment wins over the file
+    assert shown["jwt_secret"] == "**********"
+    assert SECRET not in result.stdout and "an-api-key-long-enough" not in result.stdout
+    assert "processors: echo" in result.stderr
+
+
+def test_main_returns_2_on_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_MAX_BODY_BYTES", "-1")
+    assert main(["check-config"]) == 2
+
+
+async def test_sigterm_lets_in_flight_requests_finish_then_exits_0(tmp_path: Path) -> None:
+    env = {
+        "BRIDGE_DATA_DIR": str(tmp_path),
+        "BRIDGE_JWT_SECRET": SECRET,
+        "BRIDGE_PROCESSORS": PLUGINS,
+        "BRIDGE_SHUTDOWN_TIMEOUT_S": "20",
+    }
+    async with Daemon(env) as daemon:
+        token = run_cli(
+            "token", env={"BRIDGE_JWT_SECRET": SECRET, "BRIDGE_DATA_DIR": str(tmp_path)}
+        ).stdout.strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        body = {"processing_type": "sleep", "items": [{"json": {}}], "parameters": {"seconds": 1.5}}
+        async with aiohttp.ClientSession() as session:
+            slow = asyncio.create_task(
+                session.post(f"{daemon.url}/api/v1/workflow/execute", json=body, headers=headers)
+            )
+            while not await _slow_request_in_flight(daemon):
+                assert not slow.done()
+                await asyncio.sleep(0.05)
+            daemon.signal()
+            response = await slow
+            assert response.status == 200
+            assert (await response.json())["items"][0]["json"] == {"slept": 1.5}
+            assert await daemon.wait() == 0
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await session.get(f"{daemon.url}/health")
+    messages = [r["msg"] for r in daemon.records()]
+    assert "draining: signal received" in messages
+    assert messages[-1] == "stopped"
+
+
+async def _slow_request_in_flight(daemon: Daemon) -> bool:
+    """True once the daemon's metrics show another request in flight besides this one."""
+    async with aiohttp.ClientSession() as session, session.get(f"{daemon.url}/metrics") as response:
+        text = await response.text()
+    for line in text.splitlines():
+        if line.startswith("bridge_http_requests_in_flight "):
+            return float(line.split()[1]) >= 2  # the slow request and this one
+    return False
+
+
+async def test_shutdown_is_bounded_when_a_request_outlives_it(tmp_path: Path) -> None:
+    env = {
+        "BRIDGE_DATA_DIR": str(tmp_path),
+        "BRIDGE_JWT_SECRET": SECRET,
+        "BRIDGE_PROCESSORS": PLUGINS,
+        "BRIDGE_SHUTDOWN_TIMEOUT_S": "0.5",
+    }
+    async with Daemon(env) as daemon:
+        token = run_cli(
+            "token", env={"BRIDGE_JWT_SECRET": SECRET, "BRIDGE_DATA_DIR": str(tmp_path)}
+        ).stdout.strip()
+        body = {"processing_type": "sleep", "items": [{"json": {}}], "parameters": {"seconds": 600}}
+        async with aiohttp.ClientSession() as session:
+            slow = asyncio.create_task(
+                session.post(
+                    f"{daemon.url}/api/v1/workflow/execute",
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            )
+            while not await _slow_request_in_flight(daemon):
+                await asyncio.sleep(0.05)
+            daemon.signal()
+            assert await daemon.wait(timeout=30) == 0
+            with pytest.raises(aiohttp.ClientError):
+                await slow
