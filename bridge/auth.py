@@ -13,7 +13,8 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,6 +29,9 @@ DEFAULT_KID = "default"
 REALM = "n8n-bridge"
 MIN_RSA_BITS = 2048
 REQUIRED_CLAIMS = ["exp", "iat", "aud", "iss"]
+# Verified tokens are remembered by their exact text until they expire, so a client that reuses
+# its token (a static bearer token, a node reusing one per execution) pays for one verification.
+TOKEN_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,13 @@ class Principal:
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    principal: Principal
+    not_before: float
+    expires: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +92,8 @@ def _challenge(error: str | None = None, description: str | None = None) -> dict
 
 
 class Authenticator:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         keys = [_load_key(spec) for spec in settings.jwt_keys]
         if settings.jwt_secret is not None:
             secret = settings.jwt_secret.get_secret_value().encode()
@@ -94,6 +106,7 @@ class Authenticator:
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway_s
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
         authorization = headers.get("Authorization")
@@ -119,6 +132,26 @@ class Authenticator:
         )
 
     def _verify_jwt(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            now = self._clock()
+            if cached.not_before - self._leeway <= now < cached.expires + self._leeway:
+                self._verified.move_to_end(token)
+                return cached.principal
+            del self._verified[token]
+        claims = self._decode(token)
+        principal = Principal(str(claims.get("sub", "")), _scopes_of(claims), "jwt")
+        self._verified[token] = _Verified(
+            principal,
+            not_before=max(float(claims["iat"]), float(claims.get("nbf", claims["iat"]))),
+            expires=float(claims["exp"]),
+        )
+        if len(self._verified) > TOKEN_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        """Full verification with PyJWT: signature with the kid's pinned algorithm, then claims."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
@@ -127,7 +160,7 @@ class Authenticator:
         if header.get("alg") != key.alg:
             raise self._invalid(f"key {key.kid!r} only verifies {key.alg} tokens")
         try:
-            claims = jwt.decode(
+            return jwt.decode(
                 token,
                 key.key,
                 algorithms=[key.alg],
@@ -150,7 +183,6 @@ class Authenticator:
             raise self._invalid("the token's signature does not verify") from None
         except jwt.InvalidTokenError as exc:
             raise self._invalid(f"the token is invalid: {exc}") from None
-        return Principal(str(claims.get("sub", "")), _scopes_of(claims), "jwt")
 
     def _select_key(self, kid: Any) -> _Key:
         if kid is None:

@@ -129,6 +129,7 @@ async def _run(app: web.Application, settings: Settings) -> None:
             port,
             extra={"version": __version__, "env": settings.env},
         )
+    flusher = asyncio.create_task(_flush_logs())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -141,3 +142,11 @@ async def _run(app: web.Application, settings: Settings) -> None:
     )
     await runner.cleanup()
     log.info("stopped")
+    flusher.cancel()
+    logs.flush_now()
+
+
+async def _flush_logs() -> None:
+    while True:
+        await asyncio.sleep(logs.FLUSH_INTERVAL_S)
+        logs.flush_now()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.errors import BridgeError, Internal, PayloadTooLarge
+from bridge.ids import new_id
 from bridge.items import Item, ItemError
 from bridge.jobs import (
     MAX_STORED_ERRORS,
@@ -20,7 +21,6 @@ from bridge.jobs import (
     JobError,
     JobRecord,
     JobStatus,
-    new_job_id,
 )
 from bridge.logs import job_id_var, workflow_id_var
 from bridge.metrics import Metrics
@@ -28,6 +28,8 @@ from bridge.processors.registry import Context, ProcessorSpec, Registry
 from bridge.runner import Runner
 from bridge.settings import Settings
 from bridge.stores.base import JobStore
+
+RUNNING_RECORD_AFTER_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +82,7 @@ class Execution:
         spec = submission.spec
         now = time.time()
         job = JobRecord(
-            job_id=new_job_id(),
+            job_id=new_id(),
             status=JobStatus.RUNNING,
             mode="sync",
             processing_type=spec.name,
@@ -96,7 +98,11 @@ class Execution:
         )
         job_id_var.set(job.job_id)
         workflow_id_var.set(job.workflow_id)
-        await self._store.save(job)
+        # Most sync jobs end within milliseconds and are recorded once, finished; a slow one is
+        # also recorded as running, so its status shows while the request waits.
+        show_running = asyncio.get_running_loop().call_later(
+            RUNNING_RECORD_AFTER_S, lambda: asyncio.ensure_future(self._store.save(job))
+        )
         ctx = Context(
             job_id=job.job_id,
             trace_id=trace_id,
@@ -111,6 +117,7 @@ class Execution:
                 spec, submission.items, submission.params, ctx, timeout_s
             )
         except BaseException as exc:
+            show_running.cancel()
             error = (
                 exc if isinstance(exc, BridgeError) else Internal(f"processor run ended: {exc!r}")
             )
@@ -124,6 +131,7 @@ class Execution:
             if isinstance(exc, BridgeError):
                 exc.details = {**(exc.details or {}), "job_id": job.job_id}
             raise
+        show_running.cancel()
         outputs, errors = _split(outcomes)
         done = job.advance(
             JobStatus.COMPLETED,
@@ -142,14 +150,7 @@ class Execution:
         return SyncResult(done, outputs, errors)
 
     def _count(self, name: str, job: JobRecord, seconds: float, ok: int, failed: int) -> None:
-        metrics = self._metrics
-        outcome = "ok" if job.status == JobStatus.COMPLETED else "error"
-        metrics.processor_seconds.labels(name, outcome).observe(seconds)
-        if ok:
-            metrics.processor_items.labels(name, "ok").inc(ok)
-        if failed:
-            metrics.processor_items.labels(name, "error").inc(failed)
-        metrics.jobs.labels(name, job.mode, job.status.value).inc()
+        self._metrics.observe_job(name, job.mode, job.status.value, seconds, ok, failed)
 
 
 def _split(

@@ -11,7 +11,6 @@ its status can be looked up like any other job's until the retention time passes
 from __future__ import annotations
 
 import time
-import uuid
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -102,7 +101,3 @@ class JobRecord(BaseModel):
             if started is not None:
                 update.setdefault("duration_ms", round((update["finished_at"] - started) * 1000, 3))
         return self.model_copy(update=update)
-
-
-def new_job_id() -> str:
-    return uuid.uuid4().hex

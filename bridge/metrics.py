@@ -49,12 +49,50 @@ class Metrics:
             ["processor", "outcome"],
             registry=self.registry,
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._job_children: dict[
+            tuple[str, str, str], tuple[Counter, Histogram, Counter, Counter]
+        ] = {}
         self.jobs = Counter(
             "bridge_jobs",
             "Jobs finished, by processor, mode and final status",
             ["processor", "mode", "status"],
             registry=self.registry,
         )
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        # Labelled children are looked up once per label set: `labels()` costs more than the
+        # update itself. Routes are templates ("unmatched" for the rest), so the set is small.
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.request_seconds.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_job(
+        self, processor: str, mode: str, status: str, seconds: float, ok: int, failed: int
+    ) -> None:
+        key = (processor, mode, status)
+        children = self._job_children.get(key)
+        if children is None:
+            outcome = "ok" if status == "completed" else "error"
+            children = self._job_children[key] = (
+                self.jobs.labels(processor, mode, status),
+                self.processor_seconds.labels(processor, outcome),
+                self.processor_items.labels(processor, "ok"),
+                self.processor_items.labels(processor, "error"),
+            )
+        jobs, duration, items_ok, items_failed = children
+        jobs.inc()
+        duration.observe(seconds)
+        if ok:
+            items_ok.inc(ok)
+        if failed:
+            items_failed.inc(failed)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

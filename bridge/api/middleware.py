@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -20,6 +19,7 @@ from bridge.errors import (
     Unavailable,
     ValidationFailed,
 )
+from bridge.ids import new_id
 from bridge.keys import METRICS, SETTINGS, TRACE_ID
 from bridge.logs import job_id_var, trace_id_var, workflow_id_var
 
@@ -34,7 +34,7 @@ QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     offered = request.headers.get(TRACE_HEADER)
-    trace_id = offered if offered and _VALID_TRACE(offered) else uuid.uuid4().hex
+    trace_id = offered if offered and _VALID_TRACE(offered) else new_id()
     request[TRACE_ID] = trace_id
     trace_id_var.set(trace_id)
     job_id_var.set(None)
@@ -50,8 +50,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     response.headers[TRACE_HEADER] = trace_id
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    metrics.requests.labels(route, request.method, str(response.status)).inc()
-    metrics.request_seconds.labels(route, request.method).observe(elapsed)
+    metrics.observe_request(route, request.method, response.status, elapsed)
     if request.app[SETTINGS].access_log:
         access_log.log(
             logging.DEBUG if request.path in QUIET_PATHS else logging.INFO,

@@ -148,8 +148,10 @@ class SqliteJobStore:
         ]
         db = self._conn
         await db.executemany(
-            "INSERT OR REPLACE INTO jobs (job_id, workflow_id, status, created_at, expires_at,"
-            " record) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (job_id, workflow_id, status, created_at, expires_at, record)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET"
+            " status = excluded.status, expires_at = excluded.expires_at,"
+            " record = excluded.record",
             rows,
         )
         await db.commit()

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bridge.jobs import IllegalTransition, JobRecord, JobStatus, new_job_id
+from bridge.ids import new_id
+from bridge.jobs import IllegalTransition, JobRecord, JobStatus
 from bridge.stores.sqlite import SqliteJobStore
 
 
 def job(workflow_id: str = "wf", created_at: float | None = None) -> JobRecord:
     return JobRecord(
-        job_id=new_job_id(),
+        job_id=new_id(),
         status=JobStatus.RUNNING,
         mode="sync",
         processing_type="echo",

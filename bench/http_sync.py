@@ -1,0 +1,291 @@
+"""Benchmark: the sync execute endpoint (1 item, `echo`, JWT) against a bare aiohttp handler.
+
+Both servers run as one process each, one after the other, driven by the same generators:
+- throughput: wrk, 50 connections, one thread, as fast as the server answers;
+- latency: hey, 50 connections at a fixed rate below saturation (a latency figure at saturation
+  only measures the queue: with 50 requests always waiting, mean latency = 50 / throughput);
+and RSS read from /proc when idle (started, one request served) and after the load.
+
+    bash bench/run.sh http_sync [--duration 10] [--rate 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+PATH = "/api/v1/workflow/execute"
+BODY = orjson.dumps(
+    {"processing_type": "echo", "items": [{"json": {"name": "Ada", "email": "ada@example.com"}}]}
+)
+SECRET = "bench-secret-bench-secret-bench-secret-0123"
+
+
+@dataclass
+class Figures:
+    name: str
+    rps: float = 0.0
+    p50_ms_saturated: float = 0.0
+    p99_ms_saturated: float = 0.0
+    rate_rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    idle_rss_mb: float = 0.0
+    loaded_rss_mb: float = 0.0
+    non_2xx: int = 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def wait_ready(url: str, headers: dict[str, str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(url + PATH, data=BODY, headers=headers)
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def wrk(
+    url: str, headers: dict[str, str], duration: int, tokens: list[str] | None = None
+) -> tuple[float, float, float, int]:
+    lines = ['wrk.method = "POST"', f"wrk.body = {orjson.dumps(BODY.decode()).decode()}"]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    if tokens:  # a different token for each request, round robin
+        lines += [
+            "tokens = {" + ",".join(f'"{t}"' for t in tokens) + "}",
+            "i = 0",
+            "request = function()",
+            "  i = i % #tokens + 1",
+            '  wrk.headers["Authorization"] = "Bearer " .. tokens[i]',
+            "  return wrk.format()",
+            "end",
+        ]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write("\n".join(lines) + "\n")
+    out = subprocess.run(
+        ["wrk", "-t1", "-c50", f"-d{duration}s", "--latency", "-s", script.name, url + PATH],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    p50 = _wrk_ms(re.search(r"50%\s+([\d.]+\w+)", out)[1])  # type: ignore[index]
+    p99 = _wrk_ms(re.search(r"99%\s+([\d.]+\w+)", out)[1])  # type: ignore[index]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    if errors:
+        print("  wrk:", errors[0], file=sys.stderr)
+    return rps, p50, p99, int(bad[1]) if bad else 0
+
+
+def _wrk_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def hey(url: str, headers: dict[str, str], duration: int, rate: int) -> tuple[float, float]:
+    args = [
+        "hey",
+        "-z",
+        f"{duration}s",
+        "-c",
+        "50",
+        "-q",
+        str(rate / 50),
+        "-m",
+        "POST",
+        "-D",
+        "/dev/stdin",
+    ]
+    for key, value in headers.items():
+        args += ["-H", f"{key}: {value}"]
+    out = subprocess.run(
+        [*args, url + PATH], input=BODY.decode(), capture_output=True, text=True, check=True
+    ).stdout
+    p50 = float(re.search(r"50% in ([\d.]+) secs", out)[1]) * 1000  # type: ignore[index]
+    p99 = float(re.search(r"99% in ([\d.]+) secs", out)[1]) * 1000  # type: ignore[index]
+    codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)
+    if any(code != "200" for code, _ in codes):
+        print("  hey status codes:", codes, file=sys.stderr)
+    return p50, p99
+
+
+def measure(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    headers: dict[str, str],
+    port: int,
+    args: argparse.Namespace,
+    log_file: Path,
+    tokens: list[str] | None = None,
+) -> Figures:
+    url = f"http://127.0.0.1:{port}"
+    with log_file.open("wb") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_ready(url, {"Content-Type": "application/json", **headers})
+        time.sleep(1)
+        figures = Figures(name, idle_rss_mb=rss_mb(server.pid))
+        wrk(url, {"Content-Type": "application/json", **headers}, 3)  # warm-up
+        figures.rps, figures.p50_ms_saturated, figures.p99_ms_saturated, figures.non_2xx = wrk(
+            url, {"Content-Type": "application/json", **headers}, args.duration, tokens
+        )
+        figures.rate_rps = args.rate
+        if tokens is None:
+            figures.p50_ms, figures.p99_ms = hey(
+                url, {"Content-Type": "application/json", **headers}, args.duration, args.rate
+            )
+        figures.loaded_rss_mb = rss_mb(server.pid)
+        return figures
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
+    parser.add_argument("--rate", type=int, default=1000, help="requests/s for the latency run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians shown")
+    args = parser.parse_args()
+    for tool in ("wrk", "hey"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is missing: bash bench/run.sh installs it (Debian package {tool})")
+    out = Path(tempfile.mkdtemp(prefix="bench-http-"))
+    python = sys.executable
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")},
+        "BRIDGE_JWT_SECRET": SECRET,
+        "BRIDGE_DATA_DIR": str(out / "data"),
+    }
+    now = int(time.time())
+    tokens = [
+        jwt.encode(
+            {
+                "iss": "n8n-bridge",
+                "aud": "n8n-bridge",
+                "iat": now,
+                "exp": now + 3600,
+                "scope": "execute",
+                "jti": str(n),
+            },
+            SECRET,
+            algorithm="HS256",
+        )
+        for n in range(5000)
+    ]
+    results: dict[str, list[Figures]] = {}
+    for round_no in range(1, args.rounds + 1):
+        print(f"round {round_no}/{args.rounds}", file=sys.stderr)
+        port = free_port()
+        runs = [
+            measure(
+                "bare aiohttp handler",
+                [python, "bench/bare_app.py", str(port)],
+                dict(os.environ),
+                {},
+                port,
+                args,
+                out / "bare.log",
+            ),
+        ]
+        port = free_port()
+        runs.append(
+            measure(
+                "n8n-bridge, echo, JWT reused",
+                [python, "-m", "bridge", "serve"],
+                {**env, "BRIDGE_PORT": str(port)},
+                {"Authorization": f"Bearer {tokens[0]}"},
+                port,
+                args,
+                out / "bridge.log",
+            )
+        )
+        port = free_port()
+        runs.append(
+            measure(
+                "n8n-bridge, echo, new JWT per request",
+                [python, "-m", "bridge", "serve"],
+                {**env, "BRIDGE_PORT": str(port)},
+                {"Authorization": f"Bearer {tokens[0]}"},
+                port,
+                args,
+                out / "bridge-fresh.log",
+                tokens=tokens,
+            )
+        )
+        for figures in runs:
+            results.setdefault(figures.name, []).append(figures)
+    print(
+        f"\nmedians of {args.rounds} interleaved rounds; wrk -t1 -c50 -d{args.duration}s; "
+        f"hey -c50 -z{args.duration}s at {args.rate} req/s; logs in {out}\n"
+    )
+    print(
+        "| server | req/s (wrk) | share of bare | p50 / p99 ms at saturation | p50 / p99 ms at "
+        f"{args.rate} req/s (hey) | idle RSS MB | RSS after load MB | non-2xx |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    bare_rounds = results["bare aiohttp handler"]
+    for name, rounds in results.items():
+        share = median([r.rps / b.rps for r, b in zip(rounds, bare_rounds, strict=True)])
+        latency = (
+            f"{median([r.p50_ms for r in rounds]):.2f} / {median([r.p99_ms for r in rounds]):.2f}"
+            if rounds[0].p50_ms
+            else "—"
+        )
+        print(
+            f"| {name} | {median([r.rps for r in rounds]):,.0f} | {share:.0%} | "
+            f"{median([r.p50_ms_saturated for r in rounds]):.2f} / "
+            f"{median([r.p99_ms_saturated for r in rounds]):.2f} | {latency} | "
+            f"{median([r.idle_rss_mb for r in rounds]):.1f} | "
+            f"{median([r.loaded_rss_mb for r in rounds]):.1f} | "
+            f"{sum(r.non_2xx for r in rounds)} |"
+        )
+    print(
+        "\nper round, bridge (JWT reused) / bare: "
+        + ", ".join(
+            f"{r.rps / b.rps:.0%}"
+            for r, b in zip(results["n8n-bridge, echo, JWT reused"], bare_rounds, strict=True)
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
