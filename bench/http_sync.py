@@ -45,6 +45,8 @@ class Figures:
     rate_rps: float = 0.0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
+    p50_ms_one: float = 0.0
+    p99_ms_one: float = 0.0
     idle_rss_mb: float = 0.0
     loaded_rss_mb: float = 0.0
     non_2xx: int = 0
@@ -77,7 +79,11 @@ def wait_ready(url: str, headers: dict[str, str]) -> None:
 
 
 def wrk(
-    url: str, headers: dict[str, str], duration: int, tokens: list[str] | None = None
+    url: str,
+    headers: dict[str, str],
+    duration: int,
+    tokens: list[str] | None = None,
+    connections: int = 50,
 ) -> tuple[float, float, float, int]:
     lines = ['wrk.method = "POST"', f"wrk.body = {orjson.dumps(BODY.decode()).decode()}"]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
@@ -94,7 +100,16 @@ def wrk(
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write("\n".join(lines) + "\n")
     out = subprocess.run(
-        ["wrk", "-t1", "-c50", f"-d{duration}s", "--latency", "-s", script.name, url + PATH],
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            script.name,
+            url + PATH,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -156,18 +171,20 @@ def measure(
     with log_file.open("wb") as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        wait_ready(url, {"Content-Type": "application/json", **headers})
+        json_headers = {"Content-Type": "application/json", **headers}
+        wait_ready(url, json_headers)
         time.sleep(1)
         figures = Figures(name, idle_rss_mb=rss_mb(server.pid))
-        wrk(url, {"Content-Type": "application/json", **headers}, 3)  # warm-up
+        wrk(url, json_headers, 3)  # warm-up
         figures.rps, figures.p50_ms_saturated, figures.p99_ms_saturated, figures.non_2xx = wrk(
-            url, {"Content-Type": "application/json", **headers}, args.duration, tokens
+            url, json_headers, args.duration, tokens
         )
         figures.rate_rps = args.rate
+        _, figures.p50_ms_one, figures.p99_ms_one, _ = wrk(
+            url, json_headers, max(3, args.duration // 2), tokens, connections=1
+        )
         if tokens is None:
-            figures.p50_ms, figures.p99_ms = hey(
-                url, {"Content-Type": "application/json", **headers}, args.duration, args.rate
-            )
+            figures.p50_ms, figures.p99_ms = hey(url, json_headers, args.duration, args.rate)
         figures.loaded_rss_mb = rss_mb(server.pid)
         return figures
     finally:
@@ -196,95 +213,79 @@ def main() -> None:
         "BRIDGE_DATA_DIR": str(out / "data"),
     }
     now = int(time.time())
+    claims = {"iss": "n8n-bridge", "aud": "n8n-bridge", "iat": now, "exp": now + 3600}
     tokens = [
-        jwt.encode(
-            {
-                "iss": "n8n-bridge",
-                "aud": "n8n-bridge",
-                "iat": now,
-                "exp": now + 3600,
-                "scope": "execute",
-                "jti": str(n),
-            },
-            SECRET,
-            algorithm="HS256",
-        )
-        for n in range(5000)
+        jwt.encode({**claims, "scope": "execute", "jti": str(n)}, SECRET, algorithm="HS256")
+        for n in range(5000)  # more than the bridge's cache of verified tokens holds
+    ]
+    bearer = {"Authorization": f"Bearer {tokens[0]}"}
+    bridge = [python, "-m", "bridge", "serve"]
+    # name, command, extra environment, headers, a new token per request
+    servers: list[tuple[str, list[str], dict[str, str] | None, dict[str, str], bool]] = [
+        ("bare aiohttp handler", [python, "bench/bare_app.py"], None, {}, False),
+        ("n8n-bridge, echo, JWT reused", bridge, {}, bearer, False),
+        (
+            "n8n-bridge, echo, JWT reused, access log off",
+            bridge,
+            {"BRIDGE_ACCESS_LOG": "false"},
+            bearer,
+            False,
+        ),
+        ("n8n-bridge, echo, new JWT per request", bridge, {}, bearer, True),
     ]
     results: dict[str, list[Figures]] = {}
     for round_no in range(1, args.rounds + 1):
         print(f"round {round_no}/{args.rounds}", file=sys.stderr)
-        port = free_port()
-        runs = [
-            measure(
-                "bare aiohttp handler",
-                [python, "bench/bare_app.py", str(port)],
-                dict(os.environ),
-                {},
+        for name, command, extra, headers, fresh in servers:
+            port = free_port()
+            if extra is None:  # the bare app takes its port as an argument
+                command, server_env = [*command, str(port)], dict(os.environ)
+            else:
+                server_env = {**env, **extra, "BRIDGE_PORT": str(port)}
+            figures = measure(
+                name,
+                command,
+                server_env,
+                headers,
                 port,
                 args,
-                out / "bare.log",
-            ),
-        ]
-        port = free_port()
-        runs.append(
-            measure(
-                "n8n-bridge, echo, JWT reused",
-                [python, "-m", "bridge", "serve"],
-                {**env, "BRIDGE_PORT": str(port)},
-                {"Authorization": f"Bearer {tokens[0]}"},
-                port,
-                args,
-                out / "bridge.log",
+                out / f"server-{len(results.get(name, []))}-{port}.log",
+                tokens if fresh else None,
             )
-        )
-        port = free_port()
-        runs.append(
-            measure(
-                "n8n-bridge, echo, new JWT per request",
-                [python, "-m", "bridge", "serve"],
-                {**env, "BRIDGE_PORT": str(port)},
-                {"Authorization": f"Bearer {tokens[0]}"},
-                port,
-                args,
-                out / "bridge-fresh.log",
-                tokens=tokens,
-            )
-        )
-        for figures in runs:
-            results.setdefault(figures.name, []).append(figures)
+            results.setdefault(name, []).append(figures)
+    report(results, args, out)
+
+
+def report(results: dict[str, list[Figures]], args: argparse.Namespace, out: Path) -> None:
     print(
-        f"\nmedians of {args.rounds} interleaved rounds; wrk -t1 -c50 -d{args.duration}s; "
+        f"\nmedians of {args.rounds} interleaved rounds; wrk -t1 -d{args.duration}s; "
         f"hey -c50 -z{args.duration}s at {args.rate} req/s; logs in {out}\n"
     )
     print(
-        "| server | req/s (wrk) | share of bare | p50 / p99 ms at saturation | p50 / p99 ms at "
-        f"{args.rate} req/s (hey) | idle RSS MB | RSS after load MB | non-2xx |"
+        "| server | req/s (wrk, 50 conn.) | share of bare | p50 / p99 ms, 50 conn. | "
+        f"p50 / p99 ms, 1 conn. | p50 / p99 ms at {args.rate} req/s (hey, 50 conn.) | "
+        "idle RSS MB | RSS after load MB | non-2xx |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     bare_rounds = results["bare aiohttp handler"]
+
+    def pair(rounds: list[Figures], a: str, b: str) -> str:
+        first = median([getattr(r, a) for r in rounds])
+        return f"{first:.2f} / {median([getattr(r, b) for r in rounds]):.2f}" if first else "—"
+
     for name, rounds in results.items():
         share = median([r.rps / b.rps for r, b in zip(rounds, bare_rounds, strict=True)])
-        latency = (
-            f"{median([r.p50_ms for r in rounds]):.2f} / {median([r.p99_ms for r in rounds]):.2f}"
-            if rounds[0].p50_ms
-            else "—"
-        )
         print(
             f"| {name} | {median([r.rps for r in rounds]):,.0f} | {share:.0%} | "
-            f"{median([r.p50_ms_saturated for r in rounds]):.2f} / "
-            f"{median([r.p99_ms_saturated for r in rounds]):.2f} | {latency} | "
+            f"{pair(rounds, 'p50_ms_saturated', 'p99_ms_saturated')} | "
+            f"{pair(rounds, 'p50_ms_one', 'p99_ms_one')} | {pair(rounds, 'p50_ms', 'p99_ms')} | "
             f"{median([r.idle_rss_mb for r in rounds]):.1f} | "
             f"{median([r.loaded_rss_mb for r in rounds]):.1f} | "
             f"{sum(r.non_2xx for r in rounds)} |"
         )
-    print(
-        "\nper round, bridge (JWT reused) / bare: "
-        + ", ".join(
-            f"{r.rps / b.rps:.0%}"
-            for r, b in zip(results["n8n-bridge, echo, JWT reused"], bare_rounds, strict=True)
-        )
-    )
+    for name, rounds in results.items():
+        shares = ", ".join(f"{r.rps / b.rps:.0%}" for r, b in zip(rounds, bare_rounds, strict=True))
+        print(f"per round, {name} / bare: {shares}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -92,8 +92,7 @@ def _challenge(error: str | None = None, description: str | None = None) -> dict
 
 
 class Authenticator:
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
+    def __init__(self, settings: Settings) -> None:
         keys = [_load_key(spec) for spec in settings.jwt_keys]
         if settings.jwt_secret is not None:
             secret = settings.jwt_secret.get_secret_value().encode()
@@ -134,7 +133,7 @@ class Authenticator:
     def _verify_jwt(self, token: str) -> Principal:
         cached = self._verified.get(token)
         if cached is not None:
-            now = self._clock()
+            now = time.time()
             if cached.not_before - self._leeway <= now < cached.expires + self._leeway:
                 self._verified.move_to_end(token)
                 return cached.principal

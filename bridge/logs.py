@@ -114,8 +114,9 @@ def flush_now() -> None:
 
 def configure(log_format: Literal["json", "console"], level: str, color: str | None = None) -> None:
     """Route every logger (ours, aiohttp's, asyncio's) to one stdout handler."""
-    # LogRecord need not look up process and thread names we never print (logging HOWTO,
-    # "Optimization").
+    # We never print the caller, process or thread of a record, so logging need not look them
+    # up for every line (logging HOWTO, "Optimization").
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

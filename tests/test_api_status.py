@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from aiohttp.test_utils import TestClient
 
 from bridge.settings import Settings
@@ -56,6 +59,28 @@ async def test_jobs_of_a_workflow_newest_first_with_pages(
     ).json()
     assert [j["job_id"] for j in second["jobs"]] == ids[::-1][3:]
     assert second["next_cursor"] is None
+
+
+async def test_a_slow_sync_job_shows_as_running_while_it_runs(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    body = {
+        "processing_type": "sleep",
+        "items": [{"json": {}}],
+        "parameters": {"seconds": 30},
+        "workflow_id": "wf-slow",
+    }
+    slow = asyncio.create_task(client.post("/api/v1/workflow/execute", json=body, headers=auth))
+    try:
+        jobs: list[dict[str, Any]] = []
+        while not jobs:  # the running record appears after RUNNING_RECORD_AFTER_S
+            assert not slow.done()
+            await asyncio.sleep(0.1)
+            jobs = (await (await client.get("/api/v1/status/wf-slow", headers=auth)).json())["jobs"]
+        assert jobs[0]["status"] == "running"
+        assert jobs[0]["finished_at"] is None
+    finally:
+        slow.cancel()
 
 
 async def test_status_needs_the_status_scope(client: TestClient, settings: Settings) -> None:

@@ -149,6 +149,16 @@ def test_small_clock_skew_is_tolerated(authenticator: Authenticator) -> None:
     assert authenticator.authenticate(bearer(token)).subject == "test"
 
 
+def test_a_cached_token_is_refused_once_it_expires(make_settings: Callable[..., Settings]) -> None:
+    authenticator = Authenticator(make_settings(jwt_leeway_s=0))
+    expires = int(time.time()) + 2
+    token = jwt.encode(claims(exp=expires), SECRET, algorithm="HS256", headers={"kid": "default"})
+    assert authenticator.authenticate(bearer(token)).subject == "test"
+    assert authenticator.authenticate(bearer(token)).subject == "test"  # from the cache
+    time.sleep(max(0.0, expires - time.time()) + 0.1)
+    reject(authenticator, bearer(token), "expired")
+
+
 def test_tampered_signature_is_refused(authenticator: Authenticator) -> None:
     token = jwt.encode(claims(), SECRET, algorithm="HS256", headers={"kid": "default"})
     head, _, signature = token.split(".")
