@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import re
 import signal
 import sys
@@ -17,7 +18,7 @@ from aiohttp import web
 from bridge import __version__, logs
 from bridge.app import create_app
 from bridge.auth import Authenticator, mint_token
-from bridge.keys import LIFECYCLE
+from bridge.keys import LIFECYCLE, RUNNER
 from bridge.processors.registry import Registry, RegistryError
 from bridge.settings import ConfigError, Settings, load_settings, prepare
 
@@ -112,6 +113,12 @@ def _serve(settings: Settings, notice: str | None) -> int:
         asyncio.run(_run(app, settings))
     else:
         uvloop.run(_run(app, settings))
+    busy = app[RUNNER].busy
+    if busy:
+        # Python would wait for these threads at exit: the shutdown bound would not hold.
+        log.warning("exiting with %d processor call(s) still running past the shutdown bound", busy)
+        logs.flush_now()
+        os._exit(0)
     return 0
 
 

@@ -16,6 +16,7 @@ import logging
 import math
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -111,6 +112,8 @@ class Runner:
         )
         self._processes: ProcessPoolExecutor | None = None
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self._busy = 0
+        self._busy_lock = threading.Lock()
 
     @property
     def process_workers(self) -> int:
@@ -231,9 +234,27 @@ class Runner:
         )
         # Carry the request's context variables (trace id) into the worker thread's log lines.
         context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(
-            pool, functools.partial(context.run, call)
-        )
+        return await self._submit(pool, functools.partial(context.run, call))
+
+    def _submit(
+        self, pool: Executor, call: Callable[[], list[Outcome]]
+    ) -> asyncio.Future[list[Outcome]]:
+        """Run `call` in `pool`, counting it as busy until it really ends — a timed-out or
+        cancelled await does not stop a running thread or process."""
+        future = pool.submit(call)
+        with self._busy_lock:
+            self._busy += 1
+        future.add_done_callback(self._done)
+        return asyncio.wrap_future(future)
+
+    def _done(self, _: object) -> None:
+        with self._busy_lock:
+            self._busy -= 1
+
+    @property
+    def busy(self) -> int:
+        """Pool calls still running."""
+        return self._busy
 
     async def _in_processes(
         self,
@@ -244,14 +265,17 @@ class Runner:
         deadline: float,
     ) -> list[Outcome]:
         pool = self._cpu_pool()
-        loop = asyncio.get_running_loop()
         if spec.batch:
-            return await loop.run_in_executor(pool, run_batch, spec.func, items, params, ctx)
+            return await self._submit(
+                pool, functools.partial(run_batch, spec.func, items, params, ctx)
+            )
         size = max(MIN_CHUNK, math.ceil(len(items) / self.process_workers))
         chunks = [items[start : start + size] for start in range(0, len(items), size)]
         parts = await asyncio.gather(
             *(
-                loop.run_in_executor(pool, run_items, spec.func, chunk, params, ctx, deadline)
+                self._submit(
+                    pool, functools.partial(run_items, spec.func, chunk, params, ctx, deadline)
+                )
                 for chunk in chunks
             )
         )

@@ -172,7 +172,11 @@ async def _slow_request_in_flight(daemon: Daemon) -> bool:
     return False
 
 
-async def test_shutdown_is_bounded_when_a_request_outlives_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processor", ["sleep", "sleep_sync"])
+async def test_shutdown_is_bounded_when_a_request_outlives_it(
+    tmp_path: Path, processor: str
+) -> None:
+    """An async processor is cancelled; a plain one blocking its thread is left behind."""
     env = {
         "BRIDGE_DATA_DIR": str(tmp_path),
         "BRIDGE_JWT_SECRET": SECRET,
@@ -183,7 +187,11 @@ async def test_shutdown_is_bounded_when_a_request_outlives_it(tmp_path: Path) ->
         token = run_cli(
             "token", env={"BRIDGE_JWT_SECRET": SECRET, "BRIDGE_DATA_DIR": str(tmp_path)}
         ).stdout.strip()
-        body = {"processing_type": "sleep", "items": [{"json": {}}], "parameters": {"seconds": 600}}
+        body = {
+            "processing_type": processor,
+            "items": [{"json": {}}],
+            "parameters": {"seconds": 600},
+        }
         async with aiohttp.ClientSession() as session:
             slow = asyncio.create_task(
                 session.post(
