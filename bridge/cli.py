@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "token":
             scopes = [s.strip() for s in args.scope.split(",") if s.strip()]
             print(mint_token(settings, scopes, args.ttl, args.subject))
+            if notice and "generated" in notice:
+                print(notice, file=sys.stderr)
             return 0
         return _serve(settings, notice)
     except (ConfigError, RegistryError) as exc:

@@ -22,7 +22,7 @@ ensure_venv() {
         python=$(find_python)
         echo "creating .venv with $python" >&2
         "$python" -m venv .venv
-        .venv/bin/python -m pip install --quiet --upgrade pip
+        .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
     fi
     stamp=".venv/.installed${extras:+-$extras}"
     [ -n "$extras" ] && target=".[$extras]"
