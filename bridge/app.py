@@ -58,7 +58,9 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = SqliteJobStore(settings.data_dir / DB_FILE, settings.job_retention_s)
+    store = SqliteJobStore(
+        settings.data_dir / DB_FILE, settings.job_retention_s, settings.sync_job_retention_s
+    )
     await store.open()
     app[STORE] = store
     yield
@@ -79,7 +81,8 @@ async def _execution(app: web.Application) -> AsyncIterator[None]:
 
 async def _purge(app: web.Application) -> AsyncIterator[None]:
     """Remove finished jobs past their retention, now and then, in small chunks."""
-    interval = min(app[SETTINGS].job_retention_s / 10, 300.0)
+    settings = app[SETTINGS]
+    interval = min(settings.job_retention_s / 10, settings.sync_job_retention_s / 10, 300.0)
 
     async def loop() -> None:
         while True:

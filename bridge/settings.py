@@ -121,6 +121,7 @@ class Settings(BaseModel):
     process_workers: int | None = Field(None, ge=1, le=256)
 
     job_retention_s: int = Field(7 * 24 * 3600, ge=60)
+    sync_job_retention_s: int = Field(24 * 3600, ge=60)
     shutdown_timeout_s: float = Field(30.0, gt=0)
 
     @field_validator("log_level", mode="before")

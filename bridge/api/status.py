@@ -16,7 +16,8 @@ async def job_status(request: web.Request) -> web.Response:
     if job is None:
         raise NotFound(
             f"no job {job_id!r}",
-            description="finished jobs are kept for BRIDGE_JOB_RETENTION_S, then removed",
+            description="finished jobs are kept for BRIDGE_SYNC_JOB_RETENTION_S (sync) or "
+            "BRIDGE_JOB_RETENTION_S (background), then removed",
         )
     return json_response(job.model_dump(mode="json"))
 

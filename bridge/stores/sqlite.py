@@ -42,9 +42,10 @@ MIGRATIONS: tuple[str, ...] = (
 
 
 class SqliteJobStore:
-    def __init__(self, path: Path, retention_s: float) -> None:
+    def __init__(self, path: Path, retention_s: float, sync_retention_s: float) -> None:
         self.path = path
-        self.retention_s = retention_s
+        # Sync callers already have their result: their jobs need not be kept as long.
+        self.retention_s = {"async": retention_s, "sync": sync_retention_s}
         self._db: aiosqlite.Connection | None = None
         self._pending: dict[str, JobRecord] = {}
         self._waiters: list[asyncio.Future[None]] = []
@@ -141,7 +142,9 @@ class SqliteJobStore:
                 job.workflow_id,
                 job.status.value,
                 job.created_at,
-                job.finished_at + self.retention_s if job.finished_at is not None else None,
+                job.finished_at + self.retention_s[job.mode]
+                if job.finished_at is not None
+                else None,
                 job.model_dump_json().encode(),
             )
             for job in jobs  # type: ignore[attr-defined]

@@ -28,7 +28,7 @@ def job(workflow_id: str = "wf", created_at: float | None = None) -> JobRecord:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteJobStore]:
-    store = SqliteJobStore(tmp_path / "jobs.sqlite3", retention_s=60)
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3", retention_s=600, sync_retention_s=60)
     await store.open()
     yield store
     await store.close()
@@ -65,12 +65,12 @@ async def test_latest_state_wins(store: SqliteJobStore) -> None:
 
 async def test_data_survives_a_reopen(tmp_path: Path) -> None:
     path = tmp_path / "jobs.sqlite3"
-    first = SqliteJobStore(path, 60)
+    first = SqliteJobStore(path, 600, 60)
     await first.open()
     record = job()
     await first.save(record)
     await first.close()  # flushes what is pending
-    second = SqliteJobStore(path, 60)
+    second = SqliteJobStore(path, 600, 60)
     await second.open()
     assert await second.get(record.job_id) == record
     await second.close()
@@ -100,11 +100,14 @@ async def test_a_foreign_cursor_is_refused(store: SqliteJobStore) -> None:
 async def test_finished_jobs_expire_and_running_ones_stay(store: SqliteJobStore) -> None:
     running = job()
     finished = job().advance(JobStatus.COMPLETED)
-    await store.save(running)
-    await store.save(finished, durable=True)
+    background = job().model_copy(update={"mode": "async"}).advance(JobStatus.COMPLETED)
+    for record in (running, finished, background):
+        await store.save(record, durable=True)
     assert await store.purge_expired(time.time()) == 0
-    assert await store.purge_expired(time.time() + 61) == 1
+    assert await store.purge_expired(time.time() + 61) == 1  # the sync job's retention
     assert await store.get(finished.job_id) is None
+    assert await store.purge_expired(time.time() + 601) == 1  # the async job's retention
+    assert await store.get(background.job_id) is None
     assert await store.get(running.job_id) is not None
 
 
