@@ -32,6 +32,20 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
+def daemon_env(tmp_path: Path, shutdown_timeout_s: float) -> dict[str, str]:
+    return {
+        "BRIDGE_DATA_DIR": str(tmp_path),
+        "BRIDGE_JWT_SECRET": SECRET,
+        "BRIDGE_PROCESSORS": PLUGINS,
+        "BRIDGE_SHUTDOWN_TIMEOUT_S": str(shutdown_timeout_s),
+    }
+
+
+def cli_token(tmp_path: Path) -> str:
+    env = {"BRIDGE_JWT_SECRET": SECRET, "BRIDGE_DATA_DIR": str(tmp_path)}
+    return run_cli("token", env=env).stdout.strip()
+
+
 def test_durations() -> None:
     assert [parse_duration(t) for t in ("90", "15m", "1h", "7d", "2.5s")] == [
         90,
@@ -131,17 +145,8 @@ def test_main_returns_2_on_config_errors(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 async def test_sigterm_lets_in_flight_requests_finish_then_exits_0(tmp_path: Path) -> None:
-    env = {
-        "BRIDGE_DATA_DIR": str(tmp_path),
-        "BRIDGE_JWT_SECRET": SECRET,
-        "BRIDGE_PROCESSORS": PLUGINS,
-        "BRIDGE_SHUTDOWN_TIMEOUT_S": "20",
-    }
-    async with Daemon(env) as daemon:
-        token = run_cli(
-            "token", env={"BRIDGE_JWT_SECRET": SECRET, "BRIDGE_DATA_DIR": str(tmp_path)}
-        ).stdout.strip()
-        headers = {"Authorization": f"Bearer {token}"}
+    async with Daemon(daemon_env(tmp_path, shutdown_timeout_s=20)) as daemon:
+        headers = {"Authorization": f"Bearer {cli_token(tmp_path)}"}
         body = {"processing_type": "sleep", "items": [{"json": {}}], "parameters": {"seconds": 1.5}}
         async with aiohttp.ClientSession() as session:
             slow = asyncio.create_task(
@@ -177,16 +182,8 @@ async def test_shutdown_is_bounded_when_a_request_outlives_it(
     tmp_path: Path, processor: str
 ) -> None:
     """An async processor is cancelled; a plain one blocking its thread is left behind."""
-    env = {
-        "BRIDGE_DATA_DIR": str(tmp_path),
-        "BRIDGE_JWT_SECRET": SECRET,
-        "BRIDGE_PROCESSORS": PLUGINS,
-        "BRIDGE_SHUTDOWN_TIMEOUT_S": "0.5",
-    }
-    async with Daemon(env) as daemon:
-        token = run_cli(
-            "token", env={"BRIDGE_JWT_SECRET": SECRET, "BRIDGE_DATA_DIR": str(tmp_path)}
-        ).stdout.strip()
+    async with Daemon(daemon_env(tmp_path, shutdown_timeout_s=0.5)) as daemon:
+        token = cli_token(tmp_path)
         body = {
             "processing_type": processor,
             "items": [{"json": {}}],
