@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import random
+import time
 
 
 def new_id() -> str:
-    """128 random bits as 32 hex digits: unique and cheap (no system call). Not a secret: every
-    endpoint that takes an id checks the caller's credentials first."""
-    return f"{random.getrandbits(128):032x}"
+    """32 hex digits: a 48-bit millisecond timestamp, then 80 random bits (UUIDv7's layout).
+
+    Time first, so new jobs land at the end of the store's primary-key index instead of at random
+    places in it: with random ids, each insert into a large table cost SQLite 3-4 times as much.
+    Cheap (no system call) and not a secret — every endpoint that takes an id checks credentials.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
