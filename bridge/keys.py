@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from bridge.auth import Authenticator, Principal
+    from bridge.auth import Authenticator
     from bridge.execution import Execution
     from bridge.lifecycle import Lifecycle
     from bridge.metrics import Metrics
@@ -27,4 +27,3 @@ LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 
 TRACE_ID: web.RequestKey[str] = web.RequestKey("trace_id")
-PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

@@ -23,7 +23,7 @@ from bridge.api.models import (
 )
 from bridge.auth import authorize
 from bridge.jobs import JobRecord
-from bridge.keys import AUTH, PRINCIPAL
+from bridge.keys import AUTH
 from bridge.settings import Scope
 
 
@@ -125,9 +125,7 @@ def guarded(route: Route) -> Handler:
     inner = route.handler
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        principal = request.app[AUTH].authenticate(request.headers)
-        authorize(principal, scope)
-        request[PRINCIPAL] = principal
+        authorize(request.app[AUTH].authenticate(request.headers), scope)
         return await inner(request)
 
     return handler

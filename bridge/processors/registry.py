@@ -218,9 +218,6 @@ class Registry:
     def __iter__(self) -> Iterator[ProcessorSpec]:
         return iter(self._specs[name] for name in self.names())
 
-    def __len__(self) -> int:
-        return len(self._specs)
-
 
 def _import(module_name: str, source: str) -> ModuleType:
     try:
