@@ -107,6 +107,7 @@ class Execution:
             job_id=job.job_id,
             trace_id=trace_id,
             processor=spec.name,
+            settings=self._settings,
             workflow_id=submission.workflow_id,
             execution_id=submission.execution_id,
         )
@@ -129,7 +130,9 @@ class Execution:
             await asyncio.shield(self._store.save(failed))
             self._count(spec.name, failed, time.perf_counter() - started, 0, len(submission.items))
             if isinstance(exc, BridgeError):
-                exc.details = {**(exc.details or {}), "job_id": job.job_id}
+                exc.headers["X-Job-ID"] = job.job_id
+                if exc.details is None or isinstance(exc.details, dict):
+                    exc.details = {**(exc.details or {}), "job_id": job.job_id}
             raise
         show_running.cancel()
         outputs, errors = _split(outcomes)

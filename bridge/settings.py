@@ -114,6 +114,7 @@ class Settings(BaseModel):
     max_binary_bytes: int = Field(16 * 1024 * 1024, ge=1)
     max_items: int = Field(100_000, ge=1)
     processors: tuple[str, ...] = ()
+    templates_dir: Path | None = None
 
     sync_timeout_s: float = Field(300.0, gt=0)
     thread_workers: int | None = Field(None, ge=1, le=512)

@@ -26,9 +26,14 @@ import jsonschema
 from pydantic import BaseModel, ValidationError
 
 from bridge.errors import ValidationFailed
+from bridge.settings import Settings
 
 ENTRY_POINT_GROUP = "n8n_bridge.processors"
-BUILTIN_MODULES = ("bridge.processors.echo",)
+BUILTIN_MODULES = (
+    "bridge.processors.echo",
+    "bridge.processors.template_render",
+    "bridge.processors.validation",
+)
 SPEC_ATTRIBUTE = "__bridge_processor__"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,6 +50,7 @@ class Context:
     job_id: str
     trace_id: str
     processor: str
+    settings: Settings
     workflow_id: str | None = None
     execution_id: str | None = None
 

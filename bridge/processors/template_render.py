@@ -1,0 +1,129 @@
+"""`template_render`: a Jinja2 template rendered for every item, in a sandbox.
+
+Templates come from workflow users, so they run in Jinja's immutable sandbox: no attribute escapes
+(`{{ ''.__class__ }}` fails), no changing the item, no files except the templates folder
+(BRIDGE_TEMPLATES_DIR), whose files are reloaded when they change. Compiled templates are cached.
+A template that does not compile fails the request (422); a render error fails only its item.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from jinja2 import (
+    BaseLoader,
+    ChainableUndefined,
+    DictLoader,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    Undefined,
+)
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from bridge.errors import ProcessorFailed, ValidationFailed
+from bridge.items import Item
+from bridge.processors.registry import Context, processor
+from bridge.settings import Settings
+
+MAX_TEMPLATE_CHARS = 1_000_000
+
+
+class TemplateParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    template: str | None = Field(
+        None, max_length=MAX_TEMPLATE_CHARS, description="an inline Jinja2 template"
+    )
+    template_name: str | None = Field(
+        None, min_length=1, description="a template file in BRIDGE_TEMPLATES_DIR"
+    )
+    output_field: str = Field("rendered", min_length=1, description="where the text goes")
+    keep_input: bool = Field(True, description="keep the item's fields beside the output field")
+    strict_undefined: bool = Field(
+        False, description="an unknown variable fails the item instead of rendering as empty"
+    )
+    autoescape: bool = Field(False, description="HTML-escape every value (for HTML output)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TemplateParams:
+        if (self.template is None) == (self.template_name is None):
+            raise ValueError("give exactly one of `template` (inline) or `template_name` (a file)")
+        return self
+
+
+class Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, but an unsafe attribute fails loudly instead of rendering as
+    an empty undefined value, so a user sees why the output is wrong."""
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
+        raise SecurityError(
+            f"access to attribute {attribute!r} of a {type(obj).__name__} is not allowed"
+        )
+
+
+@functools.lru_cache(maxsize=16)
+def environment(templates_dir: Path | None, strict: bool, autoescape: bool) -> Sandbox:
+    # Without a templates folder, includes find nothing rather than failing oddly.
+    loader: BaseLoader = FileSystemLoader(templates_dir) if templates_dir else DictLoader({})
+    return Sandbox(
+        loader=loader,
+        undefined=StrictUndefined if strict else ChainableUndefined,
+        autoescape=autoescape,
+        auto_reload=True,  # a changed file is compiled again on its next use
+        cache_size=400,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_inline(env: Sandbox, source: str) -> Template:
+    return env.from_string(source)
+
+
+def load(params: TemplateParams, settings: Settings) -> Template:
+    """The compiled template, or a 422 that says what is wrong with it."""
+    env = environment(settings.templates_dir, params.strict_undefined, params.autoescape)
+    pointer = "/parameters/template" if params.template is not None else "/parameters/template_name"
+    try:
+        if params.template is not None:
+            return _compile_inline(env, params.template)
+        if settings.templates_dir is None:
+            raise ValidationFailed(
+                "template_name needs a templates folder: set BRIDGE_TEMPLATES_DIR",
+                details=[{"pointer": pointer, "message": "no templates folder configured"}],
+            )
+        return env.get_template(str(params.template_name))
+    except TemplateNotFound as exc:
+        raise ValidationFailed(
+            f"no template {exc.name!r} in BRIDGE_TEMPLATES_DIR ({settings.templates_dir})",
+            details=[{"pointer": pointer, "message": "template not found"}],
+        ) from None
+    except TemplateSyntaxError as exc:
+        where = f"{exc.name or 'template'}, line {exc.lineno}"
+        raise ValidationFailed(
+            f"the template does not compile ({where}): {exc.message}",
+            details=[{"pointer": pointer, "message": f"{where}: {exc.message}"}],
+        ) from None
+
+
+@processor("template_render", params=TemplateParams, batch=True)
+def template_render(items: list[Item], params: TemplateParams, ctx: Context) -> list[Any]:
+    """Renders a Jinja2 template for every item; the item's fields are the template's variables
+    (also as `json`, with `index` its position)."""
+    template = load(params, ctx.settings)
+    field = params.output_field
+    results: list[Any] = []
+    for item in items:
+        try:
+            text = template.render({**item.json, "json": item.json, "index": item.index})
+        except Exception as exc:  # a template can raise anything: {{ 1 / 0 }}, SecurityError, …
+            results.append(ProcessorFailed(f"{type(exc).__name__}: {exc}"))
+            continue
+        results.append({**item.json, field: text} if params.keep_input else {field: text})
+    return results

@@ -1,0 +1,124 @@
+"""`validation`: JSON Schema checks of each item, and e-mail address checks and normalisation.
+
+Valid and invalid items both come back, each marked under `result_field` with its problems as JSON
+pointers into the item; or, with `on_invalid: "fail"`, any invalid item fails the request (422).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+import jsonschema
+import orjson
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bridge.errors import ValidationFailed
+from bridge.items import Item
+from bridge.processors.registry import Context, processor
+
+
+class ValidationParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    json_schema: dict[str, Any] | None = Field(
+        None,
+        alias="schema",
+        description="a JSON Schema (Draft 2020-12) each item's json must match",
+    )
+    email_fields: list[str] = Field(
+        default_factory=list,
+        description="fields that must hold an e-mail address: names, or JSON pointers (/a/b)",
+    )
+    normalize_emails: bool = Field(True, description="write back the normalised address")
+    check_deliverability: bool = Field(
+        False, description="also ask DNS whether the domain takes mail (slow; network)"
+    )
+    on_invalid: Literal["mark", "fail"] = Field(
+        "mark", description="mark: invalid items come back marked; fail: the request fails"
+    )
+    result_field: str = Field("validation", min_length=1)
+
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        if schema is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(schema)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        return schema
+
+
+@functools.lru_cache(maxsize=64)
+def _validator(schema_json: bytes) -> jsonschema.Draft202012Validator:
+    schema = orjson.loads(schema_json)
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+
+
+def _pointer(path: Any) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
+def _parts(field: str) -> list[str]:
+    if not field.startswith("/"):
+        return [field]
+    return [p.replace("~1", "/").replace("~0", "~") for p in field[1:].split("/")]
+
+
+def _check_email(record: dict[str, Any], field: str, params: ValidationParams) -> str | None:
+    """Checks (and normalises in place) one address; returns the problem, if any."""
+    *parents, last = _parts(field)
+    holder: Any = record
+    for part in parents:
+        holder = holder.get(part) if isinstance(holder, dict) else None
+    value = holder.get(last) if isinstance(holder, dict) else None
+    if not isinstance(value, str) or not value:
+        return "no e-mail address"
+    try:
+        valid = validate_email(value, check_deliverability=params.check_deliverability)
+    except EmailNotValidError as exc:
+        return str(exc)
+    if params.normalize_emails:
+        holder[last] = valid.normalized
+    return None
+
+
+@processor("validation", params=ValidationParams, batch=True)
+def validation(items: list[Item], params: ValidationParams, ctx: Context) -> list[Any]:
+    """Checks items against a JSON Schema and checks e-mail addresses; marks the invalid ones."""
+    validator = (
+        _validator(orjson.dumps(params.json_schema, option=orjson.OPT_SORT_KEYS))
+        if params.json_schema is not None
+        else None
+    )
+    results: list[dict[str, Any]] = []
+    invalid: list[dict[str, str]] = []
+    for item in items:
+        record = orjson.loads(orjson.dumps(item.json))  # a copy we may normalise
+        problems = [
+            {"pointer": _pointer(error.absolute_path), "message": error.message}
+            for error in (validator.iter_errors(record) if validator else ())
+        ]
+        for field in params.email_fields:
+            problem = _check_email(record, field, params)
+            if problem is not None:
+                pointer = field if field.startswith("/") else _pointer([field])
+                problems.append({"pointer": pointer, "message": problem})
+        record[params.result_field] = {"valid": not problems, "errors": problems}
+        invalid += [
+            {"pointer": f"/items/{item.index}{p['pointer']}", "message": p["message"]}
+            for p in problems
+        ]
+        results.append(record)
+    if invalid and params.on_invalid == "fail":
+        count = sum(1 for r in results if not r[params.result_field]["valid"])
+        raise ValidationFailed(
+            f"{count} of {len(items)} items are invalid: {invalid[0]['pointer']}: "
+            f"{invalid[0]['message']}",
+            details=invalid,
+        )
+    return results

@@ -1,0 +1,159 @@
+"""template_render through the API: rendering, the sandbox, the templates folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from bridge.settings import Settings
+from tests.conftest import ClientFactory, token
+
+EXECUTE = "/api/v1/workflow/execute"
+
+
+async def render(
+    client: TestClient, auth: dict[str, str], items: list[dict[str, Any]], **params: Any
+) -> Any:
+    body = {"processing_type": "template_render", "items": items, "parameters": params}
+    return await client.post(EXECUTE, json=body, headers=auth)
+
+
+async def test_each_item_gets_its_text(client: TestClient, auth: dict[str, str]) -> None:
+    items = [{"json": {"name": "Ada", "n": 1}}, {"json": {"name": "Grace", "n": 2}}]
+    response = await render(
+        client, auth, items, template="Hello {{ name }} #{{ index }} ({{ json['n'] * 2 }})"
+    )
+    answer = await response.json()
+    assert [i["json"]["rendered"] for i in answer["items"]] == [
+        "Hello Ada #0 (2)",
+        "Hello Grace #1 (4)",
+    ]
+    assert answer["items"][0]["json"]["name"] == "Ada"
+
+
+async def test_output_field_and_keep_input(client: TestClient, auth: dict[str, str]) -> None:
+    response = await render(
+        client,
+        auth,
+        [{"json": {"a": 1}}],
+        template="{{ a }}",
+        output_field="body",
+        keep_input=False,
+    )
+    assert (await response.json())["items"][0]["json"] == {"body": "1"}
+
+
+async def test_undefined_is_empty_unless_strict(client: TestClient, auth: dict[str, str]) -> None:
+    items = [{"json": {"name": "Ada"}}, {"json": {}}]
+    lenient = await (await render(client, auth, items, template="Hi {{ name }}")).json()
+    assert [i["json"]["rendered"] for i in lenient["items"]] == ["Hi Ada", "Hi "]
+    strict = await (
+        await render(client, auth, items, template="Hi {{ name }}", strict_undefined=True)
+    ).json()
+    assert [i["json"]["rendered"] for i in strict["items"]] == ["Hi Ada"]
+    assert strict["errors"] == [
+        {"index": 1, "code": "processor_error", "message": "UndefinedError: 'name' is undefined"}
+    ]
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ name.__class__ }}",
+        "{{ json.update({'x': 1}) }}",
+        "{{ cycler.__init__.__globals__ }}",
+    ],
+)
+async def test_the_sandbox_refuses_escapes(
+    client: TestClient, auth: dict[str, str], escape: str
+) -> None:
+    response = await render(client, auth, [{"json": {"name": "Ada"}}], template=escape)
+    answer = await response.json()
+    assert answer["items"] == []
+    assert answer["errors"][0]["code"] == "processor_error"
+    assert answer["errors"][0]["message"].startswith("SecurityError: ")
+
+
+async def test_html_is_escaped_when_asked(client: TestClient, auth: dict[str, str]) -> None:
+    items = [{"json": {"name": "<b>Ada</b>"}}]
+    answer = await (
+        await render(client, auth, items, template="{{ name }}", autoescape=True)
+    ).json()
+    assert answer["items"][0]["json"]["rendered"] == "&lt;b&gt;Ada&lt;/b&gt;"
+
+
+async def test_a_template_that_does_not_compile_is_422(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    response = await render(client, auth, [{"json": {}}], template="{% if %}")
+    assert response.status == 422
+    error = (await response.json())["error"]
+    assert error["message"].startswith("the template does not compile (template, line 1)")
+    assert error["details"][0]["pointer"] == "/parameters/template"
+
+
+async def test_exactly_one_template_source(client: TestClient, auth: dict[str, str]) -> None:
+    response = await render(client, auth, [], template="a", template_name="b")
+    assert response.status == 422
+    assert "exactly one" in (await response.json())["error"]["message"]
+
+
+async def test_named_templates_come_from_the_folder_and_reload(
+    make_client: ClientFactory, settings: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "greeting.txt").write_text("Hello {{ name }}")
+    (folder / "outside.txt").write_text("secret")
+    client = await make_client(templates_dir=folder)
+    auth = {"Authorization": f"Bearer {token(settings)}"}
+    items = [{"json": {"name": "Ada"}}]
+    first = await (await render(client, auth, items, template_name="greeting.txt")).json()
+    assert first["items"][0]["json"]["rendered"] == "Hello Ada"
+
+    path = folder / "greeting.txt"
+    path.write_text("Dear {{ name }}")
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, stat.st_mtime + 10))  # a visibly newer file
+    second = await (await render(client, auth, items, template_name="greeting.txt")).json()
+    assert second["items"][0]["json"]["rendered"] == "Dear Ada"
+
+    included = await (
+        await render(client, auth, items, template="{% include 'greeting.txt' %}!")
+    ).json()
+    assert included["items"][0]["json"]["rendered"] == "Dear Ada!"
+
+    for name in ("../outside.txt", "/etc/passwd", "missing.txt"):
+        response = await render(client, auth, items, template_name=name)
+        assert response.status == 422, name
+        assert "no template" in (await response.json())["error"]["message"]
+
+
+async def test_named_templates_need_the_folder_setting(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    response = await render(client, auth, [{"json": {}}], template_name="greeting.txt")
+    assert response.status == 422
+    assert "BRIDGE_TEMPLATES_DIR" in (await response.json())["error"]["message"]
+
+
+async def test_inline_templates_cannot_read_files(client: TestClient, auth: dict[str, str]) -> None:
+    response = await render(client, auth, [{"json": {}}], template="{% include '/etc/passwd' %}")
+    answer = await response.json()
+    assert answer["items"] == []
+    assert answer["errors"][0]["message"] == "TemplateNotFound: /etc/passwd"
+
+
+async def test_any_render_failure_fails_only_its_item(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    items = [{"json": {"d": 2}}, {"json": {"d": 0}}]
+    answer = await (await render(client, auth, items, template="{{ 10 // d }}")).json()
+    assert [i["json"]["rendered"] for i in answer["items"]] == ["5"]
+    assert answer["errors"][0]["index"] == 1
+    assert answer["errors"][0]["message"].startswith("ZeroDivisionError")

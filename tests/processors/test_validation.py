@@ -1,0 +1,76 @@
+"""validation through the API: JSON Schema, e-mail checks, mark or fail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+EXECUTE = "/api/v1/workflow/execute"
+SCHEMA = {
+    "type": "object",
+    "properties": {"email": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
+    "required": ["email"],
+}
+
+
+async def validate(
+    client: TestClient, auth: dict[str, str], items: list[dict[str, Any]], **params: Any
+) -> Any:
+    body = {"processing_type": "validation", "items": items, "parameters": params}
+    return await client.post(EXECUTE, json=body, headers=auth)
+
+
+async def test_valid_and_invalid_items_come_back_marked(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    items = [
+        {"json": {"email": "Ada@Example.COM", "age": 36}},
+        {"json": {"email": "not-an-address", "age": -1}},
+        {"json": {"age": 3}},
+    ]
+    response = await validate(client, auth, items, schema=SCHEMA, email_fields=["email"])
+    assert response.status == 200
+    out = [i["json"] for i in (await response.json())["items"]]
+    assert out[0]["validation"] == {"valid": True, "errors": []}
+    assert out[0]["email"] == "Ada@example.com"  # normalised: the domain in lower case
+    assert out[1]["validation"]["valid"] is False
+    assert {e["pointer"] for e in out[1]["validation"]["errors"]} == {"/age", "/email"}
+    assert out[2]["validation"]["errors"] == [
+        {"pointer": "", "message": "'email' is a required property"},
+        {"pointer": "/email", "message": "no e-mail address"},
+    ]
+
+
+async def test_email_fields_may_be_json_pointers(client: TestClient, auth: dict[str, str]) -> None:
+    items = [{"json": {"contact": {"mail": "grace@example.org"}}}]
+    response = await validate(client, auth, items, email_fields=["/contact/mail"])
+    out = (await response.json())["items"][0]["json"]
+    assert out["validation"]["valid"] is True
+
+
+async def test_normalisation_can_be_switched_off(client: TestClient, auth: dict[str, str]) -> None:
+    items = [{"json": {"email": "Ada@Example.COM"}}]
+    response = await validate(client, auth, items, email_fields=["email"], normalize_emails=False)
+    assert (await response.json())["items"][0]["json"]["email"] == "Ada@Example.COM"
+
+
+async def test_fail_mode_fails_the_request_with_pointers(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    items = [{"json": {"email": "a@example.com"}}, {"json": {"email": 5}}]
+    response = await validate(client, auth, items, schema=SCHEMA, on_invalid="fail")
+    assert response.status == 422
+    error = (await response.json())["error"]
+    assert error["message"].startswith("1 of 2 items are invalid: /items/1/email:")
+    assert error["details"] == [
+        {"pointer": "/items/1/email", "message": "5 is not of type 'string'"}
+    ]
+
+
+async def test_an_invalid_schema_is_refused(client: TestClient, auth: dict[str, str]) -> None:
+    response = await validate(client, auth, [], schema={"type": "no-such-type"})
+    assert response.status == 422
+    error = (await response.json())["error"]
+    assert error["details"][0]["pointer"] == "/parameters/schema"
+    assert "not a valid JSON Schema" in error["details"][0]["message"]
