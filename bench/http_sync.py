@@ -15,7 +15,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,12 +27,12 @@ from pathlib import Path
 import jwt
 import orjson
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import ROOT, SECRET, free_port, rss_mb
+
 PATH = "/api/v1/workflow/execute"
 BODY = orjson.dumps(
     {"processing_type": "echo", "items": [{"json": {"name": "Ada", "email": "ada@example.com"}}]}
 )
-SECRET = "bench-secret-bench-secret-bench-secret-0123"
 
 
 @dataclass
@@ -50,19 +49,6 @@ class Figures:
     idle_rss_mb: float = 0.0
     loaded_rss_mb: float = 0.0
     non_2xx: int = 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def wait_ready(url: str, headers: dict[str, str]) -> None:

@@ -9,4 +9,4 @@ apt_ensure wrk wrk
 apt_ensure hey hey
 name=${1:?usage: bash bench/run.sh NAME [args]}
 shift
-exec .venv/bin/python "bench/$name.py" "$@"
+exec .venv/bin/python -m "bench.$name" "$@"

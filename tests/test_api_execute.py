@@ -226,3 +226,11 @@ async def test_processors_are_listed_with_their_parameter_schemas(
     assert by_name["repeat"]["description"].startswith("One input gives")
     assert by_name["square"]["options"]["cpu_bound"] is True
     assert by_name["echo"]["options"]["is_async"] is True
+
+
+async def test_server_timing_names_each_phase(client: TestClient, auth: dict[str, str]) -> None:
+    response = await client.post(EXECUTE, json=body("echo", [{"json": {}}]), headers=auth)
+    phases = dict(part.split(";dur=") for part in response.headers["Server-Timing"].split(", "))
+    assert list(phases) == ["decode", "convert", "run", "encode", "total"]
+    assert all(float(value) >= 0 for value in phases.values())
+    assert float(phases["total"]) >= float(phases["run"])

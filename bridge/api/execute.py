@@ -10,6 +10,7 @@ from aiohttp import web
 
 from bridge.api.body import json_response, read_model
 from bridge.api.models import ExecuteRequest, HybridRequest
+from bridge.api.timing import Timings
 from bridge.errors import NotImplementedYet
 from bridge.execution import Submission, SyncResult
 from bridge.items import Item, ItemError, dumps, from_n8n, split_serialisable, to_n8n
@@ -19,21 +20,27 @@ Shape = Callable[[Item, int], Any]
 
 
 async def execute(request: web.Request) -> web.Response:
+    timings = Timings()
     body = await read_model(request, ExecuteRequest)
+    timings.mark("decode")
     limit = request.app[SETTINGS].max_binary_bytes
     submission = _submission(request, body, len(body.items), lambda: from_n8n(body.items, limit))
-    return await _answer(request, body, submission, "items", to_n8n)
+    timings.mark("convert")
+    return await _answer(request, body, submission, "items", to_n8n, timings)
 
 
 async def hybrid(request: web.Request) -> web.Response:
+    timings = Timings()
     body = await read_model(request, HybridRequest)
+    timings.mark("decode")
     submission = _submission(
         request,
         body,
         len(body.data),
         lambda: [Item(json=record, index=index) for index, record in enumerate(body.data)],
     )
-    return await _answer(request, body, submission, "data", lambda item, paired: item.json)
+    timings.mark("convert")
+    return await _answer(request, body, submission, "data", lambda item, paired: item.json, timings)
 
 
 def _submission(
@@ -65,14 +72,16 @@ async def _answer(
     submission: Submission,
     field: str,
     shape: Shape,
+    timings: Timings,
 ) -> web.Response:
     if body.mode == "async":
         raise NotImplementedYet(
             "mode 'async' is not available in this version of the bridge; use mode 'sync'"
         )
     result = await request.app[EXECUTION].run_sync(submission, request[TRACE_ID])
+    timings.mark("run")
     encoded, errors = _encode_outputs(result, shape)
-    return json_response(
+    response = json_response(
         {
             "job_id": result.job.job_id,
             "status": result.job.status,
@@ -81,6 +90,9 @@ async def _answer(
             "duration_ms": result.job.duration_ms,
         }
     )
+    timings.mark("encode")
+    response.headers["Server-Timing"] = timings.header()
+    return response
 
 
 def _encode_outputs(result: SyncResult, shape: Shape) -> tuple[orjson.Fragment, list[ItemError]]:

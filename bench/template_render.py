@@ -1,0 +1,113 @@
+"""Benchmark: 10,000 items through `template_render` in one sync request.
+
+Reports the bridge's own Server-Timing phases (median of the runs): decode (read the body, parse
+and validate it), convert (items to Python records, parameters), run (the processor), encode
+(results to JSON) and total, the handler's time. Targets: total <= 150 ms, with decode + convert +
+encode <= 25 % of it.
+
+    bash bench/run.sh template_render [--items 10000] [--runs 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import jwt
+import orjson
+
+from bench.common import SECRET, bridge_env, start_bridge
+
+TEMPLATE = """Dear {{ first_name }} {{ last_name }},
+
+thank you for order {{ order_id }} of {{ "%.2f"|format(amount) }} EUR.
+{% if vip %}As a VIP customer you ship for free.{% endif %}
+We will write to {{ email|lower }} when it leaves our warehouse.
+"""
+
+
+def items(count: int) -> list[dict[str, object]]:
+    return [
+        {
+            "json": {
+                "first_name": f"First{n}",
+                "last_name": f"Last{n}",
+                "email": f"Person.{n}@Example.com",
+                "order_id": f"A-{n:06d}",
+                "amount": n * 1.25,
+                "vip": n % 7 == 0,
+            }
+        }
+        for n in range(count)
+    ]
+
+
+def post(url: str, token: str, body: bytes) -> tuple[dict[str, float], int, float]:
+    request = urllib.request.Request(
+        url + "/api/v1/workflow/execute",
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer = orjson.loads(response.read())
+        timing = response.headers["Server-Timing"]
+    client_ms = (time.perf_counter() - started) * 1000
+    phases = {name: float(value) for name, value in (p.split(";dur=") for p in timing.split(", "))}
+    return phases, len(answer["items"]), client_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    now = int(time.time())
+    token = jwt.encode(
+        {
+            "iss": "n8n-bridge",
+            "aud": "n8n-bridge",
+            "iat": now,
+            "exp": now + 3600,
+            "scope": "execute",
+        },
+        SECRET,
+        algorithm="HS256",
+    )
+    body = orjson.dumps(
+        {
+            "processing_type": "template_render",
+            "items": items(args.items),
+            "parameters": {"template": TEMPLATE},
+        }
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        process, url = start_bridge(bridge_env(Path(directory)), Path(directory) / "bridge.log")
+        try:
+            for _ in range(2):  # warm-up: imports, template compilation, caches
+                post(url, token, body)
+            runs = [post(url, token, body) for _ in range(args.runs)]
+        finally:
+            process.terminate()
+            process.wait(30)
+    assert all(count == args.items for _, count, _ in runs), "some items did not render"
+    phases = {name: statistics.median(r[0][name] for r in runs) for name in runs[0][0]}
+    overhead = phases["decode"] + phases["convert"] + phases["encode"]
+    print(f"\n{args.items:,} items, {len(body) / 1e6:.1f} MB request, median of {args.runs} runs\n")
+    print("| phase | ms |")
+    print("|---|---|")
+    for name, ms in phases.items():
+        print(f"| {name} | {ms:.1f} |")
+    print(f"| client round trip | {statistics.median(r[2] for r in runs):.1f} |")
+    print(
+        f"\ndecode + convert + encode: {overhead:.1f} ms = {overhead / phases['total']:.0%} "
+        "of the total"
+    )
+
+
+if __name__ == "__main__":
+    main()
