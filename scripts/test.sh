@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ensure_venv test
 
 echo "== ruff" >&2
-.venv/bin/ruff check bridge tests bench
+.venv/bin/ruff check bridge tests bench examples
 echo "== mypy" >&2
 .venv/bin/mypy
 echo "== pytest" >&2
