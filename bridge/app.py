@@ -31,7 +31,9 @@ from bridge.metrics import Metrics
 from bridge.openapi import build_spec
 from bridge.processors.registry import Registry
 from bridge.runner import Runner
+from bridge.services import Services
 from bridge.settings import Settings
+from bridge.smtp import SmtpPool
 from bridge.stores.sqlite import SqliteJobStore
 
 log = logging.getLogger(__name__)
@@ -75,8 +77,13 @@ async def _runner(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _execution(app: web.Application) -> AsyncIterator[None]:
-    app[EXECUTION] = Execution(app[SETTINGS], app[REGISTRY], app[RUNNER], app[STORE], app[METRICS])
+    smtp = SmtpPool(app[SETTINGS])
+    services = Services(ledger=app[STORE], smtp=smtp)
+    app[EXECUTION] = Execution(
+        app[SETTINGS], app[REGISTRY], app[RUNNER], app[STORE], app[METRICS], services
+    )
     yield
+    await smtp.close()
 
 
 async def _purge(app: web.Application) -> AsyncIterator[None]:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 class BridgeError(Exception):
     code: ClassVar[str] = "internal"
     http_code: int = 500  # a class default; an instance may answer another status
-    retryable: ClassVar[bool] = False
+    retryable: bool = False  # a class default; an instance may say otherwise
 
     def __init__(
         self,
@@ -35,6 +35,7 @@ class BridgeError(Exception):
         description: str | None = None,
         details: Any = None,
         http_code: int | None = None,
+        retryable: bool | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
@@ -44,6 +45,8 @@ class BridgeError(Exception):
         self.headers = headers or {}
         if http_code is not None:
             self.http_code = http_code
+        if retryable is not None:
+            self.retryable = retryable
 
     def to_body(self, trace_id: str) -> dict[str, Any]:
         return {

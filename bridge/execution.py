@@ -26,6 +26,7 @@ from bridge.logs import job_id_var, workflow_id_var
 from bridge.metrics import Metrics
 from bridge.processors.registry import Context, ProcessorSpec, Registry
 from bridge.runner import Runner
+from bridge.services import Services
 from bridge.settings import Settings
 from bridge.stores.base import JobStore
 
@@ -44,6 +45,7 @@ class Submission:
     node: str | None
     priority: int
     timeout_s: float | None
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +63,14 @@ class Execution:
         runner: Runner,
         store: JobStore,
         metrics: Metrics,
+        services: Services,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._runner = runner
         self._store = store
         self._metrics = metrics
+        self._services = services
 
     def check_item_count(self, count: int) -> None:
         if count > self._settings.max_items:
@@ -110,6 +114,8 @@ class Execution:
             settings=self._settings,
             workflow_id=submission.workflow_id,
             execution_id=submission.execution_id,
+            idempotency_key=submission.idempotency_key,
+            services=self._services,
         )
         timeout_s = self._runner.timeout_for(spec, submission.timeout_s)
         started = time.perf_counter()

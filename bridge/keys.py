@@ -14,14 +14,14 @@ if TYPE_CHECKING:
     from bridge.processors.registry import Registry
     from bridge.runner import Runner
     from bridge.settings import Settings
-    from bridge.stores.base import JobStore
+    from bridge.stores.base import Store
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 AUTH: web.AppKey[Authenticator] = web.AppKey("auth")
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 RUNNER: web.AppKey[Runner] = web.AppKey("runner")
-STORE: web.AppKey[JobStore] = web.AppKey("store")
+STORE: web.AppKey[Store] = web.AppKey("store")
 EXECUTION: web.AppKey[Execution] = web.AppKey("execution")
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import logging
 import math
@@ -265,6 +266,7 @@ class Runner:
         deadline: float,
     ) -> list[Outcome]:
         pool = self._cpu_pool()
+        ctx = dataclasses.replace(ctx, services=None)  # connections cannot cross processes
         if spec.batch:
             return await self._submit(
                 pool, functools.partial(run_batch, spec.func, items, params, ctx)

@@ -34,7 +34,9 @@ MIN_HMAC_BYTES = 32
 MIN_API_KEY_CHARS = 16
 API_KEY_HASH_PREFIX = "sha256:"
 DEV_SECRET_FILE = "jwt_secret"
-SECRET_FIELDS = frozenset({"jwt_secret", "jwt_keys", "api_keys", "callback_secret"})
+SECRET_FIELDS = frozenset(
+    {"jwt_secret", "jwt_keys", "api_keys", "callback_secret", "smtp_password"}
+)
 
 
 class ConfigError(Exception):
@@ -115,6 +117,17 @@ class Settings(BaseModel):
     max_items: int = Field(100_000, ge=1)
     processors: tuple[str, ...] = ()
     templates_dir: Path | None = None
+
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(None, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_validate_certs: bool = True
+    smtp_timeout_s: float = Field(30.0, gt=0)
+    smtp_from: str | None = None
+    smtp_connections: int = Field(4, ge=1, le=100)
+    smtp_rate_per_s: float = Field(0.0, ge=0, description="0: no limit")
 
     sync_timeout_s: float = Field(300.0, gt=0)
     thread_workers: int | None = Field(None, ge=1, le=512)

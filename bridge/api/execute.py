@@ -63,6 +63,7 @@ def _submission(
         node=body.node,
         priority=body.priority,
         timeout_s=body.timeout_s,
+        idempotency_key=body.idempotency_key,
     )
 
 

@@ -26,11 +26,13 @@ import jsonschema
 from pydantic import BaseModel, ValidationError
 
 from bridge.errors import ValidationFailed
+from bridge.services import Services
 from bridge.settings import Settings
 
 ENTRY_POINT_GROUP = "n8n_bridge.processors"
 BUILTIN_MODULES = (
     "bridge.processors.echo",
+    "bridge.processors.email_send",
     "bridge.processors.template_render",
     "bridge.processors.validation",
 )
@@ -53,6 +55,8 @@ class Context:
     settings: Settings
     workflow_id: str | None = None
     execution_id: str | None = None
+    idempotency_key: str | None = None  # the request's, if it had one
+    services: Services | None = None  # on the event loop and in threads; None in processes
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:

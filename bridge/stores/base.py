@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from bridge.jobs import JobRecord
 
@@ -25,3 +26,29 @@ class JobStore(Protocol):
 
     async def ping(self) -> None:
         """Raise if the store cannot serve requests."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    state: Literal["sending", "sent"]
+    result: dict[str, Any] | None
+
+
+class Ledger(Protocol):
+    """Idempotency keys of side effects (e-mails sent): each is done at most once, across
+    retries and restarts."""
+
+    async def claim(self, key: str) -> LedgerEntry | None:
+        """Claim `key`, durably, before doing the side effect: None when this caller now owns it,
+        else the entry already there ("sent" with its result, or "sending": started before and
+        never settled — its outcome is unknown)."""
+
+    async def settle(self, key: str, result: dict[str, Any]) -> None:
+        """The side effect is done: record its result, durably."""
+
+    async def release(self, key: str) -> None:
+        """The side effect surely did not happen: forget the claim so a retry may do it."""
+
+
+class Store(JobStore, Ledger, Protocol):
+    """A backend keeps both: the embedded SQLite file, or Redis."""

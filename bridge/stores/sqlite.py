@@ -12,12 +12,15 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import orjson
 
 from bridge.jobs import JobRecord
+from bridge.stores.base import LedgerEntry
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX jobs_by_workflow ON jobs (workflow_id, created_at DESC, job_id DESC);
     CREATE INDEX jobs_by_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
+    """,
+    """
+    CREATE TABLE ledger (
+        key        TEXT PRIMARY KEY,
+        state      TEXT NOT NULL,
+        result     BLOB,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX ledger_by_age ON ledger (updated_at);
     """,
 )
 
@@ -189,17 +201,54 @@ class SqliteJobStore:
         return jobs, next_cursor
 
     async def purge_expired(self, now: float) -> int:
+        """Finished jobs past their retention, and ledger keys as old as the longest retention."""
         total = 0
-        while True:
-            cursor = await self._conn.execute(
+        for query, cutoff in (
+            (
                 "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs"
                 " WHERE expires_at IS NOT NULL AND expires_at < ? LIMIT ?)",
-                (now, PURGE_CHUNK),
-            )
-            await self._conn.commit()
-            total += cursor.rowcount
-            if cursor.rowcount < PURGE_CHUNK:
-                return total
+                now,
+            ),
+            (
+                "DELETE FROM ledger WHERE rowid IN (SELECT rowid FROM ledger"
+                " WHERE updated_at < ? LIMIT ?)",
+                now - max(self.retention_s.values()),
+            ),
+        ):
+            while True:
+                cursor = await self._conn.execute(query, (cutoff, PURGE_CHUNK))
+                await self._conn.commit()
+                total += cursor.rowcount
+                if cursor.rowcount < PURGE_CHUNK:
+                    break
+        return total
+
+    async def claim(self, key: str) -> LedgerEntry | None:
+        db = self._conn
+        cursor = await db.execute(
+            "INSERT INTO ledger (key, state, updated_at) VALUES (?, 'sending', ?)"
+            " ON CONFLICT (key) DO NOTHING",
+            (key, time.time()),
+        )
+        await db.commit()
+        if cursor.rowcount == 1:
+            return None
+        async with db.execute("SELECT state, result FROM ledger WHERE key = ?", (key,)) as rows:
+            row = await rows.fetchone()
+        if row is None:  # released in between: try again
+            return await self.claim(key)
+        return LedgerEntry(row[0], orjson.loads(row[1]) if row[1] is not None else None)
+
+    async def settle(self, key: str, result: dict[str, Any]) -> None:
+        await self._conn.execute(
+            "UPDATE ledger SET state = 'sent', result = ?, updated_at = ? WHERE key = ?",
+            (orjson.dumps(result), time.time(), key),
+        )
+        await self._conn.commit()
+
+    async def release(self, key: str) -> None:
+        await self._conn.execute("DELETE FROM ledger WHERE key = ? AND state = 'sending'", (key,))
+        await self._conn.commit()
 
     async def ping(self) -> None:
         async with self._conn.execute("SELECT 1") as cursor:

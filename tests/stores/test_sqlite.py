@@ -11,7 +11,7 @@ import pytest
 
 from bridge.ids import new_id
 from bridge.jobs import IllegalTransition, JobRecord, JobStatus
-from bridge.stores.sqlite import SqliteJobStore
+from bridge.stores.sqlite import MIGRATIONS, SqliteJobStore
 
 
 def job(workflow_id: str = "wf", created_at: float | None = None) -> JobRecord:
@@ -113,7 +113,7 @@ async def test_finished_jobs_expire_and_running_ones_stay(store: SqliteJobStore)
 
 async def test_schema_version_is_recorded(store: SqliteJobStore) -> None:
     with sqlite3.connect(store.path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

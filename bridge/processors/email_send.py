@@ -1,0 +1,221 @@
+"""`email_send`: one e-mail per item over SMTP, for bulk sends to thousands of contacts.
+
+Each item is a message: its json may set `from`, `to`, `cc`, `bcc`, `reply_to`, `subject`, `text`,
+`html` and `headers`, over the request's parameters of the same names; its n8n binary data are the
+attachments. Messages go out over pooled, reused connections (BRIDGE_SMTP_*), paced by the rate
+limit. One result per item: message id, accepted and refused recipients.
+
+Idempotency: an item with an idempotency key (its `idempotency_key` field, or the request's key
+plus the item's index) is claimed in the ledger before it is sent and marked sent after the server
+accepted it, so it is never sent twice — not on a retried request, not after a restart. A send whose
+outcome is unknown (the bridge died mid-send) is not tried again: it is reported instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import email.utils
+from email.message import EmailMessage
+from typing import Any, Literal
+
+import aiosmtplib
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.errors import IntegrationFailed, Internal, ValidationFailed
+from bridge.items import Item
+from bridge.processors.registry import Context, processor
+from bridge.services import Services
+
+Addresses = str | list[str] | None
+ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
+
+
+class EmailParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    sender: str | None = Field(None, alias="from", description="From; else BRIDGE_SMTP_FROM")
+    to: Addresses = None
+    cc: Addresses = None
+    bcc: Addresses = None
+    reply_to: Addresses = None
+    subject: str | None = None
+    text: str | None = Field(None, description="plain-text body")
+    html: str | None = Field(None, description="HTML body")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra headers")
+    attachments: Literal["all", "none"] | list[str] = Field(
+        "all", description="which of the item's binary fields to attach"
+    )
+    dry_run: bool = Field(False, description="build and check every message, send none")
+    idempotency_field: str = Field(
+        "idempotency_key", description="the item field holding its idempotency key"
+    )
+    result_field: str = Field("email", min_length=1)
+
+
+def _field(item: Item, params: EmailParams, name: str) -> Any:
+    default = params.sender if name == "from" else getattr(params, name)
+    return item.json.get(name, default)
+
+
+def _addresses(value: Any, name: str) -> list[str]:
+    """`Name <a@b>` or lists of them, checked and normalised."""
+    if value is None:
+        return []
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ValueError(f"`{name}` must be an address or a list of addresses")
+    found = []
+    for display, address in email.utils.getaddresses(values):
+        try:
+            normalized = validate_email(address, check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise ValueError(f"`{name}`: {address!r} is not an e-mail address: {exc}") from None
+        found.append(email.utils.formataddr((display, normalized)))
+    return found
+
+
+def build(item: Item, params: EmailParams, default_sender: str | None) -> EmailMessage:
+    """The message for one item; a ValueError says what is wrong with it."""
+    senders = _addresses(_field(item, params, "from") or default_sender, "from")
+    if len(senders) != 1:
+        raise ValueError("give one sender: `from`, or set BRIDGE_SMTP_FROM")
+    to, cc, bcc, reply_to = (_addresses(_field(item, params, f), f) for f in ADDRESS_FIELDS)
+    if not (to or cc or bcc):
+        raise ValueError("no recipient: give `to`, `cc` or `bcc`")
+    message = EmailMessage(policy=email.policy.SMTP)  # refuses CR/LF in headers: no injection
+    message["From"] = senders[0]
+    for header, addresses in (("To", to), ("Cc", cc), ("Reply-To", reply_to)):
+        if addresses:
+            message[header] = ", ".join(addresses)
+    message["Subject"] = str(_field(item, params, "subject") or "")
+    message["Date"] = email.utils.formatdate(localtime=False)
+    domain = email.utils.parseaddr(senders[0])[1].rpartition("@")[2]
+    message["Message-ID"] = email.utils.make_msgid(domain=domain)
+    for header, value in {**params.headers, **(item.json.get("headers") or {})}.items():
+        message[header] = value
+    text, html = _field(item, params, "text"), _field(item, params, "html")
+    if html and text:
+        message.set_content(str(text))
+        message.add_alternative(str(html), subtype="html")
+    elif html:
+        message.set_content(str(html), subtype="html")
+    else:
+        message.set_content(str(text or ""))
+    keys = (
+        []
+        if params.attachments == "none"
+        else (list(item.binary) if params.attachments == "all" else params.attachments)
+    )
+    for key in keys:
+        blob = item.binary.get(key)
+        if blob is None:
+            raise ValueError(f"no binary field {key!r} to attach")
+        maintype, _, subtype = blob.mime_type.partition("/")
+        message.add_attachment(
+            blob.data,
+            maintype=maintype,
+            subtype=subtype or "octet-stream",
+            filename=blob.file_name or key,
+        )
+    if bcc:
+        message["Bcc"] = ", ".join(bcc)  # aiosmtplib sends to Bcc and strips the header
+    return message
+
+
+def _key(item: Item, params: EmailParams, ctx: Context) -> str | None:
+    own = item.json.get(params.idempotency_field)
+    if own is not None:
+        return f"email:{own}"
+    return f"email:{ctx.idempotency_key}:{item.index}" if ctx.idempotency_key else None
+
+
+async def _transmit(services: Services, message: EmailMessage) -> dict[str, Any]:
+    """Send over a pooled connection. A connection that dropped is replaced and the message sent
+    once more: the server had not accepted it."""
+    for attempt in range(2):
+        await services.smtp.pace()
+        try:
+            async with services.smtp.connection() as client:
+                refused, _ = await client.send_message(message)
+        except aiosmtplib.SMTPServerDisconnected:
+            if attempt:
+                raise
+            continue
+        recipients = [
+            address
+            for _, address in email.utils.getaddresses(
+                message.get_all("To", []) + message.get_all("Cc", []) + message.get_all("Bcc", [])
+            )
+        ]
+        return {
+            "message_id": message["Message-ID"],
+            "accepted": [r for r in recipients if r not in refused],
+            "refused": {r: f"{reply.code} {reply.message}" for r, reply in refused.items()},
+        }
+    raise AssertionError("unreachable")
+
+
+def _refusal(exc: Exception) -> IntegrationFailed:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        reasons = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+        return IntegrationFailed(f"every recipient was refused: {reasons}", retryable=False)
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return IntegrationFailed(f"the SMTP server dropped the connection twice: {exc}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return IntegrationFailed(
+            f"the SMTP server refused the message: {exc.code} {exc.message}",
+            retryable=exc.code < 500,
+        )
+    return IntegrationFailed(f"sending failed: {exc}")
+
+
+async def _send(item: Item, params: EmailParams, ctx: Context, services: Services) -> Any:
+    """One item's result, or the exception that fails it (never raised: the others go on)."""
+    try:
+        message = build(item, params, ctx.settings.smtp_from)
+    except ValueError as exc:
+        return ValidationFailed(str(exc))
+    result: dict[str, Any] = {"message_id": message["Message-ID"]}
+    if params.dry_run:
+        return {**item.json, params.result_field: {**result, "sent": False, "dry_run": True}}
+    key = _key(item, params, ctx)
+    if key is not None:
+        entry = await services.ledger.claim(key)
+        if entry is not None and entry.state == "sent":
+            ctx.log.info("item %d: already sent (%s), not sending again", item.index, key)
+            return {
+                **item.json,
+                params.result_field: {**(entry.result or {}), "sent": False, "duplicate": True},
+            }
+        if entry is not None:
+            return IntegrationFailed(
+                f"a send with idempotency key {key.removeprefix('email:')!r} started earlier and "
+                "its outcome is unknown; it is not sent again",
+                retryable=False,
+            )
+    try:
+        result = await _transmit(services, message)
+    except (aiosmtplib.SMTPException, IntegrationFailed, OSError) as exc:
+        if key is not None:  # the server did not take it: a retry may send it
+            await services.ledger.release(key)
+        return exc if isinstance(exc, IntegrationFailed) else _refusal(exc)
+    if key is not None:
+        await services.ledger.settle(key, result)
+    return {**item.json, params.result_field: {**result, "sent": True, "duplicate": False}}
+
+
+@processor("email_send", params=EmailParams, batch=True)
+async def email_send(items: list[Item], params: EmailParams, ctx: Context) -> list[Any]:
+    """Sends one e-mail per item over SMTP, with idempotency keys, pooled connections and a
+    rate limit."""
+    services = ctx.services
+    if services is None:
+        raise Internal("email_send needs the bridge's services (it cannot run in a process pool)")
+    if not params.dry_run:
+        # One login first: an unreachable server or a refused login fails the whole job at once,
+        # before any key is claimed.
+        async with services.smtp.connection():
+            pass
+    return list(await asyncio.gather(*(_send(item, params, ctx, services) for item in items)))

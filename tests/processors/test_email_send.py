@@ -1,0 +1,260 @@
+"""email_send against a real SMTP server on loopback (aiosmtpd)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from bridge.settings import Settings
+from tests import smtp_server
+from tests.conftest import ClientFactory, token
+from tests.smtp_server import PASSWORD, USER, Sink
+
+EXECUTE = "/api/v1/workflow/execute"
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    sink = Sink()
+    controller = smtp_server.start(sink)
+    sink.port = controller.port  # type: ignore[attr-defined]
+    yield sink
+    controller.stop()
+
+
+@pytest.fixture
+def auth_sink() -> Iterator[Sink]:
+    sink = Sink()
+    controller = smtp_server.start(sink, require_auth=True)
+    sink.port = controller.port  # type: ignore[attr-defined]
+    yield sink
+    controller.stop()
+
+
+def smtp(sink: Sink, **extra: Any) -> dict[str, Any]:
+    return {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": sink.port,
+        "smtp_tls": "none",  # type: ignore[attr-defined]
+        "smtp_from": "News <news@example.com>",
+        **extra,
+    }
+
+
+async def send(
+    client: TestClient, headers: dict[str, str], items: list[dict[str, Any]], **params: Any
+) -> Any:
+    body = {"processing_type": "email_send", "items": items, "parameters": params}
+    return await client.post(EXECUTE, json=body, headers=headers)
+
+
+def contacts(count: int, **extra: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "json": {
+                "to": f"person{n}@example.org",
+                "name": f"P{n}",
+                **extra,
+                "idempotency_key": f"campaign-1:{n}",
+            }
+        }
+        for n in range(count)
+    ]
+
+
+async def test_a_batch_is_sent_one_message_per_item(
+    make_client: ClientFactory, settings: Settings, sink: Sink
+) -> None:
+    client = await make_client(**smtp(sink))
+    headers = {"Authorization": f"Bearer {token(settings)}"}
+    attachment = {
+        "data": base64.b64encode(b"id,amount\n1,9.90\n").decode(),
+        "mimeType": "text/csv",
+        "fileName": "invoice.csv",
+    }
+    items = contacts(5)
+    items[0]["binary"] = {"invoice": attachment}
+    items[1]["json"].update(
+        cc="boss@example.org",
+        bcc="archive@example.org",
+        html="<p>Hi</p>",
+        headers={"X-Campaign": "spring"},
+    )
+    response = await send(
+        client,
+        headers,
+        items,
+        subject="Spring news",
+        text="Hello there",
+        reply_to="support@example.com",
+    )
+    assert response.status == 200
+    answer = await response.json()
+    assert answer["errors"] == []
+    results = [i["json"]["email"] for i in answer["items"]]
+    assert all(r["sent"] and not r["duplicate"] for r in results)
+    assert results[0]["accepted"] == ["person0@example.org"]
+    assert sorted(results[1]["accepted"]) == sorted(
+        ["person1@example.org", "boss@example.org", "archive@example.org"]
+    )
+    assert len(sink.messages) == 5
+    first = sink.with_header("Message-ID", results[0]["message_id"])[0]
+    assert first["Subject"] == "Spring news"
+    assert first["From"] == "News <news@example.com>"
+    assert first["Reply-To"] == "support@example.com"
+    parts = {part.get_filename(): part for part in first.iter_attachments()}
+    assert parts["invoice.csv"].get_content() == "id,amount\n1,9.90\n"
+    second = sink.with_header("Message-ID", results[1]["message_id"])[0]
+    assert second["Bcc"] is None  # Bcc reaches its recipient but not the headers
+    assert "archive@example.org" in second["X-Envelope-To"]
+    assert second["X-Campaign"] == "spring"
+    assert second.get_body(("html",)).get_content().strip() == "<p>Hi</p>"
+
+
+async def test_a_refused_recipient_is_reported(
+    make_client: ClientFactory, settings: Settings, sink: Sink
+) -> None:
+    client = await make_client(**smtp(sink))
+    headers = {"Authorization": f"Bearer {token(settings)}"}
+    items = [
+        {"json": {"to": ["ok@example.org", "refuse-me@example.org"]}},
+        {"json": {"to": "refuse-all@example.org"}},
+    ]
+    answer = await (await send(client, headers, items, subject="s", text="t")).json()
+    (partial,) = answer["items"]
+    assert partial["json"]["email"]["accepted"] == ["ok@example.org"]
+    assert partial["json"]["email"]["refused"] == {
+        "refuse-me@example.org": "550 5.1.1 no such user here"
+    }
+    assert answer["errors"] == [
+        {
+            "index": 1,
+            "code": "integration",
+            "message": "every recipient was refused: refuse-all@example.org: 550 5.1.1 no such user here",
+        }
+    ]
+    assert len(sink.messages) == 1
+
+
+async def test_a_dropped_connection_mid_batch_is_replaced_without_duplicates(
+    make_client: ClientFactory, settings: Settings, sink: Sink
+) -> None:
+    sink.drop_data_at = {3, 7}
+    client = await make_client(**smtp(sink, smtp_connections=1))
+    headers = {"Authorization": f"Bearer {token(settings)}"}
+    answer = await (await send(client, headers, contacts(10), subject="s", text="t")).json()
+    assert answer["errors"] == []
+    delivered = sorted(m["To"] for m in sink.messages)
+    assert delivered == sorted(f"person{n}@example.org" for n in range(10))  # each exactly once
+
+
+async def test_a_refused_login_fails_the_job_and_sends_nothing(
+    make_client: ClientFactory, settings: Settings, auth_sink: Sink
+) -> None:
+    client = await make_client(**smtp(auth_sink, smtp_username=USER, smtp_password="wrong"))
+    headers = {"Authorization": f"Bearer {token(settings)}"}
+    response = await send(client, headers, contacts(3), subject="s", text="t")
+    assert response.status == 502
+    error = (await response.json())["error"]
+    assert error["code"] == "integration"
+    assert error["retryable"] is False
+    assert "refused the login" in error["message"]
+    assert "BRIDGE_SMTP_PASSWORD" in error["description"]
+    assert auth_sink.messages == []
+
+
+async def test_the_right_login_sends(
+    make_client: ClientFactory, settings: Settings, auth_sink: Sink
+) -> None:
+    client = await make_client(**smtp(auth_sink, smtp_username=USER, smtp_password=PASSWORD))
+    headers = {"Authorization": f"Bearer {token(settings)}"}
+    answer = await (await send(client, headers, contacts(2), subject="s", text="t")).json()
+    assert answer["errors"] == []
+    assert len(auth_sink.messages) == 2
+
+
+async def test_a_retried_request_sends_nothing_twice_even_after_a_restart(
+    make_client: ClientFactory, settings: Settings, sink: Sink
+) -> None:
+    headers = {"Authorization": f"Bearer {token(settings)}"}
+    first = await make_client(**smtp(sink))
+    items = contacts(4)
+    await send(first, headers, items[:2], subject="s", text="t")  # a first, partial attempt
+    await first.close()
+    restarted = await make_client(**smtp(sink))  # the same data dir: a restarted bridge
+    answer = await (await send(restarted, headers, items, subject="s", text="t")).json()
+    results = [i["json"]["email"] for i in answer["items"]]
+    assert [r["duplicate"] for r in results] == [True, True, False, False]
+    assert [r["sent"] for r in results] == [False, False, True, True]
+    assert results[0]["message_id"] == sink.messages[0]["Message-ID"]
+    assert len(sink.messages) == 4
+
+
+async def test_the_requests_idempotency_key_covers_items_without_their_own(
+    client_for_sink: Any, sink: Sink
+) -> None:
+    client, headers = await client_for_sink(sink)
+    body = {
+        "processing_type": "email_send",
+        "idempotency_key": "exec-77",
+        "items": [{"json": {"to": "a@example.org"}}],
+        "parameters": {"text": "t"},
+    }
+    for _ in range(2):
+        await client.post(EXECUTE, json=body, headers=headers)
+    assert len(sink.messages) == 1
+
+
+async def test_dry_run_sends_nothing(client_for_sink: Any, sink: Sink) -> None:
+    client, headers = await client_for_sink(sink)
+    answer = await (await send(client, headers, contacts(3), text="t", dry_run=True)).json()
+    assert [i["json"]["email"]["dry_run"] for i in answer["items"]] == [True] * 3
+    assert sink.messages == []
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({"to": "a@example.org", "subject": "hi\r\nBcc: victim@example.org"}, "linefeed"),
+        ({"to": "not an address"}, "is not an e-mail address"),
+        ({"subject": "no one"}, "no recipient"),
+        ({"to": "a@example.org", "headers": {"X-Evil": "a\nb"}}, "linefeed"),
+    ],
+)
+async def test_bad_messages_fail_their_item_only(
+    client_for_sink: Any, sink: Sink, item: dict[str, Any], message: str
+) -> None:
+    client, headers = await client_for_sink(sink)
+    items = [{"json": item}, {"json": {"to": "fine@example.org"}}]
+    answer = await (await send(client, headers, items, text="t")).json()
+    assert [i["pairedItem"]["item"] for i in answer["items"]] == [1]
+    assert answer["errors"][0]["index"] == 0
+    assert message in answer["errors"][0]["message"]
+    assert [m["To"] for m in sink.messages] == ["fine@example.org"]
+
+
+async def test_an_unreachable_server_fails_the_job(
+    make_client: ClientFactory, settings: Settings
+) -> None:
+    client = await make_client(
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_server.free_port(),
+        smtp_tls="none",
+        smtp_from="a@example.com",
+    )
+    headers = {"Authorization": f"Bearer {token(settings)}"}
+    response = await send(client, headers, contacts(1), text="t")
+    assert response.status == 502
+    assert "cannot reach the SMTP server" in (await response.json())["error"]["message"]
+
+
+@pytest.fixture
+def client_for_sink(make_client: ClientFactory, settings: Settings) -> Any:
+    async def make(sink: Sink) -> tuple[TestClient, dict[str, str]]:
+        return await make_client(**smtp(sink)), {"Authorization": f"Bearer {token(settings)}"}
+
+    return make
