@@ -44,7 +44,8 @@ class Ledger(Protocol):
         never settled — its outcome is unknown)."""
 
     async def settle(self, key: str, result: dict[str, Any]) -> None:
-        """The side effect is done: record its result, durably."""
+        """The side effect is done: record its result. It may be written a moment later (the
+        claim already guards against doing it twice)."""
 
     async def release(self, key: str) -> None:
         """The side effect surely did not happen: forget the claim so a retry may do it."""

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ class SqliteJobStore:
         self.retention_s = {"async": retention_s, "sync": sync_retention_s}
         self._db: aiosqlite.Connection | None = None
         self._pending: dict[str, JobRecord] = {}
+        self._settled: dict[str, dict[str, Any]] = {}  # ledger keys done, not yet written
         self._waiters: list[asyncio.Future[None]] = []
         self._has_work = asyncio.Event()  # something is pending
         self._urgent = asyncio.Event()  # someone waits for a commit, or the batch is full
@@ -130,13 +132,15 @@ class SqliteJobStore:
             self._has_work.clear()
             self._urgent.clear()
             batch, self._pending = self._pending, {}
+            settled, self._settled = self._settled, {}
             waiters, self._waiters = self._waiters, []
             try:
-                await self._write(batch.values())
+                await self._write(batch.values(), settled)
             except Exception as exc:
                 log.error("job store write of %d record(s) failed: %s", len(batch), exc)
                 # Keep the records for the next attempt; anything saved since is newer.
                 self._pending = {**batch, **self._pending}
+                self._settled = {**settled, **self._settled}
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_exception(exc)
@@ -147,7 +151,7 @@ class SqliteJobStore:
                     if not waiter.done():
                         waiter.set_result(None)
 
-    async def _write(self, jobs: object) -> None:
+    async def _write(self, jobs: Iterable[JobRecord], settled: dict[str, dict[str, Any]]) -> None:
         rows = [
             (
                 job.job_id,
@@ -159,7 +163,7 @@ class SqliteJobStore:
                 else None,
                 job.model_dump_json().encode(),
             )
-            for job in jobs  # type: ignore[attr-defined]
+            for job in jobs
         ]
         db = self._conn
         await db.executemany(
@@ -169,6 +173,12 @@ class SqliteJobStore:
             " record = excluded.record",
             rows,
         )
+        if settled:
+            now = time.time()
+            await db.executemany(
+                "UPDATE ledger SET state = 'sent', result = ?, updated_at = ? WHERE key = ?",
+                [(orjson.dumps(result), now, key) for key, result in settled.items()],
+            )
         await db.commit()
 
     async def get(self, job_id: str) -> JobRecord | None:
@@ -224,6 +234,8 @@ class SqliteJobStore:
         return total
 
     async def claim(self, key: str) -> LedgerEntry | None:
+        if key in self._settled:
+            return LedgerEntry("sent", self._settled[key])
         db = self._conn
         cursor = await db.execute(
             "INSERT INTO ledger (key, state, updated_at) VALUES (?, 'sending', ?)"
@@ -240,11 +252,10 @@ class SqliteJobStore:
         return LedgerEntry(row[0], orjson.loads(row[1]) if row[1] is not None else None)
 
     async def settle(self, key: str, result: dict[str, Any]) -> None:
-        await self._conn.execute(
-            "UPDATE ledger SET state = 'sent', result = ?, updated_at = ? WHERE key = ?",
-            (orjson.dumps(result), time.time(), key),
-        )
-        await self._conn.commit()
+        """Written with the next group commit: should the process die before, the key stays
+        "sending" — reported as unknown on a retry, never sent twice."""
+        self._settled[key] = result
+        self._has_work.set()
 
     async def release(self, key: str) -> None:
         await self._conn.execute("DELETE FROM ledger WHERE key = ? AND state = 'sending'", (key,))

@@ -219,10 +219,11 @@ async def test_dry_run_sends_nothing(client_for_sink: Any, sink: Sink) -> None:
 @pytest.mark.parametrize(
     ("item", "message"),
     [
-        ({"to": "a@example.org", "subject": "hi\r\nBcc: victim@example.org"}, "linefeed"),
+        ({"to": "a@example.org", "subject": "hi\r\nBcc: victim@example.org"}, "line break"),
         ({"to": "not an address"}, "is not an e-mail address"),
         ({"subject": "no one"}, "no recipient"),
-        ({"to": "a@example.org", "headers": {"X-Evil": "a\nb"}}, "linefeed"),
+        ({"to": "a@example.org", "headers": {"X-Evil": "a\nb"}}, "line break"),
+        ({"to": "a@example.org", "headers": {"Bad Name:": "x"}}, "is not a header name"),
     ],
 )
 async def test_bad_messages_fail_their_item_only(
@@ -258,3 +259,23 @@ def client_for_sink(make_client: ClientFactory, settings: Settings) -> Any:
         return await make_client(**smtp(sink)), {"Authorization": f"Bearer {token(settings)}"}
 
     return make
+
+
+async def test_non_ascii_names_subjects_and_bodies_arrive_intact(
+    client_for_sink: Any, sink: Sink
+) -> None:
+    client, headers = await client_for_sink(sink)
+    item = {
+        "to": "Jürgen Groß <j@example.org>",
+        "subject": "Grüße aus Köln",
+        "text": "Schön, dich zu sehen ☀",
+    }
+    answer = await (
+        await send(client, headers, [{"json": item}], **{"from": "Zoë <z@example.com>"})
+    ).json()
+    assert answer["errors"] == []
+    (message,) = sink.messages
+    assert message["Subject"] == "Grüße aus Köln"
+    assert message["To"] == "Jürgen Groß <j@example.org>"
+    assert message["From"] == "Zoë <z@example.com>"
+    assert message.get_content().strip() == "Schön, dich zu sehen ☀"
