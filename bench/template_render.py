@@ -65,6 +65,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument(
+        "--executor",
+        choices=["process", "thread"],
+        default="process",
+        help="BRIDGE_CPU_EXECUTOR for the bridge",
+    )
     args = parser.parse_args()
     now = int(time.time())
     token = jwt.encode(
@@ -86,7 +92,8 @@ def main() -> None:
         }
     )
     with tempfile.TemporaryDirectory() as directory:
-        process, url = start_bridge(bridge_env(Path(directory)), Path(directory) / "bridge.log")
+        env = bridge_env(Path(directory), BRIDGE_CPU_EXECUTOR=args.executor)
+        process, url = start_bridge(env, Path(directory) / "bridge.log")
         try:
             for _ in range(2):  # warm-up: imports, template compilation, caches
                 post(url, token, body)
@@ -97,7 +104,10 @@ def main() -> None:
     assert all(count == args.items for _, count, _ in runs), "some items did not render"
     phases = {name: statistics.median(r[0][name] for r in runs) for name in runs[0][0]}
     overhead = phases["decode"] + phases["convert"] + phases["encode"]
-    print(f"\n{args.items:,} items, {len(body) / 1e6:.1f} MB request, median of {args.runs} runs\n")
+    print(
+        f"\n{args.items:,} items, {len(body) / 1e6:.1f} MB request, median of {args.runs} runs, "
+        f"{args.executor} executor\n"
+    )
     print("| phase | ms |")
     print("|---|---|")
     for name, ms in phases.items():

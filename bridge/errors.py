@@ -48,6 +48,10 @@ class BridgeError(Exception):
         if retryable is not None:
             self.retryable = retryable
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors raised in a process-pool worker come back pickled: keep every attribute.
+        return (_rebuild, (type(self), self.message, self.__dict__))
+
     def to_body(self, trace_id: str) -> dict[str, Any]:
         return {
             "error": {
@@ -60,6 +64,12 @@ class BridgeError(Exception):
                 "details": self.details,
             }
         }
+
+
+def _rebuild(cls: type[BridgeError], message: str, state: dict[str, Any]) -> BridgeError:
+    error = cls(message)
+    error.__dict__.update(state)
+    return error
 
 
 class ValidationFailed(BridgeError):

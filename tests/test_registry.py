@@ -171,3 +171,19 @@ def test_unknown_name_lists_the_valid_ones() -> None:
     registry = Registry.load(use_entry_points=False)
     with pytest.raises(ValidationFailed, match="unknown processing_type 'x'; valid: echo"):
         registry.get("x")
+
+
+def test_errors_keep_their_details_across_processes() -> None:
+    import pickle
+
+    from bridge.errors import IntegrationFailed, ValidationFailed
+
+    error = ValidationFailed("bad", details=[{"pointer": "/a", "message": "m"}], http_code=400)
+    again = pickle.loads(pickle.dumps(error))
+    assert (type(again), again.message, again.details, again.http_code) == (
+        ValidationFailed,
+        "bad",
+        [{"pointer": "/a", "message": "m"}],
+        400,
+    )
+    assert pickle.loads(pickle.dumps(IntegrationFailed("x", retryable=False))).retryable is False
