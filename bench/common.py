@@ -10,6 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import jwt
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-bench-secret-bench-secret-0123"
 
@@ -25,6 +27,20 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
+
+
+def token(scope: str = "execute", jti: str = "bench") -> str:
+    """A JWT the benchmark bridges accept, valid for an hour."""
+    now = int(time.time())
+    claims = {
+        "iss": "n8n-bridge",
+        "aud": "n8n-bridge",
+        "iat": now,
+        "exp": now + 3600,
+        "scope": scope,
+        "jti": jti,
+    }
+    return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
 def bridge_env(data_dir: Path, **settings: str) -> dict[str, str]:

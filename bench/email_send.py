@@ -14,26 +14,12 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
-import jwt
 import orjson
 
-from bench.common import ROOT, SECRET, bridge_env, free_port, start_bridge
-
-
-def token() -> str:
-    now = int(time.time())
-    claims = {
-        "iss": "n8n-bridge",
-        "aud": "n8n-bridge",
-        "iat": now,
-        "exp": now + 3600,
-        "scope": "execute",
-    }
-    return jwt.encode(claims, SECRET, algorithm="HS256")
+from bench.common import ROOT, bridge_env, free_port, start_bridge, token
 
 
 def send(url: str, count: int, keys: bool, run: int) -> dict[str, float]:

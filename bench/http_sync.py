@@ -24,10 +24,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import jwt
 import orjson
 
-from bench.common import ROOT, SECRET, free_port, rss_mb
+from bench.common import ROOT, SECRET, free_port, rss_mb, token
 
 PATH = "/api/v1/workflow/execute"
 BODY = orjson.dumps(
@@ -198,12 +197,7 @@ def main() -> None:
         "BRIDGE_JWT_SECRET": SECRET,
         "BRIDGE_DATA_DIR": str(out / "data"),
     }
-    now = int(time.time())
-    claims = {"iss": "n8n-bridge", "aud": "n8n-bridge", "iat": now, "exp": now + 3600}
-    tokens = [
-        jwt.encode({**claims, "scope": "execute", "jti": str(n)}, SECRET, algorithm="HS256")
-        for n in range(5000)  # more than the bridge's cache of verified tokens holds
-    ]
+    tokens = [token(jti=str(n)) for n in range(5000)]  # more than the bridge's cache holds
     bearer = {"Authorization": f"Bearer {tokens[0]}"}
     bridge = [python, "-m", "bridge", "serve"]
     # name, command, extra environment, headers, a new token per request

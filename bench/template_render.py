@@ -17,10 +17,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import jwt
 import orjson
 
-from bench.common import SECRET, bridge_env, start_bridge
+from bench.common import bridge_env, start_bridge, token
 
 TEMPLATE = """Dear {{ first_name }} {{ last_name }},
 
@@ -46,11 +45,11 @@ def items(count: int) -> list[dict[str, object]]:
     ]
 
 
-def post(url: str, token: str, body: bytes) -> tuple[dict[str, float], int, float]:
+def post(url: str, bearer: str, body: bytes) -> tuple[dict[str, float], int, float]:
     request = urllib.request.Request(
         url + "/api/v1/workflow/execute",
         data=body,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {bearer}"},
     )
     started = time.perf_counter()
     with urllib.request.urlopen(request, timeout=120) as response:
@@ -65,25 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument(
-        "--executor",
-        choices=["process", "thread"],
-        default="process",
-        help="BRIDGE_CPU_EXECUTOR for the bridge",
-    )
     args = parser.parse_args()
-    now = int(time.time())
-    token = jwt.encode(
-        {
-            "iss": "n8n-bridge",
-            "aud": "n8n-bridge",
-            "iat": now,
-            "exp": now + 3600,
-            "scope": "execute",
-        },
-        SECRET,
-        algorithm="HS256",
-    )
     body = orjson.dumps(
         {
             "processing_type": "template_render",
@@ -92,22 +73,19 @@ def main() -> None:
         }
     )
     with tempfile.TemporaryDirectory() as directory:
-        env = bridge_env(Path(directory), BRIDGE_CPU_EXECUTOR=args.executor)
+        env = bridge_env(Path(directory))
         process, url = start_bridge(env, Path(directory) / "bridge.log")
         try:
             for _ in range(2):  # warm-up: imports, template compilation, caches
-                post(url, token, body)
-            runs = [post(url, token, body) for _ in range(args.runs)]
+                post(url, token(), body)
+            runs = [post(url, token(), body) for _ in range(args.runs)]
         finally:
             process.terminate()
             process.wait(30)
     assert all(count == args.items for _, count, _ in runs), "some items did not render"
     phases = {name: statistics.median(r[0][name] for r in runs) for name in runs[0][0]}
     overhead = phases["decode"] + phases["convert"] + phases["encode"]
-    print(
-        f"\n{args.items:,} items, {len(body) / 1e6:.1f} MB request, median of {args.runs} runs, "
-        f"{args.executor} executor\n"
-    )
+    print(f"\n{args.items:,} items, {len(body) / 1e6:.1f} MB request, median of {args.runs} runs\n")
     print("| phase | ms |")
     print("|---|---|")
     for name, ms in phases.items():
