@@ -124,6 +124,7 @@ class Settings(BaseModel):
     smtp_password: SecretStr | None = None
     smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
     smtp_validate_certs: bool = True
+    smtp_ca_file: Path | None = None
     smtp_timeout_s: float = Field(30.0, gt=0)
     smtp_from: str | None = None
     smtp_connections: int = Field(4, ge=1, le=100)

@@ -40,6 +40,7 @@ class SmtpPool:
             use_tls=settings.smtp_tls == "tls",
             start_tls=settings.smtp_tls == "starttls",
             validate_certs=settings.smtp_validate_certs,
+            cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
             timeout=settings.smtp_timeout_s,
         )
 
@@ -62,7 +63,8 @@ class SmtpPool:
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise IntegrationFailed(
                 f"cannot reach the SMTP server {where}: {exc}",
-                description="check BRIDGE_SMTP_HOST, BRIDGE_SMTP_PORT and BRIDGE_SMTP_TLS",
+                description="check BRIDGE_SMTP_HOST, BRIDGE_SMTP_PORT, BRIDGE_SMTP_TLS and, for "
+                "a certificate error, BRIDGE_SMTP_CA_FILE",
             ) from None
         log.debug("connected to SMTP server %s", where)
         return client

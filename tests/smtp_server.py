@@ -3,7 +3,11 @@ refuse recipients, require a login, or drop the connection in the middle of a me
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import socket
+import ssl
+import time
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -11,6 +15,10 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 USER, PASSWORD = "mailer", "s3cret-password"
 
@@ -22,6 +30,7 @@ class Sink:
     messages: list[EmailMessage] = field(default_factory=list)
     drop_data_at: set[int] = field(default_factory=set)  # the n-th DATA (1-based) is dropped
     data_seen: int = 0
+    arrived_at: list[float] = field(default_factory=list)  # time.monotonic() of each message
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -39,6 +48,7 @@ class Sink:
         message = message_from_bytes(envelope.content, policy=policy.SMTP)
         message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
         self.messages.append(message)  # type: ignore[arg-type]
+        self.arrived_at.append(time.monotonic())
         return "250 2.0.0 accepted"
 
     def with_header(self, name: str, value: str) -> list[EmailMessage]:
@@ -62,7 +72,56 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(sink: Sink, *, require_auth: bool = False) -> Controller:
+def self_signed(directory: Any) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files in `directory`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = f"{directory}/cert.pem", f"{directory}/key.pem"
+    with open(cert_file, "wb") as out:
+        out.write(certificate.public_bytes(serialization.Encoding.PEM))
+    with open(key_file, "wb") as out:
+        out.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return cert_file, key_file
+
+
+def start(
+    sink: Sink,
+    *,
+    require_auth: bool = False,
+    tls: tuple[str, str] | None = None,
+    implicit_tls: bool = False,
+) -> Controller:
+    """The server on a free port: plain, with STARTTLS required, or with implicit TLS."""
+    options: dict[str, Any] = {}
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*tls)
+        options = (
+            {"ssl_context": context}
+            if implicit_tls
+            else {"tls_context": context, "require_starttls": True}
+        )
     controller = Controller(
         sink,
         hostname="127.0.0.1",
@@ -70,6 +129,7 @@ def start(sink: Sink, *, require_auth: bool = False) -> Controller:
         authenticator=_authenticate,
         auth_required=require_auth,
         auth_require_tls=False,
+        **options,
     )
     controller.start()
     return controller

@@ -279,3 +279,69 @@ async def test_non_ascii_names_subjects_and_bodies_arrive_intact(
     assert message["To"] == "Jürgen Groß <j@example.org>"
     assert message["From"] == "Zoë <z@example.com>"
     assert message.get_content().strip() == "Schön, dich zu sehen ☀"
+
+
+@pytest.fixture
+def certificate(tmp_path: Any) -> tuple[str, str]:
+    return smtp_server.self_signed(tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["starttls", "tls"])
+async def test_tls_with_a_trusted_certificate(
+    make_client: ClientFactory, settings: Settings, certificate: tuple[str, str], mode: str
+) -> None:
+    sink = Sink()
+    controller = smtp_server.start(sink, tls=certificate, implicit_tls=mode == "tls")
+    try:
+        client = await make_client(
+            smtp_host="127.0.0.1",
+            smtp_port=controller.port,
+            smtp_tls=mode,
+            smtp_ca_file=certificate[0],
+            smtp_from="a@example.com",
+        )
+        headers = {"Authorization": f"Bearer {token(settings)}"}
+        answer = await (await send(client, headers, contacts(2), text="t")).json()
+        await client.close()  # its pooled connections, before the server goes
+    finally:
+        controller.stop()
+    assert answer["errors"] == []
+    assert len(sink.messages) == 2
+
+
+async def test_an_untrusted_certificate_is_refused(
+    make_client: ClientFactory, settings: Settings, certificate: tuple[str, str]
+) -> None:
+    sink = Sink()
+    controller = smtp_server.start(sink, tls=certificate)
+    try:
+        client = await make_client(
+            smtp_host="127.0.0.1",
+            smtp_port=controller.port,
+            smtp_tls="starttls",
+            smtp_from="a@example.com",
+        )
+        headers = {"Authorization": f"Bearer {token(settings)}"}
+        response = await send(client, headers, contacts(1), text="t")
+        error = (await response.json())["error"]
+        await client.close()
+    finally:
+        controller.stop()
+    assert response.status == 502
+    assert "certificate" in error["message"].lower()
+    assert "BRIDGE_SMTP_CA_FILE" in error["description"]
+    assert sink.messages == []
+
+
+async def test_the_rate_limit_spaces_messages(
+    make_client: ClientFactory, settings: Settings, sink: Sink
+) -> None:
+    """A lower bound only: at 40 messages/s, 5 messages take at least 4 intervals."""
+    import time
+
+    client = await make_client(**smtp(sink, smtp_rate_per_s=40, smtp_connections=4))
+    headers = {"Authorization": f"Bearer {token(settings)}"}
+    started = time.monotonic()
+    answer = await (await send(client, headers, contacts(5), text="t")).json()
+    assert answer["errors"] == []
+    assert sink.arrived_at[-1] - started >= 4 / 40
