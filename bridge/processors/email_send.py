@@ -33,6 +33,7 @@ from bridge.errors import IntegrationFailed, Internal, ValidationFailed
 from bridge.items import Item
 from bridge.processors.registry import Context, processor
 from bridge.services import Services
+from bridge.stores.base import LedgerEntry
 
 Addresses = str | list[str] | None
 ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
@@ -178,30 +179,48 @@ def _key(item: Item, params: EmailParams, ctx: Context) -> str | None:
     return f"email:{ctx.idempotency_key}:{item.index}" if ctx.idempotency_key else None
 
 
-async def _transmit(services: Services, message: Message) -> dict[str, Any]:
-    """Send over a pooled connection. A connection that dropped is replaced and the message sent
-    once more: the server had not accepted it."""
-    for attempt in range(2):
-        await services.smtp.pace()
-        try:
-            async with services.smtp.connection() as client:
-                refused, _ = await client.send_message(message)
-        except aiosmtplib.SMTPServerDisconnected:
-            if attempt:
-                raise
-            continue
-        recipients = [
-            address
-            for _, address in email.utils.getaddresses(
-                message.get_all("To", []) + message.get_all("Cc", []) + message.get_all("Bcc", [])
-            )
-        ]
-        return {
-            "message_id": message["Message-ID"],
-            "accepted": [r for r in recipients if r not in refused],
-            "refused": {r: f"{reply.code} {reply.message}" for r, reply in refused.items()},
-        }
-    raise AssertionError("unreachable")
+async def _transmit(
+    services: Services, message: Message, key: str | None
+) -> dict[str, Any] | LedgerEntry:
+    """Send over a pooled connection, claiming `key` only once a connection and a turn under the
+    rate limit are ours: an item still waiting when the job is cancelled was never claimed, so a
+    retry sends it. A connection that dropped is replaced and the message sent once more (the
+    server had not accepted it). Returns the result, or the entry another request claimed first.
+    """
+    claimed = False
+    try:
+        for attempt in range(2):
+            await services.smtp.pace()
+            try:
+                async with services.smtp.connection() as client:
+                    if key is not None and not claimed:
+                        entry = await services.ledger.claim(key)
+                        if entry is not None:
+                            return entry
+                        claimed = True
+                    refused, _ = await client.send_message(message)
+            except aiosmtplib.SMTPServerDisconnected:
+                if attempt:
+                    raise
+                continue
+            recipients = [
+                address
+                for _, address in email.utils.getaddresses(
+                    message.get_all("To", [])
+                    + message.get_all("Cc", [])
+                    + message.get_all("Bcc", [])
+                )
+            ]
+            return {
+                "message_id": message["Message-ID"],
+                "accepted": [r for r in recipients if r not in refused],
+                "refused": {r: f"{reply.code} {reply.message}" for r, reply in refused.items()},
+            }
+        raise AssertionError("unreachable")
+    except (aiosmtplib.SMTPException, IntegrationFailed, OSError):
+        if claimed and key is not None:  # the server did not take it: a retry may send it
+            await services.ledger.release(key)
+        raise
 
 
 def _refusal(exc: Exception) -> IntegrationFailed:
@@ -218,39 +237,47 @@ def _refusal(exc: Exception) -> IntegrationFailed:
     return IntegrationFailed(f"sending failed: {exc}")
 
 
-async def _send(item: Item, params: EmailParams, ctx: Context, services: Services) -> Any:
+def _known(item: Item, params: EmailParams, key: str, entry: LedgerEntry) -> Any:
+    """The answer for a key the ledger already has: the earlier result, or why not again."""
+    if entry.state == "sent":
+        result = {**(entry.result or {}), "sent": False, "duplicate": True}
+        return {**item.json, params.result_field: result}
+    return IntegrationFailed(
+        f"a send with idempotency key {key.removeprefix('email:')!r} started earlier and "
+        "its outcome is unknown; it is not sent again",
+        retryable=False,
+    )
+
+
+async def _send(
+    item: Item,
+    params: EmailParams,
+    ctx: Context,
+    services: Services,
+    known: dict[str, LedgerEntry],
+) -> Any:
     """One item's result, or the exception that fails it (never raised: the others go on)."""
     try:
         message = build(item, params, ctx.settings.smtp_from)
     except ValueError as exc:
         return ValidationFailed(str(exc))
-    result: dict[str, Any] = {"message_id": message["Message-ID"]}
     if params.dry_run:
-        return {**item.json, params.result_field: {**result, "sent": False, "dry_run": True}}
+        result = {"message_id": message["Message-ID"], "sent": False, "dry_run": True}
+        return {**item.json, params.result_field: result}
     key = _key(item, params, ctx)
-    if key is not None:
-        entry = await services.ledger.claim(key)
-        if entry is not None and entry.state == "sent":
-            ctx.log.info("item %d: already sent (%s), not sending again", item.index, key)
-            return {
-                **item.json,
-                params.result_field: {**(entry.result or {}), "sent": False, "duplicate": True},
-            }
-        if entry is not None:
-            return IntegrationFailed(
-                f"a send with idempotency key {key.removeprefix('email:')!r} started earlier and "
-                "its outcome is unknown; it is not sent again",
-                retryable=False,
-            )
+    if key is not None and key in known:  # answered at once, without waiting for a turn
+        ctx.log.info("item %d: %s already %s", item.index, key, known[key].state)
+        return _known(item, params, key, known[key])
     try:
-        result = await _transmit(services, message)
+        outcome = await _transmit(services, message, key)
     except (aiosmtplib.SMTPException, IntegrationFailed, OSError) as exc:
-        if key is not None:  # the server did not take it: a retry may send it
-            await services.ledger.release(key)
         return exc if isinstance(exc, IntegrationFailed) else _refusal(exc)
+    if isinstance(outcome, LedgerEntry):
+        assert key is not None  # only a keyed send can meet an entry
+        return _known(item, params, key, outcome)
     if key is not None:
-        await services.ledger.settle(key, result)
-    return {**item.json, params.result_field: {**result, "sent": True, "duplicate": False}}
+        await services.ledger.settle(key, outcome)
+    return {**item.json, params.result_field: {**outcome, "sent": True, "duplicate": False}}
 
 
 @processor("email_send", params=EmailParams, batch=True)
@@ -265,4 +292,8 @@ async def email_send(items: list[Item], params: EmailParams, ctx: Context) -> li
         # before any key is claimed.
         async with services.smtp.connection():
             pass
-    return list(await asyncio.gather(*(_send(item, params, ctx, services) for item in items)))
+    keys = [key for item in items if (key := _key(item, params, ctx)) is not None]
+    known = await services.ledger.lookup(keys) if keys and not params.dry_run else {}
+    return list(
+        await asyncio.gather(*(_send(item, params, ctx, services, known) for item in items))
+    )

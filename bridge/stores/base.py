@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -37,6 +38,9 @@ class LedgerEntry:
 class Ledger(Protocol):
     """Idempotency keys of side effects (e-mails sent): each is done at most once, across
     retries and restarts."""
+
+    async def lookup(self, keys: Sequence[str]) -> dict[str, LedgerEntry]:
+        """What the ledger knows of these keys (the unknown ones are left out); claims nothing."""
 
     async def claim(self, key: str) -> LedgerEntry | None:
         """Claim `key`, durably, before doing the side effect: None when this caller now owns it,

@@ -13,7 +13,7 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 0.05
 MAX_BATCH = 2000
 PURGE_CHUNK = 500
+LOOKUP_CHUNK = 500  # keys per query, well under SQLite's bound on parameters
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -66,10 +67,13 @@ class SqliteJobStore:
         self._has_work = asyncio.Event()  # something is pending
         self._urgent = asyncio.Event()  # someone waits for a commit, or the batch is full
         self._writer: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()  # every write: no statement may land inside a batch
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path)
+        # Autocommit: a single statement (a ledger claim) is one round trip to aiosqlite's thread
+        # and durable when it returns; batches open their own transaction under `_writing`.
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
         await self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a crash of this process; a power cut may lose
         # the last transactions, never corrupt the file.
@@ -166,20 +170,27 @@ class SqliteJobStore:
             for job in jobs
         ]
         db = self._conn
-        await db.executemany(
-            "INSERT INTO jobs (job_id, workflow_id, status, created_at, expires_at, record)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET"
-            " status = excluded.status, expires_at = excluded.expires_at,"
-            " record = excluded.record",
-            rows,
-        )
-        if settled:
-            now = time.time()
-            await db.executemany(
-                "UPDATE ledger SET state = 'sent', result = ?, updated_at = ? WHERE key = ?",
-                [(orjson.dumps(result), now, key) for key, result in settled.items()],
-            )
-        await db.commit()
+        async with self._writing:
+            await db.execute("BEGIN")
+            try:
+                await db.executemany(
+                    "INSERT INTO jobs (job_id, workflow_id, status, created_at, expires_at,"
+                    " record) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET"
+                    " status = excluded.status, expires_at = excluded.expires_at,"
+                    " record = excluded.record",
+                    rows,
+                )
+                if settled:
+                    now = time.time()
+                    await db.executemany(
+                        "UPDATE ledger SET state = 'sent', result = ?, updated_at = ?"
+                        " WHERE key = ?",
+                        [(orjson.dumps(result), now, key) for key, result in settled.items()],
+                    )
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
 
     async def get(self, job_id: str) -> JobRecord | None:
         pending = self._pending.get(job_id)
@@ -226,30 +237,41 @@ class SqliteJobStore:
             ),
         ):
             while True:
-                cursor = await self._conn.execute(query, (cutoff, PURGE_CHUNK))
-                await self._conn.commit()
+                async with self._writing:
+                    cursor = await self._conn.execute(query, (cutoff, PURGE_CHUNK))
                 total += cursor.rowcount
                 if cursor.rowcount < PURGE_CHUNK:
                     break
         return total
 
+    async def lookup(self, keys: Sequence[str]) -> dict[str, LedgerEntry]:
+        found = {
+            key: LedgerEntry("sent", self._settled[key]) for key in keys if key in self._settled
+        }
+        rest = [key for key in keys if key not in found]
+        for start in range(0, len(rest), LOOKUP_CHUNK):
+            chunk = rest[start : start + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            async with self._conn.execute(
+                f"SELECT key, state, result FROM ledger WHERE key IN ({marks})", chunk
+            ) as rows:
+                for key, state, result in await rows.fetchall():
+                    found[key] = LedgerEntry(state, orjson.loads(result) if result else None)
+        return found
+
     async def claim(self, key: str) -> LedgerEntry | None:
         if key in self._settled:
             return LedgerEntry("sent", self._settled[key])
-        db = self._conn
-        cursor = await db.execute(
-            "INSERT INTO ledger (key, state, updated_at) VALUES (?, 'sending', ?)"
-            " ON CONFLICT (key) DO NOTHING",
-            (key, time.time()),
-        )
-        await db.commit()
+        async with self._writing:
+            cursor = await self._conn.execute(
+                "INSERT INTO ledger (key, state, updated_at) VALUES (?, 'sending', ?)"
+                " ON CONFLICT (key) DO NOTHING",
+                (key, time.time()),
+            )
         if cursor.rowcount == 1:
             return None
-        async with db.execute("SELECT state, result FROM ledger WHERE key = ?", (key,)) as rows:
-            row = await rows.fetchone()
-        if row is None:  # released in between: try again
-            return await self.claim(key)
-        return LedgerEntry(row[0], orjson.loads(row[1]) if row[1] is not None else None)
+        entry = (await self.lookup([key])).get(key)
+        return entry if entry is not None else await self.claim(key)  # released in between
 
     async def settle(self, key: str, result: dict[str, Any]) -> None:
         """Written with the next group commit: should the process die before, the key stays
@@ -258,8 +280,10 @@ class SqliteJobStore:
         self._has_work.set()
 
     async def release(self, key: str) -> None:
-        await self._conn.execute("DELETE FROM ledger WHERE key = ? AND state = 'sending'", (key,))
-        await self._conn.commit()
+        async with self._writing:
+            await self._conn.execute(
+                "DELETE FROM ledger WHERE key = ? AND state = 'sending'", (key,)
+            )
 
     async def ping(self) -> None:
         async with self._conn.execute("SELECT 1") as cursor:

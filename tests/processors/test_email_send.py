@@ -345,3 +345,28 @@ async def test_the_rate_limit_spaces_messages(
     answer = await (await send(client, headers, contacts(5), text="t")).json()
     assert answer["errors"] == []
     assert sink.arrived_at[-1] - started >= 4 / 40
+
+
+async def test_items_that_never_left_are_sent_by_a_retry_after_a_timeout(
+    make_client: ClientFactory, settings: Settings, sink: Sink
+) -> None:
+    """A paced batch times out: items still waiting for their turn were never claimed, so the
+    retry sends them; only a message in flight at the timeout may be reported as unknown."""
+    headers = {"Authorization": f"Bearer {token(settings)}"}
+    slow = await make_client(**smtp(sink, smtp_rate_per_s=10, smtp_connections=1))
+    body = {"processing_type": "email_send", "items": contacts(20),
+            "parameters": {"text": "t"}, "timeout_s": 0.5}
+    timed_out = await slow.post(EXECUTE, json=body, headers=headers)
+    assert timed_out.status == 504
+    await slow.close()
+    sent_first = len(sink.messages)
+    assert sent_first < 20
+
+    retry = await make_client(**smtp(sink))
+    answer = await (await send(retry, headers, contacts(20), text="t")).json()
+    unknown = [e for e in answer["errors"] if "outcome is unknown" in e["message"]]
+    assert len(unknown) <= 1  # at most the one message in flight on the single connection
+    assert len(answer["errors"]) == len(unknown)
+    delivered = [m["To"] for m in sink.messages]
+    assert len(delivered) == len(set(delivered))  # nothing twice
+    assert len(delivered) + len(unknown) == 20  # everything else arrived
