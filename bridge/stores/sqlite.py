@@ -187,10 +187,11 @@ class SqliteJobStore:
                         " WHERE key = ?",
                         [(orjson.dumps(result), now, key) for key, result in settled.items()],
                     )
+                await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                with contextlib.suppress(Exception):  # keep the first error, not the rollback's
+                    await db.execute("ROLLBACK")
                 raise
-            await db.execute("COMMIT")
 
     async def get(self, job_id: str) -> JobRecord | None:
         pending = self._pending.get(job_id)

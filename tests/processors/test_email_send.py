@@ -354,8 +354,12 @@ async def test_items_that_never_left_are_sent_by_a_retry_after_a_timeout(
     retry sends them; only a message in flight at the timeout may be reported as unknown."""
     headers = {"Authorization": f"Bearer {token(settings)}"}
     slow = await make_client(**smtp(sink, smtp_rate_per_s=10, smtp_connections=1))
-    body = {"processing_type": "email_send", "items": contacts(20),
-            "parameters": {"text": "t"}, "timeout_s": 0.5}
+    body = {
+        "processing_type": "email_send",
+        "items": contacts(20),
+        "parameters": {"text": "t"},
+        "timeout_s": 0.5,
+    }
     timed_out = await slow.post(EXECUTE, json=body, headers=headers)
     assert timed_out.status == 504
     await slow.close()

@@ -125,3 +125,28 @@ def test_transitions_are_enforced() -> None:
         done.advance(JobStatus.RUNNING)
     queued = record.model_copy(update={"status": JobStatus.QUEUED, "attempts": 0})
     assert queued.advance(JobStatus.RUNNING).attempts == 1
+
+
+async def test_a_failed_batch_is_kept_for_the_next_try(
+    store: SqliteJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose write fails is neither lost nor in the way: waiters see the error, ledger
+    claims still work, and the records go out with the next flush."""
+    record = job()
+    original = store._write
+    failures = iter([RuntimeError("disk full")])
+
+    async def failing_once(*args: object) -> None:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        await original(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_write", failing_once)
+    await store.save(record)
+    with pytest.raises(RuntimeError, match="disk full"):
+        await store.flush()
+    assert await store.claim("key-1") is None
+    assert rows_on_disk(store.path) == 0
+    await store.flush()
+    assert rows_on_disk(store.path) == 1
