@@ -52,7 +52,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[AUTH] = Authenticator(settings)
     app[REGISTRY] = registry or Registry.load(settings.processors)
     app[LIFECYCLE] = Lifecycle()
-    app[OPENAPI] = build_spec()
+    app[OPENAPI] = build_spec(app[REGISTRY].names())
     add_routes(app)
     app.cleanup_ctx.extend([_store, _runner, _execution, _purge])
     return app

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from bridge import __version__
-from bridge.api.models import ErrorBody
+from bridge.api.models import ErrorBody, ExecuteRequest, HybridRequest
 from bridge.api.routes import ROUTES, Route
 
 REF = "#/components/schemas/{model}"
@@ -45,7 +46,9 @@ def _error_statuses(route: Route) -> list[int]:
     return sorted(set(statuses))
 
 
-def build_spec() -> dict[str, Any]:
+def build_spec(processors: Sequence[str]) -> dict[str, Any]:
+    """The document for a daemon offering `processors`: they are the values `processing_type`
+    takes, so a client (and a fuzzer) knows them from the spec alone."""
     models: set[type[BaseModel]] = {ErrorBody}
     for route in ROUTES:
         models.update(m for m in (route.body, route.response) if m is not None)
@@ -54,6 +57,9 @@ def build_spec() -> dict[str, Any]:
         for m in sorted(models, key=lambda m: m.__name__)
     ]
     refs, schemas = models_json_schema(keyed, ref_template=REF)
+    definitions = schemas.get("$defs", {})
+    for body in (ExecuteRequest, HybridRequest):
+        definitions[body.__name__]["properties"]["processing_type"]["enum"] = list(processors)
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs, keyed)
@@ -67,7 +73,7 @@ def build_spec() -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": schemas.get("$defs", {}),
+            "schemas": definitions,
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

@@ -76,3 +76,10 @@ async def test_real_answers_match_the_document(client: TestClient, auth: dict[st
     check(spec, EXECUTE, "post", 422, await bad.json())
     unauthenticated = await client.post(EXECUTE, json={})
     check(spec, EXECUTE, "post", 401, await unauthenticated.json())
+
+
+async def test_processing_type_lists_this_daemons_processors(client: TestClient) -> None:
+    schemas = (await spec_of(client))["components"]["schemas"]
+    for body in ("ExecuteRequest", "HybridRequest"):
+        names = schemas[body]["properties"]["processing_type"]["enum"]
+        assert {"echo", "template_render", "repeat", "square"} <= set(names)
