@@ -13,15 +13,26 @@ import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from bridge.errors import ValidationFailed
 
 # n8n's binary modes other than "default" keep the bytes outside the item; `data` holds a marker.
 _EXTERNAL_BINARY_MARKERS = frozenset({"filesystem", "filesystem-v2", "s3"})
+
+
+def _refuse_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true or false")
+    return value
+
+
+# pydantic's lax mode reads JSON true/false as 1/0 where a number is expected; the API does not.
+JsonInt = Annotated[int, BeforeValidator(_refuse_bool)]
+JsonFloat = Annotated[float, BeforeValidator(_refuse_bool)]
 
 
 class N8nBinary(BaseModel):
@@ -39,8 +50,8 @@ class N8nBinary(BaseModel):
 class PairedItemRef(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    item: int = Field(ge=0)
-    input: int | None = Field(None, ge=0)
+    item: JsonInt = Field(ge=0)
+    input: JsonInt | None = Field(None, ge=0)
 
 
 class N8nItem(BaseModel):
@@ -50,7 +61,7 @@ class N8nItem(BaseModel):
 
     json_: dict[str, Any] = Field(default_factory=dict, alias="json")
     binary: dict[str, N8nBinary] | None = None
-    pairedItem: PairedItemRef | list[PairedItemRef] | int | None = None
+    pairedItem: PairedItemRef | list[PairedItemRef] | JsonInt | None = None
 
 
 @dataclass(slots=True)

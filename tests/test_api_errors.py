@@ -229,3 +229,15 @@ async def test_bad_pagination_query_is_422(client: TestClient, auth: dict[str, s
     response = await client.get("/api/v1/status/wf?cursor=garbage", headers=auth)
     error = await error_of(response, 422, "validation")
     assert error["details"][0]["pointer"] == "/query/cursor"
+
+
+async def test_true_and_false_are_not_numbers(client: TestClient, auth: dict[str, str]) -> None:
+    for body in (
+        {"processing_type": "echo", "items": [], "priority": False},
+        {"processing_type": "echo", "items": [], "timeout_s": True},
+        {"processing_type": "echo", "items": [{"json": {}, "pairedItem": {"item": True}}]},
+    ):
+        error = await error_of(
+            await client.post(EXECUTE, json=body, headers=auth), 422, "validation"
+        )
+        assert "not true or false" in error["message"]

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from bridge.errors import ERROR_CODES
-from bridge.items import N8nBinary, N8nItem, PairedItemRef
+from bridge.items import JsonFloat, JsonInt, N8nBinary, N8nItem, PairedItemRef
 from bridge.jobs import ItemErrorModel, JobRecord, JobStatus
 
 Id = Field(None, min_length=1, max_length=256)
@@ -34,8 +34,8 @@ class _Submission(BaseModel):
         None, description="async: where to send the result (an n8n resume URL or webhook)"
     )
     callback_method: Literal["POST", "GET", "PUT", "PATCH"] = "POST"
-    priority: int = Field(5, ge=0, le=9, description="0 lowest … 9 highest (async)")
-    timeout_s: float | None = Field(
+    priority: JsonInt = Field(5, ge=0, le=9, description="0 lowest … 9 highest (async)")
+    timeout_s: JsonFloat | None = Field(
         None, gt=0, le=86400, description="bound on the processor's run; default: its own"
     )
     idempotency_key: str | None = Field(
