@@ -20,6 +20,7 @@ n8n's NodeApiError; nothing else — no stack trace, no HTML — is ever sent.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 
@@ -150,3 +151,8 @@ ERROR_CODES: tuple[str, ...] = (
     "unavailable",
     "internal",
 )
+
+
+def json_pointer(parts: Iterable[Any]) -> str:
+    """The JSON pointer (RFC 6901) to a place, for the `pointer` of a problem in `details`."""
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in parts)

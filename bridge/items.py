@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from bridge.errors import ValidationFailed
+from bridge.errors import ValidationFailed, json_pointer
 
 # n8n's binary modes other than "default" keep the bytes outside the item; `data` holds a marker.
 _EXTERNAL_BINARY_MARKERS = frozenset({"filesystem", "filesystem-v2", "s3"})
@@ -98,7 +98,7 @@ def from_n8n(items: list[N8nItem], max_binary_bytes: int, pointer: str = "/items
     for index, wire in enumerate(items):
         binaries: dict[str, Binary] = {}
         for key, blob in (wire.binary or {}).items():
-            where = f"{pointer}/{index}/binary/{_escape(key)}/data"
+            where = pointer + json_pointer([index, "binary", key, "data"])
             try:
                 binaries[key] = _decode_binary(blob, max_binary_bytes)
             except ValueError as exc:
@@ -129,10 +129,6 @@ def _decode_binary(blob: N8nBinary, limit: int) -> Binary:
     if len(data) > limit:
         raise ValueError(f"binary data is larger than BRIDGE_MAX_BINARY_BYTES ({limit} bytes)")
     return Binary(data, blob.mimeType, blob.fileName, blob.fileExtension)
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
 
 
 def outputs_of(result: Any) -> list[Item]:

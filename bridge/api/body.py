@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from bridge.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from bridge.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed, json_pointer
 from bridge.items import dumps
 from bridge.keys import SETTINGS
 
@@ -69,16 +69,13 @@ def validation_error(exc: ValidationError, prefix: str = "") -> ValidationFailed
             f"the body is not valid JSON: {malformed['msg'].removeprefix('Invalid JSON: ')}",
             http_code=400,
         )
-    details = [{"pointer": pointer(p["loc"], prefix), "message": p["msg"]} for p in problems]
+    details = [
+        {"pointer": json_pointer([prefix, *p["loc"]] if prefix else p["loc"]), "message": p["msg"]}
+        for p in problems
+    ]
     first = details[0]
     return ValidationFailed(
         f"{first['pointer'] or '/'}: {first['message']}"
         + (f" (+{len(details) - 1} more)" if len(details) > 1 else ""),
         details=details,
     )
-
-
-def pointer(loc: tuple[int | str, ...], prefix: str = "") -> str:
-    """A pydantic error location as a JSON pointer (RFC 6901)."""
-    parts = ([prefix] if prefix else []) + [str(part) for part in loc]
-    return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in parts)

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import jsonschema
 from pydantic import BaseModel, ValidationError
 
-from bridge.errors import ValidationFailed
+from bridge.errors import ValidationFailed, json_pointer
 from bridge.services import Services
 from bridge.settings import Settings
 
@@ -98,7 +98,7 @@ class ProcessorSpec:
                 raise _params_invalid(
                     self.name,
                     [
-                        {"pointer": pointer + _pointer(e.absolute_path), "message": e.message}
+                        {"pointer": pointer + json_pointer(e.absolute_path), "message": e.message}
                         for e in errors
                     ],
                 )
@@ -109,14 +109,10 @@ class ProcessorSpec:
             raise _params_invalid(
                 self.name,
                 [
-                    {"pointer": pointer + _pointer(e["loc"]), "message": e["msg"]}
+                    {"pointer": pointer + json_pointer(e["loc"]), "message": e["msg"]}
                     for e in exc.errors(include_url=False)
                 ],
             ) from None
-
-
-def _pointer(path: Iterable[Any]) -> str:
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
 def _params_invalid(name: str, problems: list[dict[str, str]]) -> ValidationFailed:

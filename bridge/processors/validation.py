@@ -14,7 +14,7 @@ import orjson
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.errors import ValidationFailed
+from bridge.errors import ValidationFailed, json_pointer
 from bridge.items import Item
 from bridge.processors.registry import Context, processor
 
@@ -59,10 +59,6 @@ def _validator(schema_json: bytes) -> jsonschema.Draft202012Validator:
     )
 
 
-def _pointer(path: Any) -> str:
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
-
-
 def _parts(field: str) -> list[str]:
     if not field.startswith("/"):
         return [field]
@@ -100,13 +96,13 @@ def validation(items: list[Item], params: ValidationParams, ctx: Context) -> lis
     for item in items:
         record = orjson.loads(orjson.dumps(item.json))  # a copy we may normalise
         problems = [
-            {"pointer": _pointer(error.absolute_path), "message": error.message}
+            {"pointer": json_pointer(error.absolute_path), "message": error.message}
             for error in (validator.iter_errors(record) if validator else ())
         ]
         for field in params.email_fields:
             problem = _check_email(record, field, params)
             if problem is not None:
-                pointer = field if field.startswith("/") else _pointer([field])
+                pointer = field if field.startswith("/") else json_pointer([field])
                 problems.append({"pointer": pointer, "message": problem})
         record[params.result_field] = {"valid": not problems, "errors": problems}
         invalid += [
