@@ -50,7 +50,7 @@ def parse_query(request: web.Request, model: type[M]) -> M:
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
-        raise validation_error(exc, prefix="query") from None
+        raise validation_error(exc, within=("query",)) from None
 
 
 def _too_large(size: int | None, limit: int) -> PayloadTooLarge:
@@ -61,7 +61,7 @@ def _too_large(size: int | None, limit: int) -> PayloadTooLarge:
     )
 
 
-def validation_error(exc: ValidationError, prefix: str = "") -> ValidationFailed:
+def validation_error(exc: ValidationError, within: tuple[str, ...] = ()) -> ValidationFailed:
     problems = exc.errors(include_url=False, include_context=False, include_input=False)
     malformed = next((p for p in problems if p["type"] in ("json_invalid", "json_type")), None)
     if malformed is not None:
@@ -70,8 +70,7 @@ def validation_error(exc: ValidationError, prefix: str = "") -> ValidationFailed
             http_code=400,
         )
     details = [
-        {"pointer": json_pointer([prefix, *p["loc"]] if prefix else p["loc"]), "message": p["msg"]}
-        for p in problems
+        {"pointer": json_pointer([*within, *p["loc"]]), "message": p["msg"]} for p in problems
     ]
     first = details[0]
     return ValidationFailed(
