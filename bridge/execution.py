@@ -102,11 +102,7 @@ class Execution:
         )
         job_id_var.set(job.job_id)
         workflow_id_var.set(job.workflow_id)
-        # Most sync jobs end within milliseconds and are recorded once, finished; a slow one is
-        # also recorded as running, so its status shows while the request waits.
-        show_running = asyncio.get_running_loop().call_later(
-            RUNNING_RECORD_AFTER_S, lambda: asyncio.ensure_future(self._store.save(job))
-        )
+        show_running = _ShowRunning(self._store, job)
         ctx = Context(
             job_id=job.job_id,
             trace_id=trace_id,
@@ -124,7 +120,7 @@ class Execution:
                 spec, submission.items, submission.params, ctx, timeout_s
             )
         except BaseException as exc:
-            show_running.cancel()
+            show_running.stop()
             error = (
                 exc if isinstance(exc, BridgeError) else Internal(f"processor run ended: {exc!r}")
             )
@@ -140,7 +136,7 @@ class Execution:
                 if exc.details is None or isinstance(exc.details, dict):
                     exc.details = {**(exc.details or {}), "job_id": job.job_id}
             raise
-        show_running.cancel()
+        show_running.stop()
         outputs, errors = _split(outcomes)
         done = job.advance(
             JobStatus.COMPLETED,
@@ -160,6 +156,30 @@ class Execution:
 
     def _count(self, name: str, job: JobRecord, seconds: float, ok: int, failed: int) -> None:
         self._metrics.observe_job(name, job.mode, job.status.value, seconds, ok, failed)
+
+
+class _ShowRunning:
+    """Most sync jobs end within milliseconds and are recorded once, finished. One still running
+    after RUNNING_RECORD_AFTER_S is also recorded as running, so its status shows while the
+    request waits — unless it has finished by the time that save runs."""
+
+    def __init__(self, store: JobStore, job: JobRecord) -> None:
+        self._store = store
+        self._job = job
+        self._stopped = False
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(RUNNING_RECORD_AFTER_S, self._fire)
+
+    def _fire(self) -> None:
+        self._task = asyncio.create_task(self._save())
+
+    async def _save(self) -> None:
+        if not self._stopped:  # a finished record must never be overwritten by this one
+            await self._store.save(self._job)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._timer.cancel()
 
 
 def _split(

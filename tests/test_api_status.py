@@ -88,3 +88,19 @@ async def test_status_needs_the_status_scope(client: TestClient, settings: Setti
     execute_only = {"Authorization": f"Bearer {token(settings, 'execute')}"}
     response = await client.get("/api/v1/workflow/status/x", headers=execute_only)
     assert response.status == 403
+
+
+async def test_a_late_running_record_never_overwrites_the_finished_one(
+    client: TestClient, auth: dict[str, str], monkeypatch: Any
+) -> None:
+    import bridge.execution
+
+    monkeypatch.setattr(bridge.execution, "RUNNING_RECORD_AFTER_S", 0)  # the timer races the end
+    body = {"processing_type": "sleep", "items": [{"json": {}}], "parameters": {"seconds": 0}}
+    for _ in range(20):
+        answer = await (
+            await client.post("/api/v1/workflow/execute", json=body, headers=auth)
+        ).json()
+        await asyncio.sleep(0.01)  # let any late save run
+        job = await client.get(f"/api/v1/workflow/status/{answer['job_id']}", headers=auth)
+        assert (await job.json()).get("status") == "completed", await job.text()

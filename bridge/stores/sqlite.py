@@ -63,6 +63,9 @@ class SqliteJobStore:
         self._db: aiosqlite.Connection | None = None
         self._pending: dict[str, JobRecord] = {}
         self._settled: dict[str, dict[str, Any]] = {}  # ledger keys done, not yet written
+        # The batch being written: still read from memory until it is on disk.
+        self._writing_jobs: dict[str, JobRecord] = {}
+        self._writing_settled: dict[str, dict[str, Any]] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._has_work = asyncio.Event()  # something is pending
         self._urgent = asyncio.Event()  # someone waits for a commit, or the batch is full
@@ -138,6 +141,7 @@ class SqliteJobStore:
             batch, self._pending = self._pending, {}
             settled, self._settled = self._settled, {}
             waiters, self._waiters = self._waiters, []
+            self._writing_jobs, self._writing_settled = batch, settled
             try:
                 await self._write(batch.values(), settled)
             except Exception as exc:
@@ -145,12 +149,14 @@ class SqliteJobStore:
                 # Keep the records for the next attempt; anything saved since is newer.
                 self._pending = {**batch, **self._pending}
                 self._settled = {**settled, **self._settled}
+                self._writing_jobs, self._writing_settled = {}, {}
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_exception(exc)
                 await asyncio.sleep(FLUSH_INTERVAL_S)
                 self._has_work.set()
             else:
+                self._writing_jobs, self._writing_settled = {}, {}
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_result(None)
@@ -194,7 +200,7 @@ class SqliteJobStore:
                 raise
 
     async def get(self, job_id: str) -> JobRecord | None:
-        pending = self._pending.get(job_id)
+        pending = self._pending.get(job_id) or self._writing_jobs.get(job_id)
         if pending is not None:
             return pending
         async with self._conn.execute(
@@ -246,9 +252,7 @@ class SqliteJobStore:
         return total
 
     async def lookup(self, keys: Sequence[str]) -> dict[str, LedgerEntry]:
-        found = {
-            key: LedgerEntry("sent", self._settled[key]) for key in keys if key in self._settled
-        }
+        found = {key: entry for key in keys if (entry := self._settled_in_memory(key))}
         rest = [key for key in keys if key not in found]
         for start in range(0, len(rest), LOOKUP_CHUNK):
             chunk = rest[start : start + LOOKUP_CHUNK]
@@ -260,9 +264,14 @@ class SqliteJobStore:
                     found[key] = LedgerEntry(state, orjson.loads(result) if result else None)
         return found
 
+    def _settled_in_memory(self, key: str) -> LedgerEntry | None:
+        result = self._settled.get(key, self._writing_settled.get(key))
+        return LedgerEntry("sent", result) if result is not None else None
+
     async def claim(self, key: str) -> LedgerEntry | None:
-        if key in self._settled:
-            return LedgerEntry("sent", self._settled[key])
+        settled = self._settled_in_memory(key)
+        if settled is not None:
+            return settled
         async with self._writing:
             cursor = await self._conn.execute(
                 "INSERT INTO ledger (key, state, updated_at) VALUES (?, 'sending', ?)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -150,3 +151,31 @@ async def test_a_failed_batch_is_kept_for_the_next_try(
     assert rows_on_disk(store.path) == 0
     await store.flush()
     assert rows_on_disk(store.path) == 1
+
+
+async def test_records_stay_visible_while_their_batch_is_being_written(
+    store: SqliteJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = job()
+    await store.claim("key-2")
+    writing, release = asyncio.Event(), asyncio.Event()
+    original = store._write
+
+    async def held(*args: object) -> None:
+        writing.set()
+        await release.wait()
+        await original(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_write", held)
+    await store.save(record)
+    await store.settle("key-2", {"message_id": "<m@x>"})
+    flushing = asyncio.create_task(store.flush())
+    try:
+        await writing.wait()  # the batch has left the pending map, and is not on disk yet
+        assert await store.get(record.job_id) == record
+        assert (await store.lookup(["key-2"]))["key-2"].state == "sent"
+        assert (await store.claim("key-2")) == (await store.lookup(["key-2"]))["key-2"]
+    finally:
+        release.set()
+        await flushing
+    assert await store.get(record.job_id) == record
