@@ -26,7 +26,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import ROOT, SECRET, free_port, rss_mb, token
+from bench.common import ROOT, bridge_env, free_port, rss_mb, token
 
 PATH = "/api/v1/workflow/execute"
 BODY = orjson.dumps(
@@ -192,11 +192,7 @@ def main() -> None:
             sys.exit(f"{tool} is missing: bash bench/run.sh installs it (Debian package {tool})")
     out = Path(tempfile.mkdtemp(prefix="bench-http-"))
     python = sys.executable
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")},
-        "BRIDGE_JWT_SECRET": SECRET,
-        "BRIDGE_DATA_DIR": str(out / "data"),
-    }
+    env = bridge_env(out / "data")
     tokens = [token(jti=str(n)) for n in range(5000)]  # more than the bridge's cache holds
     bearer = {"Authorization": f"Bearer {tokens[0]}"}
     bridge = [python, "-m", "bridge", "serve"]
