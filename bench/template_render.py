@@ -5,6 +5,10 @@ and validate it), convert (items to Python records, parameters), run (the proces
 (results to JSON) and total, the handler's time. Targets: total <= 150 ms, with decode + convert +
 encode <= 25 % of it.
 
+The machine's speed swings by 2-3x from minute to minute, so each request is paired with a
+reference run of the same work by a bare script in this process — orjson, the same Jinja sandbox,
+a loop — and the ratio of the two is reported too.
+
     bash bench/run.sh template_render [--items 10000] [--runs 7]
 """
 
@@ -18,8 +22,10 @@ import urllib.request
 from pathlib import Path
 
 import orjson
+from jinja2 import ChainableUndefined
 
 from bench.common import bridge_env, start_bridge, token
+from bridge.processors.template_render import Sandbox
 
 TEMPLATE = """Dear {{ first_name }} {{ last_name }},
 
@@ -60,6 +66,19 @@ def post(url: str, bearer: str, body: bytes) -> tuple[dict[str, float], int, flo
     return phases, len(answer["items"]), client_ms
 
 
+def reference(body: bytes) -> float:
+    """Milliseconds for the same work done bare: parse, render every item, encode."""
+    started = time.perf_counter()
+    request = orjson.loads(body)
+    template = Sandbox(undefined=ChainableUndefined).from_string(request["parameters"]["template"])
+    rendered = [
+        {"json": {**item["json"], "rendered": template.render(item["json"])}}
+        for item in request["items"]
+    ]
+    orjson.dumps(rendered)
+    return (time.perf_counter() - started) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=10_000)
@@ -78,7 +97,10 @@ def main() -> None:
         try:
             for _ in range(2):  # warm-up: imports, template compilation, caches
                 post(url, token(), body)
-            runs = [post(url, token(), body) for _ in range(args.runs)]
+            runs, references = [], []
+            for _ in range(args.runs):
+                runs.append(post(url, token(), body))
+                references.append(reference(body))
         finally:
             process.terminate()
             process.wait(30)
@@ -91,10 +113,13 @@ def main() -> None:
     for name, ms in phases.items():
         print(f"| {name} | {ms:.1f} |")
     print(f"| client round trip | {statistics.median(r[2] for r in runs):.1f} |")
+    bare = statistics.median(references)
+    print(f"| reference: bare script, same work | {bare:.1f} |")
     print(
         f"\ndecode + convert + encode: {overhead:.1f} ms = {overhead / phases['total']:.0%} "
         "of the total"
     )
+    print(f"bridge total / bare script: {phases['total'] / bare:.2f}")
 
 
 if __name__ == "__main__":

