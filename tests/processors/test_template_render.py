@@ -35,6 +35,16 @@ async def test_each_item_gets_its_text(client: TestClient, auth: dict[str, str])
     assert answer["items"][0]["json"]["name"] == "Ada"
 
 
+async def test_jinja_globals_are_there(client: TestClient, auth: dict[str, str]) -> None:
+    """The template's globals are flattened for speed; Jinja's own must still be there."""
+    template = (
+        "{% set ns = namespace(total=0) %}{% for i in range(n) %}{% set ns.total = ns.total + i %}"
+        "{% endfor %}{{ ns.total }}{{ dict(a=1)['a'] }}"
+    )
+    response = await render(client, auth, [{"json": {"n": 4}}], template=template)
+    assert (await response.json())["items"][0]["json"]["rendered"] == "61"
+
+
 async def test_output_field_and_keep_input(client: TestClient, auth: dict[str, str]) -> None:
     response = await render(
         client,
