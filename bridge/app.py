@@ -5,26 +5,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
+from bridge import __version__
+from bridge.api.execute import decode_job_request
 from bridge.api.middleware import errors, observe
 from bridge.api.routes import add_routes
 from bridge.auth import Authenticator
+from bridge.breaker import Breakers
+from bridge.callbacks import Deliverer
+from bridge.events import Event, EventBus
 from bridge.execution import Execution
 from bridge.keys import (
     AUTH,
+    BREAKERS,
+    DATABASE,
+    DELIVERER,
+    EVENT_LOG,
+    EVENTS,
     EXECUTION,
+    HTTP,
     LIFECYCLE,
     METRICS,
     OPENAPI,
+    OUTBOX,
     REGISTRY,
     RUNNER,
+    SERVICES,
     SETTINGS,
     STORE,
+    SUBSCRIPTIONS,
+    WORKERS,
 )
 from bridge.lifecycle import Lifecycle
 from bridge.metrics import Metrics
@@ -34,7 +51,11 @@ from bridge.runner import Runner
 from bridge.services import Services
 from bridge.settings import Settings
 from bridge.smtp import SmtpPool
-from bridge.stores.sqlite import SqliteJobStore
+from bridge.stores import sqlite, sqlite_log
+from bridge.stores.sqlite_db import Database
+from bridge.subscriptions import Subscriptions
+from bridge.webhooks import Delivery
+from bridge.worker import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +75,22 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[LIFECYCLE] = Lifecycle()
     app[OPENAPI] = build_spec(app[REGISTRY].names())
     add_routes(app)
-    app.cleanup_ctx.extend([_store, _runner, _execution, _purge])
+    app.cleanup_ctx.extend([_database, _runner, _http, _execution, _background, _purge])
     return app
 
 
-async def _store(app: web.Application) -> AsyncIterator[None]:
+async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = SqliteJobStore(
-        settings.data_dir / DB_FILE, settings.job_retention_s, settings.sync_job_retention_s
-    )
-    await store.open()
-    app[STORE] = store
+    retention = {"async": settings.job_retention_s, "sync": settings.sync_job_retention_s}
+    db = Database(settings.data_dir / DB_FILE, (*sqlite.tables(retention), *sqlite_log.TABLES))
+    await db.open()
+    app[DATABASE] = db
+    app[STORE] = sqlite.SqliteJobStore(db, retention)
+    app[EVENT_LOG] = sqlite_log.SqliteEventLog(db, settings.events_retention_s, settings.events_max)
+    await app[EVENT_LOG].open()
+    app[OUTBOX] = sqlite_log.SqliteOutbox(db, settings.dead_letter_retention_s)
     yield
-    await store.close()
+    await db.close()
 
 
 async def _runner(app: web.Application) -> AsyncIterator[None]:
@@ -76,32 +100,115 @@ async def _runner(app: web.Application) -> AsyncIterator[None]:
     runner.close()
 
 
+async def _http(app: web.Application) -> AsyncIterator[None]:
+    """One client session for every outgoing call (callbacks, event webhooks, n8n)."""
+    settings = app[SETTINGS]
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=settings.callback_timeout_s),
+        connector=aiohttp.TCPConnector(limit=settings.callback_concurrency),
+        headers={"User-Agent": f"n8n-bridge/{__version__}"},
+    )
+    app[HTTP] = session
+    app[BREAKERS] = Breakers(settings.breaker_failures, settings.breaker_reset_s)
+    yield
+    await session.close()
+
+
 async def _execution(app: web.Application) -> AsyncIterator[None]:
     smtp = SmtpPool(app[SETTINGS])
-    services = Services(ledger=app[STORE], smtp=smtp)
+    app[SERVICES] = Services(ledger=app[STORE], smtp=smtp)
     app[EXECUTION] = Execution(
-        app[SETTINGS], app[REGISTRY], app[RUNNER], app[STORE], app[METRICS], services
+        app[SETTINGS], app[REGISTRY], app[RUNNER], app[STORE], app[METRICS], app[SERVICES]
     )
     yield
     await smtp.close()
 
 
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """The event bus, webhook subscriptions, the deliverer and the worker pool; on start-up
+    they take up what the last run left, on shutdown they stop within the bound."""
+    settings, store, metrics = app[SETTINGS], app[STORE], app[METRICS]
+    bus = app[EVENTS] = EventBus(app[EVENT_LOG], metrics)
+    subscriptions = app[SUBSCRIPTIONS] = Subscriptions(
+        sqlite_log.SqliteSubscriptions(app[DATABASE])
+    )
+    await subscriptions.load()
+
+    async def delivery_ended(delivery: Delivery, delivered: bool, reason: str | None) -> None:
+        if delivery.kind != "callback" or delivery.job_id is None:
+            return
+        job = await store.get(delivery.job_id)
+        if job is not None and job.callback is not None:
+            state = job.callback.model_copy(
+                update={
+                    "state": "delivered" if delivered else "failed",
+                    "attempts": delivery.attempts,
+                    "last_error": reason,
+                    "delivered_at": time.time() if delivered else None,
+                }
+            )
+            await store.save(job.model_copy(update={"callback": state}))
+        bus.publish(
+            "callback.delivered" if delivered else "callback.failed",
+            job_id=delivery.job_id,
+            workflow_id=delivery.workflow_id,
+            execution_id=job.execution_id if job else None,
+            data={"url": delivery.url, "attempts": delivery.attempts, "reason": reason},
+        )
+
+    deliverer = app[DELIVERER] = Deliverer(
+        settings, app[OUTBOX], app[HTTP], app[BREAKERS], metrics, delivery_ended
+    )
+    if not deliverer.signer.enabled:
+        log.warning("BRIDGE_CALLBACK_SECRET is not set: callbacks and event webhooks go unsigned")
+
+    def deliver_to_subscribers(event: Event) -> None:
+        for delivery in subscriptions.deliveries_for(event):
+            deliverer.send(delivery)
+
+    bus.hooks.append(deliver_to_subscribers)
+    workers = app[WORKERS] = WorkerPool(
+        settings,
+        app[REGISTRY],
+        app[RUNNER],
+        store,
+        bus,
+        deliverer,
+        metrics,
+        app[SERVICES],
+        functools.partial(decode_job_request, max_binary_bytes=settings.max_binary_bytes),
+    )
+    await workers.resume()
+    await deliverer.resume()
+    workers.start()
+    yield
+    app[LIFECYCLE].drain("shutting down")
+    await workers.stop(settings.shutdown_timeout_s)
+    await deliverer.stop(min(5.0, settings.shutdown_timeout_s))
+    await store.flush()
+
+
 async def _purge(app: web.Application) -> AsyncIterator[None]:
-    """Remove finished jobs past their retention, now and then, in small chunks."""
+    """Remove finished jobs, old events and dead letters past their retention, now and then, in
+    small chunks; keep the dead-letter gauge current."""
     settings = app[SETTINGS]
     interval = min(settings.job_retention_s / 10, settings.sync_job_retention_s / 10, 300.0)
 
     async def loop() -> None:
         while True:
             try:
-                removed = await app[STORE].purge_expired(time.time())
+                now = time.time()
+                removed = await app[STORE].purge_expired(now)
+                removed += await app[EVENT_LOG].purge(now)
+                removed += await app[OUTBOX].purge(now)
                 if removed:
-                    log.info("removed %d expired job(s)", removed)
+                    log.info("removed %d expired record(s)", removed)
+                app[METRICS].dead_letters.set(await app[OUTBOX].count_dead())
             except Exception:
-                log.exception("expired-job clean-up failed; trying again later")
+                log.exception("clean-up failed; trying again later")
             await asyncio.sleep(interval)
 
-    task = asyncio.create_task(loop(), name="purge-expired-jobs")
+    task = asyncio.create_task(loop(), name="purge-expired")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

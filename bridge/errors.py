@@ -5,13 +5,14 @@
     ├── AuthenticationFailed         auth                   401
     ├── Forbidden                    forbidden              403
     ├── NotFound                     not_found              404
+    ├── Conflict                     conflict               409 (e.g. cancelling a finished job)
     ├── PayloadTooLarge              payload_too_large      413
     ├── UnsupportedMediaType         unsupported_media_type 415
+    ├── Overloaded                   overloaded             429 retryable (a queue is full)
     ├── ProcessorFailed              processor_error        500 (a processor raised for a whole job)
     ├── Timeout                      timeout                504 retryable
     ├── IntegrationFailed            integration            502 retryable (a remote service failed)
     ├── Unavailable                  unavailable            503 retryable (draining, backend down)
-    ├── NotImplementedYet            unavailable            501
     └── Internal                     internal               500
 
 Every error reaches a client as the shared body of the design notes (see `to_body`), shaped for
@@ -95,6 +96,17 @@ class NotFound(BridgeError):
     http_code = 404
 
 
+class Conflict(BridgeError):
+    code = "conflict"
+    http_code = 409
+
+
+class Overloaded(BridgeError):
+    code = "overloaded"
+    http_code = 429
+    retryable = True
+
+
 class PayloadTooLarge(BridgeError):
     code = "payload_too_large"
     http_code = 413
@@ -128,11 +140,6 @@ class Unavailable(BridgeError):
     retryable = True
 
 
-class NotImplementedYet(BridgeError):
-    code = "unavailable"
-    http_code = 501
-
-
 class Internal(BridgeError):
     code = "internal"
     http_code = 500
@@ -143,7 +150,9 @@ ERROR_CODES: tuple[str, ...] = (
     "auth",
     "forbidden",
     "not_found",
+    "conflict",
     "payload_too_large",
+    "overloaded",
     "unsupported_media_type",
     "processor_error",
     "timeout",

@@ -137,7 +137,7 @@ class Execution:
                     exc.details = {**(exc.details or {}), "job_id": job.job_id}
             raise
         show_running.stop()
-        outputs, errors = _split(outcomes)
+        outputs, errors = split_outcomes(outcomes)
         done = job.advance(
             JobStatus.COMPLETED,
             output_count=len(outputs),
@@ -182,7 +182,7 @@ class _ShowRunning:
         self._timer.cancel()
 
 
-def _split(
+def split_outcomes(
     outcomes: Sequence[list[Item] | ItemError],
 ) -> tuple[list[tuple[int, Item]], list[ItemError]]:
     outputs: list[tuple[int, Item]] = []

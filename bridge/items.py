@@ -195,6 +195,21 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_default, option=JSON_OPTIONS)
 
 
+def encode_outputs(
+    outputs: list[tuple[int, Item]], errors: list[ItemError], shape: Any = None
+) -> tuple[bytes, list[ItemError]]:
+    """Output items (each with its input's index) as one JSON array, encoded once; an output
+    that cannot be encoded becomes its input's error instead of failing the whole answer.
+    `shape(item, paired)` makes the wire form (default: n8n items)."""
+    make = shape or to_n8n
+    pairs = [(paired, make(item, paired)) for paired, item in outputs]
+    try:
+        return dumps([wire for _, wire in pairs]), errors
+    except TypeError:
+        good, bad = split_serialisable(pairs)
+        return dumps(good), sorted([*errors, *bad], key=lambda e: e.index)
+
+
 def split_serialisable(pairs: Iterable[tuple[int, Any]]) -> tuple[list[Any], list[ItemError]]:
     """Keep the (input index, output) pairs whose output encodes as JSON; each that does not
     becomes an error of its input. Used only when encoding a whole answer failed, to name the

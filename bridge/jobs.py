@@ -1,11 +1,14 @@
 """The job record and its state machine.
 
     queued ──► running ──► completed
-       │          ├──────► failed
-       └──────────┴──────► cancelled
+       ▲ │        ├──────► failed
+       │ └────────┴──────► cancelled
+       └── running (a retryable failure waits for its next attempt; an interrupted run is
+                    queued again at start-up)
 
 A sync job is created `running` and finishes within its request; it is recorded all the same, so
-its status can be looked up like any other job's until the retention time passes.
+its status can be looked up like any other job's until the retention time passes. A background
+(`async`) job is created `queued`, durably, before its submission is answered.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ class JobStatus(StrEnum):
 FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
-    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.QUEUED, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
     JobStatus.COMPLETED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
@@ -59,6 +64,20 @@ class JobError(BaseModel):
     retryable: bool = False
 
 
+CallbackState = Literal["none", "pending", "delivered", "failed"]
+
+
+class Callback(BaseModel):
+    """Where a background job's outcome goes, and how far its delivery got."""
+
+    url: str
+    method: Literal["POST", "GET", "PUT", "PATCH"] = "POST"
+    state: CallbackState = "pending"
+    attempts: int = 0
+    last_error: str | None = None
+    delivered_at: float | None = None
+
+
 class JobRecord(BaseModel):
     """One job, as stored and as `GET /api/v1/workflow/status/{job_id}` shows it."""
 
@@ -72,7 +91,15 @@ class JobRecord(BaseModel):
     execution_id: str | None = None
     node: str | None = None
     priority: int = 5
+    queue: str | None = Field(None, description="background jobs: the queue it was routed to")
+    idempotency_key: str | None = None
     attempts: int = 0
+    max_attempts: int = 1
+    interruptions: int = Field(0, description="runs cut short by a stop or crash of the bridge")
+    timeout_s: float | None = None
+    api: Literal["items", "data"] = Field(
+        "items", description="the request's shape: n8n items (execute) or records (hybrid)"
+    )
     trace_id: str | None = None
     created_at: float = Field(description="Unix time, seconds")
     started_at: float | None = None
@@ -85,6 +112,8 @@ class JobRecord(BaseModel):
         default_factory=list, description=f"per-item errors, the first {MAX_STORED_ERRORS}"
     )
     error: JobError | None = None
+    callback: Callback | None = None
+    retry_at: float | None = Field(None, description="a retry waits until then (Unix time)")
 
     def advance(self, status: JobStatus, **changes: Any) -> JobRecord:
         """The record in its next state; an illegal move raises `IllegalTransition`."""

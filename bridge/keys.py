@@ -7,14 +7,24 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from bridge.auth import Authenticator
+    from bridge.breaker import Breakers
+    from bridge.callbacks import Deliverer
+    from bridge.events import EventBus
     from bridge.execution import Execution
     from bridge.lifecycle import Lifecycle
     from bridge.metrics import Metrics
     from bridge.processors.registry import Registry
     from bridge.runner import Runner
+    from bridge.services import Services
     from bridge.settings import Settings
     from bridge.stores.base import Store
+    from bridge.stores.sqlite_db import Database
+    from bridge.stores.sqlite_log import SqliteEventLog, SqliteOutbox
+    from bridge.subscriptions import Subscriptions
+    from bridge.worker import WorkerPool
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
@@ -25,5 +35,15 @@ STORE: web.AppKey[Store] = web.AppKey("store")
 EXECUTION: web.AppKey[Execution] = web.AppKey("execution")
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
+DATABASE: web.AppKey[Database] = web.AppKey("database")
+EVENT_LOG: web.AppKey[SqliteEventLog] = web.AppKey("event_log")
+OUTBOX: web.AppKey[SqliteOutbox] = web.AppKey("outbox")
+EVENTS: web.AppKey[EventBus] = web.AppKey("events")
+SUBSCRIPTIONS: web.AppKey[Subscriptions] = web.AppKey("subscriptions")
+HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http")
+BREAKERS: web.AppKey[Breakers] = web.AppKey("breakers")
+DELIVERER: web.AppKey[Deliverer] = web.AppKey("deliverer")
+WORKERS: web.AppKey[WorkerPool] = web.AppKey("workers")
+SERVICES: web.AppKey[Services] = web.AppKey("services")
 
 TRACE_ID: web.RequestKey[str] = web.RequestKey("trace_id")

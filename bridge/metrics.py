@@ -60,6 +60,66 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.webhooks = Counter(
+            "bridge_webhooks",
+            "Webhooks ended, by kind (callback, event) and outcome (delivered, dead_letter)",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.webhook_retries = Counter(
+            "bridge_webhook_retries",
+            "Webhook attempts that will be tried again, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.events_dropped = Counter(
+            "bridge_events_dropped",
+            "Events a slow in-process listener (an SSE stream) could not take; it resumes "
+            "from the event log",
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "bridge_queue_depth", "Jobs waiting, by queue", ["queue"], registry=self.registry
+        )
+        self.queue_in_flight = Gauge(
+            "bridge_queue_in_flight", "Jobs running, by queue", ["queue"], registry=self.registry
+        )
+        self.queue_oldest_wait = Gauge(
+            "bridge_queue_oldest_wait_seconds",
+            "How long the oldest waiting job has waited, by queue",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.queue_wait_seconds = Histogram(
+            "bridge_queue_wait_seconds",
+            "Time from queued to started, by queue",
+            ["queue"],
+            buckets=PROCESSOR_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_run_seconds = Histogram(
+            "bridge_queue_run_seconds",
+            "Time a background job ran (one attempt), by queue",
+            ["queue"],
+            buckets=PROCESSOR_BUCKETS,
+            registry=self.registry,
+        )
+        self.jobs_rejected = Counter(
+            "bridge_jobs_rejected",
+            "Background jobs refused because their queue was full, by queue",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.job_retries = Counter(
+            "bridge_job_retries",
+            "Background job attempts that failed and will run again, by processor",
+            ["processor"],
+            registry=self.registry,
+        )
+        self.dead_letters = Gauge(
+            "bridge_dead_letters", "Dead letters kept", registry=self.registry
+        )
+
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         # Labelled children are looked up once per label set: `labels()` costs more than the
         # update itself. Routes are templates ("unmatched" for the rest), so the set is small.

@@ -26,7 +26,8 @@ ERROR_TEXT = {
     415: "Content-Type is not application/json",
     422: "The request breaks the schema (a JSON pointer per problem)",
     500: "Internal or processor error",
-    501: "Not available in this version",
+    409: "Conflicts with the job's state (e.g. it has finished)",
+    429: "A queue is full: try again after Retry-After seconds",
     503: "Unavailable (draining or a backend is down)",
     504: "The processor did not finish in time",
 }
@@ -51,7 +52,7 @@ def build_spec(processors: Sequence[str]) -> dict[str, Any]:
     takes, so a client (and a fuzzer) knows them from the spec alone."""
     models: set[type[BaseModel]] = {ErrorBody}
     for route in ROUTES:
-        models.update(m for m in (route.body, route.response) if m is not None)
+        models.update(m for m in (route.body, route.response, route.accepted) if m is not None)
     keyed: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (m, "validation" if any(m is r.body for r in ROUTES) else "serialization")
         for m in sorted(models, key=lambda m: m.__name__)
@@ -126,6 +127,11 @@ def _operation(route: Route, refs: dict[Any, Any], keyed: list[Any]) -> dict[str
     else:
         ok["content"] = {route.media_type: {"schema": {}}}
     responses: dict[str, Any] = {"200": ok}
+    if route.accepted is not None:
+        responses["202"] = {
+            "description": "Accepted as a background job (mode async); Location: its status",
+            "content": {"application/json": {"schema": _schema(route.accepted, refs, keyed)}},
+        }
     error = {"application/json": {"schema": _schema(ErrorBody, refs, keyed)}}
     for status in route.also_ok:
         responses[str(status)] = {"description": ERROR_TEXT[status], "content": ok["content"]}

@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.router import QueueConfig, RouteRule, check_config
+
 ENV_PREFIX = "BRIDGE_"
 Scope = Literal["execute", "status", "admin"]
 SCOPES: tuple[Scope, ...] = ("execute", "status", "admin")
@@ -138,6 +140,26 @@ class Settings(BaseModel):
     job_retention_s: int = Field(7 * 24 * 3600, ge=60)
     sync_job_retention_s: int = Field(24 * 3600, ge=60)
     shutdown_timeout_s: float = Field(30.0, gt=0)
+    # Background jobs
+    queues: tuple[QueueConfig, ...] = Field((), description="JSON list; `default` is implied")
+    routes: tuple[RouteRule, ...] = Field((), description="JSON list, first match wins")
+    queue_aging_s: float = Field(30.0, gt=0, description="waiting this long raises one priority")
+    job_timeout_s: float = Field(3600.0, gt=0, description="background jobs' default bound")
+    job_max_attempts: int = Field(3, ge=1, le=100, description="runs of a retryable failure")
+    retry_base_s: float = Field(1.0, gt=0)
+    retry_max_s: float = Field(300.0, gt=0)
+    # Callbacks and event webhooks
+    callback_timeout_s: float = Field(10.0, gt=0)
+    callback_max_attempts: int = Field(12, ge=1, le=100)
+    callback_retry_max_s: float = Field(300.0, gt=0)
+    callback_concurrency: int = Field(64, ge=1, le=4096)
+    breaker_failures: int = Field(
+        5, ge=1, description="failures in a row that open a host's breaker"
+    )
+    breaker_reset_s: float = Field(30.0, gt=0, description="an open breaker tries again after")
+    events_retention_s: int = Field(7 * 24 * 3600, ge=60)
+    events_max: int = Field(1_000_000, ge=1000)
+    dead_letter_retention_s: int = Field(30 * 24 * 3600, ge=60)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -149,14 +171,14 @@ class Settings(BaseModel):
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
 
-    @field_validator("jwt_keys", mode="before")
+    @field_validator("jwt_keys", "queues", "routes", mode="before")
     @classmethod
     def _json_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             try:
                 return orjson.loads(value)
             except orjson.JSONDecodeError as exc:
-                raise ValueError(f"expected a JSON list of keys ({exc})") from None
+                raise ValueError(f"expected a JSON list ({exc})") from None
         return value
 
     @field_validator("jwt_secret")
@@ -212,6 +234,14 @@ class Settings(BaseModel):
         if info.data.get("jwt_secret") is not None and "default" in kids:
             raise ValueError("kid 'default' is BRIDGE_JWT_SECRET's; give the key another kid")
         return keys
+
+    @model_validator(mode="after")
+    def _queues_fit(self) -> Settings:
+        try:
+            check_config(self.queues, self.routes)
+        except ValueError as exc:
+            raise ValueError(f"BRIDGE_QUEUES / BRIDGE_ROUTES: {exc}") from None
+        return self
 
     @property
     def auth_configured(self) -> bool:

@@ -194,14 +194,6 @@ async def test_sync_loop_stops_taking_items_after_its_timeout(
     assert response.status == 504
 
 
-async def test_async_mode_answers_501_until_background_jobs_exist(
-    client: TestClient, auth: dict[str, str]
-) -> None:
-    response = await client.post(EXECUTE, json=body("echo", [], mode="async"), headers=auth)
-    assert response.status == 501
-    assert (await response.json())["error"]["message"].startswith("mode 'async'")
-
-
 async def test_hybrid_processing_takes_and_gives_plain_records(
     client: TestClient, auth: dict[str, str]
 ) -> None:

@@ -11,10 +11,11 @@ from aiohttp import web
 from bridge.api.body import json_response, read_model
 from bridge.api.models import ExecuteRequest, HybridRequest
 from bridge.api.timing import Timings
-from bridge.errors import NotImplementedYet
-from bridge.execution import Submission, SyncResult
-from bridge.items import Item, ItemError, dumps, from_n8n, split_serialisable, to_n8n
-from bridge.keys import EXECUTION, SETTINGS, TRACE_ID
+from bridge.errors import Unavailable, ValidationFailed
+from bridge.execution import Submission
+from bridge.items import Item, encode_outputs, from_n8n, to_n8n
+from bridge.jobs import Callback, JobRecord
+from bridge.keys import EXECUTION, LIFECYCLE, SETTINGS, TRACE_ID, WORKERS
 
 Shape = Callable[[Item, int], Any]
 
@@ -26,21 +27,35 @@ async def execute(request: web.Request) -> web.Response:
     limit = request.app[SETTINGS].max_binary_bytes
     submission = _submission(request, body, len(body.items), lambda: from_n8n(body.items, limit))
     timings.mark("convert")
-    return await _answer(request, body, submission, "items", to_n8n, timings)
+    if body.mode == "async":
+        return await _accept(request, body, submission, "items")
+    return await _answer(request, submission, "items", to_n8n, timings)
 
 
 async def hybrid(request: web.Request) -> web.Response:
     timings = Timings()
     body = await read_model(request, HybridRequest)
     timings.mark("decode")
-    submission = _submission(
-        request,
-        body,
-        len(body.data),
-        lambda: [Item(json=record, index=index) for index, record in enumerate(body.data)],
-    )
+    submission = _submission(request, body, len(body.data), lambda: _records(body.data))
     timings.mark("convert")
-    return await _answer(request, body, submission, "data", lambda item, paired: item.json, timings)
+    if body.mode == "async":
+        return await _accept(request, body, submission, "data")
+    return await _answer(request, submission, "data", lambda item, paired: item.json, timings)
+
+
+def _records(data: list[dict[str, Any]]) -> list[Item]:
+    return [Item(json=record, index=index) for index, record in enumerate(data)]
+
+
+def decode_job_request(
+    job: JobRecord, raw: bytes, max_binary_bytes: int
+) -> tuple[list[Item], dict[str, Any]]:
+    """A stored background job's request, decoded again for its run: items and parameters."""
+    if job.api == "data":
+        data = HybridRequest.model_validate_json(raw)
+        return _records(data.data), data.parameters
+    body = ExecuteRequest.model_validate_json(raw)
+    return from_n8n(body.items, max_binary_bytes), body.parameters
 
 
 def _submission(
@@ -50,6 +65,11 @@ def _submission(
     decode: Callable[[], list[Item]],
 ) -> Submission:
     """Every check, cheapest first, before anything runs or is recorded."""
+    if body.mode == "sync" and body.callback_url is not None:
+        raise ValidationFailed(
+            "callback_url is for mode 'async'; a sync request gets its result in the answer",
+            details=[{"pointer": "/callback_url", "message": "only with mode 'async'"}],
+        )
     execution = request.app[EXECUTION]
     execution.check_item_count(count)
     spec = execution.spec(body.processing_type)
@@ -67,26 +87,57 @@ def _submission(
     )
 
 
-async def _answer(
+async def _accept(
     request: web.Request,
     body: ExecuteRequest | HybridRequest,
+    submission: Submission,
+    api: str,
+) -> web.Response:
+    """202: the job is on disk and in its queue; the same idempotency key gives the same job."""
+    if request.app[LIFECYCLE].draining:
+        raise Unavailable(
+            "this bridge is draining and takes no new background jobs",
+            description="send it to another instance; the load balancer does so by itself",
+            headers={"Retry-After": "5"},
+        )
+    callback = (
+        Callback(url=str(body.callback_url), method=body.callback_method)
+        if body.callback_url is not None
+        else None
+    )
+    accepted = await request.app[WORKERS].submit(
+        submission, await request.read(), api, callback, request[TRACE_ID]
+    )
+    job = accepted.job
+    status_url = f"/api/v1/workflow/status/{job.job_id}"
+    return json_response(
+        {
+            "job_id": job.job_id,
+            "status": job.status,
+            "status_url": status_url,
+            "queue": job.queue,
+            "created": accepted.created,
+        },
+        status=202,
+        headers={"Location": status_url},
+    )
+
+
+async def _answer(
+    request: web.Request,
     submission: Submission,
     field: str,
     shape: Shape,
     timings: Timings,
 ) -> web.Response:
-    if body.mode == "async":
-        raise NotImplementedYet(
-            "mode 'async' is not available in this version of the bridge; use mode 'sync'"
-        )
     result = await request.app[EXECUTION].run_sync(submission, request[TRACE_ID])
     timings.mark("run")
-    encoded, errors = _encode_outputs(result, shape)
+    encoded, errors = encode_outputs(result.outputs, result.errors, shape)
     response = json_response(
         {
             "job_id": result.job.job_id,
             "status": result.job.status,
-            field: encoded,
+            field: orjson.Fragment(encoded),
             "errors": [error.to_dict() for error in errors],
             "duration_ms": result.job.duration_ms,
         }
@@ -94,14 +145,3 @@ async def _answer(
     timings.mark("encode")
     response.headers["Server-Timing"] = timings.header()
     return response
-
-
-def _encode_outputs(result: SyncResult, shape: Shape) -> tuple[orjson.Fragment, list[ItemError]]:
-    """The output items as JSON, encoded once; an output that cannot be encoded becomes its
-    input's error instead of failing the whole answer."""
-    pairs = [(paired, shape(item, paired)) for paired, item in result.outputs]
-    try:
-        return orjson.Fragment(dumps([wire for _, wire in pairs])), result.errors
-    except TypeError:
-        good, bad = split_serialisable(pairs)
-        return orjson.Fragment(dumps(good)), sorted([*result.errors, *bad], key=lambda e: e.index)

@@ -72,6 +72,20 @@ class HybridResponse(_Answer):
     data: list[dict[str, Any]] = Field(description="output records")
 
 
+class JobStatusResponse(JobRecord):
+    items: list[OutputItem] | None = Field(
+        None, description="a finished background job's output items"
+    )
+
+
+class Accepted(BaseModel):
+    job_id: str
+    status: JobStatus
+    status_url: str = Field(description="where the job's status is (also in Location)")
+    queue: str | None
+    created: bool = Field(description="false: an earlier job with the same idempotency_key")
+
+
 class JobPage(BaseModel):
     workflow_id: str
     jobs: list[JobRecord]
@@ -83,6 +97,7 @@ class WorkflowJobsQuery(BaseModel):
 
     limit: int = Field(50, ge=1, le=500)
     cursor: str | None = Field(None, max_length=512)
+    execution_id: str | None = Field(None, min_length=1, max_length=256)
 
 
 class ProcessorOptions(BaseModel):
@@ -92,6 +107,7 @@ class ProcessorOptions(BaseModel):
     timeout_s: float | None
     concurrency: int | None
     item_concurrency: int
+    max_attempts: int | None
 
 
 class ProcessorInfo(BaseModel):

@@ -23,6 +23,7 @@ async def list_processors(request: web.Request) -> web.Response:
                         "timeout_s": spec.timeout_s,
                         "concurrency": spec.concurrency,
                         "item_concurrency": spec.item_concurrency,
+                        "max_attempts": spec.max_attempts,
                     },
                 }
                 for spec in request.app[REGISTRY]

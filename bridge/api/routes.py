@@ -11,12 +11,14 @@ from pydantic import BaseModel
 
 from bridge.api import execute, health, processors, status
 from bridge.api.models import (
+    Accepted,
     ExecuteRequest,
     ExecuteResponse,
     Health,
     HybridRequest,
     HybridResponse,
     JobPage,
+    JobStatusResponse,
     ProcessorList,
     Ready,
     WorkflowJobsQuery,
@@ -41,6 +43,7 @@ class Route:
     media_type: str = "application/json"
     also: tuple[int, ...] = ()  # error statuses besides those every route of its kind may give
     also_ok: tuple[int, ...] = ()  # statuses answered with `response` besides 200
+    accepted: type[BaseModel] | None = None  # the 202 answer, for routes that queue work
 
 
 ROUTES: tuple[Route, ...] = (
@@ -53,7 +56,8 @@ ROUTES: tuple[Route, ...] = (
         "execute",
         body=ExecuteRequest,
         response=ExecuteResponse,
-        also=(501,),
+        also=(429, 503),
+        accepted=Accepted,
     ),
     Route(
         "POST",
@@ -64,7 +68,8 @@ ROUTES: tuple[Route, ...] = (
         "execute",
         body=HybridRequest,
         response=HybridResponse,
-        also=(501,),
+        also=(429, 503),
+        accepted=Accepted,
     ),
     Route(
         "GET",
@@ -73,8 +78,18 @@ ROUTES: tuple[Route, ...] = (
         "One job's status and outcome",
         "jobs",
         "status",
-        response=JobRecord,
+        response=JobStatusResponse,
         also=(404,),
+    ),
+    Route(
+        "DELETE",
+        "/api/v1/workflow/{job_id}",
+        status.cancel_job,
+        "Cancel a queued or running background job",
+        "jobs",
+        "execute",
+        response=JobRecord,
+        also=(404, 409),
     ),
     Route(
         "GET",

@@ -1,13 +1,17 @@
-"""GET /api/v1/workflow/status/{job_id} and GET /api/v1/status/{workflow_id}."""
+"""GET /api/v1/workflow/status/{job_id}, GET /api/v1/status/{workflow_id} and
+DELETE /api/v1/workflow/{job_id} (cancel)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from aiohttp import web
 
 from bridge.api.body import json_response, parse_query
 from bridge.api.models import WorkflowJobsQuery
 from bridge.errors import NotFound, ValidationFailed
-from bridge.keys import STORE
+from bridge.keys import STORE, WORKERS
 
 
 async def job_status(request: web.Request) -> web.Response:
@@ -19,6 +23,21 @@ async def job_status(request: web.Request) -> web.Response:
             description="finished jobs are kept for BRIDGE_SYNC_JOB_RETENTION_S (sync) or "
             "BRIDGE_JOB_RETENTION_S (background), then removed",
         )
+    answer: dict[str, Any] = job.model_dump(mode="json")
+    if job.mode == "async" and job.status.finished:
+        result = await request.app[STORE].get_data(job_id, "result")
+        if result is not None:
+            answer["items"] = orjson.Fragment(_items_of(result))
+    return json_response(answer)
+
+
+def _items_of(result: bytes) -> bytes:
+    """The `items` array of a stored result, as JSON."""
+    return orjson.dumps(orjson.loads(result)["items"])
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    job = await request.app[WORKERS].cancel(request.match_info["job_id"])
     return json_response(job.model_dump(mode="json"))
 
 
@@ -27,7 +46,7 @@ async def workflow_jobs(request: web.Request) -> web.Response:
     query = parse_query(request, WorkflowJobsQuery)
     try:
         jobs, next_cursor = await request.app[STORE].list_for_workflow(
-            workflow_id, limit=query.limit, cursor=query.cursor
+            workflow_id, limit=query.limit, cursor=query.cursor, execution_id=query.execution_id
         )
     except ValueError as exc:
         raise ValidationFailed(

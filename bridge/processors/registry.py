@@ -77,6 +77,7 @@ class ProcessorSpec:
     timeout_s: float | None = None
     concurrency: int | None = None
     item_concurrency: int = 1
+    max_attempts: int | None = None
     is_async: bool = False
     module: str = ""
     _validator: Any = field(default=None, repr=False, compare=False)
@@ -133,13 +134,16 @@ def processor(
     timeout_s: float | None = None,
     concurrency: int | None = None,
     item_concurrency: int = 1,
+    max_attempts: int | None = None,
 ) -> Callable[[F], F]:
     """Mark a function as a bridge processor.
 
     `params` is a pydantic model (or a JSON Schema dict) for the request's `parameters`;
     `cpu_bound` sends a sync function to the process pool instead of the thread pool;
     `timeout_s` bounds one job; `concurrency` bounds the jobs of this processor running at once;
-    `item_concurrency` is how many items of one job an async per-item function runs at once.
+    `item_concurrency` is how many items of one job an async per-item function runs at once;
+    `max_attempts` bounds the runs of a background job whose failure is retryable (default:
+    BRIDGE_JOB_MAX_ATTEMPTS) — give 1 to a processor whose side effects must not repeat.
     """
     if isinstance(params, Mapping):
         jsonschema.Draft202012Validator.check_schema(params)
@@ -147,6 +151,8 @@ def processor(
         raise ValueError("concurrency must be at least 1")
     if item_concurrency < 1:
         raise ValueError("item_concurrency must be at least 1")
+    if max_attempts is not None and max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
 
     def decorate(func: F) -> F:
         is_async = inspect.iscoroutinefunction(func)
@@ -162,6 +168,7 @@ def processor(
             timeout_s=timeout_s,
             concurrency=concurrency,
             item_concurrency=item_concurrency,
+            max_attempts=max_attempts,
             is_async=is_async,
             module=func.__module__,
             _validator=jsonschema.Draft202012Validator(params)

@@ -10,17 +10,42 @@ from bridge.jobs import JobRecord
 
 
 class JobStore(Protocol):
-    async def save(self, job: JobRecord, *, durable: bool = False) -> None:
-        """Record the job's latest state. With `durable`, return only once it is on disk;
-        without, the write may be batched with others (a crash can cost the last moments)."""
+    async def save(
+        self,
+        job: JobRecord,
+        *,
+        durable: bool = False,
+        request: bytes | None = None,
+        result: bytes | None = None,
+    ) -> None:
+        """Record the job's latest state, and with it a background job's request or result.
+        With `durable`, return only once it is on disk; without, the write may be batched with
+        others (a crash can cost the last moments)."""
+
+    async def flush(self) -> None:
+        """Return once everything saved so far is on disk."""
 
     async def get(self, job_id: str) -> JobRecord | None: ...
 
+    async def get_data(self, job_id: str, which: Literal["request", "result"]) -> bytes | None:
+        """A background job's request (as it came) or result (`{"items", "errors"}` JSON)."""
+
+    async def find_by_idempotency_key(self, key: str) -> JobRecord | None:
+        """The background job accepted with this idempotency key, if any."""
+
+    async def unfinished(self) -> list[JobRecord]:
+        """Jobs queued or running, oldest first."""
+
     async def list_for_workflow(
-        self, workflow_id: str, *, limit: int, cursor: str | None = None
+        self,
+        workflow_id: str,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        execution_id: str | None = None,
     ) -> tuple[list[JobRecord], str | None]:
-        """Jobs of a workflow, newest first, and the cursor of the next page (None: last page).
-        A cursor that this store did not hand out raises ValueError."""
+        """Jobs of a workflow (and execution), newest first, and the cursor of the next page
+        (None: last page). A cursor that this store did not hand out raises ValueError."""
 
     async def purge_expired(self, now: float) -> int:
         """Delete finished jobs past their retention; returns how many went."""

@@ -12,7 +12,18 @@ import pytest
 
 from bridge.ids import new_id
 from bridge.jobs import IllegalTransition, JobRecord, JobStatus
-from bridge.stores.sqlite import MIGRATIONS, SqliteJobStore
+from bridge.stores import sqlite, sqlite_log
+from bridge.stores.sqlite import SqliteJobStore
+from bridge.stores.sqlite_db import Database
+from bridge.stores.sqlite_schema import MIGRATIONS
+
+RETENTION = {"async": 600.0, "sync": 60.0}
+
+
+async def open_store(path: Path) -> SqliteJobStore:
+    db = Database(path, (*sqlite.tables(RETENTION), *sqlite_log.TABLES))
+    await db.open()
+    return SqliteJobStore(db, RETENTION)
 
 
 def job(workflow_id: str = "wf", created_at: float | None = None) -> JobRecord:
@@ -29,10 +40,9 @@ def job(workflow_id: str = "wf", created_at: float | None = None) -> JobRecord:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteJobStore]:
-    store = SqliteJobStore(tmp_path / "jobs.sqlite3", retention_s=600, sync_retention_s=60)
-    await store.open()
+    store = await open_store(tmp_path / "jobs.sqlite3")
     yield store
-    await store.close()
+    await store.db.close()
 
 
 def rows_on_disk(path: Path) -> int:
@@ -47,12 +57,12 @@ async def test_a_saved_job_is_readable_at_once_and_on_disk_after_flush(
     await store.save(record)
     assert await store.get(record.job_id) == record
     await store.flush()
-    assert rows_on_disk(store.path) == 1
+    assert rows_on_disk(store.db.path) == 1
 
 
 async def test_durable_save_is_committed_before_it_returns(store: SqliteJobStore) -> None:
     await store.save(job(), durable=True)
-    assert rows_on_disk(store.path) == 1
+    assert rows_on_disk(store.db.path) == 1
 
 
 async def test_latest_state_wins(store: SqliteJobStore) -> None:
@@ -66,15 +76,13 @@ async def test_latest_state_wins(store: SqliteJobStore) -> None:
 
 async def test_data_survives_a_reopen(tmp_path: Path) -> None:
     path = tmp_path / "jobs.sqlite3"
-    first = SqliteJobStore(path, 600, 60)
-    await first.open()
+    first = await open_store(path)
     record = job()
     await first.save(record)
-    await first.close()  # flushes what is pending
-    second = SqliteJobStore(path, 600, 60)
-    await second.open()
+    await first.db.close()  # flushes what is pending
+    second = await open_store(path)
     assert await second.get(record.job_id) == record
-    await second.close()
+    await second.db.close()
 
 
 async def test_workflow_listing_pages_newest_first(store: SqliteJobStore) -> None:
@@ -113,7 +121,7 @@ async def test_finished_jobs_expire_and_running_ones_stay(store: SqliteJobStore)
 
 
 async def test_schema_version_is_recorded(store: SqliteJobStore) -> None:
-    with sqlite3.connect(store.path) as db:
+    with sqlite3.connect(store.db.path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -134,7 +142,7 @@ async def test_a_failed_batch_is_kept_for_the_next_try(
     """A batch whose write fails is neither lost nor in the way: waiters see the error, ledger
     claims still work, and the records go out with the next flush."""
     record = job()
-    original = store._write
+    original = store.db._write
     failures = iter([RuntimeError("disk full")])
 
     async def failing_once(*args: object) -> None:
@@ -143,14 +151,14 @@ async def test_a_failed_batch_is_kept_for_the_next_try(
             raise error
         await original(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store, "_write", failing_once)
+    monkeypatch.setattr(store.db, "_write", failing_once)
     await store.save(record)
     with pytest.raises(RuntimeError, match="disk full"):
         await store.flush()
     assert await store.claim("key-1") is None
-    assert rows_on_disk(store.path) == 0
+    assert rows_on_disk(store.db.path) == 0
     await store.flush()
-    assert rows_on_disk(store.path) == 1
+    assert rows_on_disk(store.db.path) == 1
 
 
 async def test_records_stay_visible_while_their_batch_is_being_written(
@@ -159,14 +167,14 @@ async def test_records_stay_visible_while_their_batch_is_being_written(
     record = job()
     await store.claim("key-2")
     writing, release = asyncio.Event(), asyncio.Event()
-    original = store._write
+    original = store.db._write
 
     async def held(*args: object) -> None:
         writing.set()
         await release.wait()
         await original(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store, "_write", held)
+    monkeypatch.setattr(store.db, "_write", held)
     await store.save(record)
     await store.settle("key-2", {"message_id": "<m@x>"})
     flushing = asyncio.create_task(store.flush())

@@ -1,0 +1,118 @@
+"""The event bus: typed events, persisted in an ordered log, fanned out to in-process listeners.
+
+`publish` appends the event to the log (ids increase) and hands it to every listener's bounded
+buffer without waiting: a slow listener never slows a publisher. A listener whose buffer is full
+loses the event from its buffer (counted in `bridge_events_dropped`) and is told it overflowed, so
+a Server-Sent Events stream ends and its client resumes from the log with `Last-Event-ID` —
+nothing is lost to a client that reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+from bridge.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+EventType = Literal[
+    "workflow.queued",
+    "workflow.started",
+    "workflow.completed",
+    "workflow.failed",
+    "workflow.cancelled",
+    "callback.delivered",
+    "callback.failed",
+    "queue.threshold",
+]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+LISTENER_BUFFER = 1000
+
+
+class Event(BaseModel):
+    id: int = Field(description="position in the event log; Last-Event-ID resumes after it")
+    type: EventType
+    at: float = Field(description="Unix time, seconds")
+    job_id: str | None = None
+    workflow_id: str | None = None
+    execution_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventLog(Protocol):
+    def append(self, type: EventType, fields: dict[str, Any]) -> Event:
+        """Give the event the next id and record it (written with the next group commit)."""
+
+    async def since(
+        self,
+        after: int,
+        *,
+        types: Sequence[str] = (),
+        workflow_id: str | None = None,
+        limit: int = 500,
+    ) -> list[Event]:
+        """Events after id `after`, oldest first, filtered."""
+
+
+class Listener:
+    """One in-process consumer of events with a bounded buffer."""
+
+    def __init__(self, accepts: Callable[[Event], bool], size: int = LISTENER_BUFFER) -> None:
+        self.accepts = accepts
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(size)
+        self.overflowed = asyncio.Event()
+
+    async def next(self) -> Event:
+        return await self.queue.get()
+
+
+class EventBus:
+    def __init__(self, events: EventLog, metrics: Metrics) -> None:
+        self._log = events
+        self._metrics = metrics
+        self._listeners: set[Listener] = set()
+        self.hooks: list[Callable[[Event], None]] = []  # called for every event, in order
+
+    def publish(self, type: EventType, **fields: Any) -> Event:
+        event = self._log.append(type, {"at": time.time(), **fields})
+        for hook in self.hooks:
+            hook(event)
+        for listener in tuple(self._listeners):
+            if not listener.accepts(event):
+                continue
+            try:
+                listener.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                self._metrics.events_dropped.inc()
+                listener.overflowed.set()
+        return event
+
+    def listen(self, accepts: Callable[[Event], bool]) -> Listener:
+        listener = Listener(accepts)
+        self._listeners.add(listener)
+        return listener
+
+    def forget(self, listener: Listener) -> None:
+        self._listeners.discard(listener)
+
+    async def since(
+        self, after: int, *, types: Sequence[str] = (), workflow_id: str | None = None
+    ) -> list[Event]:
+        return await self._log.since(after, types=types, workflow_id=workflow_id)
+
+
+def matches(types: Sequence[str], workflow_id: str | None) -> Callable[[Event], bool]:
+    wanted = frozenset(types)
+
+    def accepts(event: Event) -> bool:
+        return (not wanted or event.type in wanted) and (
+            workflow_id is None or event.workflow_id == workflow_id
+        )
+
+    return accepts

@@ -1,0 +1,1 @@
+"""Job queues: the protocol (`base`) and its backends (`memory`; Redis Streams later)."""

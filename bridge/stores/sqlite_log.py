@@ -1,0 +1,202 @@
+"""The embedded event log, webhook subscriptions, outbox (deliveries and dead letters) and the
+record of incoming webhook-ids, on the embedded database (`sqlite_db`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bridge.events import Event, EventType
+from bridge.stores.sqlite_db import Database, Table
+from bridge.subscriptions import Subscription
+from bridge.webhooks import Delivery
+
+PURGE_CHUNK = 500
+
+TABLES = (
+    Table(
+        "events",
+        "INSERT INTO events (id, type, workflow_id, job_id, at, body) VALUES (?, ?, ?, ?, ?, ?)",
+        lambda event: (
+            event.id,
+            event.type,
+            event.workflow_id,
+            event.job_id,
+            event.at,
+            event.model_dump_json().encode(),
+        ),
+    ),
+    Table(
+        "deliveries",
+        "INSERT INTO deliveries (id, state, created_at, record) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record",
+        lambda delivery: (
+            delivery.id,
+            delivery.state,
+            delivery.created_at,
+            delivery.model_dump_json().encode(),
+        ),
+        "DELETE FROM deliveries WHERE id = ?",
+    ),
+)
+
+
+class SqliteEventLog:
+    """Events with increasing ids, kept for `retention_s` and at most `max_events`."""
+
+    def __init__(self, db: Database, retention_s: float, max_events: int) -> None:
+        self._db = db
+        self._retention_s = retention_s
+        self._max_events = max_events
+        self._last_id = 0
+
+    async def open(self) -> None:
+        row = await self._db.fetch_one("SELECT max(id) FROM events")
+        self._last_id = int(row[0] or 0)
+
+    @property
+    def last_id(self) -> int:
+        return self._last_id
+
+    def append(self, type: EventType, fields: dict[str, Any]) -> Event:
+        self._last_id += 1
+        event = Event(id=self._last_id, type=type, **fields)
+        self._db.put("events", str(event.id), event)
+        return event
+
+    async def since(
+        self,
+        after: int,
+        *,
+        types: Sequence[str] = (),
+        workflow_id: str | None = None,
+        limit: int = 500,
+    ) -> list[Event]:
+        await self._db.flush()
+        query = "SELECT body FROM events WHERE id > ?"
+        args: list[Any] = [after]
+        if types:
+            query += f" AND type IN ({','.join('?' * len(types))})"
+            args += list(types)
+        if workflow_id is not None:
+            query += " AND workflow_id = ?"
+            args.append(workflow_id)
+        query += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        return [Event.model_validate_json(row[0]) for row in await self._db.fetch_all(query, args)]
+
+    async def purge(self, now: float) -> int:
+        """Events older than the retention, and the oldest beyond the cap."""
+        total = 0
+        floor = self._last_id - self._max_events
+        for query, bound in (
+            (
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? LIMIT ?)",
+                now - self._retention_s,
+            ),
+            ("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= ? LIMIT ?)", floor),
+        ):
+            while True:
+                removed = await self._db.execute(query, (bound, PURGE_CHUNK))
+                total += removed
+                if removed < PURGE_CHUNK:
+                    break
+        return total
+
+
+class SqliteSubscriptions:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(self, subscription: Subscription) -> None:
+        await self._db.execute(
+            "INSERT INTO subscriptions (id, record, created_at) VALUES (?, ?, ?)",
+            (subscription.id, subscription.model_dump_json().encode(), subscription.created_at),
+        )
+
+    async def all(self) -> list[Subscription]:
+        rows = await self._db.fetch_all("SELECT record FROM subscriptions ORDER BY created_at")
+        return [Subscription.model_validate_json(row[0]) for row in rows]
+
+    async def remove(self, subscription_id: str) -> bool:
+        return (
+            await self._db.execute("DELETE FROM subscriptions WHERE id = ?", (subscription_id,))
+            == 1
+        )
+
+
+class SqliteOutbox:
+    """Deliveries until they are done; dead letters until replayed or expired."""
+
+    def __init__(self, db: Database, dead_retention_s: float) -> None:
+        self._db = db
+        self._dead_retention_s = dead_retention_s
+
+    def put(self, delivery: Delivery) -> None:
+        self._db.put("deliveries", delivery.id, delivery)
+
+    def done(self, delivery_id: str) -> None:
+        self._db.remove("deliveries", delivery_id)
+
+    async def flush(self) -> None:
+        await self._db.flush()
+
+    async def pending(self) -> list[Delivery]:
+        await self._db.flush()
+        rows = await self._db.fetch_all(
+            "SELECT record FROM deliveries WHERE state = 'pending' ORDER BY created_at"
+        )
+        return [Delivery.model_validate_json(row[0]) for row in rows]
+
+    async def dead_letters(self, limit: int, before: float | None = None) -> list[Delivery]:
+        """Dead letters, newest first; `before`: the created_at of the previous page's last."""
+        await self._db.flush()
+        query = "SELECT record FROM deliveries WHERE state = 'dead'"
+        args: list[Any] = []
+        if before is not None:
+            query += " AND created_at < ?"
+            args.append(before)
+        query += " ORDER BY created_at DESC LIMIT ?"
+        args.append(limit)
+        return [
+            Delivery.model_validate_json(row[0]) for row in await self._db.fetch_all(query, args)
+        ]
+
+    async def get(self, delivery_id: str) -> Delivery | None:
+        found, delivery = self._db.pending("deliveries", delivery_id)
+        if found:
+            return delivery  # type: ignore[no-any-return]
+        row = await self._db.fetch_one("SELECT record FROM deliveries WHERE id = ?", (delivery_id,))
+        return Delivery.model_validate_json(row[0]) if row else None
+
+    async def count_dead(self) -> int:
+        await self._db.flush()
+        row = await self._db.fetch_one("SELECT count(*) FROM deliveries WHERE state = 'dead'")
+        return int(row[0])
+
+    async def first_time(self, webhook_id: str) -> bool:
+        """Record an incoming webhook-id; False when it was seen before."""
+        return (
+            await self._db.execute(
+                "INSERT INTO inbound (webhook_id, received_at) VALUES (?, ?)"
+                " ON CONFLICT (webhook_id) DO NOTHING",
+                (webhook_id, time.time()),
+            )
+            == 1
+        )
+
+    async def purge(self, now: float) -> int:
+        total = 0
+        for query in (
+            "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries"
+            " WHERE state = 'dead' AND created_at < ? LIMIT ?)",
+            "DELETE FROM inbound WHERE rowid IN (SELECT rowid FROM inbound"
+            " WHERE received_at < ? LIMIT ?)",
+        ):
+            while True:
+                removed = await self._db.execute(query, (now - self._dead_retention_s, PURGE_CHUNK))
+                total += removed
+                if removed < PURGE_CHUNK:
+                    break
+        return total

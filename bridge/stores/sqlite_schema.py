@@ -1,0 +1,71 @@
+"""The embedded database's schema, as numbered migrations (PRAGMA user_version counts them).
+A migration is never edited once released; a change is a new one at the end."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE jobs (
+        job_id      TEXT PRIMARY KEY,
+        workflow_id TEXT,
+        status      TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        expires_at  REAL,
+        record      BLOB NOT NULL
+    );
+    CREATE INDEX jobs_by_workflow ON jobs (workflow_id, created_at DESC, job_id DESC);
+    CREATE INDEX jobs_by_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
+    """,
+    """
+    CREATE TABLE ledger (
+        key        TEXT PRIMARY KEY,
+        state      TEXT NOT NULL,
+        result     BLOB,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX ledger_by_age ON ledger (updated_at);
+    """,
+    """
+    ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE jobs ADD COLUMN execution_id TEXT;
+    CREATE UNIQUE INDEX jobs_by_idempotency_key ON jobs (idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX jobs_by_execution ON jobs (execution_id, created_at DESC, job_id DESC)
+        WHERE execution_id IS NOT NULL;
+    CREATE INDEX jobs_unfinished ON jobs (created_at) WHERE status IN ('queued', 'running');
+    -- What a background job was asked (items, parameters) and what it answered.
+    CREATE TABLE job_data (
+        job_id  TEXT PRIMARY KEY,
+        request BLOB,
+        result  BLOB
+    );
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY,
+        type        TEXT NOT NULL,
+        workflow_id TEXT,
+        job_id      TEXT,
+        at          REAL NOT NULL,
+        body        BLOB NOT NULL
+    );
+    CREATE TABLE subscriptions (
+        id         TEXT PRIMARY KEY,
+        record     BLOB NOT NULL,
+        created_at REAL NOT NULL
+    );
+    -- Outgoing webhooks (job callbacks, event deliveries) until delivered; kept as dead
+    -- letters when they cannot be; jobs that kept killing their runs are dead letters too.
+    CREATE TABLE deliveries (
+        id         TEXT PRIMARY KEY,
+        state      TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        record     BLOB NOT NULL
+    );
+    CREATE INDEX deliveries_by_state ON deliveries (state, created_at);
+    -- webhook-ids of incoming callbacks already applied: a repeat changes nothing.
+    CREATE TABLE inbound (
+        webhook_id  TEXT PRIMARY KEY,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX inbound_by_age ON inbound (received_at);
+    """,
+)

@@ -1,0 +1,86 @@
+"""Webhook subscriptions to events (the Python Bridge Trigger node makes them): every published
+event that a subscription wants becomes a signed delivery to its URL, through the same outbox,
+retries and dead letters as job callbacks."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.events import Event, EventType
+from bridge.ids import new_id
+from bridge.webhooks import Delivery
+
+
+class SubscriptionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2048, description="where events are POSTed")
+    events: list[EventType] = Field(min_length=1, description="the event types wanted")
+    workflow_id: str | None = Field(
+        None, min_length=1, max_length=256, description="only events of this workflow"
+    )
+    description: str | None = Field(None, max_length=512)
+
+
+class Subscription(SubscriptionRequest):
+    id: str
+    created_at: float = Field(default_factory=time.time)
+
+    def wants(self, event: Event) -> bool:
+        return event.type in self.events and (
+            self.workflow_id is None or event.workflow_id == self.workflow_id
+        )
+
+
+class SubscriptionStore(Protocol):
+    async def add(self, subscription: Subscription) -> None: ...
+
+    async def all(self) -> list[Subscription]: ...
+
+    async def remove(self, subscription_id: str) -> bool: ...
+
+
+class Subscriptions:
+    """The subscriptions, cached in memory so that publishing an event costs no query."""
+
+    def __init__(self, store: SubscriptionStore) -> None:
+        self._store = store
+        self._by_id: dict[str, Subscription] = {}
+
+    async def load(self) -> None:
+        self._by_id = {s.id: s for s in await self._store.all()}
+
+    async def add(self, request: SubscriptionRequest) -> Subscription:
+        subscription = Subscription(id=new_id(), **request.model_dump())
+        await self._store.add(subscription)
+        self._by_id[subscription.id] = subscription
+        return subscription
+
+    def get(self, subscription_id: str) -> Subscription | None:
+        return self._by_id.get(subscription_id)
+
+    def all(self) -> list[Subscription]:
+        return list(self._by_id.values())
+
+    async def remove(self, subscription_id: str) -> bool:
+        self._by_id.pop(subscription_id, None)
+        return await self._store.remove(subscription_id)
+
+    def deliveries_for(self, event: Event) -> list[Delivery]:
+        """One delivery per subscription that wants `event`; the id is stable per pair."""
+        return [
+            Delivery(
+                id=f"evt_{event.id}_{subscription.id}",
+                kind="event",
+                url=subscription.url,
+                workflow_id=event.workflow_id,
+                job_id=event.job_id,
+                subscription_id=subscription.id,
+                body=event.model_dump(mode="json"),
+            )
+            for subscription in self._by_id.values()
+            if subscription.wants(event)
+        ]

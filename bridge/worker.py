@@ -1,0 +1,573 @@
+"""Background jobs: accepted durably, routed to a queue, run by that queue's workers, retried,
+cancelled, finished with a callback — and taken up again after a restart.
+
+Nothing accepted is lost: a job and its request are committed before the 202 goes out; its
+outcome and its callback (in the outbox) are committed in one transaction; a job that was queued
+or running when the process stopped is queued again at the next start (at-least-once: a run cut
+short runs again — processors with side effects use idempotency keys). A job whose runs keep
+being cut short (MAX_INTERRUPTIONS) is failed and kept as a dead letter instead of being retried
+for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bridge.callbacks import Deliverer, retry_delay
+from bridge.errors import BridgeError, Conflict, Internal, NotFound, Overloaded
+from bridge.events import EventBus
+from bridge.execution import Submission, split_outcomes
+from bridge.ids import new_id
+from bridge.items import ItemError, encode_outputs
+from bridge.jobs import MAX_STORED_ERRORS, Callback, ItemErrorModel, JobError, JobRecord, JobStatus
+from bridge.logs import job_id_var, trace_id_var, workflow_id_var
+from bridge.metrics import Metrics
+from bridge.processors.registry import Context, Registry
+from bridge.queues.base import Entry, QueueFull
+from bridge.queues.memory import MemoryQueue
+from bridge.router import JobTraits, Router, with_default
+from bridge.runner import Runner
+from bridge.services import Services
+from bridge.settings import Settings
+from bridge.stores.base import JobStore
+from bridge.webhooks import Delivery
+
+log = logging.getLogger(__name__)
+
+MAX_INTERRUPTIONS = 3
+MONITOR_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    job: JobRecord
+    created: bool  # False: an earlier job with the same idempotency key
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        runner: Runner,
+        store: JobStore,
+        bus: EventBus,
+        deliverer: Deliverer,
+        metrics: Metrics,
+        services: Services,
+        decode: Any,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._runner = runner
+        self._store = store
+        self._bus = bus
+        self._deliverer = deliverer
+        self._metrics = metrics
+        self._services = services
+        self._decode = decode  # (job, request bytes) -> (items, raw parameters)
+        self.configs = {c.name: c for c in with_default(settings.queues)}
+        self.queues = {
+            name: MemoryQueue(name, config.max_depth, settings.queue_aging_s)
+            for name, config in self.configs.items()
+        }
+        self._reserved: Counter[str] = Counter()
+        self.router = Router(tuple(self.configs.values()), settings.routes, self.queues)
+        self._running: dict[str, tuple[asyncio.Task[None], str]] = {}
+        self._cancelling: set[str] = set()
+        self._reserving: dict[str, asyncio.Future[JobRecord]] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._alerting: dict[str, bool] = {}
+        self._stopping = False
+
+    # ---- accepting -------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        submission: Submission,
+        request: bytes,
+        api: str,
+        callback: Callback | None,
+        trace_id: str,
+    ) -> Accepted:
+        key = submission.idempotency_key
+        if key is None:
+            return Accepted(await self._create(submission, request, api, callback, trace_id), True)
+        if key in self._reserving:  # the same key is being accepted right now
+            return Accepted(await asyncio.shield(self._reserving[key]), False)
+        reserving = asyncio.get_running_loop().create_future()
+        self._reserving[key] = reserving
+        try:
+            existing = await self._store.find_by_idempotency_key(key)
+            if existing is not None:
+                accepted = Accepted(existing, False)
+            else:
+                job = await self._create(submission, request, api, callback, trace_id)
+                accepted = Accepted(job, True)
+            reserving.set_result(accepted.job)
+            return accepted
+        except BaseException as exc:
+            reserving.set_exception(exc)
+            reserving.exception()  # retrieved: waiters, if any, raise it themselves
+            raise
+        finally:
+            del self._reserving[key]
+
+    async def _create(
+        self,
+        submission: Submission,
+        request: bytes,
+        api: str,
+        callback: Callback | None,
+        trace_id: str,
+    ) -> JobRecord:
+        spec = submission.spec
+        traits = JobTraits(
+            spec.name,
+            submission.workflow_id,
+            submission.priority,
+            len(submission.items),
+            len(request),
+        )
+        wanted = self.router.queue_for(traits)
+        try:
+            queue = self.router.admit(wanted, lambda name: self._reserved[name])
+        except QueueFull as exc:
+            self._metrics.jobs_rejected.labels(exc.queue).inc()
+            raise Overloaded(
+                f"{exc}: the job was not accepted",
+                description="try again after Retry-After seconds, or with fewer jobs at once",
+                headers={"Retry-After": str(self._retry_after_s(exc.queue))},
+            ) from None
+        now = time.time()
+        job = JobRecord(
+            job_id=new_id(),
+            status=JobStatus.QUEUED,
+            mode="async",
+            processing_type=spec.name,
+            workflow_id=submission.workflow_id,
+            execution_id=submission.execution_id,
+            node=submission.node,
+            priority=submission.priority,
+            queue=queue,
+            idempotency_key=submission.idempotency_key,
+            max_attempts=spec.max_attempts or self._settings.job_max_attempts,
+            timeout_s=submission.timeout_s,
+            api=api,
+            trace_id=trace_id,
+            created_at=now,
+            item_count=len(submission.items),
+            callback=callback,
+        )
+        self._reserved[queue] += 1
+        try:
+            await self._store.save(job, durable=True, request=request)
+        finally:
+            self._reserved[queue] -= 1
+        self.queues[queue].put(Entry(job.job_id, job.priority), force=True)
+        self._publish("workflow.queued", job, queue=queue)
+        log.info("job %s queued in %r (%d items)", job.job_id, queue, job.item_count)
+        return job
+
+    def _retry_after_s(self, queue: str) -> int:
+        """A guess at when a slot frees up: the queue's recent run time, at least 1 s."""
+        return max(1, min(60, round(self.queues[queue].oldest_wait_s() / 10) or 1))
+
+    # ---- running ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for name, config in self.configs.items():
+            for number in range(config.concurrency):
+                self._workers.append(
+                    asyncio.create_task(
+                        self._work(self.queues[name]), name=f"worker-{name}-{number}"
+                    )
+                )
+        self._workers.append(asyncio.create_task(self._monitor(), name="queue-monitor"))
+
+    async def _work(self, queue: MemoryQueue) -> None:
+        while not self._stopping:
+            entry = await queue.get()
+            if self._stopping:
+                queue.put(entry, force=True)
+                return
+            self._metrics.queue_wait_seconds.labels(queue.name).observe(
+                time.monotonic() - entry.enqueued_at
+            )
+            task = asyncio.create_task(self._run(entry.job_id, queue.name))
+            self._running[entry.job_id] = (task, queue.name)
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():
+                    raise
+            except Exception:
+                log.exception("job %s: unexpected failure in the worker", entry.job_id)
+            finally:
+                self._running.pop(entry.job_id, None)
+
+    async def _run(self, job_id: str, queue: str) -> None:
+        job = await self._store.get(job_id)
+        if job is None or job.status is not JobStatus.QUEUED:
+            return  # cancelled while it waited, or gone
+        job_id_var.set(job.job_id)
+        trace_id_var.set(job.trace_id)
+        workflow_id_var.set(job.workflow_id)
+        try:
+            spec = self._registry.get(job.processing_type)
+            request = await self._store.get_data(job.job_id, "request")
+            if request is None:
+                raise Internal("the job's request is missing from the store")
+            items, raw_params = self._decode(job, request)
+            params = spec.parse_params(raw_params)
+        except BridgeError as exc:
+            await self._finish(job.advance(JobStatus.RUNNING), JobStatus.FAILED, error=exc)
+            return
+        job = job.advance(JobStatus.RUNNING, retry_at=None)
+        await self._store.save(job)
+        self._publish("workflow.started", job, attempt=job.attempts)
+        ctx = Context(
+            job_id=job.job_id,
+            trace_id=job.trace_id or job.job_id,
+            processor=spec.name,
+            settings=self._settings,
+            workflow_id=job.workflow_id,
+            execution_id=job.execution_id,
+            idempotency_key=job.idempotency_key,
+            services=self._services,
+        )
+        limit = spec.timeout_s or self._settings.job_timeout_s
+        timeout_s = min(job.timeout_s, limit) if job.timeout_s else limit
+        started = time.perf_counter()
+        try:
+            outcomes = await self._runner.run(spec, items, params, ctx, timeout_s)
+        except asyncio.CancelledError:
+            if job.job_id not in self._cancelling:
+                raise  # the bridge is stopping: the job stays `running`, to run again
+            await self._finish(job, JobStatus.CANCELLED)
+            return
+        except BridgeError as exc:
+            self._metrics.queue_run_seconds.labels(queue).observe(time.perf_counter() - started)
+            if exc.retryable and job.attempts < job.max_attempts:
+                await self._retry(job, exc)
+            else:
+                await self._finish(job, JobStatus.FAILED, error=exc)
+            return
+        self._metrics.queue_run_seconds.labels(queue).observe(time.perf_counter() - started)
+        outputs, errors = split_outcomes(outcomes)
+        await self._finish(job, JobStatus.COMPLETED, outputs=outputs, errors=errors)
+
+    async def _retry(self, job: JobRecord, exc: BridgeError) -> None:
+        delay = retry_delay(job.attempts, self._settings.retry_base_s, self._settings.retry_max_s)
+        waiting = job.advance(
+            JobStatus.QUEUED,
+            retry_at=time.time() + delay,
+            error=JobError(code=exc.code, message=exc.message, retryable=True),
+        )
+        await asyncio.shield(self._store.save(waiting, durable=True))
+        self._metrics.job_retries.labels(job.processing_type).inc()
+        log.warning(
+            "job %s attempt %d/%d failed (%s); retrying in %.1f s",
+            job.job_id,
+            job.attempts,
+            job.max_attempts,
+            exc.message,
+            delay,
+        )
+        self._enqueue_later(waiting, delay)
+
+    def _enqueue_later(self, job: JobRecord, delay: float) -> None:
+        queue = self.queues.get(job.queue or "") or self.queues["default"]
+        entry = Entry(job.job_id, job.priority)
+        asyncio.get_running_loop().call_later(delay, lambda: queue.put(entry, force=True))
+
+    async def _finish(
+        self,
+        job: JobRecord,
+        status: JobStatus,
+        *,
+        outputs: list[Any] | None = None,
+        errors: list[ItemError] | None = None,
+        error: BridgeError | None = None,
+    ) -> JobRecord:
+        errors = errors or []
+        items, errors = encode_outputs(outputs or [], errors)
+        done = job.advance(
+            status,
+            output_count=len(outputs or []) if status is JobStatus.COMPLETED else None,
+            error_count=len(errors),
+            errors=[ItemErrorModel(**e.to_dict()) for e in errors[:MAX_STORED_ERRORS]],
+            error=JobError(code=error.code, message=error.message, retryable=error.retryable)
+            if error is not None
+            else (
+                JobError(code="cancelled", message="cancelled")
+                if status is JobStatus.CANCELLED
+                else None
+            ),
+        )
+        result = (
+            b'{"items":'
+            + items
+            + b',"errors":'
+            + orjson.dumps([e.to_dict() for e in errors])
+            + b"}"
+        )
+        delivery = self._callback_delivery(done, items, errors) if done.callback else None
+        if delivery is not None:
+            self._deliverer.record(delivery)  # committed with the outcome, in one transaction
+        await asyncio.shield(self._store.save(done, durable=True, result=result))
+        if delivery is not None:
+            self._deliverer.start(delivery)
+        self._metrics.observe_job(
+            done.processing_type,
+            "async",
+            status.value,
+            (done.duration_ms or 0) / 1000,
+            done.item_count - len(errors),
+            len(errors),
+        )
+        self._publish(
+            f"workflow.{status.value}",
+            done,
+            duration_ms=done.duration_ms,
+            output_count=done.output_count,
+            error_count=done.error_count,
+            error=done.error.model_dump() if done.error else None,
+        )
+        return done
+
+    def _callback_delivery(self, job: JobRecord, items: bytes, errors: list[ItemError]) -> Delivery:
+        assert job.callback is not None
+        return Delivery(
+            id=f"cb_{job.job_id}",
+            kind="callback",
+            url=job.callback.url,
+            method=job.callback.method,
+            job_id=job.job_id,
+            workflow_id=job.workflow_id,
+            trace_id=job.trace_id,
+            body={
+                "job_id": job.job_id,
+                "workflow_id": job.workflow_id,
+                "execution_id": job.execution_id,
+                "status": job.status.value,
+                "items": orjson.Fragment(items),
+                "errors": [e.to_dict() for e in errors],
+                "error": job.error.model_dump() if job.error else None,
+                "duration_ms": job.duration_ms,
+            },
+        )
+
+    def _publish(self, type: Any, job: JobRecord, **data: Any) -> None:
+        self._bus.publish(
+            type,
+            job_id=job.job_id,
+            workflow_id=job.workflow_id,
+            execution_id=job.execution_id,
+            data={"processing_type": job.processing_type, **data},
+        )
+
+    # ---- cancelling, retrying by hand --------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        job = await self._store.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        if job.status.finished:
+            raise Conflict(
+                f"job {job_id} is already {job.status.value}; only queued or running jobs "
+                "can be cancelled"
+            )
+        if job.mode == "sync":
+            raise Conflict(f"job {job_id} is a sync job; its request is still being answered")
+        running = self._running.get(job_id)
+        if job.status is JobStatus.RUNNING and running is not None:
+            self._cancelling.add(job_id)
+            task = running[0]
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([task])
+            self._cancelling.discard(job_id)
+            found = await self._store.get(job_id)
+            assert found is not None
+            return found
+        return await self._finish(job, JobStatus.CANCELLED)
+
+    async def retry(self, job_id: str, trace_id: str) -> JobRecord:
+        """A new job with the same request as a failed or cancelled one (admin)."""
+        job = await self._store.get(job_id)
+        if job is None or job.mode != "async":
+            raise NotFound(f"no background job {job_id!r}")
+        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise Conflict(
+                f"job {job_id} is {job.status.value}; only failed or cancelled jobs are retried"
+            )
+        request = await self._store.get_data(job_id, "request")
+        if request is None:
+            raise Conflict(f"job {job_id}'s request is no longer kept")
+        spec = self._registry.get(job.processing_type)
+        items, _ = self._decode(job, request)
+        submission = Submission(
+            spec=spec,
+            items=items,
+            params=None,
+            workflow_id=job.workflow_id,
+            execution_id=job.execution_id,
+            node=job.node,
+            priority=job.priority,
+            timeout_s=job.timeout_s,
+        )
+        callback = (
+            job.callback.model_copy(
+                update={"state": "pending", "attempts": 0, "last_error": None, "delivered_at": None}
+            )
+            if job.callback
+            else None
+        )
+        return await self._create(submission, request, job.api, callback, trace_id)
+
+    # ---- restart, stop, status ---------------------------------------------------------------
+
+    async def resume(self) -> dict[str, int]:
+        """Take up what the last run left: queue again what waited or ran; fail sync jobs whose
+        requests died with the process."""
+        counts: Counter[str] = Counter()
+        for job in await self._store.unfinished():
+            if job.mode == "sync":
+                failed = (
+                    job.advance(JobStatus.RUNNING) if job.status is JobStatus.QUEUED else job
+                ).advance(
+                    JobStatus.FAILED,
+                    error=JobError(
+                        code="interrupted", message="the bridge stopped while this sync job ran"
+                    ),
+                )
+                await self._store.save(failed)
+                counts["sync_failed"] += 1
+                continue
+            if job.status is JobStatus.RUNNING:
+                job = job.model_copy(update={"interruptions": job.interruptions + 1})
+                if job.interruptions >= MAX_INTERRUPTIONS:
+                    await self._dead_job(job)
+                    counts["dead"] += 1
+                    continue
+                job = job.advance(JobStatus.QUEUED)
+                await self._store.save(job)
+                counts["rerun"] += 1
+            else:
+                counts["queued"] += 1
+            delay = max((job.retry_at or 0) - time.time(), 0.0)
+            queue = self.queues.get(job.queue or "") or self.queues["default"]
+            if delay:
+                self._enqueue_later(job, delay)
+            else:
+                queue.put(Entry(job.job_id, job.priority), force=True)
+        await self._store.flush()
+        if counts:
+            log.info("resumed background jobs: %s", dict(counts))
+        return dict(counts)
+
+    async def _dead_job(self, job: JobRecord) -> None:
+        error = Internal(
+            f"the bridge stopped {job.interruptions} times while this job ran; kept as a dead "
+            "letter (replay it from /admin/dead-letters)"
+        )
+        self._deliverer.record(
+            Delivery(
+                id=f"job_{job.job_id}",
+                kind="job",
+                state="dead",
+                url="",
+                job_id=job.job_id,
+                workflow_id=job.workflow_id,
+                trace_id=job.trace_id,
+                last_error=error.message,
+                dead_at=time.time(),
+            )
+        )
+        await self._finish(job, JobStatus.FAILED, error=error)
+
+    async def stop(self, bound_s: float) -> None:
+        """Stop taking jobs; give running ones `bound_s` to finish; the others stay recorded as
+        running and run again at the next start."""
+        self._stopping = True
+        running = [task for task, _ in self._running.values()]
+        if running:
+            log.info("waiting up to %.0f s for %d running job(s)", bound_s, len(running))
+            await asyncio.wait(running, timeout=bound_s)
+        for task in self._workers:
+            task.cancel()
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*self._workers, *running, return_exceptions=True)
+        self._workers.clear()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    @property
+    def queued(self) -> int:
+        return sum(queue.depth for queue in self.queues.values())
+
+    def status(self) -> dict[str, Any]:
+        in_flight = Counter(queue for _, queue in self._running.values())
+        return {
+            name: {
+                "depth": queue.depth,
+                "max_depth": queue.max_depth,
+                "in_flight": in_flight[name],
+                "concurrency": self.configs[name].concurrency,
+                "oldest_wait_s": round(queue.oldest_wait_s(), 3),
+                "overflow_to": self.configs[name].overflow_to,
+            }
+            for name, queue in self.queues.items()
+        }
+
+    async def _monitor(self) -> None:
+        while True:
+            self.check_thresholds()
+            await asyncio.sleep(MONITOR_INTERVAL_S)
+
+    def check_thresholds(self) -> None:
+        """Update the queue gauges; publish `queue.threshold` when a queue crosses its depth or
+        wait limit, and again when it is back under (with a margin, so it does not flap)."""
+        in_flight = Counter(queue for _, queue in self._running.values())
+        for name, queue in self.queues.items():
+            config = self.configs[name]
+            depth, wait = queue.depth, queue.oldest_wait_s()
+            self._metrics.queue_depth.labels(name).set(depth)
+            self._metrics.queue_in_flight.labels(name).set(in_flight[name])
+            self._metrics.queue_oldest_wait.labels(name).set(wait)
+            above = depth >= config.depth_threshold or wait >= config.wait_alert_s
+            below = depth < config.depth_threshold * 0.9 and wait < config.wait_alert_s * 0.9
+            alerting = self._alerting.get(name, False)
+            if (above and not alerting) or (below and alerting):
+                self._alerting[name] = above
+                self._bus.publish(
+                    "queue.threshold",
+                    data={
+                        "queue": name,
+                        "state": "above" if above else "below",
+                        "depth": depth,
+                        "depth_threshold": config.depth_threshold,
+                        "oldest_wait_s": round(wait, 3),
+                        "wait_threshold_s": config.wait_alert_s,
+                    },
+                )
+                log.log(
+                    logging.WARNING if above else logging.INFO,
+                    "queue %r %s its threshold (depth %d, oldest wait %.1f s)",
+                    name,
+                    "passed" if above else "is back under",
+                    depth,
+                    wait,
+                )
