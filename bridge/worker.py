@@ -359,7 +359,7 @@ class WorkerPool:
                 "workflow_id": job.workflow_id,
                 "execution_id": job.execution_id,
                 "status": job.status.value,
-                "items": orjson.Fragment(items),
+                "items": orjson.loads(items),
                 "errors": [e.to_dict() for e in errors],
                 "error": job.error.model_dump() if job.error else None,
                 "duration_ms": job.duration_ms,

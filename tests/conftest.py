@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from bridge.app import create_app
 from bridge.auth import mint_token
 from bridge.settings import Settings
+from tests.webhook_target import target  # noqa: F401 (a fixture for every test module)
 
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
 API_KEY = "test-api-key-0123456789"

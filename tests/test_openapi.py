@@ -38,7 +38,9 @@ async def test_protected_routes_declare_security(client: TestClient) -> None:
     spec = await spec_of(client)
     execute = spec["paths"][EXECUTE]["post"]
     assert execute["security"] == [{"bearerAuth": []}, {"apiKey": []}]
-    assert {"200", "400", "401", "403", "413", "415", "422", "202", "429"} <= set(execute["responses"])
+    assert {"200", "400", "401", "403", "413", "415", "422", "202", "429"} <= set(
+        execute["responses"]
+    )
     assert spec["paths"]["/health"]["get"]["security"] == []
 
 

@@ -175,7 +175,7 @@ class Database:
                     if not rows:
                         continue
                     table = self._tables[name]
-                    writes = [table.to_row(obj) for obj in rows.values() if obj is not _REMOVED]
+                    writes = _rows(table, rows)
                     if writes:
                         await db.executemany(table.write, writes)
                     removals = [(key,) for key, obj in rows.items() if obj is _REMOVED]
@@ -205,3 +205,17 @@ class Database:
         await self.fetch_one("SELECT 1")
         if self._writer is None or self._writer.done():
             raise RuntimeError("the database writer has stopped")
+
+
+def _rows(table: Table, pending: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The rows to write; an object that cannot become a row (a bug) is dropped with an error
+    logged, instead of failing every batch after it."""
+    rows = []
+    for key, obj in pending.items():
+        if obj is _REMOVED:
+            continue
+        try:
+            rows.append(table.to_row(obj))
+        except Exception:
+            log.exception("%s %s cannot be stored; dropped", table.name, key)
+    return rows

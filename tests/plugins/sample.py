@@ -9,6 +9,7 @@ import time
 from pydantic import BaseModel
 
 from bridge import Binary, Context, Item, processor
+from bridge.errors import IntegrationFailed
 
 # The blocking processor holds its worker thread until a test opens this gate.
 GATE = threading.Event()
@@ -103,3 +104,19 @@ def crash(items: list[Item], params: dict, ctx: Context) -> list:
 def log_item(item: Item, params: dict, ctx: Context) -> dict:
     ctx.log.info("processing item %d", item.index)
     return item.json
+
+
+FLAKY_CALLS: dict[str, int] = {}
+
+
+class Flaky(BaseModel):
+    failures: int = 1
+
+
+@processor("flaky", params=Flaky, batch=True)
+def flaky(items: list[Item], params: Flaky, ctx: Context) -> list:
+    """Fails retryably for the first `failures` runs of a job, then echoes."""
+    calls = FLAKY_CALLS[ctx.job_id] = FLAKY_CALLS.get(ctx.job_id, 0) + 1
+    if calls <= params.failures:
+        raise IntegrationFailed(f"the remote service is down (run {calls})")
+    return [item.json for item in items]

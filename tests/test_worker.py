@@ -1,0 +1,252 @@
+"""Background jobs through the API: accept, run, retry, cancel, call back, resume."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from standardwebhooks.webhooks import Webhook
+
+from tests.conftest import ClientFactory
+from tests.plugins import sample
+from tests.webhook_target import Target, json_of
+
+EXECUTE = "/api/v1/workflow/execute"
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def job(processing_type: str, items: list[dict[str, Any]] | None = None, **extra: Any) -> dict:
+    return {
+        "processing_type": processing_type,
+        "mode": "async",
+        "items": items if items is not None else [{"json": {"n": 1}}],
+        "workflow_id": "wf-1",
+        "execution_id": "ex-1",
+        **extra,
+    }
+
+
+async def finished(client: TestClient, auth: dict[str, str], job_id: str) -> dict[str, Any]:
+    for _ in range(400):
+        response = await client.get(f"/api/v1/workflow/status/{job_id}", headers=auth)
+        answer = await response.json()
+        if answer["status"] in ("completed", "failed", "cancelled"):
+            return answer  # type: ignore[no-any-return]
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"job {job_id} did not finish: {answer}")
+
+
+async def test_an_async_job_is_accepted_then_runs(client: TestClient, auth: dict[str, str]) -> None:
+    response = await client.post(EXECUTE, json=job("repeat", parameters={"times": 2}), headers=auth)
+    assert response.status == 202
+    accepted = await response.json()
+    assert accepted["status"] == "queued" and accepted["created"] is True
+    assert response.headers["Location"] == accepted["status_url"]
+    assert accepted["status_url"] == f"/api/v1/workflow/status/{accepted['job_id']}"
+    done = await finished(client, auth, accepted["job_id"])
+    assert done["status"] == "completed" and done["mode"] == "async"
+    assert done["queue"] == "default" and done["attempts"] == 1
+    assert [i["json"]["copy"] for i in done["items"]] == [0, 1]
+    assert all(i["pairedItem"] == {"item": 0} for i in done["items"])
+
+
+async def test_the_same_idempotency_key_gives_the_same_job(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    body = job("echo", idempotency_key="exec-7-node-a-batch-0")
+    answers = await asyncio.gather(
+        *(client.post(EXECUTE, json=body, headers=auth) for _ in range(5))
+    )
+    ids = {(await a.json())["job_id"] for a in answers}
+    assert len(ids) == 1
+    later = await (await client.post(EXECUTE, json=body, headers=auth)).json()
+    assert later["job_id"] in ids and later["created"] is False
+    listed = await (await client.get("/api/v1/status/wf-1", headers=auth)).json()
+    assert [j["job_id"] for j in listed["jobs"]] == list(ids)
+
+
+async def test_a_full_queue_answers_429_and_keeps_nothing(
+    make_client: ClientFactory, auth: dict[str, str]
+) -> None:
+    client = await make_client(queues=[{"name": "default", "concurrency": 1, "max_depth": 2}])
+    sample.GATE.clear()
+    try:
+        first = await client.post(EXECUTE, json=job("blocking"), headers=auth)
+        assert first.status == 202
+        await asyncio.to_thread(sample.ENTERED.wait, 10)  # running: the queue is empty again
+        for _ in range(2):
+            assert (await client.post(EXECUTE, json=job("echo"), headers=auth)).status == 202
+        refused = await client.post(EXECUTE, json=job("echo", workflow_id="wf-full"), headers=auth)
+        assert refused.status == 429
+        assert int(refused.headers["Retry-After"]) >= 1
+        error = (await refused.json())["error"]
+        assert error["code"] == "overloaded" and error["retryable"] is True
+        listed = await (await client.get("/api/v1/status/wf-full", headers=auth)).json()
+        assert listed["jobs"] == []
+    finally:
+        sample.GATE.set()
+
+
+async def test_routes_send_jobs_to_their_queue_and_overflow(
+    make_client: ClientFactory, auth: dict[str, str]
+) -> None:
+    client = await make_client(
+        queues=[{"name": "bulk", "concurrency": 1, "max_depth": 1, "overflow_to": "default"}],
+        routes=[{"queue": "bulk", "min_items": 3}],
+    )
+    sample.GATE.clear()
+    try:
+        big = [{"json": {"n": n}} for n in range(3)]
+        first = await (await client.post(EXECUTE, json=job("blocking", big), headers=auth)).json()
+        assert first["queue"] == "bulk"
+        await asyncio.to_thread(sample.ENTERED.wait, 10)
+        second = await (await client.post(EXECUTE, json=job("echo", big), headers=auth)).json()
+        third = await (await client.post(EXECUTE, json=job("echo", big), headers=auth)).json()
+        small = await (await client.post(EXECUTE, json=job("echo"), headers=auth)).json()
+        assert (second["queue"], third["queue"], small["queue"]) == ("bulk", "default", "default")
+    finally:
+        sample.GATE.set()
+
+
+async def test_retryable_failures_are_retried_with_backoff(
+    make_client: ClientFactory, auth: dict[str, str]
+) -> None:
+    client = await make_client(retry_base_s=0.01, job_max_attempts=3)
+    ok = await (
+        await client.post(EXECUTE, json=job("flaky", parameters={"failures": 2}), headers=auth)
+    ).json()
+    done = await finished(client, auth, ok["job_id"])
+    assert done["status"] == "completed" and done["attempts"] == 3
+    hopeless = await (
+        await client.post(EXECUTE, json=job("flaky", parameters={"failures": 5}), headers=auth)
+    ).json()
+    failed = await finished(client, auth, hopeless["job_id"])
+    assert failed["status"] == "failed" and failed["attempts"] == 3
+    assert failed["error"]["code"] == "integration"
+    assert "run 3" in failed["error"]["message"]
+
+
+async def test_cancel_queued_and_running_jobs(
+    make_client: ClientFactory, auth: dict[str, str]
+) -> None:
+    client = await make_client(queues=[{"name": "default", "concurrency": 1}])
+    running = await (
+        await client.post(EXECUTE, json=job("sleep", parameters={"seconds": 30}), headers=auth)
+    ).json()
+    queued = await (await client.post(EXECUTE, json=job("echo"), headers=auth)).json()
+    cancelled = await client.delete(f"/api/v1/workflow/{queued['job_id']}", headers=auth)
+    assert cancelled.status == 200 and (await cancelled.json())["status"] == "cancelled"
+    for _ in range(200):  # the sleeping job has started
+        state = await (
+            await client.get(f"/api/v1/workflow/status/{running['job_id']}", headers=auth)
+        ).json()
+        if state["status"] == "running":
+            break
+        await asyncio.sleep(0.02)
+    stopped = await client.delete(f"/api/v1/workflow/{running['job_id']}", headers=auth)
+    assert (await stopped.json())["status"] == "cancelled"
+    again = await client.delete(f"/api/v1/workflow/{running['job_id']}", headers=auth)
+    assert again.status == 409
+    assert "already cancelled" in (await again.json())["error"]["message"]
+    unknown = await client.delete("/api/v1/workflow/nope", headers=auth)
+    assert unknown.status == 404
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "not a url"])
+async def test_a_callback_url_must_be_http(
+    client: TestClient, auth: dict[str, str], url: str
+) -> None:
+    response = await client.post(EXECUTE, json=job("echo", callback_url=url), headers=auth)
+    assert response.status == 422
+    assert (await response.json())["error"]["details"][0]["pointer"] == "/callback_url"
+
+
+async def test_callback_is_signed_and_carries_the_result(
+    make_client: ClientFactory, auth: dict[str, str], target: Target
+) -> None:
+    client = await make_client(callback_secret=SECRET)
+    accepted = await (
+        await client.post(
+            EXECUTE,
+            json=job("repeat", callback_url=target.url(), parameters={"times": 1}),
+            headers={**auth, "X-Trace-ID": "trace-cb-000001"},
+        )
+    ).json()
+    [call] = await target.wait_for(1)
+    assert call.method == "POST"
+    Webhook(SECRET).verify(call.body, call.headers)  # raises unless the signature is right
+    assert call.headers["webhook-id"] == f"cb_{accepted['job_id']}"
+    assert call.headers["X-Trace-ID"] == "trace-cb-000001"
+    body = json_of(call)
+    assert body["job_id"] == accepted["job_id"] and body["status"] == "completed"
+    assert body["workflow_id"] == "wf-1" and body["execution_id"] == "ex-1"
+    assert body["items"] == [{"json": {"n": 1, "copy": 0}, "pairedItem": {"item": 0}}]
+    assert body["errors"] == [] and body["duration_ms"] >= 0
+    done = await finished(client, auth, accepted["job_id"])
+    for _ in range(100):
+        done = await finished(client, auth, accepted["job_id"])
+        if done["callback"]["state"] == "delivered":
+            break
+        await asyncio.sleep(0.02)
+    assert done["callback"]["state"] == "delivered" and done["callback"]["attempts"] == 1
+
+
+async def test_callback_retries_keep_the_webhook_id(
+    make_client: ClientFactory, auth: dict[str, str], target: Target
+) -> None:
+    """Down (connection refused is covered by 503s here), then 409 'is running already', then up."""
+    client = await make_client(callback_secret=SECRET, retry_base_s=0.01)
+    target.script = [503, 503, 409]
+    target.headers = {"Retry-After": "0"}
+    accepted = await (
+        await client.post(EXECUTE, json=job("echo", callback_url=target.url()), headers=auth)
+    ).json()
+    calls = await target.wait_for(4)
+    assert {c.headers["webhook-id"] for c in calls} == {f"cb_{accepted['job_id']}"}
+    await asyncio.sleep(0.2)
+    assert len(target.received) == 4  # delivered once it got its 200; nothing after
+
+
+async def test_a_404_ends_the_callback_as_a_dead_letter(
+    make_client: ClientFactory, auth: dict[str, str], target: Target
+) -> None:
+    client = await make_client(retry_base_s=0.01)
+    target.script = [404]
+    accepted = await (
+        await client.post(EXECUTE, json=job("echo", callback_url=target.url()), headers=auth)
+    ).json()
+    await target.wait_for(1)
+    for _ in range(100):
+        done = await finished(client, auth, accepted["job_id"])
+        if done["callback"]["state"] == "failed":
+            break
+        await asyncio.sleep(0.02)
+    assert done["callback"]["state"] == "failed"
+    assert "HTTP 404" in done["callback"]["last_error"]
+    await asyncio.sleep(0.1)
+    assert len(target.received) == 1
+
+
+async def test_a_get_callback_carries_the_outcome_in_the_query(
+    make_client: ClientFactory, auth: dict[str, str], target: Target
+) -> None:
+    client = await make_client(callback_secret=SECRET)
+    accepted = await (
+        await client.post(
+            EXECUTE,
+            json=job(
+                "echo", callback_url=target.url("/webhook-waiting/42?x=1"), callback_method="GET"
+            ),
+            headers=auth,
+        )
+    ).json()
+    [call] = await target.wait_for(1)
+    assert call.method == "GET" and call.path == "/webhook-waiting/42"
+    assert call.query["x"] == "1"
+    assert call.query["job_id"] == accepted["job_id"] and call.query["status"] == "completed"
+    assert call.query["item_count"] == "1"
+    # The signature covers the query the bridge added (after the URL's own `x=1`).
+    query = call.query_string.removeprefix("x=1&").encode()
+    Webhook(SECRET).verify(query, call.headers, json_parse=False)

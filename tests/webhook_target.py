@@ -1,0 +1,80 @@
+"""A real HTTP server on loopback that records webhooks and answers as a test tells it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    query: dict[str, str]
+    query_string: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Target:
+    server: TestServer | None = None
+    received: list[Received] = field(default_factory=list)
+    # Statuses to answer, in order; once used up, 200.
+    script: list[int] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def url(self, path: str = "/hook") -> str:
+        assert self.server is not None
+        return str(self.server.make_url(path))
+
+    async def handle(self, request: web.Request) -> web.Response:
+        status = self.script.pop(0) if self.script else 200
+        async with self.arrived:
+            self.received.append(
+                Received(
+                    request.method,
+                    request.path,
+                    dict(request.query),
+                    request.query_string,
+                    dict(request.headers),
+                    await request.read(),
+                )
+            )
+            self.arrived.notify_all()
+        return web.Response(
+            status=status,
+            text="ok" if status < 300 else "nope",
+            headers=self.headers if status >= 300 else None,
+        )
+
+    async def wait_for(self, count: int, timeout: float = 20) -> list[Received]:
+        """The first `count` requests received, once they are in."""
+        async with self.arrived:
+            await asyncio.wait_for(
+                self.arrived.wait_for(lambda: len(self.received) >= count), timeout
+            )
+        return self.received[:count]
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[Target]:
+    target = Target()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", target.handle)
+    target.server = TestServer(app, host="127.0.0.1")
+    await target.server.start_server()
+    yield target
+    await target.server.close()
+
+
+def json_of(received: Received) -> Any:
+    return orjson.loads(received.body)
