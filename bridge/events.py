@@ -46,6 +46,9 @@ class Event(BaseModel):
 
 
 class EventLog(Protocol):
+    @property
+    def last_id(self) -> int: ...
+
     def append(self, type: EventType, fields: dict[str, Any]) -> Event:
         """Give the event the next id and record it (written with the next group commit)."""
 
@@ -97,6 +100,10 @@ class EventBus:
         listener = Listener(accepts)
         self._listeners.add(listener)
         return listener
+
+    @property
+    def last_id(self) -> int:
+        return self._log.last_id
 
     def forget(self, listener: Listener) -> None:
         self._listeners.discard(listener)

@@ -113,6 +113,9 @@ class JobRecord(BaseModel):
     )
     error: JobError | None = None
     callback: Callback | None = None
+    reported: dict[str, Any] | None = Field(
+        None, description="what n8n reported of the workflow this job started (callbacks API)"
+    )
     retry_at: float | None = Field(None, description="a retry waits until then (Unix time)")
 
     def advance(self, status: JobStatus, **changes: Any) -> JobRecord:

@@ -114,6 +114,12 @@ def _operation(route: Route, refs: dict[Any, Any], keyed: list[Any]) -> dict[str
     if route.scope is not None:
         operation["security"] = [{"bearerAuth": []}, {"apiKey": []}]
         operation["description"] = f"Needs the `{route.scope}` scope (or `admin`)."
+        if route.signed:
+            operation["security"].append({})
+            operation["description"] += (
+                " Or, instead of a credential, Standard Webhooks headers (webhook-id, "
+                "webhook-timestamp, webhook-signature) signed with BRIDGE_CALLBACK_SECRET."
+            )
     else:
         operation["security"] = []
     if route.body is not None:
@@ -126,7 +132,9 @@ def _operation(route: Route, refs: dict[Any, Any], keyed: list[Any]) -> dict[str
         ok["content"] = {route.media_type: {"schema": _schema(route.response, refs, keyed)}}
     else:
         ok["content"] = {route.media_type: {"schema": {}}}
-    responses: dict[str, Any] = {"200": ok}
+    responses: dict[str, Any] = (
+        {"201": {**ok, "description": "Created"}} if route.created else {"200": ok}
+    )
     if route.accepted is not None:
         responses["202"] = {
             "description": "Accepted as a background job (mode async); Location: its status",

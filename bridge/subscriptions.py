@@ -7,11 +7,13 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from bridge.events import Event, EventType
 from bridge.ids import new_id
 from bridge.webhooks import Delivery
+
+_HTTP_URL = TypeAdapter(AnyHttpUrl)
 
 
 class SubscriptionRequest(BaseModel):
@@ -23,6 +25,11 @@ class SubscriptionRequest(BaseModel):
         None, min_length=1, max_length=256, description="only events of this workflow"
     )
     description: str | None = Field(None, max_length=512)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        return str(_HTTP_URL.validate_python(url))
 
 
 class Subscription(SubscriptionRequest):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from bridge.errors import ERROR_CODES
+from bridge.events import EVENT_TYPES
 from bridge.items import JsonFloat, JsonInt, N8nBinary, N8nItem, PairedItemRef
 from bridge.jobs import ItemErrorModel, JobRecord, JobStatus
+from bridge.subscriptions import Subscription
 
 Id = Field(None, min_length=1, max_length=256)
 
@@ -98,6 +100,58 @@ class WorkflowJobsQuery(BaseModel):
     limit: int = Field(50, ge=1, le=500)
     cursor: str | None = Field(None, max_length=512)
     execution_id: str | None = Field(None, min_length=1, max_length=256)
+
+
+class EventsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow_id: str | None = Field(None, min_length=1, max_length=256)
+    type: str | None = Field(
+        None, max_length=512, description="event types, comma-separated (default: all)"
+    )
+    last_event_id: int | None = Field(
+        None, ge=0, description="resume after this event (the Last-Event-ID header wins)"
+    )
+
+    @field_validator("type")
+    @classmethod
+    def _known_types(cls, value: str | None) -> str | None:
+        for name in (value or "").split(","):
+            if name and name not in EVENT_TYPES:
+                raise ValueError(f"unknown event type {name!r} (known: {', '.join(EVENT_TYPES)})")
+        return value
+
+
+class DeadLettersQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(50, ge=1, le=500)
+    before: float | None = Field(None, description="next_before of the previous page")
+
+
+class IncomingCallback(BaseModel):
+    """What n8n reports of a workflow run the bridge started."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["completed", "failed", "success", "error"]
+    job_id: str | None = Field(None, max_length=64, description="the bridge job that started it")
+    execution_id: str | None = Field(None, max_length=256)
+    error: Any = None
+    data: Any = None
+
+
+class CallbackAck(BaseModel):
+    accepted: bool
+    duplicate: bool = Field(description="true: this webhook-id was applied before; nothing changed")
+
+
+class SubscriptionList(BaseModel):
+    subscriptions: list[Subscription]
+
+
+class Deleted(BaseModel):
+    deleted: str
 
 
 class ProcessorOptions(BaseModel):

@@ -9,24 +9,31 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 
-from bridge.api import execute, health, processors, status
+from bridge.api import admin, callbacks, events, execute, health, processors, status
 from bridge.api.models import (
     Accepted,
+    CallbackAck,
+    DeadLettersQuery,
+    Deleted,
+    EventsQuery,
     ExecuteRequest,
     ExecuteResponse,
     Health,
     HybridRequest,
     HybridResponse,
+    IncomingCallback,
     JobPage,
     JobStatusResponse,
     ProcessorList,
     Ready,
+    SubscriptionList,
     WorkflowJobsQuery,
 )
 from bridge.auth import authorize
 from bridge.jobs import JobRecord
 from bridge.keys import AUTH
 from bridge.settings import Scope
+from bridge.subscriptions import Subscription, SubscriptionRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +51,8 @@ class Route:
     also: tuple[int, ...] = ()  # error statuses besides those every route of its kind may give
     also_ok: tuple[int, ...] = ()  # statuses answered with `response` besides 200
     accepted: type[BaseModel] | None = None  # the 202 answer, for routes that queue work
+    signed: bool = False  # a Standard Webhooks signature may stand in for the credential
+    created: bool = False  # answers 201 with `response`
 
 
 ROUTES: tuple[Route, ...] = (
@@ -102,6 +111,104 @@ ROUTES: tuple[Route, ...] = (
         response=JobPage,
     ),
     Route(
+        "POST",
+        "/api/v1/callbacks/{workflow_id}",
+        callbacks.receive,
+        "n8n reports the outcome of a workflow the bridge started",
+        "jobs",
+        "execute",
+        body=IncomingCallback,
+        response=CallbackAck,
+        signed=True,
+    ),
+    Route(
+        "GET",
+        "/api/v1/events",
+        events.stream,
+        "Server-Sent Events; Last-Event-ID resumes",
+        "events",
+        "status",
+        query=EventsQuery,
+        media_type="text/event-stream",
+    ),
+    Route(
+        "POST",
+        "/api/v1/subscriptions",
+        events.subscribe,
+        "Subscribe a URL to events (webhooks, signed like callbacks)",
+        "events",
+        "admin",
+        body=SubscriptionRequest,
+        response=Subscription,
+        created=True,
+    ),
+    Route(
+        "GET",
+        "/api/v1/subscriptions",
+        events.list_subscriptions,
+        "Every webhook subscription",
+        "events",
+        "admin",
+        response=SubscriptionList,
+    ),
+    Route(
+        "GET",
+        "/api/v1/subscriptions/{subscription_id}",
+        events.get_subscription,
+        "One webhook subscription",
+        "events",
+        "admin",
+        response=Subscription,
+        also=(404,),
+    ),
+    Route(
+        "DELETE",
+        "/api/v1/subscriptions/{subscription_id}",
+        events.unsubscribe,
+        "Remove a webhook subscription",
+        "events",
+        "admin",
+        response=Deleted,
+        also=(404,),
+    ),
+    Route("GET", "/admin/status", admin.status, "This instance's state", "admin", "admin"),
+    Route(
+        "GET",
+        "/admin/dead-letters",
+        admin.dead_letters,
+        "Dead letters, newest first",
+        "admin",
+        "admin",
+        query=DeadLettersQuery,
+    ),
+    Route(
+        "POST",
+        "/admin/dead-letters/{letter_id}/replay",
+        admin.replay,
+        "Send a dead webhook again, or run a dead job again",
+        "admin",
+        "admin",
+        also=(404, 409),
+    ),
+    Route(
+        "POST",
+        "/admin/jobs/{job_id}/retry",
+        admin.retry_job,
+        "Run a failed or cancelled background job again, as a new job",
+        "admin",
+        "admin",
+        accepted=Accepted,
+        also=(404, 409, 429),
+    ),
+    Route(
+        "POST",
+        "/admin/drain",
+        admin.drain,
+        "Stop taking background jobs; /ready turns 503 (the blue-green switch)",
+        "admin",
+        "admin",
+    ),
+    Route(
         "GET",
         "/api/v1/processors",
         processors.list_processors,
@@ -134,7 +241,7 @@ ROUTES: tuple[Route, ...] = (
 
 def guarded(route: Route) -> Handler:
     """The route's handler behind authentication and its scope check."""
-    if route.scope is None:
+    if route.scope is None or route.signed:  # a signed route's handler checks for itself
         return route.handler
     scope = route.scope
     inner = route.handler

@@ -1,0 +1,114 @@
+"""Operations (scope admin): status, dead letters and their replay, retrying a job, draining."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from bridge import __version__
+from bridge.api.body import json_response, parse_query
+from bridge.api.models import DeadLettersQuery
+from bridge.errors import NotFound
+from bridge.keys import (
+    BREAKERS,
+    DELIVERER,
+    EVENTS,
+    LIFECYCLE,
+    OUTBOX,
+    SETTINGS,
+    TRACE_ID,
+    WORKERS,
+)
+
+
+async def status(request: web.Request) -> web.Response:
+    app = request.app
+    settings, lifecycle, workers = app[SETTINGS], app[LIFECYCLE], app[WORKERS]
+    return json_response(
+        {
+            "color": settings.color,
+            "version": __version__,
+            "uptime_s": round(lifecycle.uptime_s, 3),
+            "draining": lifecycle.draining,
+            "backends": {"store": "sqlite", "queues": "memory", "data_dir": str(settings.data_dir)},
+            "queues": workers.status(),
+            "workers": {"in_flight": workers.in_flight, "queued": workers.queued},
+            "deliveries": {"in_flight": app[DELIVERER].in_flight},
+            "dead_letters": await app[OUTBOX].count_dead(),
+            "breakers": app[BREAKERS].states(),
+            "last_event_id": app[EVENTS].last_id,
+        }
+    )
+
+
+async def dead_letters(request: web.Request) -> web.Response:
+    query = parse_query(request, DeadLettersQuery)
+    letters = await request.app[OUTBOX].dead_letters(query.limit, query.before)
+    more = len(letters) == query.limit
+    return json_response(
+        {
+            "dead_letters": [letter.model_dump(mode="json") for letter in letters],
+            "next_before": letters[-1].created_at if more else None,
+        }
+    )
+
+
+async def replay(request: web.Request) -> web.Response:
+    """Send a dead callback or event webhook again (same webhook-id, attempts from zero), or
+    run a dead job again as a new job."""
+    letter_id = request.match_info["letter_id"]
+    outbox = request.app[OUTBOX]
+    letter = await outbox.get(letter_id)
+    if letter is None or letter.state != "dead":
+        raise NotFound(f"no dead letter {letter_id!r}")
+    answer: dict[str, object] = {"replayed": letter_id}
+    if letter.kind == "job":
+        assert letter.job_id is not None
+        job = await request.app[WORKERS].retry(letter.job_id, request[TRACE_ID])
+        outbox.done(letter_id)
+        answer["job_id"] = job.job_id
+    else:
+        request.app[DELIVERER].send(
+            letter.model_copy(
+                update={
+                    "state": "pending",
+                    "attempts": 0,
+                    "dead_at": None,
+                    "created_at": time.time(),
+                }
+            )
+        )
+    return json_response(answer)
+
+
+async def retry_job(request: web.Request) -> web.Response:
+    job = await request.app[WORKERS].retry(request.match_info["job_id"], request[TRACE_ID])
+    status_url = f"/api/v1/workflow/status/{job.job_id}"
+    return json_response(
+        {
+            "job_id": job.job_id,
+            "status": job.status,
+            "status_url": status_url,
+            "queue": job.queue,
+            "created": True,
+        },
+        status=202,
+        headers={"Location": status_url},
+    )
+
+
+async def drain(request: web.Request) -> web.Response:
+    """From now on: /ready answers 503 and new background jobs are refused; jobs already
+    accepted still run. The blue-green switch calls this on the colour it leaves."""
+    app = request.app
+    app[LIFECYCLE].drain("asked by POST /admin/drain")
+    workers = app[WORKERS]
+    return json_response(
+        {
+            "draining": True,
+            "in_flight": workers.in_flight,
+            "queued": workers.queued,
+            "deliveries": app[DELIVERER].in_flight,
+        }
+    )

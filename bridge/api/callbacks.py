@@ -1,0 +1,51 @@
+"""POST /api/v1/callbacks/{workflow_id}: n8n reports the outcome of a workflow the bridge
+started (with the `n8n_trigger` processor). Verified by a Standard Webhooks signature
+(BRIDGE_CALLBACK_SECRET) or a JWT / API key with the execute scope; a repeated `webhook-id`
+changes nothing."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bridge.api.body import json_response, read_model
+from bridge.api.models import IncomingCallback
+from bridge.auth import authorize
+from bridge.errors import AuthenticationFailed
+from bridge.keys import AUTH, DELIVERER, EVENTS, OUTBOX, STORE
+
+
+async def receive(request: web.Request) -> web.Response:
+    webhook_id = request.headers.get("webhook-id")
+    if "webhook-signature" in request.headers:
+        signer = request.app[DELIVERER].signer
+        if not signer.enabled:
+            raise AuthenticationFailed(
+                "signed callbacks need BRIDGE_CALLBACK_SECRET on the bridge; send a JWT instead"
+            )
+        if not signer.verify(await request.read(), dict(request.headers)):
+            raise AuthenticationFailed(
+                "the webhook signature does not match (or webhook-timestamp is more than 5 "
+                "minutes off)",
+                description="sign `{webhook-id}.{webhook-timestamp}.{body}` with HMAC-SHA256 "
+                "and the whsec_ key of BRIDGE_CALLBACK_SECRET",
+            )
+    else:
+        authorize(request.app[AUTH].authenticate(request.headers), "execute")
+    body = await read_model(request, IncomingCallback)
+    workflow_id = request.match_info["workflow_id"]
+    if webhook_id and not await request.app[OUTBOX].first_time(webhook_id):
+        return json_response({"accepted": True, "duplicate": True})
+    job = await request.app[STORE].get(body.job_id) if body.job_id else None
+    if job is not None:
+        await request.app[STORE].save(
+            job.model_copy(update={"reported": body.model_dump(mode="json")}), durable=True
+        )
+    failed = body.status in ("failed", "error")
+    request.app[EVENTS].publish(
+        "workflow.failed" if failed else "workflow.completed",
+        job_id=body.job_id,
+        workflow_id=workflow_id,
+        execution_id=body.execution_id,
+        data={"source": "n8n", "status": body.status, "error": body.error, "data": body.data},
+    )
+    return json_response({"accepted": True, "duplicate": False})

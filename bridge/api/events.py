@@ -1,0 +1,106 @@
+"""GET /api/v1/events (Server-Sent Events) and the webhook subscriptions to events."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from bridge.api.body import json_response, parse_query, read_model
+from bridge.api.models import EventsQuery
+from bridge.errors import NotFound, ValidationFailed
+from bridge.events import Event, matches
+from bridge.keys import EVENTS, SUBSCRIPTIONS
+from bridge.subscriptions import SubscriptionRequest
+
+HEARTBEAT_S = 15.0
+REPLAY_PAGE = 500
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """Events as they happen, after those since `Last-Event-ID` (header, or `last_event_id`)."""
+    query = parse_query(request, EventsQuery)
+    bus = request.app[EVENTS]
+    types = tuple(t for t in (query.type or "").split(",") if t)
+    after = _last_event_id(request, query.last_event_id)
+    # Listen before replaying, so nothing published in between is missed; ids skip repeats.
+    listener = bus.listen(matches(types, query.workflow_id))
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    try:
+        await response.prepare(request)
+        await response.write(b"retry: 2000\n\n")
+        if after is None:
+            after = bus.last_id
+        while page := await bus.since(after, types=types, workflow_id=query.workflow_id):
+            for event in page:
+                await response.write(_frame(event))
+            after = page[-1].id
+            if len(page) < REPLAY_PAGE:
+                break
+        while not listener.overflowed.is_set():
+            try:
+                event = await asyncio.wait_for(listener.next(), HEARTBEAT_S)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if event.id > after:
+                await response.write(_frame(event))
+                after = event.id
+        # Too slow to keep up: end the stream; the client resumes from the log.
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        bus.forget(listener)
+    return response
+
+
+def _last_event_id(request: web.Request, from_query: int | None) -> int | None:
+    header = request.headers.get("Last-Event-ID")
+    if header is None:
+        return from_query
+    if not header.isdigit():
+        raise ValidationFailed(
+            f"Last-Event-ID must be an event id (a number), not {header[:40]!r}",
+            details=[{"pointer": "/headers/Last-Event-ID", "message": "not an event id"}],
+        )
+    return int(header)
+
+
+def _frame(event: Event) -> bytes:
+    return f"id: {event.id}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n".encode()
+
+
+async def subscribe(request: web.Request) -> web.Response:
+    body = await read_model(request, SubscriptionRequest)
+    subscription = await request.app[SUBSCRIPTIONS].add(body)
+    return json_response(
+        subscription.model_dump(mode="json"),
+        status=201,
+        headers={"Location": f"/api/v1/subscriptions/{subscription.id}"},
+    )
+
+
+async def list_subscriptions(request: web.Request) -> web.Response:
+    subscriptions = request.app[SUBSCRIPTIONS].all()
+    return json_response({"subscriptions": [s.model_dump(mode="json") for s in subscriptions]})
+
+
+async def get_subscription(request: web.Request) -> web.Response:
+    subscription_id = request.match_info["subscription_id"]
+    subscription = request.app[SUBSCRIPTIONS].get(subscription_id)
+    if subscription is None:
+        raise NotFound(f"no subscription {subscription_id!r}")
+    return json_response(subscription.model_dump(mode="json"))
+
+
+async def unsubscribe(request: web.Request) -> web.Response:
+    subscription_id = request.match_info["subscription_id"]
+    if not await request.app[SUBSCRIPTIONS].remove(subscription_id):
+        raise NotFound(f"no subscription {subscription_id!r}")
+    return json_response({"deleted": subscription_id})
