@@ -115,8 +115,10 @@ class Flaky(BaseModel):
 
 @processor("flaky", params=Flaky, batch=True)
 def flaky(items: list[Item], params: Flaky, ctx: Context) -> list:
-    """Fails retryably for the first `failures` runs of a job, then echoes."""
-    calls = FLAKY_CALLS[ctx.job_id] = FLAKY_CALLS.get(ctx.job_id, 0) + 1
+    """Fails retryably for the first `failures` runs of a job (or of every job whose first item
+    has the same json.key), then echoes."""
+    key = str(items[0].json.get("key", ctx.job_id)) if items else ctx.job_id
+    calls = FLAKY_CALLS[key] = FLAKY_CALLS.get(key, 0) + 1
     if calls <= params.failures:
         raise IntegrationFailed(f"the remote service is down (run {calls})")
     return [item.json for item in items]

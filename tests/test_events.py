@@ -1,0 +1,202 @@
+"""The event bus through the API: SSE with resume, webhook subscriptions, incoming callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+from standardwebhooks.webhooks import Webhook
+
+from bridge.events import EventBus
+from bridge.metrics import Metrics
+from bridge.settings import Settings
+from tests.conftest import ClientFactory, token
+from tests.webhook_target import Target, json_of
+
+EXECUTE = "/api/v1/workflow/execute"
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def admin(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(settings, 'admin')}"}
+
+
+async def run_job(client: TestClient, auth: dict[str, str], workflow_id: str) -> str:
+    body = {
+        "processing_type": "echo",
+        "mode": "async",
+        "items": [{"json": {}}],
+        "workflow_id": workflow_id,
+    }
+    answer = await (await client.post(EXECUTE, json=body, headers=auth)).json()
+    return str(answer["job_id"])
+
+
+async def read_events(response: Any, count: int) -> list[dict[str, Any]]:
+    """Parse `count` SSE events from a streaming response."""
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    while len(events) < count:
+        line = (await asyncio.wait_for(response.content.readline(), 10)).decode().rstrip("\n")
+        if not line:
+            if "data" in current:
+                events.append(current)
+            current = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            current[name] = orjson.loads(value) if name == "data" else value
+    return events
+
+
+async def test_sse_streams_filtered_events_and_resumes(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    url = "/api/v1/events?workflow_id=wf-sse&type=workflow.queued,workflow.completed"
+    async with client.get(url, headers=auth) as stream:
+        assert stream.headers["Content-Type"] == "text/event-stream"
+        await run_job(client, auth, "wf-other")
+        job_id = await run_job(client, auth, "wf-sse")
+        events = await read_events(stream, 2)
+    assert [e["event"] for e in events] == ["workflow.queued", "workflow.completed"]
+    assert all(e["data"]["job_id"] == job_id for e in events)
+    assert int(events[0]["id"]) < int(events[1]["id"])
+    # Reconnect with the first event's id: the second comes again from the log.
+    headers = {**auth, "Last-Event-ID": events[0]["id"]}
+    async with client.get(url, headers=headers) as again:
+        [replayed] = await read_events(again, 1)
+    assert replayed["id"] == events[1]["id"] and replayed["data"]["job_id"] == job_id
+
+
+async def test_sse_refuses_unknown_types_and_bad_ids(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    bad_type = await client.get("/api/v1/events?type=workflow.exploded", headers=auth)
+    assert bad_type.status == 422
+    assert "unknown event type 'workflow.exploded'" in (await bad_type.json())["error"]["message"]
+    bad_id = await client.get("/api/v1/events", headers={**auth, "Last-Event-ID": "abc"})
+    assert bad_id.status == 422
+
+
+async def test_a_slow_listener_never_blocks_the_publisher(settings: Settings) -> None:
+    class Log:
+        last_id = 0
+
+        def append(self, type: Any, fields: dict[str, Any]) -> Any:
+            from bridge.events import Event
+
+            self.last_id += 1
+            return Event(id=self.last_id, type=type, **fields)
+
+        async def since(self, *args: Any, **kwargs: Any) -> list[Any]:
+            return []
+
+    metrics = Metrics(None)
+    bus = EventBus(Log(), metrics)
+    slow = bus.listen(lambda event: True)
+    for _ in range(1500):  # more than the listener's buffer; nobody reads it
+        bus.publish("workflow.queued", workflow_id="wf")
+    assert slow.overflowed.is_set()
+    assert metrics.events_dropped._value.get() == 500
+
+
+async def test_subscriptions_get_signed_event_webhooks(
+    make_client: ClientFactory, settings: Settings, auth: dict[str, str], target: Target
+) -> None:
+    client = await make_client(callback_secret=SECRET)
+    created = await client.post(
+        "/api/v1/subscriptions",
+        json={
+            "url": target.url("/trigger"),
+            "events": ["workflow.completed"],
+            "workflow_id": "wf-s",
+        },
+        headers=admin(settings),
+    )
+    assert created.status == 201
+    subscription = await created.json()
+    assert created.headers["Location"] == f"/api/v1/subscriptions/{subscription['id']}"
+    fetched = await client.get(created.headers["Location"], headers=admin(settings))
+    assert (await fetched.json())["url"] == target.url("/trigger")
+    await run_job(client, auth, "wf-not-this-one")
+    job_id = await run_job(client, auth, "wf-s")
+    [call] = await target.wait_for(1)
+    Webhook(SECRET).verify(call.body, call.headers)
+    event = json_of(call)
+    assert event["type"] == "workflow.completed" and event["job_id"] == job_id
+    gone = await client.delete(created.headers["Location"], headers=admin(settings))
+    assert gone.status == 200
+    assert (await client.get(created.headers["Location"], headers=admin(settings))).status == 404
+    await run_job(client, auth, "wf-s")
+    await asyncio.sleep(0.2)
+    assert len(target.received) == 1
+
+
+async def test_subscriptions_need_admin_and_an_http_url(
+    client: TestClient, settings: Settings, auth: dict[str, str]
+) -> None:
+    body = {"url": "http://127.0.0.1:9/x", "events": ["workflow.failed"]}
+    assert (await client.post("/api/v1/subscriptions", json=body, headers=auth)).status == 403
+    bad = {"url": "gopher://x", "events": ["workflow.failed"]}
+    refused = await client.post("/api/v1/subscriptions", json=bad, headers=admin(settings))
+    assert refused.status == 422
+    assert (await refused.json())["error"]["details"][0]["pointer"] == "/url"
+
+
+def signed(body: bytes, webhook_id: str, secret: str = SECRET) -> dict[str, str]:
+    from datetime import UTC, datetime
+
+    now = int(time.time())
+    signature = Webhook(secret).sign(webhook_id, datetime.fromtimestamp(now, UTC), body.decode())
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(now),
+        "webhook-signature": signature,
+        "Content-Type": "application/json",
+    }
+
+
+async def test_incoming_callbacks_are_verified_and_applied_once(
+    make_client: ClientFactory, auth: dict[str, str]
+) -> None:
+    client = await make_client(callback_secret=SECRET)
+    job_id = await run_job(client, auth, "wf-in")
+    body = orjson.dumps({"status": "success", "job_id": job_id, "execution_id": "991"})
+    url = "/api/v1/callbacks/wf-in"
+    async with client.get(
+        "/api/v1/events?workflow_id=wf-in&type=workflow.completed&last_event_id=0", headers=auth
+    ) as stream:
+        first = await client.post(url, data=body, headers=signed(body, "msg_1"))
+        assert await first.json() == {"accepted": True, "duplicate": False}
+        repeat = await client.post(url, data=body, headers=signed(body, "msg_1"))
+        assert await repeat.json() == {"accepted": True, "duplicate": True}
+        events = await read_events(stream, 2)  # the job's own completion, then n8n's report
+    assert events[1]["data"]["data"]["source"] == "n8n"
+    assert events[1]["data"]["execution_id"] == "991"
+    status = await (await client.get(f"/api/v1/workflow/status/{job_id}", headers=auth)).json()
+    assert status["reported"]["status"] == "success"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"webhook-id": "m", "webhook-timestamp": "1", "webhook-signature": "v1,AAAA"},
+        {"webhook-id": "m", "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1"},
+        {},
+    ],
+    ids=["stale-and-wrong", "malformed", "no-credential"],
+)
+async def test_incoming_callbacks_without_a_valid_signature_are_refused(
+    make_client: ClientFactory, headers: dict[str, str]
+) -> None:
+    client = await make_client(callback_secret=SECRET)
+    response = await client.post(
+        "/api/v1/callbacks/wf",
+        data=b'{"status": "success"}',
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert response.status == 401
+    assert (await response.json())["error"]["code"] == "auth"
