@@ -250,3 +250,47 @@ async def test_a_get_callback_carries_the_outcome_in_the_query(
     # The signature covers the query the bridge added (after the URL's own `x=1`).
     query = call.query_string.removeprefix("x=1&").encode()
     Webhook(SECRET).verify(query, call.headers, json_parse=False)
+
+
+async def test_a_target_that_is_down_then_up_gets_every_callback_once(
+    make_client: ClientFactory, auth: dict[str, str]
+) -> None:
+    """Connection refused for a while (the breaker opens), then the target starts: every job's
+    callback arrives, each with its one webhook-id."""
+    import socket
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = await make_client(retry_base_s=0.02, breaker_failures=2, breaker_reset_s=0.2)
+    url = f"http://127.0.0.1:{port}/hook"
+    ids = [
+        (
+            await (
+                await client.post(EXECUTE, json=job("echo", callback_url=url), headers=auth)
+            ).json()
+        )["job_id"]
+        for _ in range(10)
+    ]
+    await asyncio.sleep(0.5)  # every first attempt has failed by now
+    received: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(request.headers["webhook-id"])
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    try:
+        for _ in range(500):
+            if len(set(received)) == len(ids):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await server.close()
+    assert sorted(received) == sorted(f"cb_{job_id}" for job_id in ids)
