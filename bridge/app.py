@@ -45,6 +45,7 @@ from bridge.keys import (
 )
 from bridge.lifecycle import Lifecycle
 from bridge.metrics import Metrics
+from bridge.n8n_client import N8nClient
 from bridge.openapi import build_spec
 from bridge.processors.registry import Registry
 from bridge.runner import Runner
@@ -116,7 +117,8 @@ async def _http(app: web.Application) -> AsyncIterator[None]:
 
 async def _execution(app: web.Application) -> AsyncIterator[None]:
     smtp = SmtpPool(app[SETTINGS])
-    app[SERVICES] = Services(ledger=app[STORE], smtp=smtp)
+    n8n = N8nClient(app[SETTINGS], app[HTTP], app[BREAKERS])
+    app[SERVICES] = Services(ledger=app[STORE], smtp=smtp, n8n=n8n)
     app[EXECUTION] = Execution(
         app[SETTINGS], app[REGISTRY], app[RUNNER], app[STORE], app[METRICS], app[SERVICES]
     )

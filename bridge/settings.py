@@ -157,6 +157,10 @@ class Settings(BaseModel):
         5, ge=1, description="failures in a row that open a host's breaker"
     )
     breaker_reset_s: float = Field(30.0, gt=0, description="an open breaker tries again after")
+    # n8n, for the n8n_trigger processor
+    n8n_url: str | None = Field(None, description="n8n's base URL, for relative webhook paths")
+    n8n_timeout_s: float = Field(30.0, gt=0)
+    n8n_max_attempts: int = Field(3, ge=1, le=20)
     events_retention_s: int = Field(7 * 24 * 3600, ge=60)
     events_max: int = Field(1_000_000, ge=1000)
     dead_letter_retention_s: int = Field(30 * 24 * 3600, ge=60)

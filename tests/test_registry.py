@@ -101,7 +101,14 @@ def test_modules_load_with_builtins(module_dir: Path) -> None:
     """,
     )
     registry = Registry.load(["plug_a"], use_entry_points=False)
-    assert registry.names() == ["echo", "email_send", "shout", "template_render", "validation"]
+    assert registry.names() == [
+        "echo",
+        "email_send",
+        "n8n_trigger",
+        "shout",
+        "template_render",
+        "validation",
+    ]
 
 
 def test_an_import_error_names_the_module(module_dir: Path) -> None:

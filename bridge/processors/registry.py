@@ -33,6 +33,7 @@ ENTRY_POINT_GROUP = "n8n_bridge.processors"
 BUILTIN_MODULES = (
     "bridge.processors.echo",
     "bridge.processors.email_send",
+    "bridge.processors.n8n_trigger",
     "bridge.processors.template_render",
     "bridge.processors.validation",
 )

@@ -1,0 +1,104 @@
+"""`n8n_trigger`: start an n8n workflow (through its Webhook trigger) for each item, or once for
+all items — the way the router sends work back to n8n.
+
+With an idempotency key (the request's, plus the item's index), each call is claimed in the
+ledger first and recorded after n8n took it: a retried job does not start the workflow twice, and
+a call whose outcome is unknown (the bridge died mid-call) is reported, not repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.errors import IntegrationFailed, Internal
+from bridge.items import Item
+from bridge.n8n_client import N8nClient
+from bridge.processors.registry import Context, processor
+from bridge.stores.base import Ledger
+
+CALLS_AT_ONCE = 8
+
+
+class TriggerParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    webhook: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="the Webhook trigger's URL, or its path (webhook/...) under BRIDGE_N8N_URL",
+    )
+    method: Literal["POST", "PUT", "PATCH", "GET"] = "POST"
+    per: Literal["item", "job"] = Field(
+        "item",
+        description="item: one call per item (its json as the body); job: one call "
+        'with every item (`{"items": [...]}`)',
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+    result_field: str = Field("n8n", min_length=1, description="where n8n's answer goes")
+
+
+@processor("n8n_trigger", params=TriggerParams, batch=True, max_attempts=3)
+async def n8n_trigger(items: list[Item], params: TriggerParams, ctx: Context) -> list[Any]:
+    """Starts an n8n workflow through its Webhook trigger, per item or once per job."""
+    if ctx.services is None or ctx.services.n8n is None:
+        raise Internal("n8n_trigger needs the bridge's services (it cannot run in a process pool)")
+    client, ledger = ctx.services.n8n, ctx.services.ledger
+    url = client.url_for(params.webhook)
+    headers = {**params.headers, "X-Bridge-Job-ID": ctx.job_id, "X-Trace-ID": ctx.trace_id}
+    if params.per == "job":
+        payload = {"items": [item.json for item in items], "job_id": ctx.job_id}
+        answer = await _call(client, ledger, url, payload, params, headers, _key(ctx, "all"))
+        if isinstance(answer, Exception):
+            raise answer
+        return [{**item.json, params.result_field: answer} for item in items]
+    gate = asyncio.Semaphore(CALLS_AT_ONCE)
+
+    async def one(item: Item) -> Any:
+        async with gate:
+            answer = await _call(
+                client, ledger, url, item.json, params, headers, _key(ctx, str(item.index))
+            )
+        return (
+            answer if isinstance(answer, Exception) else {**item.json, params.result_field: answer}
+        )
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+def _key(ctx: Context, part: str) -> str | None:
+    return f"n8n:{ctx.idempotency_key}:{part}" if ctx.idempotency_key else None
+
+
+async def _call(
+    client: N8nClient,
+    ledger: Ledger,
+    url: str,
+    payload: Any,
+    params: TriggerParams,
+    headers: dict[str, str],
+    key: str | None,
+) -> dict[str, Any] | Exception:
+    if key is not None:
+        entry = await ledger.claim(key)
+        if entry is not None:
+            if entry.state == "sent":
+                return {**(entry.result or {}), "duplicate": True}
+            return IntegrationFailed(
+                f"the call with idempotency key {key.removeprefix('n8n:')!r} started earlier and "
+                "its outcome is unknown; it is not made again",
+                retryable=False,
+            )
+        headers = {**headers, "Idempotency-Key": key.removeprefix("n8n:")}
+    try:
+        status, answer = await client.call(url, payload, method=params.method, headers=headers)
+    except IntegrationFailed as exc:
+        if key is not None:
+            await ledger.release(key)  # n8n did not take it: a retry may call again
+        return exc
+    result = {"status": status, "response": answer, "duplicate": False}
+    if key is not None:
+        await ledger.settle(key, result)
+    return result
