@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Run a benchmark: bash bench/run.sh NAME [args]  (NAME: http_sync)
-# Installs what it needs: .venv with the project, and wrk and hey from Debian.
+# Run a benchmark: bash bench/run.sh NAME [args]  (NAME: a module of bench/)
+# Installs what it needs: .venv with the project (test and bench extras), and wrk, hey and
+# redis-server from Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/venv.sh
-ensure_venv test
+ensure_venv test,bench
 apt_ensure wrk wrk
 apt_ensure hey hey
+apt_ensure redis-server redis-server
 name=${1:?usage: bash bench/run.sh NAME [args]}
 shift
 exec .venv/bin/python -m "bench.$name" "$@"
