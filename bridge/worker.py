@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 MAX_INTERRUPTIONS = 3
 MONITOR_INTERVAL_S = 1.0
+# A job accepted here keeps its decoded items for its first run, saving a read and a decode;
+# within this budget of request bytes (beyond it, and after a restart, the store has them).
+DECODED_BUDGET_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,8 @@ class WorkerPool:
         self._running: dict[str, tuple[asyncio.Task[None], str]] = {}
         self._cancelling: set[str] = set()
         self._reserving: dict[str, asyncio.Future[JobRecord]] = {}
+        self._decoded: dict[str, tuple[list[Any], Any, int]] = {}  # job id → items, params, size
+        self._decoded_bytes = 0
         self._workers: list[asyncio.Task[None]] = []
         self._alerting: dict[str, bool] = {}
         self._stopping = False
@@ -172,9 +177,13 @@ class WorkerPool:
             await self._store.save(job, durable=True, request=request)
         finally:
             self._reserved[queue] -= 1
+        fits = self._decoded_bytes + len(request) <= DECODED_BUDGET_BYTES
+        if fits and submission.params is not None:
+            self._decoded[job.job_id] = (submission.items, submission.params, len(request))
+            self._decoded_bytes += len(request)
         self.queues[queue].put(Entry(job.job_id, job.priority), force=True)
         self._publish("workflow.queued", job, queue=queue)
-        log.info("job %s queued in %r (%d items)", job.job_id, queue, job.item_count)
+        log.debug("job %s queued in %r (%d items)", job.job_id, queue, job.item_count)
         return job
 
     def _retry_after_s(self, queue: str) -> int:
@@ -223,11 +232,7 @@ class WorkerPool:
         workflow_id_var.set(job.workflow_id)
         try:
             spec = self._registry.get(job.processing_type)
-            request = await self._store.get_data(job.job_id, "request")
-            if request is None:
-                raise Internal("the job's request is missing from the store")
-            items, raw_params = self._decode(job, request)
-            params = spec.parse_params(raw_params)
+            items, params = await self._request_of(job, spec)
         except BridgeError as exc:
             await self._finish(job.advance(JobStatus.RUNNING), JobStatus.FAILED, error=exc)
             return
@@ -264,6 +269,23 @@ class WorkerPool:
         self._metrics.queue_run_seconds.labels(queue).observe(time.perf_counter() - started)
         outputs, errors = split_outcomes(outcomes)
         await self._finish(job, JobStatus.COMPLETED, outputs=outputs, errors=errors)
+
+    async def _request_of(self, job: JobRecord, spec: Any) -> tuple[list[Any], Any]:
+        """The job's items and parameters: kept since it was accepted, or read and decoded."""
+        kept = self._forget_decoded(job.job_id)
+        if kept is not None:
+            return kept[0], kept[1]
+        request = await self._store.get_data(job.job_id, "request")
+        if request is None:
+            raise Internal("the job's request is missing from the store")
+        items, raw_params = self._decode(job, request)
+        return items, spec.parse_params(raw_params)
+
+    def _forget_decoded(self, job_id: str) -> tuple[list[Any], Any, int] | None:
+        kept = self._decoded.pop(job_id, None)
+        if kept is not None:
+            self._decoded_bytes -= kept[2]
+        return kept
 
     async def _retry(self, job: JobRecord, exc: BridgeError) -> None:
         delay = retry_delay(job.attempts, self._settings.retry_base_s, self._settings.retry_max_s)
