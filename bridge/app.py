@@ -137,26 +137,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     await subscriptions.load()
 
     async def delivery_ended(delivery: Delivery, delivered: bool, reason: str | None) -> None:
-        if delivery.kind != "callback" or delivery.job_id is None:
-            return
-        job = await store.get(delivery.job_id)
-        if job is not None and job.callback is not None:
-            state = job.callback.model_copy(
-                update={
-                    "state": "delivered" if delivered else "failed",
-                    "attempts": delivery.attempts,
-                    "last_error": reason,
-                    "delivered_at": time.time() if delivered else None,
-                }
-            )
-            await store.save(job.model_copy(update={"callback": state}))
-        bus.publish(
-            "callback.delivered" if delivered else "callback.failed",
-            job_id=delivery.job_id,
-            workflow_id=delivery.workflow_id,
-            execution_id=job.execution_id if job else None,
-            data={"url": delivery.url, "attempts": delivery.attempts, "reason": reason},
-        )
+        await app[WORKERS].callback_ended(delivery, delivered, reason)
 
     deliverer = app[DELIVERER] = Deliverer(
         settings, app[OUTBOX], app[HTTP], app[BREAKERS], metrics, delivery_ended

@@ -87,7 +87,9 @@ class WorkerPool:
         self._running: dict[str, tuple[asyncio.Task[None], str]] = {}
         self._cancelling: set[str] = set()
         self._reserving: dict[str, asyncio.Future[JobRecord]] = {}
-        self._decoded: dict[str, tuple[list[Any], Any, int]] = {}  # job id → items, params, size
+        # job id → (record as queued, items, params, request size)
+        self._decoded: dict[str, tuple[JobRecord, list[Any], Any, int]] = {}
+        self._callbacks: dict[str, JobRecord] = {}  # finished jobs whose callback is under way
         self._decoded_bytes = 0
         self._workers: list[asyncio.Task[None]] = []
         self._alerting: dict[str, bool] = {}
@@ -179,7 +181,7 @@ class WorkerPool:
             self._reserved[queue] -= 1
         fits = self._decoded_bytes + len(request) <= DECODED_BUDGET_BYTES
         if fits and submission.params is not None:
-            self._decoded[job.job_id] = (submission.items, submission.params, len(request))
+            self._decoded[job.job_id] = (job, submission.items, submission.params, len(request))
             self._decoded_bytes += len(request)
         self.queues[queue].put(Entry(job.job_id, job.priority), force=True)
         self._publish("workflow.queued", job, queue=queue)
@@ -224,7 +226,8 @@ class WorkerPool:
                 self._running.pop(entry.job_id, None)
 
     async def _run(self, job_id: str, queue: str) -> None:
-        job = await self._store.get(job_id)
+        kept = self._forget_decoded(job_id)  # still here: not cancelled, not run yet
+        job = kept[0] if kept is not None else await self._store.get(job_id)
         if job is None or job.status is not JobStatus.QUEUED:
             return  # cancelled while it waited, or gone
         job_id_var.set(job.job_id)
@@ -232,7 +235,7 @@ class WorkerPool:
         workflow_id_var.set(job.workflow_id)
         try:
             spec = self._registry.get(job.processing_type)
-            items, params = await self._request_of(job, spec)
+            items, params = (kept[1], kept[2]) if kept else await self._request_of(job, spec)
         except BridgeError as exc:
             await self._finish(job.advance(JobStatus.RUNNING), JobStatus.FAILED, error=exc)
             return
@@ -271,20 +274,17 @@ class WorkerPool:
         await self._finish(job, JobStatus.COMPLETED, outputs=outputs, errors=errors)
 
     async def _request_of(self, job: JobRecord, spec: Any) -> tuple[list[Any], Any]:
-        """The job's items and parameters: kept since it was accepted, or read and decoded."""
-        kept = self._forget_decoded(job.job_id)
-        if kept is not None:
-            return kept[0], kept[1]
+        """The job's items and parameters, read from the store and decoded."""
         request = await self._store.get_data(job.job_id, "request")
         if request is None:
             raise Internal("the job's request is missing from the store")
         items, raw_params = self._decode(job, request)
         return items, spec.parse_params(raw_params)
 
-    def _forget_decoded(self, job_id: str) -> tuple[list[Any], Any, int] | None:
+    def _forget_decoded(self, job_id: str) -> tuple[JobRecord, list[Any], Any, int] | None:
         kept = self._decoded.pop(job_id, None)
         if kept is not None:
-            self._decoded_bytes -= kept[2]
+            self._decoded_bytes -= kept[3]
         return kept
 
     async def _retry(self, job: JobRecord, exc: BridgeError) -> None:
@@ -347,6 +347,7 @@ class WorkerPool:
             self._deliverer.record(delivery)  # committed with the outcome, in one transaction
         await asyncio.shield(self._store.save(done, durable=True, result=result))
         if delivery is not None:
+            self._callbacks[done.job_id] = done
             self._deliverer.start(delivery)
         self._metrics.observe_job(
             done.processing_type,
@@ -388,6 +389,29 @@ class WorkerPool:
             },
         )
 
+    async def callback_ended(self, delivery: Delivery, delivered: bool, reason: str | None) -> None:
+        """Record how a job's callback went on the job, and publish it."""
+        if delivery.kind != "callback" or delivery.job_id is None:
+            return
+        job = self._callbacks.pop(delivery.job_id, None) or await self._store.get(delivery.job_id)
+        if job is not None and job.callback is not None:
+            state = job.callback.model_copy(
+                update={
+                    "state": "delivered" if delivered else "failed",
+                    "attempts": delivery.attempts,
+                    "last_error": reason,
+                    "delivered_at": time.time() if delivered else None,
+                }
+            )
+            await self._store.save(job.model_copy(update={"callback": state}))
+        self._bus.publish(
+            "callback.delivered" if delivered else "callback.failed",
+            job_id=delivery.job_id,
+            workflow_id=delivery.workflow_id,
+            execution_id=job.execution_id if job else None,
+            data={"url": delivery.url, "attempts": delivery.attempts, "reason": reason},
+        )
+
     def _publish(self, type: Any, job: JobRecord, **data: Any) -> None:
         self._bus.publish(
             type,
@@ -410,8 +434,8 @@ class WorkerPool:
             )
         if job.mode == "sync":
             raise Conflict(f"job {job_id} is a sync job; its request is still being answered")
-        running = self._running.get(job_id)
-        if job.status is JobStatus.RUNNING and running is not None:
+        running = self._running.get(job_id)  # taken by a worker, perhaps since `get` above
+        if running is not None:
             self._cancelling.add(job_id)
             task = running[0]
             task.cancel()
@@ -420,6 +444,8 @@ class WorkerPool:
             self._cancelling.discard(job_id)
             found = await self._store.get(job_id)
             assert found is not None
+            if not found.status.finished:  # cancelled before its processor had started
+                found = await self._finish(found, JobStatus.CANCELLED)
             return found
         return await self._finish(job, JobStatus.CANCELLED)
 
