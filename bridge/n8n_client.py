@@ -2,7 +2,8 @@
 (backoff with jitter, honouring Retry-After) and the per-host circuit breaker.
 
 n8n's public REST API has no call that starts a workflow run (it manages workflows, executions
-and credentials), so production webhook URLs are the way in; a relative path is joined to
+and credentials; `POST /workflows/{id}/execute` was proposed in n8n-io/n8n#20304 and #27455 and
+is not in 1.123), so production webhook URLs are the way in; a relative path is joined to
 BRIDGE_N8N_URL.
 """
 

@@ -294,3 +294,10 @@ async def test_a_target_that_is_down_then_up_gets_every_callback_once(
     finally:
         await server.close()
     assert sorted(received) == sorted(f"cb_{job_id}" for job_id in ids)
+
+
+async def test_jobs_are_listed_by_execution(client: TestClient, auth: dict[str, str]) -> None:
+    for execution in ("ex-a", "ex-b", "ex-a"):
+        await client.post(EXECUTE, json=job("echo", execution_id=execution), headers=auth)
+    page = await (await client.get("/api/v1/status/wf-1?execution_id=ex-a", headers=auth)).json()
+    assert [j["execution_id"] for j in page["jobs"]] == ["ex-a", "ex-a"]
