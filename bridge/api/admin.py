@@ -8,6 +8,7 @@ from aiohttp import web
 
 from bridge import __version__
 from bridge.api.body import json_response, parse_query
+from bridge.api.execute import accepted_response
 from bridge.api.models import DeadLettersQuery
 from bridge.errors import NotFound
 from bridge.keys import (
@@ -84,18 +85,7 @@ async def replay(request: web.Request) -> web.Response:
 
 async def retry_job(request: web.Request) -> web.Response:
     job = await request.app[WORKERS].retry(request.match_info["job_id"], request[TRACE_ID])
-    status_url = f"/api/v1/workflow/status/{job.job_id}"
-    return json_response(
-        {
-            "job_id": job.job_id,
-            "status": job.status,
-            "status_url": status_url,
-            "queue": job.queue,
-            "created": True,
-        },
-        status=202,
-        headers={"Location": status_url},
-    )
+    return accepted_response(job, created=True)
 
 
 async def drain(request: web.Request) -> web.Response:

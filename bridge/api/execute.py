@@ -108,7 +108,11 @@ async def _accept(
     accepted = await request.app[WORKERS].submit(
         submission, await request.read(), api, callback, request[TRACE_ID]
     )
-    job = accepted.job
+    return accepted_response(accepted.job, accepted.created)
+
+
+def accepted_response(job: JobRecord, created: bool) -> web.Response:
+    """202 for a background job: where its status is, in the body and in Location."""
     status_url = f"/api/v1/workflow/status/{job.job_id}"
     return json_response(
         {
@@ -116,7 +120,7 @@ async def _accept(
             "status": job.status,
             "status_url": status_url,
             "queue": job.queue,
-            "created": accepted.created,
+            "created": created,
         },
         status=202,
         headers={"Location": status_url},
