@@ -1,0 +1,329 @@
+import type {
+	IDataObject,
+	IExecuteFunctions,
+	INode,
+	INodeExecutionData,
+	IWebhookFunctions,
+	IWebhookResponseData,
+	JsonObject,
+} from 'n8n-workflow';
+import { NodeApiError, NodeOperationError } from 'n8n-workflow';
+
+import { verifySignature } from '../shared/signature';
+import type { WireItem } from '../shared/transport';
+import { CREDENTIALS, bridgeRequest, fromWire, toWire } from '../shared/transport';
+import { parametersFor } from './processors';
+
+/** Waiting for a callback lasts the job's timeout plus this, for the callback's own retries. */
+export const CALLBACK_GRACE_SECONDS = 15 * 60;
+export const DEFAULT_WAIT_SECONDS = 3600;
+
+interface ItemError {
+	index: number;
+	code: string;
+	message: string;
+}
+
+interface ExecuteAnswer {
+	job_id: string;
+	status: string;
+	items: WireItem[];
+	errors: ItemError[];
+}
+
+interface Accepted {
+	job_id: string;
+	status: string;
+	status_url: string;
+	queue: string | null;
+	created: boolean;
+}
+
+interface JobRecord extends IDataObject {
+	job_id: string;
+	status: string;
+	items?: WireItem[];
+	errors?: ItemError[];
+	error?: { code: string; message: string } | null;
+}
+
+/** What a callback brings (the bridge's callback body). */
+export interface CallbackBody {
+	job_id: string;
+	status: string;
+	items?: WireItem[];
+	errors?: ItemError[];
+	error?: { code: string; message: string } | null;
+	duration_ms?: number;
+}
+
+interface JobSettings {
+	processingType: string;
+	parameters: IDataObject;
+	priority: number;
+	timeoutSeconds: number;
+	idempotencyKey: string;
+	batchSize: number;
+	parallelBatches: number;
+}
+
+function settingsOf(context: IExecuteFunctions): JobSettings {
+	const options = context.getNodeParameter('options', 0, {}) as IDataObject;
+	return {
+		processingType: context.getNodeParameter('processingType', 0) as string,
+		parameters: parametersFor(context, 0),
+		priority: (options.priority as number | undefined) ?? 5,
+		timeoutSeconds: (options.timeout as number | undefined) ?? 0,
+		idempotencyKey:
+			(options.idempotencyKey as string | undefined) ||
+			`${context.getExecutionId()}:${context.getNode().name}`,
+		batchSize: Math.max(1, (options.batchSize as number | undefined) ?? 500),
+		parallelBatches: Math.max(1, (options.parallelBatches as number | undefined) ?? 2),
+	};
+}
+
+function requestBody(context: IExecuteFunctions, settings: JobSettings): IDataObject {
+	const body: IDataObject = {
+		processing_type: settings.processingType,
+		parameters: settings.parameters,
+		workflow_id: context.getWorkflow().id,
+		execution_id: context.getExecutionId(),
+		node: context.getNode().name,
+		priority: settings.priority,
+	};
+	if (settings.timeoutSeconds > 0) body.timeout_s = settings.timeoutSeconds;
+	return body;
+}
+
+/** n8n's own error classes pass as they are; anything else is wrapped. */
+function asNodeError(node: INode, error: unknown): NodeApiError | NodeOperationError {
+	if (error instanceof NodeApiError || error instanceof NodeOperationError) return error;
+	return new NodeOperationError(node, error as Error);
+}
+
+function tolerant(node: INode): boolean {
+	return (
+		node.continueOnFail === true ||
+		node.onError === 'continueRegularOutput' ||
+		node.onError === 'continueErrorOutput'
+	);
+}
+
+function itemError(node: INode, error: ItemError, offset: number, traceId?: string): NodeApiError {
+	return new NodeApiError(node, error as unknown as JsonObject, {
+		message: error.message,
+		description: `Item ${offset + error.index} failed in the Python bridge (${error.code})${
+			traceId ? ` — Trace ID: ${traceId}` : ''
+		}`,
+		itemIndex: offset + error.index,
+	});
+}
+
+/** Outputs and per-item errors in input order; errors as items when the node continues on fail. */
+async function collect(
+	context: IExecuteFunctions | IWebhookFunctions,
+	items: WireItem[],
+	errors: ItemError[],
+	offset: number,
+	traceId?: string,
+): Promise<INodeExecutionData[]> {
+	const node = context.getNode();
+	if (errors.length && !tolerant(node)) throw itemError(node, errors[0], offset, traceId);
+	const out = await Promise.all(items.map(async (wire) => await fromWire(context, wire, offset)));
+	for (const error of errors) {
+		out.push({
+			json: { error: error.message, code: error.code },
+			pairedItem: { item: offset + error.index },
+		});
+	}
+	const position = (item: INodeExecutionData) =>
+		(item.pairedItem as { item: number } | undefined)?.item ?? 0;
+	return out.sort((a, b) => position(a) - position(b));
+}
+
+/** Execute: the items in batches, some in parallel; results paired with their inputs. */
+export async function execute(context: IExecuteFunctions): Promise<INodeExecutionData[][]> {
+	const items = context.getInputData();
+	const settings = settingsOf(context);
+	const starts: number[] = [];
+	for (let start = 0; start < items.length; start += settings.batchSize) starts.push(start);
+	const results: INodeExecutionData[][] = new Array(starts.length);
+	let next = 0;
+	const worker = async () => {
+		while (next < starts.length) {
+			const batch = next++;
+			results[batch] = await runBatch(context, settings, items, starts[batch], batch);
+		}
+	};
+	await Promise.all(
+		Array.from({ length: Math.min(settings.parallelBatches, starts.length) }, worker),
+	);
+	return [results.flat()];
+}
+
+async function runBatch(
+	context: IExecuteFunctions,
+	settings: JobSettings,
+	items: INodeExecutionData[],
+	start: number,
+	batch: number,
+): Promise<INodeExecutionData[]> {
+	const slice = items.slice(start, start + settings.batchSize);
+	const body = {
+		...requestBody(context, settings),
+		mode: 'sync',
+		items: (await toWire(context, slice, start)) as unknown as IDataObject[],
+		idempotency_key: `${settings.idempotencyKey}:${batch}`,
+	};
+	try {
+		const { body: answer } = await bridgeRequest<ExecuteAnswer>(
+			context,
+			'POST',
+			'/api/v1/workflow/execute',
+			body,
+			{ itemIndex: start },
+		);
+		return await collect(context, answer.items, answer.errors, start);
+	} catch (error) {
+		if (!tolerant(context.getNode())) throw asNodeError(context.getNode(), error);
+		return slice.map((_, index) => ({
+			json: { error: (error as Error).message, description: (error as NodeApiError).description },
+			pairedItem: { item: start + index },
+		}));
+	}
+}
+
+/** Submit Job: one background job with every item; outputs its ID. */
+export async function submit(context: IExecuteFunctions): Promise<INodeExecutionData[][]> {
+	const items = context.getInputData();
+	const settings = settingsOf(context);
+	const { body } = await bridgeRequest<Accepted>(context, 'POST', '/api/v1/workflow/execute', {
+		...requestBody(context, settings),
+		mode: 'async',
+		items: (await toWire(context, items, 0)) as unknown as IDataObject[],
+		idempotency_key: settings.idempotencyKey,
+	});
+	return [
+		[{ json: body as unknown as IDataObject, pairedItem: items.map((_, item) => ({ item })) }],
+	];
+}
+
+/** Get Job Status / Cancel Job: one call per input item, for the job its `Job ID` names. */
+export async function perJob(
+	context: IExecuteFunctions,
+	operation: 'getStatus' | 'cancel',
+): Promise<INodeExecutionData[][]> {
+	const items = context.getInputData();
+	const out: INodeExecutionData[] = [];
+	for (let index = 0; index < items.length; index++) {
+		try {
+			const jobId = String(context.getNodeParameter('jobId', index)).trim();
+			if (!jobId) {
+				throw new NodeOperationError(context.getNode(), 'Job ID is empty', { itemIndex: index });
+			}
+			const path =
+				operation === 'cancel'
+					? `/api/v1/workflow/${encodeURIComponent(jobId)}`
+					: `/api/v1/workflow/status/${encodeURIComponent(jobId)}`;
+			const { body } = await bridgeRequest<JobRecord>(
+				context,
+				operation === 'cancel' ? 'DELETE' : 'GET',
+				path,
+				undefined,
+				{ itemIndex: index },
+			);
+			out.push({ json: body, pairedItem: { item: index } });
+		} catch (error) {
+			if (!tolerant(context.getNode())) throw asNodeError(context.getNode(), error);
+			out.push({ json: { error: (error as Error).message }, pairedItem: { item: index } });
+		}
+	}
+	return [out];
+}
+
+/** Execute in Background and Wait: submit with this execution's resume URL, then wait. */
+export async function executeAndWait(context: IExecuteFunctions): Promise<INodeExecutionData[][]> {
+	const items = context.getInputData();
+	const settings = settingsOf(context);
+	const resumeUrl = context.evaluateExpression('{{ $execution.resumeUrl }}', 0) as string;
+	const timeoutSeconds = settings.timeoutSeconds || DEFAULT_WAIT_SECONDS;
+	const { body: accepted } = await bridgeRequest<Accepted>(
+		context,
+		'POST',
+		'/api/v1/workflow/execute',
+		{
+			...requestBody(context, settings),
+			timeout_s: timeoutSeconds,
+			mode: 'async',
+			items: (await toWire(context, items, 0)) as unknown as IDataObject[],
+			callback_url: resumeUrl,
+			callback_method: 'POST',
+			idempotency_key: settings.idempotencyKey,
+		},
+	);
+	if (!accepted.created && ['completed', 'failed', 'cancelled'].includes(accepted.status)) {
+		// This node ran before with the same key (a retry): the job is done, its callback spent.
+		const { body: job } = await bridgeRequest<JobRecord>(
+			context,
+			'GET',
+			`/api/v1/workflow/status/${accepted.job_id}`,
+		);
+		return [await outcome(context, job)];
+	}
+	await context.putExecutionToWait(
+		new Date(Date.now() + (timeoutSeconds + CALLBACK_GRACE_SECONDS) * 1000),
+	);
+	return [items];
+}
+
+/** The items a finished job gives this node, or the error that fails the node. */
+async function outcome(
+	context: IExecuteFunctions | IWebhookFunctions,
+	job: CallbackBody,
+): Promise<INodeExecutionData[]> {
+	if (job.status === 'completed') {
+		return await collect(context, job.items ?? [], job.errors ?? [], 0);
+	}
+	const error = jobFailure(context.getNode(), job);
+	if (!tolerant(context.getNode())) throw error;
+	return [{ json: { error: error.message, job_id: job.job_id, status: job.status } }];
+}
+
+function jobFailure(node: INode, job: CallbackBody): NodeApiError {
+	const reason = job.error?.message ?? `the job ended ${job.status}`;
+	return new NodeApiError(node, (job.error ?? {}) as JsonObject, {
+		message: `Background job ${job.job_id} ${job.status}: ${reason}`,
+		description:
+			job.error?.code === 'timeout'
+				? 'Raise the node’s Timeout option, or send fewer items.'
+				: undefined,
+	});
+}
+
+/**
+ * The resume webhook: the bridge's callback. A bad signature is refused (the execution keeps
+ * waiting); a finished job's items become this node's output. A failed job fails the execution
+ * with the bridge's message — after the callback was answered 200, so the bridge does not retry.
+ */
+export async function resume(context: IWebhookFunctions): Promise<IWebhookResponseData> {
+	const request = context.getRequestObject();
+	const response = context.getResponseObject();
+	const credentials = await context.getCredentials(CREDENTIALS);
+	const secret = credentials.callbackSecret as string | undefined;
+	if (secret) {
+		const raw =
+			(request as { rawBody?: Buffer }).rawBody?.toString() ?? JSON.stringify(request.body);
+		const reason = verifySignature(secret, request.headers, raw);
+		if (reason) {
+			response.status(401).json({ message: reason });
+			return { noWebhookResponse: true };
+		}
+	}
+	const job = request.body as CallbackBody;
+	try {
+		return { workflowData: [await outcome(context, job)] };
+	} catch (error) {
+		response.status(200).json({ received: true });
+		throw asNodeError(context.getNode(), error);
+	}
+}

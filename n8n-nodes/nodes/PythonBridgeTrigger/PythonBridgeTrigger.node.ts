@@ -1,0 +1,142 @@
+import type {
+	IDataObject,
+	IHookFunctions,
+	INodeType,
+	INodeTypeDescription,
+	IWebhookFunctions,
+	IWebhookResponseData,
+} from 'n8n-workflow';
+import { NodeConnectionTypes } from 'n8n-workflow';
+
+import { verifySignature } from '../shared/signature';
+import { CREDENTIALS, bridgeRequest } from '../shared/transport';
+
+const EVENTS = [
+	{ name: 'Job Queued', value: 'workflow.queued' },
+	{ name: 'Job Started', value: 'workflow.started' },
+	{ name: 'Job Completed', value: 'workflow.completed' },
+	{ name: 'Job Failed', value: 'workflow.failed' },
+	{ name: 'Job Cancelled', value: 'workflow.cancelled' },
+	{ name: 'Callback Delivered', value: 'callback.delivered' },
+	{ name: 'Callback Failed', value: 'callback.failed' },
+	{ name: 'Queue Threshold Crossed', value: 'queue.threshold' },
+];
+
+interface Subscription {
+	id: string;
+	url: string;
+	events: string[];
+}
+
+export class PythonBridgeTrigger implements INodeType {
+	description: INodeTypeDescription = {
+		displayName: 'Python Bridge Trigger',
+		name: 'pythonBridgeTrigger',
+		icon: {
+			light: 'file:../../icons/pythonBridge.svg',
+			dark: 'file:../../icons/pythonBridge.dark.svg',
+		},
+		group: ['trigger'],
+		version: [1],
+		subtitle: '={{ $parameter["events"].join(", ") }}',
+		description: 'Starts the workflow when the Python bridge reports an event',
+		defaults: { name: 'Python Bridge Trigger' },
+		inputs: [],
+		outputs: [NodeConnectionTypes.Main],
+		credentials: [{ name: 'pythonBridgeApi', required: true }],
+		webhooks: [
+			{
+				name: 'default',
+				httpMethod: 'POST',
+				responseMode: 'onReceived',
+				path: 'python-bridge',
+			},
+		],
+		properties: [
+			{
+				displayName: 'Events',
+				name: 'events',
+				type: 'multiOptions',
+				options: EVENTS,
+				required: true,
+				default: ['workflow.failed'],
+				description: 'The bridge events that start this workflow',
+			},
+			{
+				displayName: 'Only for Workflow ID',
+				name: 'workflowId',
+				type: 'string',
+				default: '',
+				description: 'Only events of jobs sent by this workflow (empty: every workflow)',
+			},
+		],
+	};
+
+	webhookMethods = {
+		default: {
+			async checkExists(this: IHookFunctions): Promise<boolean> {
+				const data = this.getWorkflowStaticData('node');
+				if (!data.subscriptionId) return false;
+				const { status, body } = await bridgeRequest<Subscription>(
+					this,
+					'GET',
+					`/api/v1/subscriptions/${data.subscriptionId as string}`,
+					undefined,
+					{ allow: [404] },
+				);
+				if (status === 404 || body.url !== this.getNodeWebhookUrl('default')) {
+					delete data.subscriptionId;
+					return false;
+				}
+				return true;
+			},
+			async create(this: IHookFunctions): Promise<boolean> {
+				const workflowId = (this.getNodeParameter('workflowId', '') as string).trim();
+				const request: IDataObject = {
+					url: this.getNodeWebhookUrl('default') as string,
+					events: this.getNodeParameter('events', []) as string[],
+					description: `n8n workflow ${this.getWorkflow().id}, node ${this.getNode().name}`,
+				};
+				if (workflowId) request.workflow_id = workflowId;
+				const { body } = await bridgeRequest<Subscription>(
+					this,
+					'POST',
+					'/api/v1/subscriptions',
+					request,
+				);
+				this.getWorkflowStaticData('node').subscriptionId = body.id;
+				return true;
+			},
+			async delete(this: IHookFunctions): Promise<boolean> {
+				const data = this.getWorkflowStaticData('node');
+				if (data.subscriptionId) {
+					await bridgeRequest(
+						this,
+						'DELETE',
+						`/api/v1/subscriptions/${data.subscriptionId as string}`,
+						undefined,
+						{ allow: [404] },
+					);
+					delete data.subscriptionId;
+				}
+				return true;
+			},
+		},
+	};
+
+	async webhook(this: IWebhookFunctions): Promise<IWebhookResponseData> {
+		const request = this.getRequestObject();
+		const credentials = await this.getCredentials(CREDENTIALS);
+		const secret = credentials.callbackSecret as string | undefined;
+		if (secret) {
+			const raw =
+				(request as { rawBody?: Buffer }).rawBody?.toString() ?? JSON.stringify(request.body);
+			const reason = verifySignature(secret, request.headers, raw);
+			if (reason) {
+				this.getResponseObject().status(401).json({ message: reason });
+				return { noWebhookResponse: true };
+			}
+		}
+		return { workflowData: [this.helpers.returnJsonArray(request.body as IDataObject)] };
+	}
+}

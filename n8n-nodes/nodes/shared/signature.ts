@@ -1,0 +1,39 @@
+import { createHmac, timingSafeEqual } from 'crypto';
+
+export const TOLERANCE_SECONDS = 5 * 60;
+
+/**
+ * Checks Standard Webhooks headers (webhook-id, webhook-timestamp, webhook-signature) against
+ * the signed content: `{id}.{timestamp}.{content}` under HMAC-SHA256 with the whsec_ key.
+ * Returns why it is not valid, or undefined when it is.
+ */
+export function verifySignature(
+	secret: string,
+	headers: Record<string, string | string[] | undefined>,
+	content: string,
+	now: number = Date.now(),
+): string | undefined {
+	const header = (name: string) => {
+		const value = headers[name] ?? headers[name.toLowerCase()];
+		return Array.isArray(value) ? value[0] : value;
+	};
+	const id = header('webhook-id');
+	const timestamp = header('webhook-timestamp');
+	const signatures = header('webhook-signature');
+	if (!id || !timestamp || !signatures) {
+		return 'the request is not signed (webhook-id, webhook-timestamp, webhook-signature)';
+	}
+	const seconds = Number(timestamp);
+	if (!Number.isFinite(seconds) || Math.abs(now / 1000 - seconds) > TOLERANCE_SECONDS) {
+		return 'webhook-timestamp is missing or more than 5 minutes off';
+	}
+	const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64');
+	const expected = createHmac('sha256', key).update(`${id}.${timestamp}.${content}`).digest();
+	for (const entry of signatures.split(' ')) {
+		const [version, value] = entry.split(',', 2);
+		if (version !== 'v1' || !value) continue;
+		const given = Buffer.from(value, 'base64');
+		if (given.length === expected.length && timingSafeEqual(given, expected)) return undefined;
+	}
+	return 'the webhook signature does not match BRIDGE_CALLBACK_SECRET';
+}

@@ -1,0 +1,152 @@
+import type {
+	IDataObject,
+	IExecuteFunctions,
+	IHookFunctions,
+	IHttpRequestMethods,
+	ILoadOptionsFunctions,
+	INode,
+	INodeExecutionData,
+	IWebhookFunctions,
+	JsonObject,
+} from 'n8n-workflow';
+import { NodeApiError } from 'n8n-workflow';
+
+export const CREDENTIALS = 'pythonBridgeApi';
+
+export type BridgeContext =
+	| IExecuteFunctions
+	| ILoadOptionsFunctions
+	| IHookFunctions
+	| IWebhookFunctions;
+
+/** The bridge's shared error body. */
+export interface BridgeErrorBody {
+	code: string;
+	message: string;
+	description?: string | null;
+	http_code: number;
+	retryable: boolean;
+	trace_id: string;
+	details?: unknown;
+}
+
+export interface WireItem {
+	json: IDataObject;
+	binary?: Record<
+		string,
+		{ data: string; mimeType?: string; fileName?: string; fileExtension?: string }
+	>;
+	pairedItem?: { item: number };
+}
+
+export interface RequestOptions {
+	itemIndex?: number;
+	/** Statuses answered without throwing (e.g. 404 when asking whether something exists). */
+	allow?: number[];
+	timeoutMs?: number;
+}
+
+/** The one way to call the bridge: authenticated by the credential, failures as NodeApiError. */
+export async function bridgeRequest<T = IDataObject>(
+	context: BridgeContext,
+	method: IHttpRequestMethods,
+	path: string,
+	body?: IDataObject,
+	options: RequestOptions = {},
+): Promise<{ status: number; body: T }> {
+	const credentials = await context.getCredentials(CREDENTIALS);
+	const baseUrl = String(credentials.baseUrl).replace(/\/$/, '');
+	let response: { statusCode: number; body: unknown };
+	try {
+		response = (await context.helpers.httpRequestWithAuthentication.call(context, CREDENTIALS, {
+			method,
+			url: `${baseUrl}${path}`,
+			body,
+			json: true,
+			returnFullResponse: true,
+			ignoreHttpStatusErrors: true,
+			timeout: options.timeoutMs ?? 300_000,
+		})) as { statusCode: number; body: unknown };
+	} catch (error) {
+		throw new NodeApiError(context.getNode(), error as JsonObject, {
+			message: `The Python bridge at ${baseUrl} cannot be reached`,
+			description: (error as Error).message,
+			itemIndex: options.itemIndex,
+		});
+	}
+	if (response.statusCode >= 400 && !(options.allow ?? []).includes(response.statusCode)) {
+		throw bridgeError(context.getNode(), response.body, response.statusCode, options.itemIndex);
+	}
+	return { status: response.statusCode, body: response.body as T };
+}
+
+/** A NodeApiError carrying the bridge's message, description, HTTP code and trace id. */
+export function bridgeError(
+	node: INode,
+	body: unknown,
+	status: number,
+	itemIndex?: number,
+): NodeApiError {
+	const error = (body as { error?: BridgeErrorBody } | undefined)?.error;
+	const description = [
+		error?.description,
+		error?.trace_id ? `Trace ID: ${error.trace_id}` : undefined,
+	]
+		.filter(Boolean)
+		.join(' — ');
+	return new NodeApiError(node, ((body ?? {}) as JsonObject) ?? {}, {
+		message: error?.message ?? `The Python bridge answered HTTP ${status}`,
+		description: description || undefined,
+		httpCode: String(error?.http_code ?? status),
+		itemIndex,
+	});
+}
+
+/** n8n items as the bridge takes them: binary data read and base64-encoded. */
+export async function toWire(
+	context: IExecuteFunctions,
+	items: INodeExecutionData[],
+	offset: number,
+): Promise<WireItem[]> {
+	return await Promise.all(
+		items.map(async (item, index) => {
+			const wire: WireItem = { json: item.json };
+			if (item.binary) {
+				wire.binary = {};
+				for (const [key, data] of Object.entries(item.binary)) {
+					const buffer = await context.helpers.getBinaryDataBuffer(offset + index, key);
+					wire.binary[key] = {
+						data: buffer.toString('base64'),
+						mimeType: data.mimeType,
+						fileName: data.fileName,
+						fileExtension: data.fileExtension,
+					};
+				}
+			}
+			return wire;
+		}),
+	);
+}
+
+/** A bridge output item as an n8n item, paired with input `offset + pairedItem.item`. */
+export async function fromWire(
+	context: IExecuteFunctions | IWebhookFunctions,
+	wire: WireItem,
+	offset: number,
+): Promise<INodeExecutionData> {
+	const item: INodeExecutionData = {
+		json: wire.json,
+		pairedItem: { item: offset + (wire.pairedItem?.item ?? 0) },
+	};
+	if (wire.binary) {
+		item.binary = {};
+		for (const [key, data] of Object.entries(wire.binary)) {
+			item.binary[key] = await context.helpers.prepareBinaryData(
+				Buffer.from(data.data, 'base64'),
+				data.fileName,
+				data.mimeType,
+			);
+		}
+	}
+	return item;
+}

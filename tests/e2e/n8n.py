@@ -1,0 +1,119 @@
+"""A real n8n 1.123 for tests: the CLI (import, execute) and the server (webhooks, waiting).
+
+The runtime is installed by scripts/test.sh (scripts/lib/n8n.sh) into a cached folder outside the
+repository; N8N_RUNTIME_DIR points at it. Each N8n has its own user folder (database, settings)
+and loads this repository's nodes through N8N_CUSTOM_EXTENSIONS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+NODES_DIST = ROOT / "n8n-nodes" / "dist"
+RUNTIME = Path(
+    os.environ.get("N8N_RUNTIME_DIR", Path.home() / ".cache" / "n8n-bridge" / "n8n-1.123.81")
+)
+N8N = RUNTIME / "node_modules" / ".bin" / "n8n"
+
+
+def missing() -> str | None:
+    """Why the end-to-end tests cannot run here, if they cannot."""
+    if not N8N.exists():
+        return f"n8n is not installed in {RUNTIME}: run scripts/test.sh (it installs it)"
+    if not (NODES_DIST / "nodes" / "PythonBridge" / "PythonBridge.node.js").exists():
+        return "the nodes are not built: run scripts/test.sh (npm run build in n8n-nodes/)"
+    return None
+
+
+class N8n:
+    def __init__(self, home: Path, port: int) -> None:
+        self.home = home
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.server: asyncio.subprocess.Process | None = None
+        self.log = home / "n8n.log"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "N8N_USER_FOLDER": str(self.home),
+            "N8N_CUSTOM_EXTENSIONS": str(NODES_DIST),
+            "N8N_EXPRESSION_ENGINE": "legacy",
+            "N8N_RUNNERS_ENABLED": "false",
+            "N8N_DIAGNOSTICS_ENABLED": "false",
+            "N8N_PERSONALIZATION_ENABLED": "false",
+            "N8N_VERSION_NOTIFICATIONS_ENABLED": "false",
+            "N8N_TEMPLATES_ENABLED": "false",
+            "N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS": "false",
+            "N8N_PORT": str(self.port),
+            "N8N_LISTEN_ADDRESS": "127.0.0.1",
+            "WEBHOOK_URL": f"{self.url}/",
+            "DB_SQLITE_POOL_SIZE": "2",
+        }
+
+    def cli(self, *args: str, timeout: float = 180) -> str:
+        done = subprocess.run(
+            [str(N8N), *args],
+            env=self.env,
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"n8n {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def import_json(self, kind: str, documents: list[dict[str, Any]]) -> None:
+        """Import credentials or workflows (kind) from JSON documents, in one n8n start-up."""
+        path = self.home / f"import-{kind}.json"
+        path.write_bytes(orjson.dumps(documents))
+        self.cli(f"import:{kind}", f"--input={path}")
+
+    def execute(self, workflow_id: str) -> dict[str, Any]:
+        """`n8n execute --id … --rawOutput`: the run's data, as n8n prints it."""
+        out = self.cli("execute", f"--id={workflow_id}", "--rawOutput")
+        if "{" not in out:
+            raise RuntimeError(f"n8n execute printed no JSON:\n{out[-3000:]}")  # pragma: no cover
+        start = out.index("{")
+        return orjson.loads(out[start:])  # type: ignore[no-any-return]
+
+    def activate(self, workflow_id: str) -> None:
+        self.cli("update:workflow", f"--id={workflow_id}", "--active=true")
+
+    async def start(self, timeout: float = 120) -> None:
+        log = self.log.open("ab")
+        self.server = await asyncio.create_subprocess_exec(
+            str(N8N), "start", env=self.env, cwd=self.home, stdout=log, stderr=log
+        )
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with aiohttp.ClientSession() as session:
+            while asyncio.get_running_loop().time() < deadline:
+                if self.server.returncode is not None:
+                    break
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{self.url}/healthz/readiness") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.5)
+        await self.stop()
+        raise RuntimeError(f"n8n did not start:\n{self.log.read_text()[-3000:]}")
+
+    async def stop(self) -> None:
+        if self.server is not None and self.server.returncode is None:
+            self.server.terminate()
+            try:
+                await asyncio.wait_for(self.server.wait(), 30)
+            except TimeoutError:
+                self.server.kill()
+                await self.server.wait()
