@@ -230,6 +230,8 @@ class Deliverer:
         if 200 <= status < 300:
             return
         message = f"HTTP {status}" + (f": {text.strip()[:200]}" if text.strip() else "")
+        if status == 409 and "finished" in text.lower():
+            raise GiveUp(message)  # n8n: the execution has finished; it will never take this
         if status >= 500 or status in RETRY_STATUSES:
             raise Retry(message, after)
         raise GiveUp(message)

@@ -229,6 +229,43 @@ async def test_a_404_ends_the_callback_as_a_dead_letter(
     assert len(target.received) == 1
 
 
+async def test_n8n_saying_the_execution_has_finished_ends_the_callback(
+    make_client: ClientFactory, auth: dict[str, str]
+) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    calls: list[str] = []
+
+    async def finished_execution(request: web.Request) -> web.Response:
+        calls.append(request.headers["webhook-id"])
+        return web.json_response(
+            {"code": 409, "message": 'The execution "7" has finished already.'}, status=409
+        )
+
+    app = web.Application()
+    app.router.add_post("/webhook-waiting/7", finished_execution)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        client = await make_client(retry_base_s=0.01)
+        url = str(server.make_url("/webhook-waiting/7"))
+        accepted = await (
+            await client.post(EXECUTE, json=job("echo", callback_url=url), headers=auth)
+        ).json()
+        for _ in range(100):
+            done = await finished(client, auth, accepted["job_id"])
+            if done["callback"]["state"] == "failed":
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await server.close()
+    assert (
+        done["callback"]["state"] == "failed" and "has finished" in done["callback"]["last_error"]
+    )
+    assert len(calls) == 1
+
+
 async def test_a_get_callback_carries_the_outcome_in_the_query(
     make_client: ClientFactory, auth: dict[str, str], target: Target
 ) -> None:

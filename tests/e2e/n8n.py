@@ -101,10 +101,12 @@ class N8n:
             while asyncio.get_running_loop().time() < deadline:
                 if self.server.returncode is not None:
                     break
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{self.url}/healthz/readiness") as response:
-                        if response.status == 200:
-                            return
+                # Webhooks are mounted last, after readiness: wait for n8n to say it is done.
+                if "Editor is now accessible" in self.log.read_text(errors="replace"):
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with session.get(f"{self.url}/healthz/readiness") as response:
+                            if response.status == 200:
+                                return
                 await asyncio.sleep(0.5)
         await self.stop()
         raise RuntimeError(f"n8n did not start:\n{self.log.read_text()[-3000:]}")

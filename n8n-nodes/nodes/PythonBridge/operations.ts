@@ -109,30 +109,33 @@ function tolerant(node: INode): boolean {
 	);
 }
 
-function itemError(node: INode, error: ItemError, offset: number, traceId?: string): NodeApiError {
+function itemError(node: INode, error: ItemError, offset: number): NodeApiError {
 	return new NodeApiError(node, error as unknown as JsonObject, {
 		message: error.message,
-		description: `Item ${offset + error.index} failed in the Python bridge (${error.code})${
-			traceId ? ` — Trace ID: ${traceId}` : ''
-		}`,
+		description: `Item ${offset + error.index} failed in the Python bridge (${error.code})`,
 		itemIndex: offset + error.index,
 	});
 }
 
-/** Outputs and per-item errors in input order; errors as items when the node continues on fail. */
+/**
+ * Outputs and per-item errors in input order. Errors throw unless the node continues on fail or
+ * cannot throw (a resumed execution): then they are error items, which n8n routes to the error
+ * output when the node's "On Error" setting asks for one.
+ */
 async function collect(
 	context: IExecuteFunctions | IWebhookFunctions,
 	items: WireItem[],
 	errors: ItemError[],
 	offset: number,
-	traceId?: string,
+	canThrow: boolean,
 ): Promise<INodeExecutionData[]> {
 	const node = context.getNode();
-	if (errors.length && !tolerant(node)) throw itemError(node, errors[0], offset, traceId);
+	if (errors.length && canThrow && !tolerant(node)) throw itemError(node, errors[0], offset);
 	const out = await Promise.all(items.map(async (wire) => await fromWire(context, wire, offset)));
 	for (const error of errors) {
 		out.push({
 			json: { error: error.message, code: error.code },
+			error: itemError(node, error, offset),
 			pairedItem: { item: offset + error.index },
 		});
 	}
@@ -183,7 +186,7 @@ async function runBatch(
 			body,
 			{ itemIndex: start },
 		);
-		return await collect(context, answer.items, answer.errors, start);
+		return await collect(context, answer.items, answer.errors, start, true);
 	} catch (error) {
 		if (!tolerant(context.getNode())) throw asNodeError(context.getNode(), error);
 		return slice.map((_, index) => ({
@@ -268,7 +271,7 @@ export async function executeAndWait(context: IExecuteFunctions): Promise<INodeE
 			'GET',
 			`/api/v1/workflow/status/${accepted.job_id}`,
 		);
-		return [await outcome(context, job)];
+		return [await outcome(context, job, true)];
 	}
 	await context.putExecutionToWait(
 		new Date(Date.now() + (timeoutSeconds + CALLBACK_GRACE_SECONDS) * 1000),
@@ -276,17 +279,29 @@ export async function executeAndWait(context: IExecuteFunctions): Promise<INodeE
 	return [items];
 }
 
-/** The items a finished job gives this node, or the error that fails the node. */
+/** The items a finished job gives this node, or the error that fails it (when it can). */
 async function outcome(
 	context: IExecuteFunctions | IWebhookFunctions,
 	job: CallbackBody,
+	canThrow: boolean,
 ): Promise<INodeExecutionData[]> {
 	if (job.status === 'completed') {
-		return await collect(context, job.items ?? [], job.errors ?? [], 0);
+		return await collect(context, job.items ?? [], job.errors ?? [], 0, canThrow);
 	}
 	const error = jobFailure(context.getNode(), job);
-	if (!tolerant(context.getNode())) throw error;
-	return [{ json: { error: error.message, job_id: job.job_id, status: job.status } }];
+	if (canThrow && !tolerant(context.getNode())) throw error;
+	return [
+		{
+			json: {
+				error: error.message,
+				code: job.error?.code ?? job.status,
+				job_id: job.job_id,
+				status: job.status,
+			},
+			error,
+			pairedItem: { item: 0 },
+		},
+	];
 }
 
 function jobFailure(node: INode, job: CallbackBody): NodeApiError {
@@ -302,12 +317,13 @@ function jobFailure(node: INode, job: CallbackBody): NodeApiError {
 
 /**
  * The resume webhook: the bridge's callback. A bad signature is refused (the execution keeps
- * waiting); a finished job's items become this node's output. A failed job fails the execution
- * with the bridge's message — after the callback was answered 200, so the bridge does not retry.
+ * waiting); a finished job's items become this node's output. n8n does not run a waiting node
+ * again when it resumes — it passes on what this returns — so a failed job cannot stop the
+ * execution here: it comes out as an error item (with the node's "On Error" set to use the error
+ * output, n8n routes it there).
  */
 export async function resume(context: IWebhookFunctions): Promise<IWebhookResponseData> {
 	const request = context.getRequestObject();
-	const response = context.getResponseObject();
 	const credentials = await context.getCredentials(CREDENTIALS);
 	const secret = credentials.callbackSecret as string | undefined;
 	if (secret) {
@@ -315,15 +331,9 @@ export async function resume(context: IWebhookFunctions): Promise<IWebhookRespon
 			(request as { rawBody?: Buffer }).rawBody?.toString() ?? JSON.stringify(request.body);
 		const reason = verifySignature(secret, request.headers, raw);
 		if (reason) {
-			response.status(401).json({ message: reason });
+			context.getResponseObject().status(401).json({ message: reason });
 			return { noWebhookResponse: true };
 		}
 	}
-	const job = request.body as CallbackBody;
-	try {
-		return { workflowData: [await outcome(context, job)] };
-	} catch (error) {
-		response.status(200).json({ received: true });
-		throw asNodeError(context.getNode(), error);
-	}
+	return { workflowData: [await outcome(context, request.body as CallbackBody, false)] };
 }
