@@ -92,10 +92,10 @@ class N8n:
         self.cli("update:workflow", f"--id={workflow_id}", "--active=true")
 
     async def start(self, timeout: float = 120) -> None:
-        log = self.log.open("ab")
-        self.server = await asyncio.create_subprocess_exec(
-            str(N8N), "start", env=self.env, cwd=self.home, stdout=log, stderr=log
-        )
+        with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.server = await asyncio.create_subprocess_exec(
+                str(N8N), "start", env=self.env, cwd=self.home, stdout=log, stderr=log
+            )
         deadline = asyncio.get_running_loop().time() + timeout
         async with aiohttp.ClientSession() as session:
             while asyncio.get_running_loop().time() < deadline:

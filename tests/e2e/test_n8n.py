@@ -1,0 +1,215 @@
+"""The n8n nodes inside a real n8n 1.123, against a real bridge daemon.
+
+One n8n and one bridge serve the whole module: the example workflows of workflows/ are imported
+(their URLs pointed at a local sink), the bulk e-mail one runs with `n8n execute`, then `n8n start`
+serves the long-job and the failed-jobs-trigger ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from bridge.auth import mint_token
+from bridge.settings import Settings
+from tests import smtp_server
+from tests.daemon import Daemon
+from tests.e2e.n8n import N8n, missing
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "an-e2e-secret-that-is-long-enough-0123456789"
+CALLBACK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+CREDENTIAL_ID = "pythonBridgeCred"
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)]
+
+
+@dataclass
+class Sink:
+    """Where the example workflows' Report and Notify nodes post."""
+
+    received: dict[str, list[Any]] = field(default_factory=dict)
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.setdefault(request.match_info["name"], []).append(await request.json())
+        return web.Response(text="ok")
+
+    async def wait(self, name: str, count: int, timeout: float = 90) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while len(self.received.get(name, [])) < count:
+            assert time.monotonic() < deadline, f"{name}: {self.received.get(name)}"
+            await asyncio.sleep(0.2)
+        return self.received[name]
+
+
+@dataclass
+class World:
+    n8n: N8n
+    bridge: Daemon
+    sink: Sink
+    mail: smtp_server.Sink
+    bulk_run: dict[str, Any]
+
+    def bridge_headers(self, scopes: str = "execute,status,admin") -> dict[str, str]:
+        settings = Settings.model_validate({"jwt_secret": SECRET})
+        return {"Authorization": f"Bearer {mint_token(settings, scopes.split(','), 300)}"}
+
+
+def example(name: str, sink: Sink) -> dict[str, Any]:
+    """A workflow of workflows/, for an n8n that loads the nodes from N8N_CUSTOM_EXTENSIONS
+    (their types are CUSTOM.*) and posts to the local sink instead of example.com."""
+    text = (ROOT / "workflows" / name).read_text()
+    text = text.replace("n8n-nodes-python-bridge.", "CUSTOM.")
+    text = text.replace("https://example.com/", f"{sink.url}/")
+    return orjson.loads(text)  # type: ignore[no-any-return]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    reason = missing()
+    if reason:
+        pytest.fail(reason)
+    base = tmp_path_factory.mktemp("e2e")
+    sink = Sink()
+    app = web.Application()
+    app.router.add_post("/{name}", sink.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    sink.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    mail = smtp_server.Sink()
+    smtp = smtp_server.start(mail)
+    bridge = await Daemon(
+        {
+            "BRIDGE_DATA_DIR": str(base / "bridge"),
+            "BRIDGE_JWT_SECRET": SECRET,
+            "BRIDGE_CALLBACK_SECRET": CALLBACK_SECRET,
+            "BRIDGE_PROCESSORS": "tests.plugins.sample",
+            "BRIDGE_SMTP_HOST": "127.0.0.1",
+            "BRIDGE_SMTP_PORT": str(smtp.port),
+            "BRIDGE_SMTP_TLS": "none",
+            "BRIDGE_RETRY_BASE_S": "0.2",
+        }
+    ).start()
+    n8n = N8n(base / "n8n", smtp_server.free_port())
+    n8n.home.mkdir()
+    try:
+        n8n.import_json(
+            "credentials",
+            [
+                {
+                    "id": CREDENTIAL_ID,
+                    "name": "Python Bridge account",
+                    "type": "pythonBridgeApi",
+                    "data": {
+                        "baseUrl": bridge.url,
+                        "authentication": "jwtSecret",
+                        "jwtSecret": SECRET,
+                        "audience": "n8n-bridge",
+                        "issuer": "n8n-bridge",
+                        "callbackSecret": CALLBACK_SECRET,
+                    },
+                }
+            ],
+        )
+        workflows = [
+            example(name, sink)
+            for name in ("bulk-email.json", "long-job-resume.json", "notify-failed-jobs.json")
+        ]
+        n8n.import_json("workflow", workflows)
+        bulk_run = n8n.execute("bridgeBulkEmail1")
+        for workflow_id in ("bridgeLongJobWt1", "bridgeFailNotify"):
+            n8n.activate(workflow_id)
+        await n8n.start()
+        yield World(n8n, bridge, sink, mail, bulk_run)
+    finally:
+        await n8n.stop()
+        await bridge.kill()
+        smtp.stop()
+        await runner.cleanup()
+
+
+def node_output(run: dict[str, Any], node: str) -> list[dict[str, Any]]:
+    [task] = run["data"]["resultData"]["runData"][node]
+    assert task["executionStatus"] == "success", task
+    return task["data"]["main"][0]  # type: ignore[no-any-return]
+
+
+async def test_bulk_email_example_runs_with_n8n_execute(world: World) -> None:
+    """Contacts → validation → template_render → email_send, run by `n8n execute --id`."""
+    run = world.bulk_run
+    assert run["status"] == "success", run["data"]["resultData"].get("error")
+    validated = node_output(run, "Validate contacts")
+    assert [i["json"]["validation"]["valid"] for i in validated] == [True, True, False]
+    assert validated[0]["json"]["to"] == "Ada@example.com"  # normalised by the bridge
+    assert [i["pairedItem"] for i in validated] == [{"item": 0}, {"item": 1}, {"item": 2}]
+    rendered = node_output(run, "Render message")
+    assert rendered[0]["json"]["text"].startswith("Hello Ada,")
+    sent = node_output(run, "Send e-mail")
+    assert [i["json"]["email"]["sent"] for i in sent] == [True, True]
+    assert sorted(m["To"] for m in world.mail.messages) == ["Ada@example.com", "grace@example.com"]
+    assert "your pro plan renews" in world.mail.messages[0].get_content() or (
+        "your pro plan renews" in world.mail.messages[1].get_content()
+    )
+
+
+async def test_long_job_waits_and_is_resumed_by_the_callback(world: World) -> None:
+    rows = [{"name": f"row {n}", "amount": n * 1.5} for n in range(3)]
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{world.n8n.url}/webhook/bridge-long-job", json={"rows": rows}
+        ) as response:
+            assert response.status == 200, await response.text()
+    reports = await world.sink.wait("report", 3)
+    assert [r["line"] for r in reports] == ["row 0: 0.00", "row 1: 1.50", "row 2: 3.00"]
+    assert all(r["amount"] == rows[i]["amount"] for i, r in enumerate(reports))
+
+
+async def test_trigger_subscribes_and_starts_on_a_failed_job(world: World) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(
+            f"{world.bridge.url}/api/v1/subscriptions", headers=world.bridge_headers()
+        ) as response:
+            subscriptions = (await response.json())["subscriptions"]
+        [subscription] = subscriptions
+        assert subscription["events"] == ["workflow.failed"]
+        assert subscription["url"].startswith(f"{world.n8n.url}/webhook/")
+        body = {
+            "processing_type": "crash",
+            "mode": "async",
+            "items": [{"json": {}}],
+            "workflow_id": "wf-e2e",
+        }
+        async with session.post(
+            f"{world.bridge.url}/api/v1/workflow/execute", json=body, headers=world.bridge_headers()
+        ) as response:
+            job_id = (await response.json())["job_id"]
+    [alert] = await world.sink.wait("alerts", 1)
+    assert alert["job_id"] == job_id
+    assert "the whole batch broke" in alert["text"]
+
+
+async def test_trigger_refuses_an_unsigned_event(world: World) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(
+            f"{world.bridge.url}/api/v1/subscriptions", headers=world.bridge_headers()
+        ) as response:
+            [subscription] = (await response.json())["subscriptions"]
+        forged = {"id": 1, "type": "workflow.failed", "job_id": "forged", "data": {}}
+        async with session.post(subscription["url"], json=forged) as response:
+            assert response.status == 401
+            assert "not signed" in (await response.json())["message"]
+    await asyncio.sleep(1)
+    assert all(a["job_id"] != "forged" for a in world.sink.received.get("alerts", []))
