@@ -1,0 +1,361 @@
+import { createHmac } from 'crypto';
+import { assert, describe, it } from 'vitest';
+
+import type {
+	IDataObject,
+	IExecuteFunctions,
+	IHttpRequestOptions,
+	INode,
+	INodeExecutionData,
+	IWebhookFunctions,
+} from 'n8n-workflow';
+import { NodeApiError } from 'n8n-workflow';
+
+import { PythonBridgeApi } from '../credentials/PythonBridgeApi.credentials';
+import {
+	CALLBACK_GRACE_SECONDS,
+	execute,
+	executeAndWait,
+	resume,
+} from '../nodes/PythonBridge/operations';
+import { fieldsOf } from '../nodes/PythonBridge/processors';
+import { verifySignature } from '../nodes/shared/signature';
+
+const SECRET = 'whsec_' + Buffer.from('a dummy signing key for the unit tests').toString('base64');
+
+type Reply = { statusCode: number; body: unknown };
+
+interface Fake {
+	context: IExecuteFunctions;
+	requests: IHttpRequestOptions[];
+	waitedUntil?: Date;
+}
+
+function node(extra: Partial<INode> = {}): INode {
+	return {
+		id: 'n1',
+		name: 'Python Bridge',
+		type: 'CUSTOM.pythonBridge',
+		typeVersion: 1,
+		position: [0, 0],
+		parameters: {},
+		...extra,
+	};
+}
+
+/** An IExecuteFunctions with what the node uses, answering requests with `reply`. */
+function fakeExecute(
+	items: INodeExecutionData[],
+	parameters: IDataObject,
+	reply: (request: IHttpRequestOptions) => Reply,
+	nodeExtra: Partial<INode> = {},
+): Fake {
+	const fake: Fake = { requests: [], context: undefined as unknown as IExecuteFunctions };
+	const value = (name: string): unknown =>
+		name
+			.split('.')
+			.reduce<unknown>((at, key) => (at as IDataObject | undefined)?.[key], parameters);
+	fake.context = {
+		getInputData: () => items,
+		getNodeParameter: (name: string, _index: number, fallback?: unknown) => value(name) ?? fallback,
+		getNode: () => node(nodeExtra),
+		getExecutionId: () => 'exec-7',
+		getWorkflow: () => ({ id: 'wf-1', name: 'wf', active: false }),
+		getCredentials: async () => ({ baseUrl: 'http://bridge:8080/' }),
+		evaluateExpression: () => 'http://n8n:5678/webhook-waiting/exec-7',
+		putExecutionToWait: async (date: Date) => {
+			fake.waitedUntil = date;
+		},
+		helpers: {
+			httpRequestWithAuthentication: async (_name: string, request: IHttpRequestOptions) => {
+				fake.requests.push(request);
+				return reply(request);
+			},
+			getBinaryDataBuffer: async () => Buffer.from('hello'),
+			prepareBinaryData: async (data: Buffer, fileName?: string, mimeType?: string) => ({
+				data: data.toString('base64'),
+				fileName,
+				mimeType: mimeType ?? 'application/octet-stream',
+			}),
+		},
+	} as unknown as IExecuteFunctions;
+	return fake;
+}
+
+const echo = (request: IHttpRequestOptions): Reply => {
+	const body = request.body as { items: Array<{ json: IDataObject }> };
+	return {
+		statusCode: 200,
+		body: {
+			job_id: 'j',
+			status: 'completed',
+			items: body.items.map((item, index) => ({ json: item.json, pairedItem: { item: index } })),
+			errors: [],
+		},
+	};
+};
+
+const items = (count: number): INodeExecutionData[] =>
+	Array.from({ length: count }, (_, n) => ({ json: { n } }));
+
+describe('Execute', () => {
+	it('sends the items in batches and pairs every result with its input', async () => {
+		const fake = fakeExecute(
+			items(5),
+			{ processingType: 'echo', parametersJson: '{"a": 1}', options: { batchSize: 2 } },
+			echo,
+		);
+		const [out] = await execute(fake.context);
+		assert.equal(fake.requests.length, 3);
+		assert.deepEqual(
+			out.map((item) => [item.json.n, item.pairedItem]),
+			[0, 1, 2, 3, 4].map((n) => [n, { item: n }]),
+		);
+		const bodies = fake.requests.map((r) => r.body as IDataObject);
+		assert.deepEqual(bodies.map((b) => b.idempotency_key).sort(), [
+			'exec-7:Python Bridge:0',
+			'exec-7:Python Bridge:1',
+			'exec-7:Python Bridge:2',
+		]);
+		assert.deepEqual(bodies[0].parameters, { a: 1 });
+		assert.equal(bodies[0].mode, 'sync');
+		assert.equal(fake.requests[0].url, 'http://bridge:8080/api/v1/workflow/execute');
+	});
+
+	it('fails with the bridge’s message for a failed item, or outputs it with continueOnFail', async () => {
+		const failing = (request: IHttpRequestOptions): Reply => {
+			const answer = echo(request).body as { items: unknown[]; errors: unknown[] };
+			answer.items.splice(1, 1);
+			answer.errors.push({ index: 1, code: 'processor_error', message: 'ValueError: odd' });
+			return { statusCode: 200, body: answer };
+		};
+		const parameters = { processingType: 'x', options: {} };
+		const error = await execute(fakeExecute(items(3), parameters, failing).context).catch(
+			(e: unknown) => e,
+		);
+		assert.ok(error instanceof NodeApiError);
+		assert.equal(error.message, 'ValueError: odd');
+		assert.equal(error.context.itemIndex, 1);
+		const tolerant = fakeExecute(items(3), parameters, failing, { continueOnFail: true });
+		const [out] = await execute(tolerant.context);
+		assert.deepEqual(
+			out.map((item) => item.json.error ?? item.json.n),
+			[0, 'ValueError: odd', 2],
+		);
+	});
+
+	it('turns the bridge’s error body into a NodeApiError with code and trace id', async () => {
+		const refused = (): Reply => ({
+			statusCode: 422,
+			body: {
+				error: {
+					code: 'validation',
+					message: "unknown processing_type 'ehco'; valid: echo",
+					description: null,
+					http_code: 422,
+					retryable: false,
+					trace_id: 'trace-123',
+				},
+			},
+		});
+		const fake = fakeExecute(items(1), { processingType: 'ehco', options: {} }, refused);
+		const error = await execute(fake.context).catch((e: unknown) => e);
+		assert.ok(error instanceof NodeApiError);
+		assert.equal(error.message, "unknown processing_type 'ehco'; valid: echo");
+		assert.equal(error.httpCode, '422');
+		assert.match(String(error.description), /trace-123/);
+	});
+
+	it('sends binary data as base64 and brings it back as binary', async () => {
+		const withFile: INodeExecutionData[] = [
+			{ json: {}, binary: { file: { data: '', mimeType: 'text/plain', fileName: 'a.txt' } } },
+		];
+		const fake = fakeExecute(withFile, { processingType: 'echo', options: {} }, (request) => {
+			const [item] = (request.body as { items: Array<{ binary: IDataObject }> }).items;
+			return {
+				statusCode: 200,
+				body: { items: [{ json: {}, binary: item.binary, pairedItem: { item: 0 } }], errors: [] },
+			};
+		});
+		const [[out]] = await execute(fake.context);
+		const sent = (fake.requests[0].body as { items: Array<{ binary: { file: IDataObject } }> })
+			.items[0].binary.file;
+		assert.equal(sent.data, Buffer.from('hello').toString('base64'));
+		assert.equal(out.binary?.file.fileName, 'a.txt');
+	});
+});
+
+describe('Execute in Background and Wait', () => {
+	it('submits with the resume URL and waits the timeout plus the callback grace', async () => {
+		const fake = fakeExecute(
+			items(2),
+			{ processingType: 'echo', options: { timeout: 120 } },
+			() => ({ statusCode: 202, body: { job_id: 'j1', status: 'queued', created: true } }),
+		);
+		const before = Date.now();
+		const [out] = await executeAndWait(fake.context);
+		const body = fake.requests[0].body as IDataObject;
+		assert.equal(body.mode, 'async');
+		assert.equal(body.callback_url, 'http://n8n:5678/webhook-waiting/exec-7');
+		assert.equal(body.callback_method, 'POST');
+		assert.equal(body.timeout_s, 120);
+		const waited = (fake.waitedUntil?.getTime() ?? 0) - before;
+		assert.ok(waited >= (120 + CALLBACK_GRACE_SECONDS) * 1000 - 50);
+		assert.equal(out.length, 2);
+	});
+});
+
+function signed(body: string, id = 'cb_1', timestamp = Math.floor(Date.now() / 1000)) {
+	const key = Buffer.from(SECRET.slice('whsec_'.length), 'base64');
+	const signature = createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64');
+	return {
+		'webhook-id': id,
+		'webhook-timestamp': String(timestamp),
+		'webhook-signature': `v1,${signature}`,
+	};
+}
+
+function fakeWebhook(body: IDataObject, headers: Record<string, string>) {
+	const sent: { status?: number; json?: unknown } = {};
+	const raw = JSON.stringify(body);
+	const context = {
+		getRequestObject: () => ({ body, headers, rawBody: Buffer.from(raw) }),
+		getResponseObject: () => ({
+			status(code: number) {
+				sent.status = code;
+				return this;
+			},
+			json(value: unknown) {
+				sent.json = value;
+			},
+		}),
+		getCredentials: async () => ({ callbackSecret: SECRET }),
+		getNode: () => node(),
+		helpers: { prepareBinaryData: async () => ({}) },
+	} as unknown as IWebhookFunctions;
+	return { context, sent, raw };
+}
+
+describe('resume (the callback)', () => {
+	const completed = {
+		job_id: 'j1',
+		status: 'completed',
+		items: [{ json: { n: 1 }, pairedItem: { item: 0 } }],
+		errors: [],
+	};
+
+	it('outputs the job’s items when the signature is right', async () => {
+		const { context } = fakeWebhook(completed, signed(JSON.stringify(completed)));
+		const answer = await resume(context);
+		assert.deepEqual(answer.workflowData, [[{ json: { n: 1 }, pairedItem: { item: 0 } }]]);
+	});
+
+	it('refuses a bad signature and keeps waiting', async () => {
+		const { context, sent } = fakeWebhook(completed, signed('something else'));
+		const answer = await resume(context);
+		assert.equal(sent.status, 401);
+		assert.deepEqual(answer, { noWebhookResponse: true });
+	});
+
+	it('gives an error item for a failed job', async () => {
+		const failed = {
+			job_id: 'j2',
+			status: 'failed',
+			error: { code: 'timeout', message: 'processor did not finish within 60 s' },
+		};
+		const { context } = fakeWebhook(failed, signed(JSON.stringify(failed)));
+		const answer = await resume(context);
+		const [[item]] = answer.workflowData ?? [[]];
+		assert.match(String(item.json.error), /Background job j2 failed: processor did not finish/);
+		assert.equal(item.json.code, 'timeout');
+		assert.ok(item.error instanceof NodeApiError);
+	});
+});
+
+describe('credentials', () => {
+	const credential = new PythonBridgeApi();
+
+	it('mints a short-lived HS256 token with the scopes the request needs', async () => {
+		const secret = 'dummy-jwt-secret-that-is-long-enough-0123';
+		const authenticate = credential.authenticate as (
+			c: IDataObject,
+			r: IHttpRequestOptions,
+		) => Promise<IHttpRequestOptions>;
+		const options = await authenticate(
+			{ authentication: 'jwtSecret', jwtSecret: secret, audience: 'aud-x', issuer: 'iss-y' },
+			{ url: 'http://bridge/api/v1/subscriptions' },
+		);
+		const token = String(options.headers?.Authorization).replace('Bearer ', '');
+		const [header, payload, signature] = token.split('.');
+		const expected = createHmac('sha256', secret)
+			.update(`${header}.${payload}`)
+			.digest('base64url');
+		assert.equal(signature, expected);
+		const claims = JSON.parse(Buffer.from(payload, 'base64url').toString());
+		assert.equal(claims.aud, 'aud-x');
+		assert.equal(claims.iss, 'iss-y');
+		assert.equal(claims.scope, 'admin');
+		assert.ok(claims.exp - claims.iat <= 300);
+		const plain = await authenticate(
+			{ authentication: 'jwtSecret', jwtSecret: secret },
+			{ url: 'http://bridge/api/v1/workflow/execute' },
+		);
+		const plainClaims = JSON.parse(
+			Buffer.from(String(plain.headers?.Authorization).split('.')[1], 'base64url').toString(),
+		);
+		assert.equal(plainClaims.scope, 'execute status');
+	});
+
+	it('sends an API key or a static token as they are', async () => {
+		const authenticate = credential.authenticate as (
+			c: IDataObject,
+			r: IHttpRequestOptions,
+		) => Promise<IHttpRequestOptions>;
+		const key = await authenticate({ authentication: 'apiKey', apiKey: 'k-123' }, { url: '/x' });
+		assert.equal(key.headers?.['X-API-Key'], 'k-123');
+		const bearer = await authenticate(
+			{ authentication: 'bearerToken', token: 't-9' },
+			{ url: '/x' },
+		);
+		assert.equal(bearer.headers?.Authorization, 'Bearer t-9');
+	});
+
+	it('is tested against GET /api/v1/processors', () => {
+		assert.equal(credential.test.request.url, '/api/v1/processors');
+	});
+});
+
+describe('signatures', () => {
+	it('accepts the right signature and refuses the rest, saying why', () => {
+		const body = '{"a":1}';
+		assert.equal(verifySignature(SECRET, signed(body), body), undefined);
+		assert.match(String(verifySignature(SECRET, {}, body)), /not signed/);
+		assert.match(String(verifySignature(SECRET, signed(body, 'cb_1', 1000), body)), /5 minutes/);
+		assert.match(String(verifySignature(SECRET, signed(body), '{"a":2}')), /does not match/);
+	});
+});
+
+describe('processor fields', () => {
+	it('offers simple parameters as fields and leaves objects and lists to the JSON', () => {
+		const fields = fieldsOf({
+			properties: {
+				template: { anyOf: [{ type: 'string' }, { type: 'null' }], title: 'Template' },
+				strict_undefined: { type: 'boolean' },
+				times: { type: 'integer' },
+				on_invalid: { type: 'string', enum: ['mark', 'fail'] },
+				headers: { type: 'object' },
+				email_fields: { type: 'array' },
+			},
+			required: ['times'],
+		});
+		assert.deepEqual(
+			fields.map((f) => [f.id, f.type, f.required]),
+			[
+				['template', 'string', false],
+				['strict_undefined', 'boolean', false],
+				['times', 'number', true],
+				['on_invalid', 'options', false],
+			],
+		);
+	});
+});
