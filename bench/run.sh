@@ -11,4 +11,9 @@ apt_ensure hey hey
 apt_ensure redis-server redis-server
 name=${1:?usage: bash bench/run.sh NAME [args]}
 shift
+if [ "$name" = n8n_code_node ]; then  # a real n8n and the built nodes
+    . scripts/lib/n8n.sh
+    ensure_n8n
+    check_nodes
+fi
 exec .venv/bin/python -m "bench.$name" "$@"

@@ -131,7 +131,8 @@ async function collect(
 ): Promise<INodeExecutionData[]> {
 	const node = context.getNode();
 	if (errors.length && canThrow && !tolerant(node)) throw itemError(node, errors[0], offset);
-	const out = await Promise.all(items.map(async (wire) => await fromWire(context, wire, offset)));
+	const out = await fromWire(context, items, offset);
+	if (!errors.length) return out; // the bridge answers in input order
 	for (const error of errors) {
 		out.push({
 			json: { error: error.message, code: error.code },

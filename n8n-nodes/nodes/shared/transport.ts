@@ -108,45 +108,58 @@ export async function toWire(
 	items: INodeExecutionData[],
 	offset: number,
 ): Promise<WireItem[]> {
-	return await Promise.all(
-		items.map(async (item, index) => {
-			const wire: WireItem = { json: item.json };
-			if (item.binary) {
-				wire.binary = {};
-				for (const [key, data] of Object.entries(item.binary)) {
-					const buffer = await context.helpers.getBinaryDataBuffer(offset + index, key);
-					wire.binary[key] = {
-						data: buffer.toString('base64'),
-						mimeType: data.mimeType,
-						fileName: data.fileName,
-						fileExtension: data.fileExtension,
-					};
-				}
-			}
-			return wire;
-		}),
-	);
+	const wire: WireItem[] = new Array(items.length);
+	for (let index = 0; index < items.length; index++) {
+		const item = items[index];
+		wire[index] = item.binary
+			? { json: item.json, binary: await binaryToWire(context, item, offset + index) }
+			: { json: item.json };
+	}
+	return wire;
 }
 
-/** A bridge output item as an n8n item, paired with input `offset + pairedItem.item`. */
+async function binaryToWire(
+	context: IExecuteFunctions,
+	item: INodeExecutionData,
+	itemIndex: number,
+): Promise<NonNullable<WireItem['binary']>> {
+	const binary: NonNullable<WireItem['binary']> = {};
+	for (const [key, data] of Object.entries(item.binary ?? {})) {
+		const buffer = await context.helpers.getBinaryDataBuffer(itemIndex, key);
+		binary[key] = {
+			data: buffer.toString('base64'),
+			mimeType: data.mimeType,
+			fileName: data.fileName,
+			fileExtension: data.fileExtension,
+		};
+	}
+	return binary;
+}
+
+/** Bridge output items as n8n items, each paired with input `offset + pairedItem.item`. */
 export async function fromWire(
 	context: IExecuteFunctions | IWebhookFunctions,
-	wire: WireItem,
+	wires: WireItem[],
 	offset: number,
-): Promise<INodeExecutionData> {
-	const item: INodeExecutionData = {
-		json: wire.json,
-		pairedItem: { item: offset + (wire.pairedItem?.item ?? 0) },
-	};
-	if (wire.binary) {
-		item.binary = {};
-		for (const [key, data] of Object.entries(wire.binary)) {
-			item.binary[key] = await context.helpers.prepareBinaryData(
-				Buffer.from(data.data, 'base64'),
-				data.fileName,
-				data.mimeType,
-			);
+): Promise<INodeExecutionData[]> {
+	const items: INodeExecutionData[] = new Array(wires.length);
+	for (let index = 0; index < wires.length; index++) {
+		const wire = wires[index];
+		const item: INodeExecutionData = {
+			json: wire.json,
+			pairedItem: { item: offset + (wire.pairedItem?.item ?? 0) },
+		};
+		if (wire.binary) {
+			item.binary = {};
+			for (const [key, data] of Object.entries(wire.binary)) {
+				item.binary[key] = await context.helpers.prepareBinaryData(
+					Buffer.from(data.data, 'base64'),
+					data.fileName,
+					data.mimeType,
+				);
+			}
 		}
+		items[index] = item;
 	}
-	return item;
+	return items;
 }
