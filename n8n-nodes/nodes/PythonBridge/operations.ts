@@ -9,9 +9,9 @@ import type {
 } from 'n8n-workflow';
 import { NodeApiError, NodeOperationError } from 'n8n-workflow';
 
-import { verifySignature } from '../shared/signature';
+import { refusedUnsigned } from '../shared/signature';
 import type { WireItem } from '../shared/transport';
-import { CREDENTIALS, bridgeRequest, fromWire, toWire } from '../shared/transport';
+import { bridgeRequest, fromWire, toWire } from '../shared/transport';
 import { parametersFor } from './processors';
 
 /** Waiting for a callback lasts the job's timeout plus this, for the callback's own retries. */
@@ -324,17 +324,7 @@ function jobFailure(node: INode, job: CallbackBody): NodeApiError {
  * output, n8n routes it there).
  */
 export async function resume(context: IWebhookFunctions): Promise<IWebhookResponseData> {
-	const request = context.getRequestObject();
-	const credentials = await context.getCredentials(CREDENTIALS);
-	const secret = credentials.callbackSecret as string | undefined;
-	if (secret) {
-		const raw =
-			(request as { rawBody?: Buffer }).rawBody?.toString() ?? JSON.stringify(request.body);
-		const reason = verifySignature(secret, request.headers, raw);
-		if (reason) {
-			context.getResponseObject().status(401).json({ message: reason });
-			return { noWebhookResponse: true };
-		}
-	}
-	return { workflowData: [await outcome(context, request.body as CallbackBody, false)] };
+	if (await refusedUnsigned(context)) return { noWebhookResponse: true };
+	const body = context.getRequestObject().body as CallbackBody;
+	return { workflowData: [await outcome(context, body, false)] };
 }

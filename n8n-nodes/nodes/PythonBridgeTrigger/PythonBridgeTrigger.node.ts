@@ -8,8 +8,8 @@ import type {
 } from 'n8n-workflow';
 import { NodeConnectionTypes } from 'n8n-workflow';
 
-import { verifySignature } from '../shared/signature';
-import { CREDENTIALS, bridgeRequest } from '../shared/transport';
+import { refusedUnsigned } from '../shared/signature';
+import { bridgeRequest } from '../shared/transport';
 
 const EVENTS = [
 	{ name: 'Job Queued', value: 'workflow.queued' },
@@ -125,18 +125,8 @@ export class PythonBridgeTrigger implements INodeType {
 	};
 
 	async webhook(this: IWebhookFunctions): Promise<IWebhookResponseData> {
-		const request = this.getRequestObject();
-		const credentials = await this.getCredentials(CREDENTIALS);
-		const secret = credentials.callbackSecret as string | undefined;
-		if (secret) {
-			const raw =
-				(request as { rawBody?: Buffer }).rawBody?.toString() ?? JSON.stringify(request.body);
-			const reason = verifySignature(secret, request.headers, raw);
-			if (reason) {
-				this.getResponseObject().status(401).json({ message: reason });
-				return { noWebhookResponse: true };
-			}
-		}
-		return { workflowData: [this.helpers.returnJsonArray(request.body as IDataObject)] };
+		if (await refusedUnsigned(this)) return { noWebhookResponse: true };
+		const event = this.getRequestObject().body as IDataObject;
+		return { workflowData: [this.helpers.returnJsonArray(event)] };
 	}
 }

@@ -1,5 +1,9 @@
 import { createHmac, timingSafeEqual } from 'crypto';
 
+import type { IWebhookFunctions } from 'n8n-workflow';
+
+import { CREDENTIALS } from './transport';
+
 export const TOLERANCE_SECONDS = 5 * 60;
 
 /**
@@ -36,4 +40,20 @@ export function verifySignature(
 		if (given.length === expected.length && timingSafeEqual(given, expected)) return undefined;
 	}
 	return 'the webhook signature does not match BRIDGE_CALLBACK_SECRET';
+}
+
+/**
+ * With a Callback Secret in the credentials, answer 401 to a request whose signature is missing or
+ * wrong. True when it was refused (nothing else must happen then).
+ */
+export async function refusedUnsigned(context: IWebhookFunctions): Promise<boolean> {
+	const credentials = await context.getCredentials(CREDENTIALS);
+	const secret = credentials.callbackSecret as string | undefined;
+	if (!secret) return false;
+	const request = context.getRequestObject();
+	const raw = (request as { rawBody?: Buffer }).rawBody?.toString() ?? JSON.stringify(request.body);
+	const reason = verifySignature(secret, request.headers, raw);
+	if (!reason) return false;
+	context.getResponseObject().status(401).json({ message: reason });
+	return true;
 }
