@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MAX_INTERRUPTIONS = 3
 MONITOR_INTERVAL_S = 1.0
+RECENT_WEIGHT = 0.1  # of each new job in a queue's recent wait and run times (a moving average)
 # A job accepted here keeps its decoded items for its first run, saving a read and a decode;
 # within this budget of request bytes (beyond it, and after a restart, the store has them).
 DECODED_BUDGET_BYTES = 64 * 1024 * 1024
@@ -93,6 +94,7 @@ class WorkerPool:
         self._decoded_bytes = 0
         self._workers: list[asyncio.Task[None]] = []
         self._alerting: dict[str, bool] = {}
+        self._recent: dict[str, dict[str, float]] = {name: {} for name in self.queues}
         self._stopping = False
 
     # ---- accepting -------------------------------------------------------------------------
@@ -210,9 +212,7 @@ class WorkerPool:
             if self._stopping:
                 queue.put(entry, force=True)
                 return
-            self._metrics.queue_wait_seconds.labels(queue.name).observe(
-                time.monotonic() - entry.enqueued_at
-            )
+            self._observe(queue.name, "wait_s", time.monotonic() - entry.enqueued_at)
             task = asyncio.create_task(self._run(entry.job_id, queue.name))
             self._running[entry.job_id] = (task, queue.name)
             try:
@@ -263,13 +263,13 @@ class WorkerPool:
             await self._finish(job, JobStatus.CANCELLED)
             return
         except BridgeError as exc:
-            self._metrics.queue_run_seconds.labels(queue).observe(time.perf_counter() - started)
+            self._observe(queue, "run_s", time.perf_counter() - started)
             if exc.retryable and job.attempts < job.max_attempts:
                 await self._retry(job, exc)
             else:
                 await self._finish(job, JobStatus.FAILED, error=exc)
             return
-        self._metrics.queue_run_seconds.labels(queue).observe(time.perf_counter() - started)
+        self._observe(queue, "run_s", time.perf_counter() - started)
         outputs, errors = split_outcomes(outcomes)
         await self._finish(job, JobStatus.COMPLETED, outputs=outputs, errors=errors)
 
@@ -286,6 +286,21 @@ class WorkerPool:
         if kept is not None:
             self._decoded_bytes -= kept[3]
         return kept
+
+    def _observe(self, queue: str, what: str, seconds: float) -> None:
+        """A job's wait or run time: into the histogram, and the queue's recent average."""
+        histogram = (
+            self._metrics.queue_wait_seconds
+            if what == "wait_s"
+            else self._metrics.queue_run_seconds
+        )
+        histogram.labels(queue).observe(seconds)
+        recent = self._recent[queue]
+        recent[what] = (
+            seconds
+            if what not in recent
+            else (recent[what] + RECENT_WEIGHT * (seconds - recent[what]))
+        )
 
     async def _retry(self, job: JobRecord, exc: BridgeError) -> None:
         delay = retry_delay(job.attempts, self._settings.retry_base_s, self._settings.retry_max_s)
@@ -575,6 +590,8 @@ class WorkerPool:
                 "in_flight": in_flight[name],
                 "concurrency": self.configs[name].concurrency,
                 "oldest_wait_s": round(queue.oldest_wait_s(), 3),
+                "recent_wait_s": round(self._recent[name].get("wait_s", 0.0), 3),
+                "recent_run_s": round(self._recent[name].get("run_s", 0.0), 3),
                 "overflow_to": self.configs[name].overflow_to,
             }
             for name, queue in self.queues.items()

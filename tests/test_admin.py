@@ -36,6 +36,13 @@ async def test_status_shows_queues_workers_and_backends(
     assert status["draining"] is False
     assert status["backends"]["store"] == "sqlite"
     assert status["queues"]["default"]["concurrency"] == 4
+    await client.post(EXECUTE, json=job("sleep", parameters={"seconds": 0.05}), headers=auth)
+    for _ in range(100):
+        status = await (await client.get("/admin/status", headers=admin(settings))).json()
+        if status["queues"]["default"]["recent_run_s"]:
+            break
+        await asyncio.sleep(0.02)
+    assert status["queues"]["default"]["recent_run_s"] >= 0.05
     assert status["dead_letters"] == 0 and status["breakers"] == {}
 
 
