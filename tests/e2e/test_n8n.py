@@ -167,9 +167,10 @@ async def test_bulk_email_example_runs_with_n8n_execute(world: World) -> None:
 
 async def test_long_job_waits_and_is_resumed_by_the_callback(world: World) -> None:
     rows = [{"name": f"row {n}", "amount": n * 1.5} for n in range(3)]
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{world.n8n.url}/webhook/bridge-long-job", json={"rows": rows}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{world.n8n.url}/webhook/bridge-long-job", json={"rows": rows}) as response,
+    ):
         assert response.status == 200, await response.text()
     reports = await world.sink.wait("report", 3)
     assert [r["line"] for r in reports] == ["row 0: 0.00", "row 1: 1.50", "row 2: 3.00"]
