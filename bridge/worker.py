@@ -95,6 +95,7 @@ class WorkerPool:
         self._workers: list[asyncio.Task[None]] = []
         self._alerting: dict[str, bool] = {}
         self._recent: dict[str, dict[str, float]] = {name: {} for name in self.queues}
+        self._histograms: dict[tuple[str, str], Any] = {}
         self._stopping = False
 
     # ---- accepting -------------------------------------------------------------------------
@@ -289,12 +290,15 @@ class WorkerPool:
 
     def _observe(self, queue: str, what: str, seconds: float) -> None:
         """A job's wait or run time: into the histogram, and the queue's recent average."""
-        histogram = (
-            self._metrics.queue_wait_seconds
-            if what == "wait_s"
-            else self._metrics.queue_run_seconds
-        )
-        histogram.labels(queue).observe(seconds)
+        histogram = self._histograms.get((queue, what))
+        if histogram is None:  # labels() costs more than observe(): look each child up once
+            family = (
+                self._metrics.queue_wait_seconds
+                if what == "wait_s"
+                else self._metrics.queue_run_seconds
+            )
+            histogram = self._histograms[(queue, what)] = family.labels(queue)
+        histogram.observe(seconds)
         recent = self._recent[queue]
         recent[what] = (
             seconds
@@ -384,7 +388,8 @@ class WorkerPool:
 
     def _callback_delivery(self, job: JobRecord, items: bytes, errors: list[ItemError]) -> Delivery:
         assert job.callback is not None
-        return Delivery(
+        # Built from the job's own, already valid fields: no validation needed.
+        return Delivery.model_construct(
             id=f"cb_{job.job_id}",
             kind="callback",
             url=job.callback.url,
