@@ -77,7 +77,15 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[OPENAPI] = build_spec(app[REGISTRY].names())
     add_routes(app)
     app.cleanup_ctx.extend([_database, _runner, _http, _execution, _background, _purge])
+    app.on_shutdown.append(_end_streams)
     return app
+
+
+async def _end_streams(app: web.Application) -> None:
+    """Before the shutdown bound starts: end the event streams, which would never end by
+    themselves and would hold the shutdown for the whole bound."""
+    if EVENTS in app:
+        app[EVENTS].close()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:

@@ -64,15 +64,28 @@ class EventLog(Protocol):
 
 
 class Listener:
-    """One in-process consumer of events with a bounded buffer."""
+    """One in-process consumer of events with a bounded buffer. `ended` is set when it fell
+    behind (its buffer overflowed) or the bridge is shutting down: it should stop listening."""
 
     def __init__(self, accepts: Callable[[Event], bool], size: int = LISTENER_BUFFER) -> None:
         self.accepts = accepts
         self.queue: asyncio.Queue[Event] = asyncio.Queue(size)
-        self.overflowed = asyncio.Event()
+        self.ended = asyncio.Event()
 
-    async def next(self) -> Event:
-        return await self.queue.get()
+    async def next(self, wait_s: float) -> Event | None:
+        """The next event; None when `wait_s` passed or the listener ended first."""
+        if not self.queue.empty():
+            return self.queue.get_nowait()
+        getting = asyncio.ensure_future(self.queue.get())
+        ending = asyncio.ensure_future(self.ended.wait())
+        done, _ = await asyncio.wait(
+            {getting, ending}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        ending.cancel()
+        if getting in done:
+            return getting.result()
+        getting.cancel()
+        return None
 
 
 class EventBus:
@@ -93,7 +106,7 @@ class EventBus:
                 listener.queue.put_nowait(event)
             except asyncio.QueueFull:
                 self._metrics.events_dropped.inc()
-                listener.overflowed.set()
+                listener.ended.set()
         return event
 
     def listen(self, accepts: Callable[[Event], bool]) -> Listener:
@@ -104,6 +117,11 @@ class EventBus:
     @property
     def last_id(self) -> int:
         return self._log.last_id
+
+    def close(self) -> None:
+        """Shutting down: every listener ends (SSE clients resume elsewhere from the log)."""
+        for listener in self._listeners:
+            listener.ended.set()
 
     def forget(self, listener: Listener) -> None:
         self._listeners.discard(listener)

@@ -121,3 +121,23 @@ async def test_sigterm_leaves_queued_jobs_for_the_next_start(
         finally:
             await second.kill()
     assert {r.headers["webhook-id"] for r in target.received} == {f"cb_{j}" for j in accepted}
+
+
+async def test_sigterm_ends_open_event_streams_instead_of_waiting_for_them(
+    tmp_path: Path,
+) -> None:
+    """An SSE stream never ends by itself; shutdown ends it (the client resumes elsewhere) rather
+    than waiting out BRIDGE_SHUTDOWN_TIMEOUT_S, here far longer than the daemon is given."""
+    daemon = await Daemon(env(tmp_path, BRIDGE_SHUTDOWN_TIMEOUT_S="300")).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(
+                f"{daemon.url}/api/v1/events", headers=headers(tmp_path)
+            ) as stream:
+                assert (await stream.content.readline()).startswith(b"retry:")
+                daemon.signal(signal.SIGTERM)
+                rest = await asyncio.wait_for(stream.content.read(), 30)  # EOF: the stream ended
+            assert b"event:" not in rest
+        assert await daemon.wait(timeout=30) == 0
+    finally:
+        await daemon.kill()

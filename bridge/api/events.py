@@ -38,21 +38,22 @@ async def stream(request: web.Request) -> web.StreamResponse:
         if after is None:
             after = bus.last_id
         while page := await bus.since(after, types=types, workflow_id=query.workflow_id):
-            for event in page:
-                await response.write(_frame(event))
+            for past in page:
+                await response.write(_frame(past))
             after = page[-1].id
             if len(page) < REPLAY_PAGE:
                 break
-        while not listener.overflowed.is_set():
-            try:
-                event = await asyncio.wait_for(listener.next(), HEARTBEAT_S)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
+        while not listener.ended.is_set():
+            event = await listener.next(HEARTBEAT_S)
+            if event is None:
+                if not listener.ended.is_set():
+                    await response.write(b": keep-alive\n\n")
                 continue
             if event.id > after:
                 await response.write(_frame(event))
                 after = event.id
-        # Too slow to keep up: end the stream; the client resumes from the log.
+        # Too slow to keep up, or the bridge is stopping: the stream ends, and the client
+        # resumes with Last-Event-ID (from this bridge's log, or another instance's).
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
