@@ -99,21 +99,13 @@ class Execution:
             created_at=now,
             started_at=now,
             item_count=len(submission.items),
+            idempotency_key=submission.idempotency_key,
         )
         job_id_var.set(job.job_id)
         workflow_id_var.set(job.workflow_id)
         show_running = _ShowRunning(self._store, job)
-        ctx = Context(
-            job_id=job.job_id,
-            trace_id=trace_id,
-            processor=spec.name,
-            settings=self._settings,
-            workflow_id=submission.workflow_id,
-            execution_id=submission.execution_id,
-            idempotency_key=submission.idempotency_key,
-            services=self._services,
-        )
-        timeout_s = self._runner.timeout_for(spec, submission.timeout_s)
+        ctx = Context.for_job(job, self._settings, self._services)
+        timeout_s = self._runner.timeout_for(spec, submission.timeout_s, "sync")
         started = time.perf_counter()
         try:
             outcomes = await self._runner.run(

@@ -137,9 +137,11 @@ class Runner:
             )
         return self._processes
 
-    def timeout_for(self, spec: ProcessorSpec, requested: float | None) -> float:
-        """The request's timeout within the processor's; by default BRIDGE_SYNC_TIMEOUT_S."""
-        limit = spec.timeout_s or self._settings.sync_timeout_s
+    def timeout_for(self, spec: ProcessorSpec, requested: float | None, mode: str) -> float:
+        """The request's timeout within the processor's; by default BRIDGE_SYNC_TIMEOUT_S for
+        sync jobs, BRIDGE_JOB_TIMEOUT_S for background ones."""
+        default = self._settings.sync_timeout_s if mode == "sync" else self._settings.job_timeout_s
+        limit = spec.timeout_s or default
         return min(requested, limit) if requested else limit
 
     async def run(

@@ -243,18 +243,8 @@ class WorkerPool:
         job = job.advance(JobStatus.RUNNING, retry_at=None)
         await self._store.save(job)
         self._publish("workflow.started", job, attempt=job.attempts)
-        ctx = Context(
-            job_id=job.job_id,
-            trace_id=job.trace_id or job.job_id,
-            processor=spec.name,
-            settings=self._settings,
-            workflow_id=job.workflow_id,
-            execution_id=job.execution_id,
-            idempotency_key=job.idempotency_key,
-            services=self._services,
-        )
-        limit = spec.timeout_s or self._settings.job_timeout_s
-        timeout_s = min(job.timeout_s, limit) if job.timeout_s else limit
+        ctx = Context.for_job(job, self._settings, self._services)
+        timeout_s = self._runner.timeout_for(spec, job.timeout_s, "async")
         started = time.perf_counter()
         try:
             outcomes = await self._runner.run(spec, items, params, ctx, timeout_s)

@@ -26,6 +26,7 @@ import jsonschema
 from pydantic import BaseModel, ValidationError
 
 from bridge.errors import ValidationFailed, json_pointer
+from bridge.jobs import JobRecord
 from bridge.services import Services
 from bridge.settings import Settings
 
@@ -58,6 +59,20 @@ class Context:
     execution_id: str | None = None
     idempotency_key: str | None = None  # the request's, if it had one
     services: Services | None = None  # on the event loop and in threads; None in processes
+
+    @classmethod
+    def for_job(cls, job: JobRecord, settings: Settings, services: Services | None) -> Context:
+        """The context of a job's run, sync or background, from its record."""
+        return cls(
+            job_id=job.job_id,
+            trace_id=job.trace_id or job.job_id,
+            processor=job.processing_type,
+            settings=settings,
+            workflow_id=job.workflow_id,
+            execution_id=job.execution_id,
+            idempotency_key=job.idempotency_key,
+            services=services,
+        )
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
