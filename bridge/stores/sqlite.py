@@ -17,7 +17,6 @@ from bridge.jobs import JobRecord, JobStatus
 from bridge.stores.base import LedgerEntry
 from bridge.stores.sqlite_db import Database, Table
 
-PURGE_CHUNK = 500
 LOOKUP_CHUNK = 500  # keys per query, well under SQLite's bound on parameters
 UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
@@ -107,7 +106,7 @@ class SqliteJobStore:
         return bytes(row[0]) if row and row[0] is not None else None
 
     async def find_by_idempotency_key(self, key: str) -> JobRecord | None:
-        await self._db.flush()
+        # No flush: a background job is committed before its key is released to others.
         row = await self._db.fetch_one("SELECT record FROM jobs WHERE idempotency_key = ?", (key,))
         return JobRecord.model_validate_json(row[0]) if row else None
 
@@ -147,32 +146,23 @@ class SqliteJobStore:
 
     async def purge_expired(self, now: float) -> int:
         """Finished jobs past their retention (with their data), and ledger keys as old as the
-        longest retention."""
-        total = 0
-        for query, cutoff in (
-            (
-                "DELETE FROM job_data WHERE job_id IN (SELECT job_id FROM jobs"
-                " WHERE expires_at IS NOT NULL AND expires_at < ? LIMIT ?)",
-                now,
-            ),
-            (
-                "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs"
-                " WHERE expires_at IS NOT NULL AND expires_at < ? LIMIT ?)",
-                now,
-            ),
-            (
-                "DELETE FROM ledger WHERE rowid IN (SELECT rowid FROM ledger"
-                " WHERE updated_at < ? LIMIT ?)",
-                now - max(self.retention_s.values()),
-            ),
-        ):
-            while True:
-                removed = await self._db.execute(query, (cutoff, PURGE_CHUNK))
-                if not query.startswith("DELETE FROM job_data"):
-                    total += removed
-                if removed < PURGE_CHUNK:
-                    break
-        return total
+        longest retention; the jobs and keys removed."""
+        await self._db.delete_in_chunks(
+            "DELETE FROM job_data WHERE rowid IN (SELECT job_data.rowid FROM job_data"
+            " JOIN jobs USING (job_id) WHERE jobs.expires_at < ? LIMIT ?)",
+            now,
+        )
+        jobs = await self._db.delete_in_chunks(
+            "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs"
+            " WHERE expires_at IS NOT NULL AND expires_at < ? LIMIT ?)",
+            now,
+        )
+        keys = await self._db.delete_in_chunks(
+            "DELETE FROM ledger WHERE rowid IN (SELECT rowid FROM ledger"
+            " WHERE updated_at < ? LIMIT ?)",
+            now - max(self.retention_s.values()),
+        )
+        return jobs + keys
 
     async def lookup(self, keys: Sequence[str]) -> dict[str, LedgerEntry]:
         found = {key: entry for key in keys if (entry := self._settled_in_memory(key))}

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.05
 MAX_BATCH = 2000
+DELETE_CHUNK = 500  # rows per clean-up statement: each is short, other writes go between
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,8 @@ class Database:
         """Return once everything written so far is committed."""
         if self._writer is None or self._writer.done():
             raise RuntimeError("the database writer is not running")
+        if not any(self._pending.values()) and not any(self._in_flight.values()):
+            return  # nothing to wait for: no empty transaction on every read that flushes
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._has_work.set()
@@ -200,6 +203,16 @@ class Database:
         async with self.writing:
             cursor = await self.conn.execute(sql, args)
         return cursor.rowcount
+
+    async def delete_in_chunks(self, sql: str, bound: float) -> int:
+        """Run `sql` (a DELETE whose parameters are `bound` and a LIMIT) until fewer than a
+        chunk's rows go; the rows deleted. Clean-up never holds the database for long."""
+        total = 0
+        while True:
+            removed = await self.execute(sql, (bound, DELETE_CHUNK))
+            total += removed
+            if removed < DELETE_CHUNK:
+                return total
 
     async def ping(self) -> None:
         await self.fetch_one("SELECT 1")

@@ -12,8 +12,6 @@ from bridge.stores.sqlite_db import Database, Table
 from bridge.subscriptions import Subscription
 from bridge.webhooks import Delivery
 
-PURGE_CHUNK = 500
-
 TABLES = (
     Table(
         "events",
@@ -90,21 +88,14 @@ class SqliteEventLog:
 
     async def purge(self, now: float) -> int:
         """Events older than the retention, and the oldest beyond the cap."""
-        total = 0
-        floor = self._last_id - self._max_events
-        for query, bound in (
-            (
-                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? LIMIT ?)",
-                now - self._retention_s,
-            ),
-            ("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= ? LIMIT ?)", floor),
-        ):
-            while True:
-                removed = await self._db.execute(query, (bound, PURGE_CHUNK))
-                total += removed
-                if removed < PURGE_CHUNK:
-                    break
-        return total
+        old = await self._db.delete_in_chunks(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? LIMIT ?)",
+            now - self._retention_s,
+        )
+        return old + await self._db.delete_in_chunks(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= ? LIMIT ?)",
+            self._last_id - self._max_events,
+        )
 
 
 class SqliteSubscriptions:
@@ -189,16 +180,15 @@ class SqliteOutbox:
         )
 
     async def purge(self, now: float) -> int:
-        total = 0
-        for query in (
+        """Dead letters past their retention, and incoming webhook-ids as old."""
+        cutoff = now - self._dead_retention_s
+        dead = await self._db.delete_in_chunks(
             "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries"
             " WHERE state = 'dead' AND created_at < ? LIMIT ?)",
+            cutoff,
+        )
+        return dead + await self._db.delete_in_chunks(
             "DELETE FROM inbound WHERE rowid IN (SELECT rowid FROM inbound"
             " WHERE received_at < ? LIMIT ?)",
-        ):
-            while True:
-                removed = await self._db.execute(query, (now - self._dead_retention_s, PURGE_CHUNK))
-                total += removed
-                if removed < PURGE_CHUNK:
-                    break
-        return total
+            cutoff,
+        )

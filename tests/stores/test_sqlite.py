@@ -187,3 +187,19 @@ async def test_records_stay_visible_while_their_batch_is_being_written(
         release.set()
         await flushing
     assert await store.get(record.job_id) == record
+
+
+async def test_purge_removes_the_data_of_every_expired_job(
+    store: SqliteJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Expired sync jobs (no data) ahead of an expired background job do not hide its data."""
+    from bridge.stores import sqlite_db
+
+    monkeypatch.setattr(sqlite_db, "DELETE_CHUNK", 2)
+    for _ in range(3):
+        await store.save(job().advance(JobStatus.COMPLETED))
+    background = job().model_copy(update={"mode": "async"}).advance(JobStatus.COMPLETED)
+    await store.save(background, durable=True, request=b"{}", result=b"{}")
+    assert await store.purge_expired(time.time() + 601) == 4
+    with sqlite3.connect(store.db.path) as db:
+        assert db.execute("SELECT count(*) FROM job_data").fetchone()[0] == 0
