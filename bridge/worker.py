@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from bridge.errors import BridgeError, Conflict, Internal, NotFound, Overloaded
 from bridge.events import EventBus
 from bridge.execution import Submission, split_outcomes
 from bridge.ids import new_id
-from bridge.items import ItemError, encode_outputs
+from bridge.items import Item, ItemError, encode_outputs
 from bridge.jobs import MAX_STORED_ERRORS, Callback, ItemErrorModel, JobError, JobRecord, JobStatus
 from bridge.logs import job_id_var, trace_id_var, workflow_id_var
 from bridge.metrics import Metrics
@@ -67,7 +68,7 @@ class WorkerPool:
         deliverer: Deliverer,
         metrics: Metrics,
         services: Services,
-        decode: Any,
+        decode: Callable[[JobRecord, bytes], tuple[list[Item], dict[str, Any]]],
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -77,7 +78,7 @@ class WorkerPool:
         self._deliverer = deliverer
         self._metrics = metrics
         self._services = services
-        self._decode = decode  # (job, request bytes) -> (items, raw parameters)
+        self._decode = decode  # a stored request → its items and raw parameters
         self.configs = {c.name: c for c in with_default(settings.queues)}
         self.queues = {
             name: MemoryQueue(name, config.max_depth, settings.queue_aging_s)

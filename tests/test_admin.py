@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.settings import Settings
 from tests.conftest import ClientFactory, token
-from tests.test_worker import finished, job
+from tests.test_worker import after_callback, finished, job
 from tests.webhook_target import Target
 
 EXECUTE = "/api/v1/workflow/execute"
@@ -76,11 +76,7 @@ async def test_a_dead_callback_is_replayed_with_its_webhook_id(
     assert replayed.status == 200
     calls = await target.wait_for(3)
     assert {c.headers["webhook-id"] for c in calls} == {letter["id"]}
-    for _ in range(100):
-        done = await finished(client, auth, accepted["job_id"])
-        if done["callback"]["state"] == "delivered":
-            break
-        await asyncio.sleep(0.02)
+    done = await after_callback(client, auth, accepted["job_id"], "delivered")
     assert done["callback"]["state"] == "delivered"
     left = await (await client.get("/admin/dead-letters", headers=admin(settings))).json()
     assert left["dead_letters"] == []

@@ -38,6 +38,18 @@ async def finished(client: TestClient, auth: dict[str, str], job_id: str) -> dic
     raise AssertionError(f"job {job_id} did not finish: {answer}")
 
 
+async def after_callback(
+    client: TestClient, auth: dict[str, str], job_id: str, state: str
+) -> dict[str, Any]:
+    """The job's record once its callback has reached `state` (or the last one seen)."""
+    for _ in range(100):
+        done = await finished(client, auth, job_id)
+        if done["callback"]["state"] == state:
+            break
+        await asyncio.sleep(0.02)
+    return done
+
+
 async def test_an_async_job_is_accepted_then_runs(client: TestClient, auth: dict[str, str]) -> None:
     response = await client.post(EXECUTE, json=job("repeat", parameters={"times": 2}), headers=auth)
     assert response.status == 202
@@ -184,12 +196,7 @@ async def test_callback_is_signed_and_carries_the_result(
     assert body["workflow_id"] == "wf-1" and body["execution_id"] == "ex-1"
     assert body["items"] == [{"json": {"n": 1, "copy": 0}, "pairedItem": {"item": 0}}]
     assert body["errors"] == [] and body["duration_ms"] >= 0
-    done = await finished(client, auth, accepted["job_id"])
-    for _ in range(100):
-        done = await finished(client, auth, accepted["job_id"])
-        if done["callback"]["state"] == "delivered":
-            break
-        await asyncio.sleep(0.02)
+    done = await after_callback(client, auth, accepted["job_id"], "delivered")
     assert done["callback"]["state"] == "delivered" and done["callback"]["attempts"] == 1
 
 
@@ -218,11 +225,7 @@ async def test_a_404_ends_the_callback_as_a_dead_letter(
         await client.post(EXECUTE, json=job("echo", callback_url=target.url()), headers=auth)
     ).json()
     await target.wait_for(1)
-    for _ in range(100):
-        done = await finished(client, auth, accepted["job_id"])
-        if done["callback"]["state"] == "failed":
-            break
-        await asyncio.sleep(0.02)
+    done = await after_callback(client, auth, accepted["job_id"], "failed")
     assert done["callback"]["state"] == "failed"
     assert "HTTP 404" in done["callback"]["last_error"]
     await asyncio.sleep(0.1)
@@ -253,11 +256,7 @@ async def test_n8n_saying_the_execution_has_finished_ends_the_callback(
         accepted = await (
             await client.post(EXECUTE, json=job("echo", callback_url=url), headers=auth)
         ).json()
-        for _ in range(100):
-            done = await finished(client, auth, accepted["job_id"])
-            if done["callback"]["state"] == "failed":
-                break
-            await asyncio.sleep(0.02)
+        done = await after_callback(client, auth, accepted["job_id"], "failed")
     finally:
         await server.close()
     assert (
