@@ -142,7 +142,7 @@ async def test_a_failed_batch_is_kept_for_the_next_try(
     """A batch whose write fails is neither lost nor in the way: waiters see the error, ledger
     claims still work, and the records go out with the next flush."""
     record = job()
-    original = store.db._write
+    original = store.db._write_batch
     failures = iter([RuntimeError("disk full")])
 
     async def failing_once(*args: object) -> None:
@@ -151,7 +151,7 @@ async def test_a_failed_batch_is_kept_for_the_next_try(
             raise error
         await original(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store.db, "_write", failing_once)
+    monkeypatch.setattr(store.db, "_write_batch", failing_once)
     await store.save(record)
     with pytest.raises(RuntimeError, match="disk full"):
         await store.flush()
@@ -167,14 +167,14 @@ async def test_records_stay_visible_while_their_batch_is_being_written(
     record = job()
     await store.claim("key-2")
     writing, release = asyncio.Event(), asyncio.Event()
-    original = store.db._write
+    original = store.db._write_batch
 
     async def held(*args: object) -> None:
         writing.set()
         await release.wait()
         await original(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store.db, "_write", held)
+    monkeypatch.setattr(store.db, "_write_batch", held)
     await store.save(record)
     await store.settle("key-2", {"message_id": "<m@x>"})
     flushing = asyncio.create_task(store.flush())
