@@ -18,14 +18,15 @@ from bridge.api.execute import decode_job_request
 from bridge.api.middleware import errors, observe
 from bridge.api.routes import add_routes
 from bridge.auth import Authenticator
+from bridge.backends import open_backend
 from bridge.breaker import Breakers
 from bridge.callbacks import Deliverer
 from bridge.events import Event, EventBus
 from bridge.execution import Execution
 from bridge.keys import (
     AUTH,
+    BACKEND,
     BREAKERS,
-    DATABASE,
     DELIVERER,
     EVENT_LOG,
     EVENTS,
@@ -52,15 +53,11 @@ from bridge.runner import Runner
 from bridge.services import Services
 from bridge.settings import Settings
 from bridge.smtp import SmtpPool
-from bridge.stores import sqlite, sqlite_log
-from bridge.stores.sqlite_db import Database
 from bridge.subscriptions import Subscriptions
 from bridge.webhooks import Delivery
 from bridge.worker import WorkerPool
 
 log = logging.getLogger(__name__)
-
-DB_FILE = "bridge.sqlite3"
 
 
 def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
@@ -76,7 +73,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[LIFECYCLE] = Lifecycle()
     app[OPENAPI] = build_spec(app[REGISTRY].names())
     add_routes(app)
-    app.cleanup_ctx.extend([_database, _runner, _http, _execution, _background, _purge])
+    app.cleanup_ctx.extend([_backend, _runner, _http, _execution, _background, _purge])
     app.on_shutdown.append(_end_streams)
     return app
 
@@ -88,18 +85,14 @@ async def _end_streams(app: web.Application) -> None:
         app[EVENTS].close()
 
 
-async def _database(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    retention = {"async": settings.job_retention_s, "sync": settings.sync_job_retention_s}
-    db = Database(settings.data_dir / DB_FILE, (*sqlite.tables(retention), *sqlite_log.TABLES))
-    await db.open()
-    app[DATABASE] = db
-    app[STORE] = sqlite.SqliteJobStore(db, retention)
-    app[EVENT_LOG] = sqlite_log.SqliteEventLog(db, settings.events_retention_s, settings.events_max)
-    await app[EVENT_LOG].open()
-    app[OUTBOX] = sqlite_log.SqliteOutbox(db, settings.dead_letter_retention_s)
+async def _backend(app: web.Application) -> AsyncIterator[None]:
+    backend = app[BACKEND] = open_backend(app[SETTINGS], app[METRICS])
+    await backend.open()
+    app[STORE] = backend.store
+    app[EVENT_LOG] = backend.events
+    app[OUTBOX] = backend.outbox
     yield
-    await db.close()
+    await backend.close()
 
 
 async def _runner(app: web.Application) -> AsyncIterator[None]:
@@ -139,9 +132,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     they take up what the last run left, on shutdown they stop within the bound."""
     settings, store, metrics = app[SETTINGS], app[STORE], app[METRICS]
     bus = app[EVENTS] = EventBus(app[EVENT_LOG], metrics)
-    subscriptions = app[SUBSCRIPTIONS] = Subscriptions(
-        sqlite_log.SqliteSubscriptions(app[DATABASE])
-    )
+    subscriptions = app[SUBSCRIPTIONS] = Subscriptions(app[BACKEND].subscriptions)
     await subscriptions.load()
 
     async def delivery_ended(delivery: Delivery, delivered: bool, reason: str | None) -> None:
@@ -168,15 +159,17 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         metrics,
         app[SERVICES],
         functools.partial(decode_job_request, max_binary_bytes=settings.max_binary_bytes),
+        app[BACKEND].new_queue,
     )
-    await workers.resume()
-    await deliverer.resume()
+    await app[BACKEND].start(bus, workers, subscriptions, deliverer)
     workers.start()
     yield
     app[LIFECYCLE].drain("shutting down")
     await workers.stop(settings.shutdown_timeout_s)
     await deliverer.stop(min(5.0, settings.shutdown_timeout_s))
-    await store.flush()
+    await app[BACKEND].stop()
+    with contextlib.suppress(Exception):  # a backend that is down keeps what it had
+        await store.flush()
 
 
 async def _purge(app: web.Application) -> AsyncIterator[None]:

@@ -1,7 +1,10 @@
 """The event bus: typed events, persisted in an ordered log, fanned out to in-process listeners.
 
-`publish` appends the event to the log (ids increase) and hands it to every listener's bounded
-buffer without waiting: a slow listener never slows a publisher. A listener whose buffer is full
+`publish` appends the event to the log (ids increase), and the bus hands it to every listener's
+bounded buffer without waiting: a slow listener never slows a publisher. The embedded log gives the
+event its id at once; the shared (Redis) log gives it one when it is written, and every instance
+gets every event — whichever instance published it — from the log (`deliver`); the hooks run only
+where the event was published. A listener whose buffer is full
 loses the event from its buffer (counted in `bridge_events_dropped`) and is told it overflowed, so
 a Server-Sent Events stream ends and its client resumes from the log with `Last-Event-ID` —
 nothing is lost to a client that reconnects.
@@ -30,6 +33,8 @@ EventType = Literal[
     "callback.delivered",
     "callback.failed",
     "queue.threshold",
+    "backend.down",
+    "backend.up",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 LISTENER_BUFFER = 1000
@@ -49,8 +54,9 @@ class EventLog(Protocol):
     @property
     def last_id(self) -> int: ...
 
-    def append(self, type: EventType, fields: dict[str, Any]) -> Event:
-        """Give the event the next id and record it (written with the next group commit)."""
+    def append(self, type: EventType, fields: dict[str, Any]) -> Event | None:
+        """Record the event (written with the next group commit); the event with its id, or
+        None when the id comes later (the shared log delivers it then)."""
 
     async def since(
         self,
@@ -95,10 +101,16 @@ class EventBus:
         self._listeners: set[Listener] = set()
         self.hooks: list[Callable[[Event], None]] = []  # called for every event, in order
 
-    def publish(self, type: EventType, **fields: Any) -> Event:
+    def publish(self, type: EventType, **fields: Any) -> None:
         event = self._log.append(type, {"at": time.time(), **fields})
-        for hook in self.hooks:
-            hook(event)
+        if event is not None:
+            self.deliver(event, published_here=True)
+
+    def deliver(self, event: Event, published_here: bool) -> None:
+        """A recorded event, with its id: to the hooks (if published here) and the listeners."""
+        if published_here:
+            for hook in self.hooks:
+                hook(event)
         for listener in tuple(self._listeners):
             if not listener.accepts(event):
                 continue
@@ -107,7 +119,6 @@ class EventBus:
             except asyncio.QueueFull:
                 self._metrics.events_dropped.inc()
                 listener.ended.set()
-        return event
 
     def listen(self, accepts: Callable[[Event], bool]) -> Listener:
         listener = Listener(accepts)

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from bridge.auth import Authenticator
+    from bridge.backends import DeadLetterStore, Embedded, EventStore, Redis
     from bridge.breaker import Breakers
     from bridge.callbacks import Deliverer
     from bridge.events import EventBus
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
     from bridge.services import Services
     from bridge.settings import Settings
     from bridge.stores.base import Store
-    from bridge.stores.sqlite_db import Database
-    from bridge.stores.sqlite_log import SqliteEventLog, SqliteOutbox
     from bridge.subscriptions import Subscriptions
     from bridge.worker import WorkerPool
 
@@ -35,9 +34,9 @@ STORE: web.AppKey[Store] = web.AppKey("store")
 EXECUTION: web.AppKey[Execution] = web.AppKey("execution")
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
-DATABASE: web.AppKey[Database] = web.AppKey("database")
-EVENT_LOG: web.AppKey[SqliteEventLog] = web.AppKey("event_log")
-OUTBOX: web.AppKey[SqliteOutbox] = web.AppKey("outbox")
+BACKEND: web.AppKey[Embedded | Redis] = web.AppKey("backend")
+EVENT_LOG: web.AppKey[EventStore] = web.AppKey("event_log")
+OUTBOX: web.AppKey[DeadLetterStore] = web.AppKey("outbox")
 EVENTS: web.AppKey[EventBus] = web.AppKey("events")
 SUBSCRIPTIONS: web.AppKey[Subscriptions] = web.AppKey("subscriptions")
 HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http")

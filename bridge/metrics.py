@@ -31,6 +31,18 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=self.registry,
         )
+        self.backend_up = Gauge(
+            "bridge_backend_up",
+            "1 while the shared backend (Redis) answers, 0 while it does not (always 1 embedded)",
+            registry=self.registry,
+        )
+        self.backend_up.set(1)
+        self.backend_changes = Counter(
+            "bridge_backend_transitions",
+            "Times the shared backend went down or came back, by the new state",
+            ["state"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "bridge_http_requests_in_flight",
             "HTTP requests being answered now",

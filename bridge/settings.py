@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import (
@@ -99,6 +100,12 @@ class Settings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     data_dir: Path = Path("data")
     redis_url: str | None = None
+    redis_claim_idle_s: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="a job whose instance stopped renewing it for this long is taken over",
+    )
     color: Literal["blue", "green"] | None = None
 
     log_format: Literal["json", "console"] = "json"
@@ -224,10 +231,12 @@ class Settings(BaseModel):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_not_yet(cls, value: str | None) -> str | None:
-        if value:
-            raise ValueError("the Redis backend is not available in this version; unset it")
-        return value
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                "expected redis://[user:password@]host:port/db, rediss://… (TLS) or unix://path"
+            )
+        return value or None
 
     @field_validator("jwt_keys")
     @classmethod

@@ -1,12 +1,13 @@
 """Background jobs: accepted durably, routed to a queue, run by that queue's workers, retried,
 cancelled, finished with a callback — and taken up again after a restart.
 
-Nothing accepted is lost: a job and its request are committed before the 202 goes out; its
-outcome and its callback (in the outbox) are committed in one transaction; a job that was queued
-or running when the process stopped is queued again at the next start (at-least-once: a run cut
-short runs again — processors with side effects use idempotency keys). A job whose runs keep
-being cut short (MAX_INTERRUPTIONS) is failed and kept as a dead letter instead of being retried
-for ever.
+Nothing accepted is lost: a job, its request and its queue entry are committed together before
+the 202 goes out (if that commit fails, the caller gets 503 and nothing stays behind); its outcome,
+its callback (in the outbox) and the end of its queue entry are committed in one transaction. A
+job that was queued or running when its process stopped runs again: at the next start (embedded
+queues), or at once on another instance (shared queues) — at-least-once: a run cut short runs
+again, and processors with side effects use idempotency keys. A job whose runs keep being cut
+short (MAX_INTERRUPTIONS) is failed and kept as a dead letter instead of being retried for ever.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import orjson
 
 from bridge.callbacks import Deliverer, retry_delay
-from bridge.errors import BridgeError, Conflict, Internal, NotFound, Overloaded
+from bridge.errors import BridgeError, Conflict, Internal, NotFound, Overloaded, Unavailable
 from bridge.events import EventBus
 from bridge.execution import Submission, split_outcomes
 from bridge.ids import new_id
@@ -32,8 +33,7 @@ from bridge.jobs import MAX_STORED_ERRORS, Callback, ItemErrorModel, JobError, J
 from bridge.logs import job_id_var, trace_id_var, workflow_id_var
 from bridge.metrics import Metrics
 from bridge.processors.registry import Context, Registry
-from bridge.queues.base import Entry, QueueFull
-from bridge.queues.memory import MemoryQueue
+from bridge.queues.base import Entry, JobQueue, QueueFull
 from bridge.router import JobTraits, Router, with_default
 from bridge.runner import Runner
 from bridge.services import Services
@@ -45,10 +45,18 @@ log = logging.getLogger(__name__)
 
 MAX_INTERRUPTIONS = 3
 MONITOR_INTERVAL_S = 1.0
+STORE_RETRY_AFTER_S = 5
 RECENT_WEIGHT = 0.1  # of each new job in a queue's recent wait and run times (a moving average)
 # A job accepted here keeps its decoded items for its first run, saving a read and a decode;
 # within this budget of request bytes (beyond it, and after a restart, the store has them).
 DECODED_BUDGET_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    task: asyncio.Task[None]
+    entry: Entry
+    queue: JobQueue
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +77,7 @@ class WorkerPool:
         metrics: Metrics,
         services: Services,
         decode: Callable[[JobRecord, bytes], tuple[list[Item], dict[str, Any]]],
+        new_queue: Callable[[str, int, float], JobQueue],
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -81,12 +90,12 @@ class WorkerPool:
         self._decode = decode  # a stored request → its items and raw parameters
         self.configs = {c.name: c for c in with_default(settings.queues)}
         self.queues = {
-            name: MemoryQueue(name, config.max_depth, settings.queue_aging_s)
+            name: new_queue(name, config.max_depth, settings.queue_aging_s)
             for name, config in self.configs.items()
         }
         self._reserved: Counter[str] = Counter()
         self.router = Router(tuple(self.configs.values()), settings.routes, self.queues)
-        self._running: dict[str, tuple[asyncio.Task[None], str]] = {}
+        self._running: dict[str, Running] = {}
         self._cancelling: set[str] = set()
         self._reserving: dict[str, asyncio.Future[JobRecord]] = {}
         # job id → (record as queued, items, params, request size)
@@ -117,11 +126,12 @@ class WorkerPool:
         reserving = asyncio.get_running_loop().create_future()
         self._reserving[key] = reserving
         try:
-            existing = await self._store.find_by_idempotency_key(key)
+            job_id = new_id()
+            existing = await self._store.claim_idempotency_key(key, job_id)
             if existing is not None:
                 accepted = Accepted(existing, False)
             else:
-                job = await self._create(submission, request, api, callback, trace_id)
+                job = await self._create(submission, request, api, callback, trace_id, job_id)
                 accepted = Accepted(job, True)
             reserving.set_result(accepted.job)
             return accepted
@@ -139,6 +149,7 @@ class WorkerPool:
         api: str,
         callback: Callback | None,
         trace_id: str,
+        job_id: str | None = None,
     ) -> JobRecord:
         spec = submission.spec
         traits = JobTraits(
@@ -160,7 +171,7 @@ class WorkerPool:
             ) from None
         now = time.time()
         job = JobRecord(
-            job_id=new_id(),
+            job_id=job_id or new_id(),
             status=JobStatus.QUEUED,
             mode="async",
             processing_type=spec.name,
@@ -178,16 +189,28 @@ class WorkerPool:
             item_count=len(submission.items),
             callback=callback,
         )
-        self._reserved[queue] += 1
-        try:
-            await self._store.save(job, durable=True, request=request)
-        finally:
-            self._reserved[queue] -= 1
         fits = self._decoded_bytes + len(request) <= DECODED_BUDGET_BYTES
         if fits and submission.params is not None:
             self._decoded[job.job_id] = (job, submission.items, submission.params, len(request))
             self._decoded_bytes += len(request)
-        self.queues[queue].put(Entry(job.job_id, job.priority), force=True)
+        self._reserved[queue] += 1
+        try:
+            # The entry first: a shared queue writes it in the same transaction as the job. An
+            # in-process worker that takes it before the commit finds the job all the same.
+            self.queues[queue].put(Entry(job.job_id, job.priority), force=True)
+            await self._store.save(job, durable=True, request=request)
+        except Exception as exc:
+            self._store.withdraw(job)
+            self._forget_decoded(job.job_id)
+            log.error("job %s could not be saved: %s", job.job_id, exc)
+            raise Unavailable(
+                f"the job store cannot take jobs right now ({type(exc).__name__}); the job was "
+                "not accepted",
+                description="try again after Retry-After seconds",
+                headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+            ) from None
+        finally:
+            self._reserved[queue] -= 1
         self._publish("workflow.queued", job, queue=queue)
         log.debug("job %s queued in %r (%d items)", job.job_id, queue, job.item_count)
         return job
@@ -208,15 +231,16 @@ class WorkerPool:
                 )
         self._workers.append(asyncio.create_task(self._monitor(), name="queue-monitor"))
 
-    async def _work(self, queue: MemoryQueue) -> None:
+    async def _work(self, queue: JobQueue) -> None:
         while not self._stopping:
             entry = await queue.get()
             if self._stopping:
-                queue.put(entry, force=True)
+                if not queue.release(entry):
+                    queue.put(entry, force=True)
                 return
             self._observe(queue.name, "wait_s", time.monotonic() - entry.enqueued_at)
-            task = asyncio.create_task(self._run(entry.job_id, queue.name))
-            self._running[entry.job_id] = (task, queue.name)
+            task = asyncio.create_task(self._run(entry, queue))
+            self._running[entry.job_id] = Running(task, entry, queue)
             try:
                 await asyncio.shield(task)
             except asyncio.CancelledError:
@@ -227,11 +251,22 @@ class WorkerPool:
             finally:
                 self._running.pop(entry.job_id, None)
 
-    async def _run(self, job_id: str, queue: str) -> None:
-        kept = self._forget_decoded(job_id)  # still here: not cancelled, not run yet
-        job = kept[0] if kept is not None else await self._store.get(job_id)
-        if job is None or job.status is not JobStatus.QUEUED:
-            return  # cancelled while it waited, or gone
+    async def _run(self, entry: Entry, queue: JobQueue) -> None:
+        """Run the job of a queue entry; the entry ends once the job is settled (a cancelled
+        or cut run's entry is ended by `cancel` or handed back by `stop`)."""
+        kept = self._forget_decoded(entry.job_id)  # still here: not cancelled, not run yet
+        job = kept[0] if kept is not None else await self._store.get(entry.job_id)
+        if job is not None and job.status is JobStatus.RUNNING and entry.deliveries > 1:
+            job = await self._interrupted(job)  # taken over from an instance that died
+        if job is not None and job.status is JobStatus.QUEUED:
+            await self._attempt(job, kept, queue)
+        # else: cancelled while it waited, gone, or settled already (its entry was handed out
+        # again after its outcome was saved)
+        queue.ack(entry)
+
+    async def _attempt(
+        self, job: JobRecord, kept: tuple[JobRecord, list[Any], Any, int] | None, queue: JobQueue
+    ) -> None:
         job_id_var.set(job.job_id)
         trace_id_var.set(job.trace_id)
         workflow_id_var.set(job.workflow_id)
@@ -255,13 +290,13 @@ class WorkerPool:
             await self._finish(job, JobStatus.CANCELLED)
             return
         except BridgeError as exc:
-            self._observe(queue, "run_s", time.perf_counter() - started)
+            self._observe(queue.name, "run_s", time.perf_counter() - started)
             if exc.retryable and job.attempts < job.max_attempts:
-                await self._retry(job, exc)
+                await self._retry(job, exc, queue)
             else:
                 await self._finish(job, JobStatus.FAILED, error=exc)
             return
-        self._observe(queue, "run_s", time.perf_counter() - started)
+        self._observe(queue.name, "run_s", time.perf_counter() - started)
         outputs, errors = split_outcomes(outcomes)
         await self._finish(job, JobStatus.COMPLETED, outputs=outputs, errors=errors)
 
@@ -297,13 +332,14 @@ class WorkerPool:
             else (recent[what] + RECENT_WEIGHT * (seconds - recent[what]))
         )
 
-    async def _retry(self, job: JobRecord, exc: BridgeError) -> None:
+    async def _retry(self, job: JobRecord, exc: BridgeError, queue: JobQueue) -> None:
         delay = retry_delay(job.attempts, self._settings.retry_base_s, self._settings.retry_max_s)
         waiting = job.advance(
             JobStatus.QUEUED,
             retry_at=time.time() + delay,
             error=JobError(code=exc.code, message=exc.message, retryable=True),
         )
+        queue.later(Entry(job.job_id, job.priority), delay)  # committed with the job
         await asyncio.shield(self._store.save(waiting, durable=True))
         self._metrics.job_retries.labels(job.processing_type).inc()
         log.warning(
@@ -314,12 +350,9 @@ class WorkerPool:
             exc.message,
             delay,
         )
-        self._enqueue_later(waiting, delay)
 
-    def _enqueue_later(self, job: JobRecord, delay: float) -> None:
-        queue = self.queues.get(job.queue or "") or self.queues["default"]
-        entry = Entry(job.job_id, job.priority)
-        asyncio.get_running_loop().call_later(delay, lambda: queue.put(entry, force=True))
+    def _queue_of(self, job: JobRecord) -> JobQueue:
+        return self.queues.get(job.queue or "") or self.queues["default"]
 
     async def _finish(
         self,
@@ -448,15 +481,15 @@ class WorkerPool:
         running = self._running.get(job_id)  # taken by a worker, perhaps since `get` above
         if running is not None:
             self._cancelling.add(job_id)
-            task = running[0]
-            task.cancel()
+            running.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([task])
+                await asyncio.wait([running.task])
             self._cancelling.discard(job_id)
             found = await self._store.get(job_id)
             assert found is not None
             if not found.status.finished:  # cancelled before its processor had started
                 found = await self._finish(found, JobStatus.CANCELLED)
+            running.queue.ack(running.entry)
             return found
         return await self._finish(job, JobStatus.CANCELLED)
 
@@ -495,11 +528,12 @@ class WorkerPool:
 
     # ---- restart, stop, status ---------------------------------------------------------------
 
-    async def resume(self) -> dict[str, int]:
-        """Take up what the last run left: queue again what waited or ran; fail sync jobs whose
-        requests died with the process."""
+    async def resume(self, unfinished: list[JobRecord]) -> dict[str, int]:
+        """Take up what the last run of this process left (embedded queues; shared ones keep
+        their entries): queue again what waited or ran; fail sync jobs whose requests died with
+        the process."""
         counts: Counter[str] = Counter()
-        for job in await self._store.unfinished():
+        for job in unfinished:
             if job.mode == "sync":
                 failed = (
                     job.advance(JobStatus.RUNNING) if job.status is JobStatus.QUEUED else job
@@ -513,26 +547,35 @@ class WorkerPool:
                 counts["sync_failed"] += 1
                 continue
             if job.status is JobStatus.RUNNING:
-                job = job.model_copy(update={"interruptions": job.interruptions + 1})
-                if job.interruptions >= MAX_INTERRUPTIONS:
-                    await self._dead_job(job)
+                interrupted = await self._interrupted(job)
+                if interrupted is None:
                     counts["dead"] += 1
                     continue
-                job = job.advance(JobStatus.QUEUED)
-                await self._store.save(job)
+                job = interrupted
                 counts["rerun"] += 1
             else:
                 counts["queued"] += 1
             delay = max((job.retry_at or 0) - time.time(), 0.0)
-            queue = self.queues.get(job.queue or "") or self.queues["default"]
+            entry = Entry(job.job_id, job.priority)
             if delay:
-                self._enqueue_later(job, delay)
+                self._queue_of(job).later(entry, delay)
             else:
-                queue.put(Entry(job.job_id, job.priority), force=True)
+                self._queue_of(job).put(entry, force=True)
         await self._store.flush()
         if counts:
             log.info("resumed background jobs: %s", dict(counts))
         return dict(counts)
+
+    async def _interrupted(self, job: JobRecord) -> JobRecord | None:
+        """A job whose run was cut short (its process stopped): queued again, or after
+        MAX_INTERRUPTIONS failed as a dead letter (None)."""
+        job = job.model_copy(update={"interruptions": job.interruptions + 1})
+        if job.interruptions >= MAX_INTERRUPTIONS:
+            await self._dead_job(job)
+            return None
+        job = job.advance(JobStatus.QUEUED)
+        await self._store.save(job)
+        return job
 
     async def _dead_job(self, job: JobRecord) -> None:
         error = Internal(
@@ -555,19 +598,38 @@ class WorkerPool:
         await self._finish(job, JobStatus.FAILED, error=error)
 
     async def stop(self, bound_s: float) -> None:
-        """Stop taking jobs; give running ones `bound_s` to finish; the others stay recorded as
-        running and run again at the next start."""
+        """Stop taking jobs; give running ones `bound_s` to finish. The others are handed back
+        to a shared queue for another instance to run now, or stay recorded as running and run
+        again at the next start."""
         self._stopping = True
-        running = [task for task, _ in self._running.values()]
+        running = list(self._running.values())
         if running:
             log.info("waiting up to %.0f s for %d running job(s)", bound_s, len(running))
-            await asyncio.wait(running, timeout=bound_s)
+            await asyncio.wait([r.task for r in running], timeout=bound_s)
         for task in self._workers:
             task.cancel()
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*self._workers, *running, return_exceptions=True)
+        for run in running:
+            run.task.cancel()
+        await asyncio.gather(*self._workers, *(r.task for r in running), return_exceptions=True)
         self._workers.clear()
+        handed = 0
+        for run in running:
+            if run.task.cancelled():
+                handed += await self._hand_back(run.entry, run.queue)
+        for queue in self.queues.values():
+            for entry in queue.unstarted():
+                handed += queue.release(entry)
+        if handed:
+            log.info("handed %d unfinished job(s) back to the shared queues", handed)
+
+    async def _hand_back(self, entry: Entry, queue: JobQueue) -> bool:
+        """A run cut short by the stop: queued again, for another instance to run."""
+        job = await self._store.get(entry.job_id)
+        if job is None or job.status is not JobStatus.RUNNING or not queue.release(entry):
+            return False
+        job = job.model_copy(update={"interruptions": job.interruptions + 1})
+        await self._store.save(job.advance(JobStatus.QUEUED))  # with the release, in one batch
+        return True
 
     @property
     def in_flight(self) -> int:
@@ -578,7 +640,7 @@ class WorkerPool:
         return sum(queue.depth for queue in self.queues.values())
 
     def status(self) -> dict[str, Any]:
-        in_flight = Counter(queue for _, queue in self._running.values())
+        in_flight = Counter(run.queue.name for run in self._running.values())
         return {
             name: {
                 "depth": queue.depth,
@@ -595,13 +657,18 @@ class WorkerPool:
 
     async def _monitor(self) -> None:
         while True:
+            for queue in self.queues.values():
+                try:
+                    await queue.refresh()
+                except Exception as exc:  # a shared queue's backend is down: keep the last
+                    log.debug("queue %r not refreshed: %s", queue.name, exc)
             self.check_thresholds()
             await asyncio.sleep(MONITOR_INTERVAL_S)
 
     def check_thresholds(self) -> None:
         """Update the queue gauges; publish `queue.threshold` when a queue crosses its depth or
         wait limit, and again when it is back under (with a margin, so it does not flap)."""
-        in_flight = Counter(queue for _, queue in self._running.values())
+        in_flight = Counter(run.queue.name for run in self._running.values())
         for name, queue in self.queues.items():
             config = self.configs[name]
             depth, wait = queue.depth, queue.oldest_wait_s()

@@ -16,6 +16,8 @@ class Entry:
     job_id: str
     priority: int
     enqueued_at: float = field(default_factory=time.monotonic)
+    ref: str | None = None  # the backend's handle (a Redis stream entry's id)
+    deliveries: int = 1  # how many times it was handed out; more than 1: its last run was cut
 
 
 class QueueFull(Exception):
@@ -36,6 +38,24 @@ class JobQueue(Protocol):
     async def get(self) -> Entry:
         """The next job: highest priority first, FIFO within a priority, waiting time raising
         a job's priority so none starves."""
+
+    def ack(self, entry: Entry) -> None:
+        """The job of an entry from `get` is settled (its outcome, or its retry, is saved)."""
+
+    def later(self, entry: Entry, delay_s: float) -> None:
+        """Add a job again after `delay_s` (a retry); never refused."""
+
+    def release(self, entry: Entry) -> bool:
+        """Give back an entry from `get` whose job was cut short by a stop, for another
+        instance to run now; False when the backend keeps no queue beyond this process (the job
+        is taken up again at the next start)."""
+
+    def unstarted(self) -> list[Entry]:
+        """Entries this process took from a shared queue but has not started (a stop hands
+        them back); none for a queue that lives in this process."""
+
+    async def refresh(self) -> None:
+        """Update `depth` and `oldest_wait_s` (a shared queue caches them)."""
 
     @property
     def depth(self) -> int: ...

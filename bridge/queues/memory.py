@@ -56,3 +56,19 @@ class MemoryQueue:
         now = time.monotonic()
         heads = [fifo[0].enqueued_at for fifo in self._levels if fifo]
         return now - min(heads) if heads else 0.0
+
+    def ack(self, entry: Entry) -> None:
+        pass  # nothing outside this process holds the entry
+
+    def later(self, entry: Entry, delay_s: float) -> None:
+        fresh = Entry(entry.job_id, entry.priority)
+        asyncio.get_running_loop().call_later(delay_s, lambda: self.put(fresh, force=True))
+
+    def release(self, entry: Entry) -> bool:
+        return False
+
+    def unstarted(self) -> list[Entry]:
+        return []
+
+    async def refresh(self) -> None:
+        pass  # depth and waits are always current

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+import orjson
 
 from bridge.jobs import JobRecord
 
@@ -30,11 +33,13 @@ class JobStore(Protocol):
     async def get_data(self, job_id: str, which: Literal["request", "result"]) -> bytes | None:
         """A background job's request (as it came) or result (`{"items", "errors"}` JSON)."""
 
-    async def find_by_idempotency_key(self, key: str) -> JobRecord | None:
-        """The background job accepted with this idempotency key, if any."""
+    async def claim_idempotency_key(self, key: str, job_id: str) -> JobRecord | None:
+        """Reserve a background job's idempotency key for `job_id`, which is saved next; the
+        job accepted with this key before, if any (then nothing is reserved)."""
 
-    async def unfinished(self) -> list[JobRecord]:
-        """Jobs queued or running, oldest first."""
+    def withdraw(self, job: JobRecord) -> None:
+        """Take back a new job's writes that have not been committed (its durable save failed
+        and its caller was told so): it must not be accepted later behind the caller's back."""
 
     async def list_for_workflow(
         self,
@@ -82,3 +87,18 @@ class Ledger(Protocol):
 
 class Store(JobStore, Ledger, Protocol):
     """A backend keeps both: the embedded SQLite file, or Redis."""
+
+
+def encode_cursor(created_at: float, job_id: str) -> str:
+    """A page cursor of `list_for_workflow`: the last job's (created_at, job_id)."""
+    return base64.urlsafe_b64encode(orjson.dumps([created_at, job_id])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created_at, job_id = orjson.loads(
+            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        )
+        return float(created_at), str(job_id)
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise ValueError("not a cursor this API handed out") from None

@@ -6,7 +6,6 @@ writes first. Clean-up deletes in small chunks on aiosqlite's thread, never bloc
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -14,7 +13,7 @@ from typing import Any, Literal
 import orjson
 
 from bridge.jobs import JobRecord, JobStatus
-from bridge.stores.base import LedgerEntry
+from bridge.stores.base import LedgerEntry, decode_cursor, encode_cursor
 from bridge.stores.sqlite_db import Database, Table
 
 LOOKUP_CHUNK = 500  # keys per query, well under SQLite's bound on parameters
@@ -105,10 +104,15 @@ class SqliteJobStore:
         row = await self._db.fetch_one(f"SELECT {column} FROM job_data WHERE job_id = ?", (job_id,))
         return bytes(row[0]) if row and row[0] is not None else None
 
-    async def find_by_idempotency_key(self, key: str) -> JobRecord | None:
-        # No flush: a background job is committed before its key is released to others.
+    async def claim_idempotency_key(self, key: str, job_id: str) -> JobRecord | None:
+        # One process owns the file, and the worker pool accepts one job per key at a time: the
+        # job row, committed before the key is released to others, is the claim.
         row = await self._db.fetch_one("SELECT record FROM jobs WHERE idempotency_key = ?", (key,))
         return JobRecord.model_validate_json(row[0]) if row else None
+
+    def withdraw(self, job: JobRecord) -> None:
+        for table in ("job_request", "jobs"):
+            self._db.withdraw(table, job.job_id)
 
     async def unfinished(self) -> list[JobRecord]:
         """Jobs queued or running, oldest first: what a restart must take up again."""
@@ -133,7 +137,7 @@ class SqliteJobStore:
             query += " AND execution_id = ?"
             args.append(execution_id)
         if cursor is not None:
-            created_at, job_id = _decode_cursor(cursor)
+            created_at, job_id = decode_cursor(cursor)
             query += " AND (created_at, job_id) < (?, ?)"
             args += [created_at, job_id]
         query += " ORDER BY created_at DESC, job_id DESC LIMIT ?"
@@ -141,7 +145,7 @@ class SqliteJobStore:
         found = await self._db.fetch_all(query, args)
         jobs = [JobRecord.model_validate_json(row[0]) for row in found[:limit]]
         more = len(found) > limit
-        next_cursor = _encode_cursor(found[limit - 1][1], found[limit - 1][2]) if more else None
+        next_cursor = encode_cursor(found[limit - 1][1], found[limit - 1][2]) if more else None
         return jobs, next_cursor
 
     async def purge_expired(self, now: float) -> int:
@@ -205,17 +209,3 @@ class SqliteJobStore:
 
     async def ping(self) -> None:
         await self._db.ping()
-
-
-def _encode_cursor(created_at: float, job_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([created_at, job_id])).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        created_at, job_id = orjson.loads(
-            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        )
-        return float(created_at), str(job_id)
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise ValueError("not a cursor this API handed out") from None

@@ -1,0 +1,209 @@
+"""Where the daemon keeps its state: the embedded backend (one SQLite file, in-process queues) or
+the Redis backend (queues on Redis Streams, status, idempotency keys, dead letters, subscriptions
+and the event log shared by every instance). Both give the same stores behind the same protocols;
+they differ in how a restart or a stop is taken up (see `worker`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
+
+from bridge.callbacks import Deliverer, Outbox
+from bridge.events import EventBus, EventLog
+from bridge.metrics import Metrics
+from bridge.queues.base import JobQueue
+from bridge.queues.memory import MemoryQueue
+from bridge.queues.redis_streams import KINDS as QUEUE_KINDS
+from bridge.queues.redis_streams import StreamKeeper, StreamQueue
+from bridge.settings import Settings
+from bridge.stores import redis as redis_store
+from bridge.stores import redis_log, sqlite, sqlite_log
+from bridge.stores.base import Store
+from bridge.stores.redis_db import RedisDb, consumer_name
+from bridge.stores.sqlite_db import Database
+from bridge.subscriptions import SubscriptionStore
+from bridge.webhooks import Delivery
+
+if TYPE_CHECKING:
+    from bridge.subscriptions import Subscriptions
+    from bridge.worker import WorkerPool
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "bridge.sqlite3"
+SUBSCRIPTIONS_RELOAD_S = 2.0
+
+
+class EventStore(EventLog, Protocol):
+    async def purge(self, now: float) -> int: ...
+
+
+class DeadLetterStore(Outbox, Protocol):
+    async def dead_letters(self, limit: int, before: float | None = None) -> list[Delivery]: ...
+
+    async def get(self, delivery_id: str) -> Delivery | None: ...
+
+    async def count_dead(self) -> int: ...
+
+    async def first_time(self, webhook_id: str) -> bool: ...
+
+    async def purge(self, now: float) -> int: ...
+
+
+class Backend(Protocol):
+    name: str
+    shared: bool  # several instances may use it at once
+    store: Store
+    events: EventStore
+    outbox: DeadLetterStore
+    subscriptions: SubscriptionStore
+
+    def new_queue(self, name: str, max_depth: int, aging_s: float) -> JobQueue: ...
+
+    async def open(self) -> None: ...
+
+    async def start(
+        self, bus: EventBus, workers: WorkerPool, subs: Subscriptions, deliverer: Deliverer
+    ) -> None:
+        """Take up what is left (embedded: the last run's unfinished jobs; Redis: deliveries of
+        instances that stopped) and start the backend's own tasks."""
+
+    async def stop(self) -> None:
+        """Stop the backend's own tasks (the workers have stopped)."""
+
+    async def close(self) -> None: ...
+
+
+def retention(settings: Settings) -> dict[str, float]:
+    return {"async": settings.job_retention_s, "sync": settings.sync_job_retention_s}
+
+
+class Embedded:
+    name = "embedded"
+    shared = False
+
+    def __init__(self, settings: Settings) -> None:
+        self.db = Database(
+            settings.data_dir / DB_FILE, (*sqlite.tables(retention(settings)), *sqlite_log.TABLES)
+        )
+        sqlite_store = sqlite.SqliteJobStore(self.db, retention(settings))
+        self.store: Store = sqlite_store
+        self._unfinished = sqlite_store.unfinished
+        self._event_log = sqlite_log.SqliteEventLog(
+            self.db, settings.events_retention_s, settings.events_max
+        )
+        self.events: EventStore = self._event_log
+        self.outbox: DeadLetterStore = sqlite_log.SqliteOutbox(
+            self.db, settings.dead_letter_retention_s
+        )
+        self.subscriptions: SubscriptionStore = sqlite_log.SqliteSubscriptions(self.db)
+
+    def new_queue(self, name: str, max_depth: int, aging_s: float) -> JobQueue:
+        return MemoryQueue(name, max_depth, aging_s)
+
+    async def open(self) -> None:
+        await self.db.open()
+        await self._event_log.open()
+
+    async def start(
+        self, bus: EventBus, workers: WorkerPool, subs: Subscriptions, deliverer: Deliverer
+    ) -> None:
+        await workers.resume(await self._unfinished())
+        await deliverer.resume()
+
+    async def stop(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+class Redis:
+    name = "redis"
+    shared = True
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        assert settings.redis_url is not None
+        self._settings = settings
+        self._metrics = metrics
+        self.consumer = consumer_name(settings.color)
+        self.db = RedisDb(
+            settings.redis_url,
+            (
+                *redis_store.kinds(retention(settings)),
+                *QUEUE_KINDS,
+                *redis_log.kinds(self.consumer, settings.events_max),
+            ),
+        )
+        self.store: Store = redis_store.RedisJobStore(self.db, retention(settings))
+        self._event_log = redis_log.RedisEventLog(
+            self.db, self.consumer, settings.events_retention_s
+        )
+        self.events: EventStore = self._event_log
+        self._queues: list[StreamQueue] = []
+        self.keeper = StreamKeeper(
+            self.db, self.consumer, self._queues, settings.redis_claim_idle_s
+        )
+        self.outbox: DeadLetterStore = redis_log.RedisOutbox(
+            self.db, self.consumer, settings.dead_letter_retention_s, self.keeper.alive
+        )
+        self.subscriptions: SubscriptionStore = redis_log.RedisSubscriptions(self.db)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def new_queue(self, name: str, max_depth: int, aging_s: float) -> JobQueue:
+        queue = StreamQueue(name, max_depth, aging_s, self.db, self.consumer)
+        self._queues.append(queue)
+        return queue
+
+    async def open(self) -> None:
+        await self.db.open()
+        await self._event_log.open()
+        log.info("Redis backend: this instance is consumer %r", self.consumer)
+
+    async def start(
+        self, bus: EventBus, workers: WorkerPool, subs: Subscriptions, deliverer: Deliverer
+    ) -> None:
+        await self.keeper.open()
+
+        def changed(up: bool, reason: str | None) -> None:
+            self._metrics.backend_up.set(1 if up else 0)
+            self._metrics.backend_changes.labels("up" if up else "down").inc()
+            # Written to the shared log once Redis takes writes again, in order.
+            bus.publish("backend.up" if up else "backend.down", data={"reason": reason})
+
+        self.db.on_change.append(changed)
+        self._event_log.start(bus.deliver)
+        self.keeper.start()
+        await deliverer.resume()
+        self._tasks += [
+            asyncio.create_task(_every(SUBSCRIPTIONS_RELOAD_S, subs.load), name="subs-reload"),
+            # Take over the deliveries of instances that stopped meanwhile.
+            asyncio.create_task(
+                _every(self._settings.redis_claim_idle_s, deliverer.resume), name="adopt-outboxes"
+            ),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.keeper.stop()
+        await self._event_log.stop()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+async def _every(interval_s: float, action: Callable[[], Awaitable[object]]) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await action()
+        except Exception as exc:  # Redis down: the next round tries again
+            log.debug("%s failed: %s", getattr(action, "__qualname__", action), exc)
+
+
+def open_backend(settings: Settings, metrics: Metrics) -> Embedded | Redis:
+    return Redis(settings, metrics) if settings.redis_url else Embedded(settings)

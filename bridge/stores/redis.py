@@ -1,0 +1,255 @@
+"""The job store and idempotency ledger of the Redis backend.
+
+Keys (under `bridge:`): `job:{id}` (the record, JSON), `job:{id}:request` and `job:{id}:result`,
+`idem:{key}` (the job id holding an idempotency key), `ledger:{key}` (a side effect's claim), and
+the indexes `wf:{workflow}` / `wfx:{workflow}:{execution}` (job ids scored by creation time) and
+`expiring` (finished jobs scored by when they expire). A finished job's keys get a TTL, so Redis
+drops them even when no bridge runs; `purge_expired` keeps the indexes in step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import orjson
+from redis.asyncio.client import Pipeline
+
+from bridge.errors import Conflict
+from bridge.jobs import JobRecord
+from bridge.stores.base import LedgerEntry, decode_cursor, encode_cursor
+from bridge.stores.redis_db import Kind, RedisDb, key
+
+RESERVE_MS = 30_000  # how long an idempotency key waits for its job to be saved
+UNFINISHED_SYNC_TTL_S = 24 * 3600  # a sync job whose instance died mid-request expires after this
+PURGE_CHUNK = 500
+LIST_SCAN = 50  # extra index entries read per page, for ids whose job has expired
+
+# Removes expired jobs from the indexes; KEYS[1] `expiring`; ARGV now, chunk, prefix.
+PURGE = """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(gone) do
+  local job = cjson.decode(member)
+  local base = ARGV[3] .. 'job:' .. job[1]
+  if job[2] ~= cjson.null then
+    redis.call('ZREM', ARGV[3] .. 'wf:' .. job[2], job[1])
+    if job[3] ~= cjson.null then
+      redis.call('ZREM', ARGV[3] .. 'wfx:' .. job[2] .. ':' .. job[3], job[1])
+    end
+  end
+  redis.call('UNLINK', base, base .. ':request', base .. ':result')
+  redis.call('ZREM', KEYS[1], member)
+end
+return #gone
+"""
+# Forgets a claim that is still "sending"; KEYS[1] the ledger key.
+RELEASE = """
+local value = redis.call('GET', KEYS[1])
+if value and cjson.decode(value)['state'] == 'sending' then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def kinds(retention_s: Mapping[str, float]) -> tuple[Kind, ...]:
+    def write_job(pipe: Pipeline, job_id: str, job: JobRecord) -> None:
+        base = key("job", job_id)
+        ttl = _ttl(job, retention_s)
+        pipe.set(base, job.model_dump_json(), ex=ttl)
+        if job.finished_at is not None:  # its data goes with it
+            pipe.expire(base + ":request", ttl or 1)
+            pipe.expire(base + ":result", ttl or 1)
+            member = orjson.dumps([job.job_id, job.workflow_id, job.execution_id])
+            pipe.zadd(key("expiring"), {member: job.finished_at + retention_s[job.mode]})
+        if job.mode == "async" and job.idempotency_key is not None:
+            pipe.set(key("idem", job.idempotency_key), job.job_id, ex=ttl)
+        if job.workflow_id is not None:
+            pipe.zadd(key("wf", job.workflow_id), {job.job_id: job.created_at})
+            if job.execution_id is not None:
+                index = key("wfx", job.workflow_id, job.execution_id)
+                pipe.zadd(index, {job.job_id: job.created_at})
+
+    def write_data(which: str) -> Any:
+        def write(pipe: Pipeline, job_id: str, data: bytes) -> None:
+            pipe.set(key("job", job_id, which), data)
+
+        return write
+
+    def write_settled(pipe: Pipeline, ledger_key: str, result: dict[str, Any]) -> None:
+        pipe.set(
+            key("ledger", ledger_key),
+            orjson.dumps({"state": "sent", "result": result}),
+            ex=int(max(retention_s.values())),
+        )
+
+    return (
+        Kind("job_request", write_data("request")),
+        Kind("job_result", write_data("result")),
+        Kind("jobs", write_job),
+        Kind("ledger_settle", write_settled),
+    )
+
+
+def _ttl(job: JobRecord, retention_s: Mapping[str, float]) -> int | None:
+    if job.finished_at is not None:
+        return max(1, int(job.finished_at + retention_s[job.mode] - time.time()))
+    return UNFINISHED_SYNC_TTL_S if job.mode == "sync" else None
+
+
+class RedisJobStore:
+    def __init__(self, db: RedisDb, retention_s: Mapping[str, float]) -> None:
+        self.db = db
+        self.retention_s = retention_s
+        self._purge = db.redis.register_script(PURGE)
+        self._release = db.redis.register_script(RELEASE)
+
+    async def save(
+        self,
+        job: JobRecord,
+        *,
+        durable: bool = False,
+        request: bytes | None = None,
+        result: bytes | None = None,
+    ) -> None:
+        if request is not None:
+            self.db.put("job_request", job.job_id, request)
+        if result is not None:
+            self.db.put("job_result", job.job_id, result)
+        self.db.put("jobs", job.job_id, job)
+        if durable:
+            await self.db.flush()
+
+    def withdraw(self, job: JobRecord) -> None:
+        """Take back a new job's writes that have not gone out (its caller was told 503),
+        its queue entry with them."""
+        for kind in ("job_request", "jobs", "enqueue"):
+            self.db.withdraw(kind, job.job_id)
+
+    async def flush(self) -> None:
+        await self.db.flush()
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        found, job = self.db.pending("jobs", job_id)
+        if found:
+            return job  # type: ignore[no-any-return]
+        raw = await self.db.redis.get(key("job", job_id))
+        return JobRecord.model_validate_json(raw) if raw else None
+
+    async def get_data(self, job_id: str, which: Literal["request", "result"]) -> bytes | None:
+        found, data = self.db.pending(f"job_{which}", job_id)
+        if found:
+            return data  # type: ignore[no-any-return]
+        return await self.db.redis.get(key("job", job_id, which))  # type: ignore[no-any-return]
+
+    async def claim_idempotency_key(self, idempotency_key: str, job_id: str) -> JobRecord | None:
+        """Reserve the key for `job_id` (for RESERVE_MS, until the job is saved); the job that
+        already holds it, if any — across every instance sharing this Redis."""
+        name = key("idem", idempotency_key)
+        for _ in range(50):
+            if await self.db.redis.set(name, job_id, nx=True, px=RESERVE_MS):
+                return None
+            holder = await self.db.redis.get(name)
+            if holder is None:
+                continue  # expired in between: try again
+            job = await self.get(holder.decode())
+            if job is not None:
+                return job
+            await asyncio.sleep(0.1)  # being accepted by another request right now
+        raise Conflict(
+            f"a job with idempotency key {idempotency_key!r} is being accepted by another "
+            "request; try again in a moment"
+        )
+
+    async def list_for_workflow(
+        self,
+        workflow_id: str,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        execution_id: str | None = None,
+    ) -> tuple[list[JobRecord], str | None]:
+        index = (
+            key("wfx", workflow_id, execution_id)
+            if execution_id is not None
+            else key("wf", workflow_id)
+        )
+        after = decode_cursor(cursor) if cursor is not None else None
+        top: float | str = after[0] if after else "+inf"
+        jobs: list[JobRecord] = []
+        more = False
+        offset = 0
+        while len(jobs) <= limit:
+            chunk = limit + 1 - len(jobs) + LIST_SCAN
+            found: list[tuple[bytes, float]] = await self.db.redis.zrevrangebyscore(
+                index, top, "-inf", start=offset, num=chunk, withscores=True
+            )
+            offset += len(found)
+            ids = [
+                member.decode()
+                for member, score in found
+                if after is None or (score, member.decode()) < after
+            ]
+            records = (
+                await self.db.redis.mget([key("job", job_id) for job_id in ids]) if ids else []
+            )
+            jobs += [JobRecord.model_validate_json(raw) for raw in records if raw]
+            if len(found) < chunk:
+                break
+        more = len(jobs) > limit
+        jobs = jobs[:limit]
+        last = jobs[-1] if jobs else None
+        return jobs, encode_cursor(last.created_at, last.job_id) if more and last else None
+
+    async def purge_expired(self, now: float) -> int:
+        """Index entries of jobs past their retention (their keys expire by themselves)."""
+        total = 0
+        while True:
+            removed = int(await self._purge(keys=[key("expiring")], args=[now, PURGE_CHUNK, key()]))
+            total += removed
+            if removed < PURGE_CHUNK:
+                return total
+
+    # ---- the ledger ----------------------------------------------------------------------
+
+    async def lookup(self, keys: Sequence[str]) -> dict[str, LedgerEntry]:
+        found: dict[str, LedgerEntry] = {}
+        rest = []
+        for ledger_key in keys:
+            pending, settled = self.db.pending("ledger_settle", ledger_key)
+            if pending and settled is not None:
+                found[ledger_key] = LedgerEntry("sent", settled)
+            else:
+                rest.append(ledger_key)
+        for start in range(0, len(rest), PURGE_CHUNK):
+            chunk = rest[start : start + PURGE_CHUNK]
+            values = await self.db.redis.mget([key("ledger", k) for k in chunk])
+            for ledger_key, raw in zip(chunk, values, strict=True):
+                if raw:
+                    entry = orjson.loads(raw)
+                    found[ledger_key] = LedgerEntry(entry["state"], entry.get("result"))
+        return found
+
+    async def claim(self, ledger_key: str) -> LedgerEntry | None:
+        for _ in range(3):
+            claimed = await self.db.redis.set(
+                key("ledger", ledger_key),
+                b'{"state":"sending"}',
+                nx=True,
+                ex=int(max(self.retention_s.values())),
+            )
+            if claimed:
+                return None
+            entry = (await self.lookup([ledger_key])).get(ledger_key)
+            if entry is not None:
+                return entry
+        raise Conflict(f"idempotency key {ledger_key!r} keeps changing hands; try again")
+
+    async def settle(self, ledger_key: str, result: dict[str, Any]) -> None:
+        self.db.put("ledger_settle", ledger_key, result)
+
+    async def release(self, ledger_key: str) -> None:
+        await self._release(keys=[key("ledger", ledger_key)])
+
+    async def ping(self) -> None:
+        await self.db.ping()

@@ -1,0 +1,147 @@
+"""The Redis connection of the Redis backend, written with group commit (`batching`).
+
+Stores put objects of a `Kind` (job records, queue entries, events…); a batch goes out as one
+MULTI/EXEC pipeline, so what one transition writes — a job's outcome, its callback in the outbox,
+the acknowledgement of its queue entry — lands together or not at all. Reads are plain commands.
+
+Two clients share the URL: `redis` for commands (a short socket timeout, so an outage shows at
+once) and `blocking` for XREAD/XREADGROUP … BLOCK, whose socket timeout is longer than BLOCK_MS.
+`watch` pings Redis every second and reports each change of state (up ↔ down) to `on_change`.
+Works on Redis 7.0 and later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
+
+from bridge.stores.batching import REMOVED, Batch, GroupCommit
+
+log = logging.getLogger(__name__)
+
+PREFIX = "bridge:"
+BLOCK_MS = 2000
+COMMAND_TIMEOUT_S = 5.0
+MIN_VERSION = (7, 0)
+WATCH_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """How pending objects of one kind become commands: `write(pipe, key, obj)`, and
+    `delete(pipe, key)` for a removal."""
+
+    name: str
+    write: Callable[[Pipeline, str, Any], None]
+    delete: Callable[[Pipeline, str], None] | None = None
+
+
+def key(*parts: str) -> str:
+    return PREFIX + ":".join(parts)
+
+
+def consumer_name(color: str | None) -> str:
+    """This instance's name in the consumer groups: stable for the life of the process."""
+    return f"{color or 'bridge'}-{socket.gethostname()}-{os.getpid()}"
+
+
+class RedisDb(GroupCommit):
+    def __init__(self, url: str, kinds: tuple[Kind, ...]) -> None:
+        super().__init__((kind.name for kind in kinds), self._write)
+        self.url = url
+        self._writers = {kind.name: kind for kind in kinds}
+        self.redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=COMMAND_TIMEOUT_S,
+            socket_connect_timeout=COMMAND_TIMEOUT_S,
+            health_check_interval=30,
+        )
+        self.blocking = aioredis.Redis.from_url(
+            url,
+            socket_timeout=BLOCK_MS / 1000 + COMMAND_TIMEOUT_S,
+            socket_connect_timeout=COMMAND_TIMEOUT_S,
+        )
+        self.up = False
+        self.down_reason: str | None = "not connected yet"
+        self.on_change: list[Callable[[bool, str | None], None]] = []
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Connect and check the server; raise (stopping start-up) when Redis cannot serve."""
+        info = await self.redis.info("server")
+        version = tuple(int(part) for part in str(info["redis_version"]).split(".")[:2])
+        if version < MIN_VERSION:
+            raise RuntimeError(
+                f"Redis {info['redis_version']} is too old: the bridge needs Redis 7.0 or later"
+            )
+        self._changed(True, None)
+        self.start("redis-writer")
+        self._watcher = asyncio.create_task(self._watch(), name="redis-watch")
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        with contextlib.suppress(RedisError, OSError, RuntimeError):
+            await self.stop()
+        await self.redis.aclose()
+        await self.blocking.aclose()
+
+    async def _write(self, batch: Batch) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        for name, objs in batch.items():
+            kind = self._writers[name]
+            for obj_key, obj in objs.items():
+                if obj is not REMOVED:
+                    kind.write(pipe, obj_key, obj)
+                elif kind.delete is not None:
+                    kind.delete(pipe, obj_key)
+        if len(pipe):
+            await pipe.execute()
+
+    async def ping(self) -> None:
+        if not self.up:
+            raise ConnectionError(f"Redis is unreachable: {self.down_reason}")
+        await self.redis.ping()
+        if not self.running:
+            raise RuntimeError("the Redis writer has stopped")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            try:
+                await self.redis.ping()
+            except (RedisError, OSError) as exc:
+                self._changed(False, f"{type(exc).__name__}: {exc}")
+            else:
+                self._changed(True, None)
+
+    def _changed(self, up: bool, reason: str | None) -> None:
+        if up == self.up:
+            return
+        self.up, self.down_reason = up, reason
+        if up:
+            log.info("Redis is reachable at %s", _redacted(self.url))
+        else:
+            log.error("Redis is unreachable (%s); background jobs are refused meanwhile", reason)
+        for callback in self.on_change:
+            callback(up, reason)
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"

@@ -1,0 +1,300 @@
+"""The event log, webhook subscriptions, outbox and incoming webhook-ids of the Redis backend.
+
+The event log is one capped stream (`bridge:events`, XADD MAXLEN ~ events_max) whose entry ids are
+`{n}-0` with `n` from one counter, so every instance sees the same ids in the same order: an SSE
+client resumes with `Last-Event-ID` on any instance. Each instance tails the stream and hands every
+event to its listeners — events of jobs that ran on another instance included — and runs the
+publish hooks (webhook deliveries to subscribers) only for the events it published itself.
+
+Each instance keeps its pending deliveries in its own hash (`outbox:{consumer}`), so none is sent
+twice by two living instances; the outbox of an instance that stopped living is adopted by the
+next instance that asks for pending deliveries. Dead letters are shared (`dead`, indexed by
+creation time in `dead:index`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
+
+from bridge.events import Event, EventType
+from bridge.stores.redis_db import BLOCK_MS, Kind, RedisDb, key
+from bridge.subscriptions import Subscription
+from bridge.webhooks import Delivery
+
+log = logging.getLogger(__name__)
+
+SCAN_CHUNK = 500
+MAX_SCAN = 20_000  # events looked at per `since` call, matching or not
+ADOPT_CHUNK = 1000
+
+# KEYS: stream, counter; ARGV: cap, body, origin, at.
+APPEND = """
+local n = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], n .. '-0', 'b', ARGV[2], 'o', ARGV[3],
+           't', ARGV[4])
+return n
+"""
+# KEYS: stream; ARGV: cutoff (Unix s). Removes the events recorded before the cutoff.
+TRIM_OLD = """
+local removed = 0
+for _ = 1, 50 do
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 200)
+  if #first == 0 then return removed end
+  for _, entry in ipairs(first) do
+    local fields, at = entry[2], nil
+    for i = 1, #fields, 2 do if fields[i] == 't' then at = tonumber(fields[i + 1]) end end
+    if at and at >= tonumber(ARGV[1]) then
+      return removed + redis.call('XTRIM', KEYS[1], 'MINID', entry[1])
+    end
+  end
+  local last = tonumber(string.match(first[#first][1], '^(%d+)'))
+  removed = removed + redis.call('XTRIM', KEYS[1], 'MINID', (last + 1) .. '-0')
+end
+return removed
+"""
+# KEYS: the orphan's outbox, ours. Moves every delivery over.
+ADOPT = """
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do redis.call('HSET', KEYS[2], all[i], all[i + 1]) end
+redis.call('DEL', KEYS[1])
+return #all / 2
+"""
+
+
+def kinds(consumer: str, events_max: int) -> tuple[Kind, ...]:
+    outbox = key("outbox", consumer)
+
+    def write_event(pipe: Pipeline, _: str, event: tuple[bytes, float]) -> None:
+        body, at = event
+        pipe.eval(
+            APPEND,
+            2,
+            key("events"),
+            key("events", "seq"),
+            str(events_max),
+            body.decode(),
+            consumer,
+            str(at),
+        )
+
+    def write_delivery(pipe: Pipeline, delivery_id: str, delivery: Delivery) -> None:
+        record = delivery.model_dump_json()
+        if delivery.state == "dead":
+            pipe.hdel(outbox, delivery_id)
+            pipe.hset(key("dead"), delivery_id, record)
+            pipe.zadd(key("dead", "index"), {delivery_id: delivery.created_at})
+        else:
+            pipe.hdel(key("dead"), delivery_id)
+            pipe.zrem(key("dead", "index"), delivery_id)
+            pipe.hset(outbox, delivery_id, record)
+
+    def delete_delivery(pipe: Pipeline, delivery_id: str) -> None:
+        pipe.hdel(outbox, delivery_id)
+        pipe.hdel(key("dead"), delivery_id)
+        pipe.zrem(key("dead", "index"), delivery_id)
+
+    return (
+        Kind("events", write_event),
+        Kind("deliveries", write_delivery, delete_delivery),
+    )
+
+
+class RedisEventLog:
+    def __init__(self, db: RedisDb, consumer: str, retention_s: float) -> None:
+        self._db = db
+        self._consumer = consumer
+        self._retention_s = retention_s
+        self._count = 0
+        self._last_id = 0
+        self._trim_old = db.redis.register_script(TRIM_OLD)
+        self._tail: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self._last_id = int(await self._db.redis.get(key("events", "seq")) or 0)
+
+    @property
+    def last_id(self) -> int:
+        return self._last_id
+
+    def append(self, type: EventType, fields: dict[str, Any]) -> None:
+        """Into the next batch; the event gets its id there, and reaches listeners (here and
+        on every instance) through the tail."""
+        self._count += 1
+        event = Event.model_construct(id=0, type=type, **fields)
+        self._db.put("events", str(self._count), (event.model_dump_json().encode(), event.at))
+
+    def start(self, deliver: Callable[[Event, bool], None]) -> None:
+        """Tail the log: every new event goes to `deliver(event, published_here)`."""
+        self._tail = asyncio.create_task(self._follow(deliver), name="events-tail")
+
+    async def stop(self) -> None:
+        if self._tail is not None:
+            self._tail.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tail
+
+    async def _follow(self, deliver: Callable[[Event, bool], None]) -> None:
+        failures = 0
+        while True:
+            try:
+                found = await self._db.blocking.xread(
+                    {key("events"): f"{self._last_id}-0"}, count=SCAN_CHUNK, block=BLOCK_MS
+                )
+                failures = 0
+            except (RedisError, OSError) as exc:
+                failures += 1
+                log.debug("following the event log failed (%s)", exc)
+                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+                continue
+            for _, entries in found:
+                for entry_id, fields in entries:
+                    event = _event(entry_id, fields)
+                    self._last_id = event.id
+                    deliver(event, fields[b"o"].decode() == self._consumer)
+
+    async def since(
+        self,
+        after: int,
+        *,
+        types: Sequence[str] = (),
+        workflow_id: str | None = None,
+        limit: int = 500,
+    ) -> list[Event]:
+        wanted = frozenset(types)
+        found: list[Event] = []
+        start, scanned = f"({after}-0", 0
+        while len(found) < limit and scanned < MAX_SCAN:
+            entries = await self._db.redis.xrange(key("events"), start, "+", count=SCAN_CHUNK)
+            for entry_id, fields in entries:
+                event = _event(entry_id, fields)
+                if (not wanted or event.type in wanted) and (
+                    workflow_id is None or event.workflow_id == workflow_id
+                ):
+                    found.append(event)
+                    if len(found) == limit:
+                        break
+            if len(entries) < SCAN_CHUNK:
+                break
+            scanned += len(entries)
+            start = f"({entries[-1][0].decode()}"
+        return found
+
+    async def purge(self, now: float) -> int:
+        """Events older than the retention (the cap is kept by every append)."""
+        return int(await self._trim_old(keys=[key("events")], args=[now - self._retention_s]))
+
+
+def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+    body = orjson.loads(fields[b"b"])
+    body["id"] = int(entry_id.split(b"-")[0])
+    return Event.model_construct(**body)
+
+
+class RedisSubscriptions:
+    """In one hash; every instance reloads them now and then (`Subscriptions.load`)."""
+
+    def __init__(self, db: RedisDb) -> None:
+        self._db = db
+
+    async def add(self, subscription: Subscription) -> None:
+        await self._db.redis.hset(
+            key("subscriptions"), subscription.id, subscription.model_dump_json()
+        )
+
+    async def all(self) -> list[Subscription]:
+        found = await self._db.redis.hgetall(key("subscriptions"))
+        subscriptions = [Subscription.model_validate_json(raw) for raw in found.values()]
+        return sorted(subscriptions, key=lambda s: s.created_at)
+
+    async def remove(self, subscription_id: str) -> bool:
+        return bool(await self._db.redis.hdel(key("subscriptions"), subscription_id))
+
+
+class RedisOutbox:
+    def __init__(
+        self,
+        db: RedisDb,
+        consumer: str,
+        dead_retention_s: float,
+        alive: Callable[[str], Awaitable[bool]],
+    ) -> None:
+        self._db = db
+        self._own = key("outbox", consumer)
+        self._dead_retention_s = dead_retention_s
+        self._alive = alive
+        self._adopt = db.redis.register_script(ADOPT)
+
+    def put(self, delivery: Delivery) -> None:
+        self._db.put("deliveries", delivery.id, delivery)
+
+    def done(self, delivery_id: str) -> None:
+        self._db.remove("deliveries", delivery_id)
+
+    async def flush(self) -> None:
+        await self._db.flush()
+
+    async def pending(self) -> list[Delivery]:
+        """This instance's pending deliveries, with those of instances that stopped living."""
+        await self._db.flush()
+        async for outbox in self._db.redis.scan_iter(match=key("outbox", "*"), count=ADOPT_CHUNK):
+            name = outbox.decode()
+            if name != self._own and not await self._alive(name.rpartition(":")[2]):
+                adopted = await self._adopt(keys=[name, self._own])
+                log.info("took over %d undelivered webhook(s) of %s", adopted, name)
+        found = await self._db.redis.hgetall(self._own)
+        deliveries = [Delivery.model_validate_json(raw) for raw in found.values()]
+        return sorted(deliveries, key=lambda d: d.created_at)
+
+    async def dead_letters(self, limit: int, before: float | None = None) -> list[Delivery]:
+        await self._db.flush()
+        ids = await self._db.redis.zrevrangebyscore(
+            key("dead", "index"), f"({before}" if before is not None else "+inf", "-inf", 0, limit
+        )
+        if not ids:
+            return []
+        found = await self._db.redis.hmget(key("dead"), ids)
+        return [Delivery.model_validate_json(raw) for raw in found if raw]
+
+    async def get(self, delivery_id: str) -> Delivery | None:
+        pending, delivery = self._db.pending("deliveries", delivery_id)
+        if pending:
+            return delivery  # type: ignore[no-any-return]
+        for where in (self._own, key("dead")):
+            raw = await self._db.redis.hget(where, delivery_id)
+            if raw:
+                return Delivery.model_validate_json(raw)
+        return None
+
+    async def count_dead(self) -> int:
+        await self._db.flush()
+        return int(await self._db.redis.zcard(key("dead", "index")))
+
+    async def first_time(self, webhook_id: str) -> bool:
+        return bool(
+            await self._db.redis.set(
+                key("inbound", webhook_id), 1, nx=True, ex=int(self._dead_retention_s)
+            )
+        )
+
+    async def purge(self, now: float) -> int:
+        """Dead letters past their retention (incoming webhook-ids expire by themselves)."""
+        removed = 0
+        while True:
+            ids = await self._db.redis.zrangebyscore(
+                key("dead", "index"), "-inf", now - self._dead_retention_s, 0, SCAN_CHUNK
+            )
+            if not ids:
+                return removed
+            async with self._db.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(key("dead"), *ids)
+                pipe.zrem(key("dead", "index"), *ids)
+                await pipe.execute()
+            removed += len(ids)
