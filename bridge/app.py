@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from bridge import __version__
+from bridge.aio import stop_tasks
 from bridge.api.execute import decode_job_request
 from bridge.api.middleware import errors, observe
 from bridge.api.routes import add_routes
@@ -86,7 +87,7 @@ async def _end_streams(app: web.Application) -> None:
 
 
 async def _backend(app: web.Application) -> AsyncIterator[None]:
-    backend = app[BACKEND] = open_backend(app[SETTINGS], app[METRICS])
+    backend = app[BACKEND] = open_backend(app[SETTINGS], app[METRICS], app[LIFECYCLE])
     await backend.open()
     app[STORE] = backend.store
     app[EVENT_LOG] = backend.events
@@ -180,6 +181,9 @@ async def _purge(app: web.Application) -> AsyncIterator[None]:
 
     async def loop() -> None:
         while True:
+            if app[STORE].unavailable():  # said once where it was noticed; try again later
+                await asyncio.sleep(interval)
+                continue
             try:
                 now = time.time()
                 removed = await app[STORE].purge_expired(now)
@@ -194,6 +198,4 @@ async def _purge(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(loop(), name="purge-expired")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_tasks([task])

@@ -10,8 +10,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
+from bridge.aio import stop_tasks
 from bridge.callbacks import Deliverer, Outbox
 from bridge.events import EventBus, EventLog
+from bridge.lifecycle import Lifecycle
 from bridge.metrics import Metrics
 from bridge.queues.base import JobQueue
 from bridge.queues.memory import MemoryQueue
@@ -124,8 +126,9 @@ class Redis:
     name = "redis"
     shared = True
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, lifecycle: Lifecycle) -> None:
         assert settings.redis_url is not None
+        self._lifecycle = lifecycle
         self._settings = settings
         self._metrics = metrics
         self.consumer = consumer_name(settings.color)
@@ -154,6 +157,7 @@ class Redis:
 
     def new_queue(self, name: str, max_depth: int, aging_s: float) -> JobQueue:
         queue = StreamQueue(name, max_depth, aging_s, self.db, self.consumer)
+        queue.paused = lambda: self._lifecycle.draining  # the other colour takes the work
         self._queues.append(queue)
         return queue
 
@@ -186,9 +190,7 @@ class Redis:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks)
         await self.keeper.stop()
         await self._event_log.stop()
 
@@ -205,5 +207,5 @@ async def _every(interval_s: float, action: Callable[[], Awaitable[object]]) -> 
             log.debug("%s failed: %s", getattr(action, "__qualname__", action), exc)
 
 
-def open_backend(settings: Settings, metrics: Metrics) -> Embedded | Redis:
-    return Redis(settings, metrics) if settings.redis_url else Embedded(settings)
+def open_backend(settings: Settings, metrics: Metrics, lifecycle: Lifecycle) -> Embedded | Redis:
+    return Redis(settings, metrics, lifecycle) if settings.redis_url else Embedded(settings)

@@ -29,6 +29,7 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 import backoff
 
+from bridge.aio import stop_tasks
 from bridge.breaker import Breakers
 from bridge.items import dumps
 from bridge.metrics import Metrics
@@ -142,9 +143,7 @@ class Deliverer:
         tasks = list(self._tasks.values())
         if tasks:
             await asyncio.wait(tasks, timeout=bound_s)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(tasks)
         with contextlib.suppress(Exception):
             await self._outbox.flush()
 

@@ -13,7 +13,6 @@ short (MAX_INTERRUPTIONS) is failed and kept as a dead letter instead of being r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from bridge.aio import stop_tasks
 from bridge.callbacks import Deliverer, retry_delay
 from bridge.errors import BridgeError, Conflict, Internal, NotFound, Overloaded, Unavailable
 from bridge.events import EventBus
@@ -50,6 +50,14 @@ RECENT_WEIGHT = 0.1  # of each new job in a queue's recent wait and run times (a
 # A job accepted here keeps its decoded items for its first run, saving a read and a decode;
 # within this budget of request bytes (beyond it, and after a restart, the store has them).
 DECODED_BUDGET_BYTES = 64 * 1024 * 1024
+
+
+def _unavailable(reason: str) -> Unavailable:
+    return Unavailable(
+        f"background jobs cannot be accepted right now: {reason}; the job was not accepted",
+        description="try again after Retry-After seconds (sync requests still work)",
+        headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +177,9 @@ class WorkerPool:
                 description="try again after Retry-After seconds, or with fewer jobs at once",
                 headers={"Retry-After": str(self._retry_after_s(exc.queue))},
             ) from None
+        down = self._store.unavailable()
+        if down is not None:
+            raise _unavailable(down)
         now = time.time()
         job = JobRecord(
             job_id=job_id or new_id(),
@@ -203,12 +214,7 @@ class WorkerPool:
             self._store.withdraw(job)
             self._forget_decoded(job.job_id)
             log.error("job %s could not be saved: %s", job.job_id, exc)
-            raise Unavailable(
-                f"the job store cannot take jobs right now ({type(exc).__name__}); the job was "
-                "not accepted",
-                description="try again after Retry-After seconds",
-                headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
-            ) from None
+            raise _unavailable(f"{type(exc).__name__}: {exc}") from None
         finally:
             self._reserved[queue] -= 1
         self._publish("workflow.queued", job, queue=queue)
@@ -254,14 +260,18 @@ class WorkerPool:
     async def _run(self, entry: Entry, queue: JobQueue) -> None:
         """Run the job of a queue entry; the entry ends once the job is settled (a cancelled
         or cut run's entry is ended by `cancel` or handed back by `stop`)."""
-        kept = self._forget_decoded(entry.job_id)  # still here: not cancelled, not run yet
-        job = kept[0] if kept is not None else await self._store.get(entry.job_id)
-        if job is not None and job.status is JobStatus.RUNNING and entry.deliveries > 1:
-            job = await self._interrupted(job)  # taken over from an instance that died
-        if job is not None and job.status is JobStatus.QUEUED:
-            await self._attempt(job, kept, queue)
-        # else: cancelled while it waited, gone, or settled already (its entry was handed out
-        # again after its outcome was saved)
+        try:
+            kept = self._forget_decoded(entry.job_id)  # still here: not cancelled, not run yet
+            job = kept[0] if kept is not None else await self._store.get(entry.job_id)
+            if job is not None and job.status is JobStatus.RUNNING and entry.deliveries > 1:
+                job = await self._interrupted(job)  # taken over from an instance that died
+            if job is not None and job.status is JobStatus.QUEUED:
+                await self._attempt(job, kept, queue)
+            # else: cancelled while it waited, gone, or settled already (its entry was handed
+            # out again after its outcome was saved)
+        except Exception:
+            queue.abandon(entry)  # the store failed: whether the job was settled is unknown
+            raise
         queue.ack(entry)
 
     async def _attempt(
@@ -481,9 +491,7 @@ class WorkerPool:
         running = self._running.get(job_id)  # taken by a worker, perhaps since `get` above
         if running is not None:
             self._cancelling.add(job_id)
-            running.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([running.task])
+            await stop_tasks([running.task])
             self._cancelling.discard(job_id)
             found = await self._store.get(job_id)
             assert found is not None
@@ -606,11 +614,7 @@ class WorkerPool:
         if running:
             log.info("waiting up to %.0f s for %d running job(s)", bound_s, len(running))
             await asyncio.wait([r.task for r in running], timeout=bound_s)
-        for task in self._workers:
-            task.cancel()
-        for run in running:
-            run.task.cancel()
-        await asyncio.gather(*self._workers, *(r.task for r in running), return_exceptions=True)
+        await stop_tasks([*self._workers, *(r.task for r in running)])
         self._workers.clear()
         handed = 0
         for run in running:

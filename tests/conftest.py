@@ -1,4 +1,4 @@
-"""Fixtures: settings, a running app with a real SQLite file, tokens."""
+"""Fixtures: settings, a running app on each backend (a real SQLite file; a real Redis), tokens."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from bridge.app import create_app
 from bridge.auth import mint_token
 from bridge.settings import Settings
+from tests.redis_server import redis_server, redis_url  # noqa: F401 (fixtures for every module)
 from tests.webhook_target import target  # noqa: F401 (a fixture for every test module)
 
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
@@ -21,11 +22,22 @@ PLUGINS = "tests.plugins.sample"
 ClientFactory = Callable[..., Awaitable[TestClient]]
 
 
+@pytest.fixture(params=["embedded", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test that builds settings runs on both backends: the same behaviour is expected."""
+    return str(request.param)
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> Callable[..., Settings]:
+    redis = request.getfixturevalue("redis_url") if backend == "redis" else None
+
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "data_dir": tmp_path / "data",
+            "redis_url": redis,
             "jwt_secret": SECRET,
             "api_keys": [API_KEY],
             "processors": [PLUGINS],

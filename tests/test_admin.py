@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from bridge.ids import new_id
 from bridge.settings import Settings
 from tests.conftest import ClientFactory, token
 from tests.test_worker import after_callback, finished, job
@@ -88,7 +89,8 @@ async def test_a_failed_job_is_retried_as_a_new_job(
     make_client: ClientFactory, settings: Settings, auth: dict[str, str]
 ) -> None:
     client = await make_client(job_max_attempts=1)
-    body = job("flaky", [{"json": {"key": "retry-by-hand"}}], parameters={"failures": 1})
+    key = f"retry-by-hand-{new_id()}"  # flaky counts runs per key for the whole session
+    body = job("flaky", [{"json": {"key": key}}], parameters={"failures": 1})
     failed = await (await client.post(EXECUTE, json=body, headers=auth)).json()
     assert (await finished(client, auth, failed["job_id"]))["status"] == "failed"
     retried = await client.post(f"/admin/jobs/{failed['job_id']}/retry", headers=admin(settings))

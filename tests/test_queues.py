@@ -100,6 +100,7 @@ async def test_queue_threshold_is_published_once_each_way(
     )
     workers = client.app[WORKERS]
     sample.GATE.clear()
+    sample.ENTERED.clear()
     try:
         await client.post(EXECUTE, json=job("blocking"), headers=auth)
         await asyncio.to_thread(sample.ENTERED.wait, 10)

@@ -84,6 +84,7 @@ async def test_a_full_queue_answers_429_and_keeps_nothing(
 ) -> None:
     client = await make_client(queues=[{"name": "default", "concurrency": 1, "max_depth": 2}])
     sample.GATE.clear()
+    sample.ENTERED.clear()
     try:
         first = await client.post(EXECUTE, json=job("blocking"), headers=auth)
         assert first.status == 202
@@ -109,6 +110,7 @@ async def test_routes_send_jobs_to_their_queue_and_overflow(
         routes=[{"queue": "bulk", "min_items": 3}],
     )
     sample.GATE.clear()
+    sample.ENTERED.clear()
     try:
         big = [{"json": {"n": n}} for n in range(3)]
         first = await (await client.post(EXECUTE, json=job("blocking", big), headers=auth)).json()

@@ -42,6 +42,11 @@ class JobQueue(Protocol):
     def ack(self, entry: Entry) -> None:
         """The job of an entry from `get` is settled (its outcome, or its retry, is saved)."""
 
+    def abandon(self, entry: Entry) -> None:
+        """An entry from `get` whose job could not be settled (the store failed): a shared
+        queue stops renewing it, so another instance takes it over after the claim idle time;
+        an in-process queue's job is taken up at the next start."""
+
     def later(self, entry: Entry, delay_s: float) -> None:
         """Add a job again after `delay_s` (a retry); never refused."""
 

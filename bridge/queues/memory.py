@@ -60,6 +60,9 @@ class MemoryQueue:
     def ack(self, entry: Entry) -> None:
         pass  # nothing outside this process holds the entry
 
+    def abandon(self, entry: Entry) -> None:
+        pass  # the store still has the job as queued or running: the next start takes it up
+
     def later(self, entry: Entry, delay_s: float) -> None:
         fresh = Entry(entry.job_id, entry.priority)
         asyncio.get_running_loop().call_later(delay_s, lambda: self.put(fresh, force=True))

@@ -33,6 +33,7 @@ import orjson
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
+from bridge.aio import stop_tasks
 from bridge.queues.base import MAX_PRIORITY, Entry, QueueFull
 from bridge.stores.redis_db import BLOCK_MS, Kind, RedisDb, key
 
@@ -187,7 +188,8 @@ class StreamQueue:
         self._lock = asyncio.Lock()  # one taker at a time; the others wait for its haul
         self._waiting = 0  # callers of `get`: how many entries to take at once
         self.held: dict[str, Entry] = {}  # ref → entry taken by this instance, not settled yet
-        self._depth = 0  # as of the last refresh, plus what this instance put since
+        self._depth = 0  # as of the last refresh, give or take what this instance did since
+        self._changes = 0  # puts and takes here: a refresh that overlapped one is stale
         self._oldest_wait_s = 0.0
         self.running = 0  # across every instance, as of the last refresh
         self.paused: Callable[[], bool] = lambda: False  # a draining instance takes no new jobs
@@ -204,6 +206,7 @@ class StreamQueue:
             raise QueueFull(self.name, self._depth)
         self._db.put("enqueue", entry.job_id, self._stream(entry.priority))
         self._depth += 1
+        self._changes += 1
 
     def _stream(self, priority: int) -> str:
         return self.streams[min(max(priority, 0), MAX_PRIORITY)]
@@ -242,6 +245,8 @@ class StreamQueue:
             )
             return
         now = time.monotonic()
+        self._depth = max(self._depth - len(taken), 0)
+        self._changes += 1
         for level, entry_id, job_id, waited_ms in taken:
             entry = Entry(
                 job_id.decode(),
@@ -256,6 +261,9 @@ class StreamQueue:
         assert entry.ref is not None
         self.held.pop(entry.ref, None)
         self._db.put("ack", entry.ref, entry.ref.partition(" ")[0])
+
+    def abandon(self, entry: Entry) -> None:
+        self.held.pop(entry.ref or "", None)
 
     def later(self, entry: Entry, delay_s: float) -> None:
         member = orjson.dumps([self._stream(entry.priority), entry.job_id]).decode()
@@ -372,9 +380,7 @@ class StreamKeeper:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks)
         with contextlib.suppress(RedisError, OSError):
             await self._db.redis.delete(key("alive", self._consumer))
 

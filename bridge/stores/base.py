@@ -58,6 +58,9 @@ class JobStore(Protocol):
     async def ping(self) -> None:
         """Raise if the store cannot serve requests."""
 
+    def unavailable(self) -> str | None:
+        """Why writes cannot be committed right now (None: as far as is known, they can)."""
+
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:

@@ -17,6 +17,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from bridge.aio import stop_tasks
+
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.05
@@ -56,9 +58,7 @@ class GroupCommit:
             return
         if self.running and self.failing is None:
             await self.flush()
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
+        await stop_tasks([self._writer])
         self._writer = None
 
     def put(self, kind: str, key: str, obj: Any) -> None:

@@ -169,6 +169,7 @@ class RedisJobStore:
         cursor: str | None = None,
         execution_id: str | None = None,
     ) -> tuple[list[JobRecord], str | None]:
+        await self.db.flush()
         index = (
             key("wfx", workflow_id, execution_id)
             if execution_id is not None
@@ -253,3 +254,8 @@ class RedisJobStore:
 
     async def ping(self) -> None:
         await self.db.ping()
+
+    def unavailable(self) -> str | None:
+        if not self.db.up:
+            return f"Redis is unreachable ({self.db.down_reason})"
+        return f"Redis refuses writes: {self.db.failing}" if self.db.failing else None

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from bridge.aio import stop_tasks
 from bridge.stores.batching import REMOVED, Batch, GroupCommit
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,9 @@ def key(*parts: str) -> str:
 
 
 def consumer_name(color: str | None) -> str:
-    """This instance's name in the consumer groups: stable for the life of the process."""
-    return f"{color or 'bridge'}-{socket.gethostname()}-{os.getpid()}"
+    """This instance's name in the consumer groups, stable for its life: colour, host, pid, and
+    a few random characters (two apps in one process stay apart)."""
+    return f"{color or 'bridge'}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
 class RedisDb(GroupCommit):
@@ -90,9 +93,7 @@ class RedisDb(GroupCommit):
 
     async def close(self) -> None:
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            await stop_tasks([self._watcher])
         with contextlib.suppress(RedisError, OSError, RuntimeError):
             await self.stop()
         await self.redis.aclose()
@@ -113,7 +114,11 @@ class RedisDb(GroupCommit):
     async def ping(self) -> None:
         if not self.up:
             raise ConnectionError(f"Redis is unreachable: {self.down_reason}")
-        await self.redis.ping()
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError) as exc:
+            self._changed(False, f"{type(exc).__name__}: {exc}")
+            raise ConnectionError(f"Redis is unreachable: {self.down_reason}") from None
         if not self.running:
             raise RuntimeError("the Redis writer has stopped")
 

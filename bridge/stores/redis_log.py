@@ -15,7 +15,6 @@ creation time in `dead:index`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -24,6 +23,7 @@ import orjson
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from bridge.aio import stop_tasks
 from bridge.events import Event, EventType
 from bridge.stores.redis_db import BLOCK_MS, Kind, RedisDb, key
 from bridge.subscriptions import Subscription
@@ -137,9 +137,7 @@ class RedisEventLog:
 
     async def stop(self) -> None:
         if self._tail is not None:
-            self._tail.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tail
+            await stop_tasks([self._tail])
 
     async def _follow(self, deliver: Callable[[Event, bool], None]) -> None:
         failures = 0
@@ -168,6 +166,7 @@ class RedisEventLog:
         workflow_id: str | None = None,
         limit: int = 500,
     ) -> list[Event]:
+        await self._db.flush()
         wanted = frozenset(types)
         found: list[Event] = []
         start, scanned = f"({after}-0", 0

@@ -209,3 +209,6 @@ class SqliteJobStore:
 
     async def ping(self) -> None:
         await self._db.ping()
+
+    def unavailable(self) -> str | None:
+        return f"the database cannot be written: {self._db.failing}" if self._db.failing else None

@@ -1,0 +1,313 @@
+"""The Redis backend where it differs from the embedded one: several instances on one real
+redis-server, its queues' streams, a Redis that goes away and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
+
+from bridge.queues.base import Entry
+from bridge.queues.redis_streams import GROUP, StreamQueue
+from bridge.settings import Settings
+from bridge.stores.redis_db import RedisDb
+from tests.conftest import ClientFactory
+from tests.redis_server import RedisServer
+from tests.test_events import admin
+from tests.test_worker import EXECUTE, finished, job
+
+# Apps on the Redis backend only (the parameter shadows the `backend` fixture of conftest).
+redis_only = pytest.mark.parametrize("backend", ["redis"])
+
+
+async def two_instances(make_client: ClientFactory, **overrides: Any) -> tuple[TestClient, ...]:
+    return await make_client(**overrides), await make_client(**overrides)
+
+
+async def completed_jobs(client: TestClient) -> float:
+    text = await (await client.get("/metrics")).text()
+    for line in text.splitlines():
+        wanted = 'mode="async"' in line and 'status="completed"' in line
+        if line.startswith("bridge_jobs_total{") and wanted:
+            return float(line.rpartition(" ")[2])
+    return 0.0
+
+
+@redis_only
+async def test_two_instances_share_the_queue_and_both_work(
+    make_client: ClientFactory, auth: dict[str, str]
+) -> None:
+    queues = [{"name": "default", "concurrency": 2}]
+    a, b = await two_instances(make_client, queues=queues)
+    body = job("sleep", parameters={"seconds": 0.02})
+    accepted = [
+        (await (await (a if n % 2 else b).post(EXECUTE, json=body, headers=auth)).json())["job_id"]
+        for n in range(40)
+    ]
+    for job_id in accepted:  # every job's status is the same whichever instance is asked
+        assert (await finished(a, auth, job_id))["status"] == "completed"
+        assert (await finished(b, auth, job_id))["status"] == "completed"
+    ran = (await completed_jobs(a), await completed_jobs(b))
+    assert sum(ran) == 40 and min(ran) > 0, f"one instance did all the work: {ran}"
+
+
+@redis_only
+async def test_an_idempotency_key_is_one_job_across_instances(
+    make_client: ClientFactory, auth: dict[str, str]
+) -> None:
+    a, b = await two_instances(make_client)
+    body = job("echo", idempotency_key="shared-key-1")
+    answers = await asyncio.gather(
+        *(c.post(EXECUTE, json=body, headers=auth) for c in (a, b, a, b, a, b))
+    )
+    bodies = [await answer.json() for answer in answers]
+    assert len({b["job_id"] for b in bodies}) == 1
+    assert sorted(b["created"] for b in bodies) == [False] * 5 + [True]
+
+
+@redis_only
+async def test_sse_on_one_instance_shows_a_job_run_by_another(
+    make_client: ClientFactory, settings: Settings, auth: dict[str, str]
+) -> None:
+    a, b = await two_instances(make_client)
+    assert (await a.post("/admin/drain", headers=admin(settings))).status == 200  # a takes none
+    events = await a.get(
+        "/api/v1/events",
+        params={"workflow_id": "wf-sse", "type": "workflow.completed"},
+        headers={**auth, "Accept": "text/event-stream"},
+    )
+    assert events.status == 200
+    submitted = await b.post(EXECUTE, json=job("echo", workflow_id="wf-sse"), headers=auth)
+    job_id = (await submitted.json())["job_id"]
+    last_id, seen = await read_until(events, job_id)
+    assert seen["type"] == "workflow.completed" and seen["job_id"] == job_id
+    # Resuming from an earlier id on the other instance replays the same event, same id.
+    replay = await b.get(
+        "/api/v1/events",
+        params={"workflow_id": "wf-sse", "type": "workflow.completed"},
+        headers={**auth, "Last-Event-ID": str(last_id - 1)},
+    )
+    again_id, again = await read_until(replay, job_id)
+    assert (again_id, again["job_id"]) == (last_id, job_id)
+    events.close()
+    replay.close()
+
+
+async def read_until(response: Any, job_id: str) -> tuple[int, dict[str, Any]]:
+    import orjson
+
+    event_id = 0
+    async with asyncio.timeout(20):
+        while True:
+            line = (await response.content.readline()).decode().strip()
+            if line.startswith("id: "):
+                event_id = int(line[4:])
+            elif line.startswith("data: "):
+                data = orjson.loads(line[6:])
+                if data.get("job_id") == job_id:
+                    return event_id, data
+
+
+@redis_only
+async def test_a_stopping_instance_hands_its_running_job_to_another(
+    make_client: ClientFactory, auth: dict[str, str]
+) -> None:
+    a = await make_client(shutdown_timeout_s=0.2)
+    accepted = await a.post(EXECUTE, json=job("sleep", parameters={"seconds": 30}), headers=auth)
+    job_id = (await accepted.json())["job_id"]
+    for _ in range(200):
+        status = await (await a.get(f"/api/v1/workflow/status/{job_id}", headers=auth)).json()
+        if status["status"] == "running":
+            break
+        await asyncio.sleep(0.02)
+    await a.close()  # SIGTERM's path: the job is cut after 0.2 s and handed back
+    b = await make_client()
+    for _ in range(300):
+        status = await (await b.get(f"/api/v1/workflow/status/{job_id}", headers=auth)).json()
+        if status["status"] == "running" and status["attempts"] == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert (status["status"], status["attempts"], status["interruptions"]) == ("running", 2, 1)
+
+
+# ---- the streams themselves ---------------------------------------------------------------------
+
+
+async def stream_queue(url: str, aging_s: float = 60.0) -> tuple[RedisDb, StreamQueue]:
+    from bridge.queues.redis_streams import KINDS, StreamKeeper
+
+    db = RedisDb(url, KINDS)
+    await db.open()
+    queue = StreamQueue("q", 100, aging_s, db, "test-consumer")
+    await StreamKeeper(db, "test-consumer", [queue], 30).open()
+    return db, queue
+
+
+async def test_streams_hand_out_by_priority_and_age(redis_url: str) -> None:
+    db, queue = await stream_queue(redis_url, aging_s=0.2)
+    try:
+        for job_id, priority in [("low-1", 1), ("high-1", 8), ("mid-1", 5), ("high-2", 8)]:
+            queue.put(Entry(job_id, priority))
+        await db.flush()
+        order = [(await queue.get()).job_id for _ in range(4)]
+        assert order == ["high-1", "high-2", "mid-1", "low-1"]
+        queue.put(Entry("old-low", 0))
+        await db.flush()
+        await asyncio.sleep(2.0)  # ten levels of aging: it now outranks a fresh urgent job
+        queue.put(Entry("new-high", 9))
+        await db.flush()
+        assert [(await queue.get()).job_id for _ in range(2)] == ["old-low", "new-high"]
+    finally:
+        await db.close()
+
+
+async def test_acknowledged_entries_leave_the_stream_and_the_rest_stay(redis_url: str) -> None:
+    db, queue = await stream_queue(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        for n in range(50):
+            queue.put(Entry(f"job-{n}", 5))
+        await db.flush()
+        taken = [await queue.get() for _ in range(30)]
+        for entry in taken[:20]:
+            queue.ack(entry)
+        await db.flush()
+        stream = queue.streams[5]
+        pending = await client.xpending(stream, GROUP)
+        assert await client.xlen(stream) == 30  # 10 taken and not settled + 20 waiting
+        assert pending["pending"] == 10
+        await queue.refresh()
+        assert (queue.depth, queue.running) == (20, 10)
+    finally:
+        await client.aclose()
+        await db.close()
+
+
+async def test_an_entry_nobody_renews_is_taken_over_and_counted(redis_url: str) -> None:
+    db, first = await stream_queue(redis_url)
+    second = StreamQueue("q", 100, 60, db, "other-consumer")
+    try:
+        first.put(Entry("orphan", 5))
+        await db.flush()
+        entry = await first.get()
+        assert entry.deliveries == 1
+        first.held.clear()  # as if its instance had died: nobody renews it
+        await asyncio.sleep(0.3)
+        assert await second.reclaim(idle_ms=10_000) == 0  # not idle long enough yet
+        assert await second.reclaim(idle_ms=200) == 1
+        taken = await second.get()
+        assert (taken.job_id, taken.deliveries) == ("orphan", 2)
+    finally:
+        await db.close()
+
+
+# ---- Redis going away ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Any:
+    server = RedisServer(tmp_path / "own-redis", appendonly=True).start()
+    yield server
+    server.stop()
+
+
+@redis_only
+async def test_without_redis_sync_works_async_gets_503_and_ready_says_why(
+    make_client: ClientFactory,
+    make_settings: Callable[..., Settings],
+    auth: dict[str, str],
+    own_redis: RedisServer,
+) -> None:
+    client = await make_client(redis_url=own_redis.url)
+    assert (await client.get("/ready")).status == 200
+    own_redis.stop()
+    for _ in range(100):
+        ready = await client.get("/ready")
+        if ready.status == 503:
+            break
+        await asyncio.sleep(0.05)
+    checks = (await ready.json())["checks"]
+    assert ready.status == 503 and "Redis is unreachable" in checks["store"]
+    sync = await client.post(EXECUTE, json={**job("echo"), "mode": "sync"}, headers=auth)
+    assert sync.status == 200
+    refused = await client.post(EXECUTE, json=job("echo"), headers=auth)
+    assert refused.status == 503
+    assert int(refused.headers["Retry-After"]) >= 1
+    error = (await refused.json())["error"]
+    assert error["code"] == "unavailable" and "not accepted" in error["message"]
+    metrics = await (await client.get("/metrics")).text()
+    assert "bridge_backend_up 0.0" in metrics
+    own_redis.start()
+    for _ in range(100):
+        if (await client.get("/ready")).status == 200:
+            break
+        await asyncio.sleep(0.05)
+    accepted = await client.post(EXECUTE, json=job("echo"), headers=auth)
+    assert accepted.status == 202
+    assert (await finished(client, auth, (await accepted.json())["job_id"]))[
+        "status"
+    ] == "completed"
+    states = [
+        e["type"]
+        for e in await events_of(client, settings=make_settings(redis_url=own_redis.url), auth=auth)
+    ]
+    assert states.count("backend.down") == 1 and states.count("backend.up") == 1
+    assert refused.status == 503  # and the refused job never ran:
+    assert sum(s == "workflow.queued" for s in states) == 1
+
+
+async def events_of(client: TestClient, settings: Settings, auth: dict[str, str]) -> list[Any]:
+    response = await client.get(
+        "/api/v1/events",
+        params={"last_event_id": 0},
+        headers=auth,
+        timeout=aiohttp.ClientTimeout(sock_read=1),
+    )
+    found = []
+    import orjson
+
+    try:
+        async with asyncio.timeout(3):
+            while True:
+                line = (await response.content.readline()).decode().strip()
+                if line.startswith("data: "):
+                    found.append(orjson.loads(line[6:]))
+    except TimeoutError:
+        pass
+    response.close()
+    return found
+
+
+@redis_only
+async def test_a_redis_restart_mid_run_loses_no_accepted_job(
+    make_client: ClientFactory, auth: dict[str, str], own_redis: RedisServer
+) -> None:
+    client = await make_client(
+        redis_url=own_redis.url, queues=[{"name": "default", "concurrency": 4}]
+    )
+    body = job("sleep", parameters={"seconds": 0.01})
+    accepted, refused = [], 0
+    started = time.monotonic()
+    restarted = False
+    while len(accepted) < 150:
+        response = await client.post(EXECUTE, json=body, headers=auth)
+        if response.status == 202:
+            accepted.append((await response.json())["job_id"])
+        else:
+            assert response.status == 503
+            refused += 1
+        if not restarted and len(accepted) == 60:
+            own_redis.stop()  # SIGTERM: Redis writes its append-only file, as a restart does
+            restarted = True
+            await asyncio.sleep(0.5)
+            own_redis.start()
+        assert time.monotonic() - started < 60
+    for job_id in accepted:
+        assert (await finished(client, auth, job_id))["status"] == "completed"
