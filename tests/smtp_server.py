@@ -3,6 +3,7 @@ refuse recipients, require a login, or drop the connection in the middle of a me
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import socket
@@ -31,6 +32,7 @@ class Sink:
     drop_data_at: set[int] = field(default_factory=set)  # the n-th DATA (1-based) is dropped
     data_seen: int = 0
     arrived_at: list[float] = field(default_factory=list)  # time.monotonic() of each message
+    delay_s: float = 0.0  # before accepting each message: a slow server keeps sends in flight
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -42,6 +44,8 @@ class Sink:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.data_seen += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if self.data_seen in self.drop_data_at:
             server.transport.close()  # gone before saying whether the message was taken
             return "421 closing"

@@ -311,3 +311,28 @@ async def test_a_redis_restart_mid_run_loses_no_accepted_job(
         assert time.monotonic() - started < 60
     for job_id in accepted:
         assert (await finished(client, auth, job_id))["status"] == "completed"
+
+
+@redis_only
+async def test_under_load_the_event_log_is_capped_and_no_queued_job_is_dropped(
+    make_client: ClientFactory, auth: dict[str, str], redis_url: str
+) -> None:
+    client = await make_client(events_max=1000, queues=[{"name": "default", "concurrency": 8}])
+    body = job("echo")
+    accepted = await asyncio.gather(
+        *(client.post(EXECUTE, json=body, headers=auth) for _ in range(700))
+    )
+    ids = [(await answer.json())["job_id"] for answer in accepted]
+    for job_id in ids:
+        assert (await finished(client, auth, job_id))["status"] == "completed"
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        # 700 jobs made 2,100 events; the log keeps about the last 1,000 (MAXLEN ~ trims whole
+        # nodes of the stream, so a little more).
+        assert 1000 <= await redis.xlen("bridge:events") < 2000
+        for level in range(10):  # every entry was acknowledged, and only then deleted
+            stream = f"bridge:q:default:{level}"
+            assert await redis.xlen(stream) == 0
+            assert (await redis.xpending(stream, GROUP))["pending"] == 0
+    finally:
+        await redis.aclose()
