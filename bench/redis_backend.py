@@ -1,0 +1,155 @@
+"""Benchmark: background jobs on the Redis backend — one and two bridge processes, against arq.
+
+Everything shares one redis-server (append-only file on, `appendfsync everysec`, as
+docs/operations.md recommends). Each job is `echo` of one item whose result is POSTed to a
+callback sink (a separate process counting arrivals); for arq the job function does the POST.
+The client submits `--jobs` jobs with at most `--concurrency` in flight — to both bridge
+processes in turn when there are two — and the clock stops when the sink has every callback.
+Every system runs 32 jobs at once per process. Phase one interleaves rounds of one bridge process
+and arq; then a second bridge process joins, and phase two interleaves two processes and arq.
+
+    bash bench/run.sh redis_backend [--jobs 5000] [--concurrency 64] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.background import WORKERS, arq_round, count, flood, start, stop, until, wait_http
+from bench.common import ROOT, bridge_env, free_port, start_bridge, token
+
+
+async def bridge_round(urls: list[str], sink: str, jobs: int, concurrency: int) -> float:
+    """Seconds from the first submission to the last callback; submissions take turns."""
+    headers = {"Authorization": f"Bearer {token('execute status')}"}
+    turns = itertools.cycle(urls)
+    async with aiohttp.ClientSession() as session:
+        base = await count(session, sink)
+
+        async def submit(n: int) -> None:
+            body: dict[str, Any] = {
+                "processing_type": "echo",
+                "mode": "async",
+                "items": [{"json": {"n": n}}],
+                "workflow_id": "bench",
+                "callback_url": f"{sink}/hook",
+            }
+            async with session.post(
+                f"{next(turns)}/api/v1/workflow/execute", json=body, headers=headers
+            ) as response:
+                if response.status != 202:
+                    raise RuntimeError(f"submit: {response.status} {await response.text()}")
+
+        started = time.perf_counter()
+        await flood(jobs, concurrency, submit)
+        await until(session, sink, base + jobs, 300)
+        return time.perf_counter() - started
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        sys.exit("redis-server is missing: bash bench/run.sh installs it")
+    results: dict[str, list[float]] = {"one": [], "arq_1": [], "two": [], "arq_2": []}
+    with tempfile.TemporaryDirectory() as directory:
+        tmp = Path(directory)
+        sink_port, redis_port = free_port(), free_port()
+        sink = f"http://127.0.0.1:{sink_port}"
+        redis_url = f"redis://127.0.0.1:{redis_port}"
+        redis_args = ["--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""]
+        redis_args += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(tmp)]
+        processes = [
+            start([sys.executable, "-m", "bench.callback_sink", str(sink_port)]),
+            start([redis_server, *redis_args]),
+        ]
+        bridges = []
+        try:
+            await wait_http(f"{sink}/count")
+
+            def bridge(name: str) -> str:
+                env = bridge_env(
+                    tmp / name,
+                    BRIDGE_REDIS_URL=f"{redis_url}/1",
+                    BRIDGE_QUEUES=f'[{{"name": "default", "concurrency": {WORKERS}}}]',
+                    BRIDGE_CALLBACK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                )
+                process, url = start_bridge(env, tmp / f"{name}.log")
+                bridges.append(process)
+                return url
+
+            first = bridge("first")
+            worker_env = {
+                **os.environ,
+                "ARQ_REDIS": f"{redis_url}/2",
+                "ARQ_MAX_JOBS": str(WORKERS),
+                "PYTHONPATH": str(ROOT),
+            }
+            processes.append(
+                start([sys.executable, "-m", "arq", "bench.arq_worker.WorkerSettings"], worker_env)
+            )
+            await asyncio.sleep(1.0)  # the arq worker connects
+            warm = max(200, args.jobs // 10)
+            await bridge_round([first], sink, warm, args.concurrency)
+            await arq_round(f"{redis_url}/2", sink, warm, args.concurrency)
+            for _ in range(args.rounds):
+                results["one"].append(
+                    await bridge_round([first], sink, args.jobs, args.concurrency)
+                )
+                results["arq_1"].append(
+                    await arq_round(f"{redis_url}/2", sink, args.jobs, args.concurrency)
+                )
+            second = bridge("second")
+            await bridge_round([first, second], sink, warm, args.concurrency)
+            for _ in range(args.rounds):
+                results["two"].append(
+                    await bridge_round([first, second], sink, args.jobs, args.concurrency)
+                )
+                results["arq_2"].append(
+                    await arq_round(f"{redis_url}/2", sink, args.jobs, args.concurrency)
+                )
+        finally:
+            for process in [*bridges, *processes]:
+                stop(process)
+    rate = {name: args.jobs / statistics.median(times) for name, times in results.items()}
+    print(
+        f"\n{args.jobs:,} jobs, {args.concurrency} submissions in flight, {WORKERS} jobs at "
+        f"once per process, median of {args.rounds} rounds, {os.cpu_count()} cores\n"
+    )
+    print("| phase | system | jobs/s (submit → callback received) | seconds per round |")
+    print("|---|---|---|---|")
+    rows = (
+        ("1", "n8n-bridge, Redis backend, 1 process", "one"),
+        ("1", "arq 0.28 (1 worker process)", "arq_1"),
+        ("2", "n8n-bridge, Redis backend, 2 processes", "two"),
+        ("2", "arq 0.28 (1 worker process)", "arq_2"),
+    )
+    for phase, label, key in rows:
+        times = ", ".join(f"{t:.2f}" for t in results[key])
+        print(f"| {phase} | {label} | {rate[key]:,.0f} | {times} |")
+    print(f"\none bridge process / arq: {rate['one'] / rate['arq_1']:.2f} times")
+    print(f"two bridge processes / one: {rate['two'] / rate['one']:.2f} times")
+    print(f"two bridge processes / arq: {rate['two'] / rate['arq_2']:.2f} times")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
