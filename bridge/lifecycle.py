@@ -19,7 +19,8 @@ class Lifecycle:
         return time.monotonic() - self.started
 
     def drain(self, reason: str) -> None:
-        """From now on /ready answers 503, so a load balancer stops sending new work."""
+        """From now on /ready answers 503, so a load balancer stops sending new work, and an
+        instance on shared (Redis) queues takes no more jobs from them."""
         if not self.draining:
             self.draining = True
             log.info("draining: %s", reason)

@@ -20,6 +20,8 @@ const EVENTS = [
 	{ name: 'Callback Delivered', value: 'callback.delivered' },
 	{ name: 'Callback Failed', value: 'callback.failed' },
 	{ name: 'Queue Threshold Crossed', value: 'queue.threshold' },
+	{ name: 'Backend Down (Redis Unreachable)', value: 'backend.down' },
+	{ name: 'Backend Up Again', value: 'backend.up' },
 ];
 
 interface Subscription {
