@@ -30,12 +30,11 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
 from bridge.aio import stop_tasks
 from bridge.queues.base import MAX_PRIORITY, Entry, QueueFull
-from bridge.stores.redis_db import BLOCK_MS, Kind, RedisDb, key
+from bridge.stores.redis_db import BLOCK_MS, Command, Kind, RedisDb, key, num
 
 log = logging.getLogger(__name__)
 
@@ -143,24 +142,24 @@ return #due
 """
 
 
-def _xadd(pipe: Pipeline, job_id: str, stream: str) -> None:
-    pipe.xadd(stream, {"job": job_id})
+def _xadd(commands: list[Command], job_id: str, stream: str) -> None:
+    commands.append(["XADD", stream, "*", "job", job_id])
 
 
-def _ack(pipe: Pipeline, ref: str, stream: str) -> None:
+def _ack(commands: list[Command], ref: str, stream: str) -> None:
     entry_id = ref.rpartition(" ")[2]
-    pipe.xack(stream, GROUP, entry_id)
-    pipe.xdel(stream, entry_id)
+    commands.append(["XACK", stream, GROUP, entry_id])
+    commands.append(["XDEL", stream, entry_id])
 
 
-def _delay(pipe: Pipeline, job_id: str, due: tuple[float, str]) -> None:
-    pipe.zadd(key("q", "delayed"), {due[1]: due[0]})
+def _delay(commands: list[Command], job_id: str, due: tuple[float, str]) -> None:
+    commands.append(["ZADD", key("q", "delayed"), num(due[0]), due[1]])
 
 
-def _release(pipe: Pipeline, ref: str, job: tuple[str, str]) -> None:
+def _release(commands: list[Command], ref: str, job: tuple[str, str]) -> None:
     stream, job_id = job
-    pipe.xadd(stream, {"job": job_id})
-    _ack(pipe, ref, stream)
+    _xadd(commands, job_id, stream)
+    _ack(commands, ref, stream)
 
 
 # Writes that ride the backend's group commit (registered with the RedisDb).

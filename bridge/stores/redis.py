@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import orjson
-from redis.asyncio.client import Pipeline
 
 from bridge.errors import Conflict
-from bridge.jobs import JobRecord
+from bridge.jobs import JobRecord, JobStatus
 from bridge.stores.base import LedgerEntry, decode_cursor, encode_cursor
-from bridge.stores.redis_db import Kind, RedisDb, key
+from bridge.stores.redis_db import Command, Kind, RedisDb, key, num
 
 RESERVE_MS = 30_000  # how long an idempotency key waits for its job to be saved
 UNFINISHED_SYNC_TTL_S = 24 * 3600  # a sync job whose instance died mid-request expires after this
@@ -53,35 +52,37 @@ return 0
 
 
 def kinds(retention_s: Mapping[str, float]) -> tuple[Kind, ...]:
-    def write_job(pipe: Pipeline, job_id: str, job: JobRecord) -> None:
+    def write_job(commands: list[Command], job_id: str, job: JobRecord) -> None:
         base = key("job", job_id)
         ttl = _ttl(job, retention_s)
-        pipe.set(base, job.model_dump_json(), ex=ttl)
+        expiry = ["EX", num(ttl)] if ttl else []
+        commands.append(["SET", base, job.model_dump_json(), *expiry])
         if job.finished_at is not None:  # its data goes with it
-            pipe.expire(base + ":request", ttl or 1)
-            pipe.expire(base + ":result", ttl or 1)
+            commands.append(["EXPIRE", base + ":request", num(ttl or 1)])
+            commands.append(["EXPIRE", base + ":result", num(ttl or 1)])
             member = orjson.dumps([job.job_id, job.workflow_id, job.execution_id])
-            pipe.zadd(key("expiring"), {member: job.finished_at + retention_s[job.mode]})
+            expires = job.finished_at + retention_s[job.mode]
+            commands.append(["ZADD", key("expiring"), num(expires), member])
         if job.mode == "async" and job.idempotency_key is not None:
-            pipe.set(key("idem", job.idempotency_key), job.job_id, ex=ttl)
-        if job.workflow_id is not None:
-            pipe.zadd(key("wf", job.workflow_id), {job.job_id: job.created_at})
+            commands.append(["SET", key("idem", job.idempotency_key), job.job_id, *expiry])
+        new = job.mode == "sync" or (job.status is JobStatus.QUEUED and job.attempts == 0)
+        if new and job.workflow_id is not None:
+            created = num(job.created_at)
+            commands.append(["ZADD", key("wf", job.workflow_id), created, job.job_id])
             if job.execution_id is not None:
                 index = key("wfx", job.workflow_id, job.execution_id)
-                pipe.zadd(index, {job.job_id: job.created_at})
+                commands.append(["ZADD", index, created, job.job_id])
 
-    def write_data(which: str) -> Any:
-        def write(pipe: Pipeline, job_id: str, data: bytes) -> None:
-            pipe.set(key("job", job_id, which), data)
+    def write_data(which: str) -> Callable[[list[Command], str, bytes], None]:
+        def write(commands: list[Command], job_id: str, data: bytes) -> None:
+            commands.append(["SET", key("job", job_id, which), data])
 
         return write
 
-    def write_settled(pipe: Pipeline, ledger_key: str, result: dict[str, Any]) -> None:
-        pipe.set(
-            key("ledger", ledger_key),
-            orjson.dumps({"state": "sent", "result": result}),
-            ex=int(max(retention_s.values())),
-        )
+    def write_settled(commands: list[Command], ledger_key: str, result: dict[str, Any]) -> None:
+        entry = orjson.dumps({"state": "sent", "result": result})
+        ttl = num(int(max(retention_s.values())))
+        commands.append(["SET", key("ledger", ledger_key), entry, "EX", ttl])
 
     return (
         Kind("job_request", write_data("request")),

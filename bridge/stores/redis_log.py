@@ -20,12 +20,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from bridge.aio import stop_tasks
 from bridge.events import Event, EventType
-from bridge.stores.redis_db import BLOCK_MS, Kind, RedisDb, key
+from bridge.stores.redis_db import BLOCK_MS, Command, Kind, RedisDb, key, num
 from bridge.subscriptions import Subscription
 from bridge.webhooks import Delivery
 
@@ -35,13 +34,6 @@ SCAN_CHUNK = 500
 MAX_SCAN = 20_000  # events looked at per `since` call, matching or not
 ADOPT_CHUNK = 1000
 
-# KEYS: stream, counter; ARGV: cap, body, origin, at.
-APPEND = """
-local n = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], n .. '-0', 'b', ARGV[2], 'o', ARGV[3],
-           't', ARGV[4])
-return n
-"""
 # KEYS: stream; ARGV: cutoff (Unix s). Removes the events recorded before the cutoff.
 TRIM_OLD = """
 local removed = 0
@@ -71,35 +63,29 @@ return #all / 2
 
 def kinds(consumer: str, events_max: int) -> tuple[Kind, ...]:
     outbox = key("outbox", consumer)
+    cap = num(events_max)
 
-    def write_event(pipe: Pipeline, _: str, event: tuple[bytes, float]) -> None:
+    def write_event(commands: list[Command], _: str, event: tuple[bytes, float]) -> None:
         body, at = event
-        pipe.eval(
-            APPEND,
-            2,
-            key("events"),
-            key("events", "seq"),
-            str(events_max),
-            body.decode(),
-            consumer,
-            str(at),
+        commands.append(
+            ["EVENT", key("events"), key("events", "seq"), cap, body, consumer, num(at)]
         )
 
-    def write_delivery(pipe: Pipeline, delivery_id: str, delivery: Delivery) -> None:
+    def write_delivery(commands: list[Command], delivery_id: str, delivery: Delivery) -> None:
         record = delivery.model_dump_json()
         if delivery.state == "dead":
-            pipe.hdel(outbox, delivery_id)
-            pipe.hset(key("dead"), delivery_id, record)
-            pipe.zadd(key("dead", "index"), {delivery_id: delivery.created_at})
-        else:
-            pipe.hdel(key("dead"), delivery_id)
-            pipe.zrem(key("dead", "index"), delivery_id)
-            pipe.hset(outbox, delivery_id, record)
+            commands.append(["HDEL", outbox, delivery_id])
+            commands.append(["HSET", key("dead"), delivery_id, record])
+            commands.append(["ZADD", key("dead", "index"), num(delivery.created_at), delivery_id])
+        else:  # pending: new, retried, or a dead letter replayed
+            commands.append(["HDEL", key("dead"), delivery_id])
+            commands.append(["ZREM", key("dead", "index"), delivery_id])
+            commands.append(["HSET", outbox, delivery_id, record])
 
-    def delete_delivery(pipe: Pipeline, delivery_id: str) -> None:
-        pipe.hdel(outbox, delivery_id)
-        pipe.hdel(key("dead"), delivery_id)
-        pipe.zrem(key("dead", "index"), delivery_id)
+    def delete_delivery(commands: list[Command], delivery_id: str) -> None:
+        commands.append(["HDEL", outbox, delivery_id])
+        commands.append(["HDEL", key("dead"), delivery_id])
+        commands.append(["ZREM", key("dead", "index"), delivery_id])
 
     return (
         Kind("events", write_event),
