@@ -150,6 +150,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             deliverer.send(delivery)
 
     bus.hooks.append(deliver_to_subscribers)
+    bus.hooks_wanted = subscriptions.any
     workers = app[WORKERS] = WorkerPool(
         settings,
         app[REGISTRY],

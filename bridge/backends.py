@@ -178,7 +178,7 @@ class Redis:
             bus.publish("backend.up" if up else "backend.down", data={"reason": reason})
 
         self.db.on_change.append(changed)
-        self._event_log.start(bus.deliver)
+        self._event_log.start(bus.deliver, bus.interested)
         self.keeper.start()
         await deliverer.resume()
         self._tasks += [

@@ -100,11 +100,16 @@ class EventBus:
         self._metrics = metrics
         self._listeners: set[Listener] = set()
         self.hooks: list[Callable[[Event], None]] = []  # called for every event, in order
+        self.hooks_wanted: Callable[[], bool] = lambda: bool(self.hooks)
 
     def publish(self, type: EventType, **fields: Any) -> None:
         event = self._log.append(type, {"at": time.time(), **fields})
         if event is not None:
             self.deliver(event, published_here=True)
+
+    def interested(self, published_here: bool) -> bool:
+        """Whether an event would reach anyone: a listener, or (published here) a hook."""
+        return bool(self._listeners) or (published_here and self.hooks_wanted())
 
     def deliver(self, event: Event, published_here: bool) -> None:
         """A recorded event, with its id: to the hooks (if published here) and the listeners."""

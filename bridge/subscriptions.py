@@ -72,6 +72,9 @@ class Subscriptions:
     def all(self) -> list[Subscription]:
         return list(self._by_id.values())
 
+    def any(self) -> bool:
+        return bool(self._by_id)
+
     async def remove(self, subscription_id: str) -> bool:
         self._by_id.pop(subscription_id, None)
         return await self._store.remove(subscription_id)

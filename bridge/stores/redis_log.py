@@ -114,18 +114,24 @@ class RedisEventLog:
         """Into the next batch; the event gets its id there, and reaches listeners (here and
         on every instance) through the tail."""
         self._count += 1
-        event = Event.model_construct(id=0, type=type, **fields)
-        self._db.put("events", str(self._count), (event.model_dump_json().encode(), event.at))
+        # `fields` come from typed records: JSON as they are (the tail adds the id).
+        self._db.put(
+            "events", str(self._count), (orjson.dumps({"type": type, **fields}), fields["at"])
+        )
 
-    def start(self, deliver: Callable[[Event, bool], None]) -> None:
-        """Tail the log: every new event goes to `deliver(event, published_here)`."""
-        self._tail = asyncio.create_task(self._follow(deliver), name="events-tail")
+    def start(self, deliver: Callable[[Event, bool], None], wanted: Callable[[bool], bool]) -> None:
+        """Tail the log: every new event goes to `deliver(event, published_here)` — when
+        `wanted(published_here)`; otherwise only its id is noted."""
+        self._tail = asyncio.create_task(self._follow(deliver, wanted), name="events-tail")
 
     async def stop(self) -> None:
         if self._tail is not None:
             await stop_tasks([self._tail])
 
-    async def _follow(self, deliver: Callable[[Event, bool], None]) -> None:
+    async def _follow(
+        self, deliver: Callable[[Event, bool], None], wanted: Callable[[bool], bool]
+    ) -> None:
+        me = self._consumer.encode()
         failures = 0
         while True:
             try:
@@ -140,9 +146,10 @@ class RedisEventLog:
                 continue
             for _, entries in found:
                 for entry_id, fields in entries:
-                    event = _event(entry_id, fields)
-                    self._last_id = event.id
-                    deliver(event, fields[b"o"].decode() == self._consumer)
+                    self._last_id = int(entry_id.split(b"-")[0])
+                    here = fields[b"o"] == me
+                    if wanted(here):
+                        deliver(_event(entry_id, fields), here)
 
     async def since(
         self,
