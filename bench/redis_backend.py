@@ -7,6 +7,8 @@ The client submits `--jobs` jobs with at most `--concurrency` in flight — to b
 processes in turn when there are two — and the clock stops when the sink has every callback.
 Every system runs 32 jobs at once per process. Phase one interleaves rounds of one bridge process
 and arq; then a second bridge process joins, and phase two interleaves two processes and arq.
+Each bridge round also records the CPU time every process used (bridges, Redis, the sink, this
+client), to show how much of the machine was busy.
 
     bash bench/run.sh redis_backend [--jobs 5000] [--concurrency 64] [--rounds 3]
 """
@@ -29,6 +31,27 @@ import aiohttp
 
 from bench.background import WORKERS, arq_round, count, flood, start, stop, until, wait_http
 from bench.common import ROOT, bridge_env, free_port, start_bridge, token
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Cpu:
+    """CPU seconds used by each process over a round."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.used: dict[str, list[float]] = {name: [] for name in pids}
+
+    def start(self) -> dict[str, float]:
+        return {name: cpu_s(pid) for name, pid in self.pids.items()}
+
+    def stop(self, before: dict[str, float]) -> None:
+        for name, pid in self.pids.items():
+            self.used[name].append(cpu_s(pid) - before[name])
 
 
 async def bridge_round(urls: list[str], sink: str, jobs: int, concurrency: int) -> float:
@@ -63,6 +86,7 @@ async def main_async(args: argparse.Namespace) -> None:
     if redis_server is None:
         sys.exit("redis-server is missing: bash bench/run.sh installs it")
     results: dict[str, list[float]] = {"one": [], "arq_1": [], "two": [], "arq_2": []}
+    cpu: dict[str, Cpu] = {}
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
         sink_port, redis_port = free_port(), free_port()
@@ -103,19 +127,26 @@ async def main_async(args: argparse.Namespace) -> None:
             warm = max(200, args.jobs // 10)
             await bridge_round([first], sink, warm, args.concurrency)
             await arq_round(f"{redis_url}/2", sink, warm, args.concurrency)
+            pids = {"client": os.getpid(), "sink": processes[0].pid, "redis": processes[1].pid}
+            cpu["one"] = Cpu({**pids, "bridge 1": bridges[0].pid})
             for _ in range(args.rounds):
+                before = cpu["one"].start()
                 results["one"].append(
                     await bridge_round([first], sink, args.jobs, args.concurrency)
                 )
+                cpu["one"].stop(before)
                 results["arq_1"].append(
                     await arq_round(f"{redis_url}/2", sink, args.jobs, args.concurrency)
                 )
             second = bridge("second")
             await bridge_round([first, second], sink, warm, args.concurrency)
+            cpu["two"] = Cpu({**pids, "bridge 1": bridges[0].pid, "bridge 2": bridges[1].pid})
             for _ in range(args.rounds):
+                before = cpu["two"].start()
                 results["two"].append(
                     await bridge_round([first, second], sink, args.jobs, args.concurrency)
                 )
+                cpu["two"].stop(before)
                 results["arq_2"].append(
                     await arq_round(f"{redis_url}/2", sink, args.jobs, args.concurrency)
                 )
@@ -138,6 +169,16 @@ async def main_async(args: argparse.Namespace) -> None:
     for phase, label, key in rows:
         times = ", ".join(f"{t:.2f}" for t in results[key])
         print(f"| {phase} | {label} | {rate[key]:,.0f} | {times} |")
+    print("\nCPU per bridge round (seconds of CPU / seconds of wall time = cores busy):\n")
+    print("| bridge processes | " + " | ".join(cpu["two"].pids) + " | all | cores busy |")
+    print("|---|" + "---|" * (len(cpu["two"].pids) + 2))
+    for key, label in (("one", "1"), ("two", "2")):
+        wall = sum(results[key])
+        used = {name: sum(cpu[key].used.get(name, [0.0])) for name in cpu["two"].pids}
+        cells = " | ".join(
+            f"{used[name] / wall:.2f}" if name in cpu[key].pids else "—" for name in used
+        )
+        print(f"| {label} | {cells} | {sum(used.values()) / wall:.2f} | of {os.cpu_count()} |")
     print(f"\none bridge process / arq: {rate['one'] / rate['arq_1']:.2f} times")
     print(f"two bridge processes / one: {rate['two'] / rate['one']:.2f} times")
     print(f"two bridge processes / arq: {rate['two'] / rate['arq_2']:.2f} times")
