@@ -113,12 +113,10 @@ class Deliverer:
 
     async def resume(self) -> int:
         """Send again whatever the outbox still holds (after a restart)."""
-        pending = await self._outbox.pending()
-        for delivery in pending:
-            self.start(delivery)
-        if pending:
-            log.info("resuming %d undelivered webhook(s)", len(pending))
-        return len(pending)
+        started = sum(self.start(delivery) for delivery in await self._outbox.pending())
+        if started:
+            log.info("resuming %d undelivered webhook(s)", started)
+        return started
 
     def send(self, delivery: Delivery) -> None:
         """Record the delivery in the outbox (with the next group commit) and send it."""
@@ -130,12 +128,14 @@ class Deliverer:
         a commit — a job's outcome puts its callback here first, so both land together."""
         self._outbox.put(delivery)
 
-    def start(self, delivery: Delivery) -> None:
+    def start(self, delivery: Delivery) -> bool:
+        """Send the delivery, unless it is under way already; whether it was started."""
         if self._stopping or delivery.id in self._tasks:
-            return
+            return False
         task = asyncio.create_task(self._deliver(delivery), name=f"deliver-{delivery.id}")
         self._tasks[delivery.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(delivery.id, None))
+        return True
 
     async def stop(self, bound_s: float) -> None:
         """Let deliveries under way finish within `bound_s`; the rest stay in the outbox."""
