@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from tests import smtp_server
 from tests.daemon import Daemon
@@ -69,6 +70,24 @@ def mail_job(n: int) -> dict[str, Any]:
     }
 
 
+def consumer_of(daemon: Daemon) -> str:
+    said = [r["msg"] for r in daemon.records() if "this instance is consumer" in r.get("msg", "")]
+    return said[0].rpartition(" ")[2].strip("'")
+
+
+async def consumers(redis_url: str) -> set[str]:
+    """Every consumer name in the groups of the default queue's streams."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        names = set()
+        for level in range(10):
+            for consumer in await client.xinfo_consumers(f"bridge:q:default:{level}", "bridge"):
+                names.add(consumer["name"])
+        return names
+    finally:
+        await client.aclose()
+
+
 @pytest.mark.slow
 async def test_sigkill_of_one_instance_mid_batch(
     tmp_path: Path, redis_url: str, slow_sink: Sink
@@ -106,6 +125,13 @@ async def test_sigkill_of_one_instance_mid_batch(
                         statuses[job_id] = status
                 await asyncio.sleep(0.2)
             taken_over = [r for r in b.records() if "taken over from" in r.get("msg", "")]
+            gone = consumer_of(a)
+            for _ in range(100):  # deleted from the groups once nothing it held is left
+                if gone not in await consumers(redis_url):
+                    break
+                await asyncio.sleep(0.1)
+            assert gone not in await consumers(redis_url), "the dead consumer stayed"
+            assert consumer_of(b) in await consumers(redis_url)
     finally:
         await a.kill()
         await b.kill()
