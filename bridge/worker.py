@@ -13,6 +13,7 @@ short (MAX_INTERRUPTIONS) is failed and kept as a dead letter instead of being r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -139,7 +140,12 @@ class WorkerPool:
             if existing is not None:
                 accepted = Accepted(existing, False)
             else:
-                job = await self._create(submission, request, api, callback, trace_id, job_id)
+                try:
+                    job = await self._create(submission, request, api, callback, trace_id, job_id)
+                except BridgeError:  # refused (429, 503): the key is free for a retry at once
+                    with contextlib.suppress(Exception):
+                        await self._store.release_idempotency_key(key, job_id)
+                    raise
                 accepted = Accepted(job, True)
             reserving.set_result(accepted.job)
             return accepted

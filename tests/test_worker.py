@@ -91,7 +91,8 @@ async def test_a_full_queue_answers_429_and_keeps_nothing(
         await asyncio.to_thread(sample.ENTERED.wait, 10)  # running: the queue is empty again
         for _ in range(2):
             assert (await client.post(EXECUTE, json=job("echo"), headers=auth)).status == 202
-        refused = await client.post(EXECUTE, json=job("echo", workflow_id="wf-full"), headers=auth)
+        full = job("echo", workflow_id="wf-full", idempotency_key="full-1")
+        refused = await client.post(EXECUTE, json=full, headers=auth)
         assert refused.status == 429
         assert int(refused.headers["Retry-After"]) >= 1
         error = (await refused.json())["error"]
@@ -100,6 +101,12 @@ async def test_a_full_queue_answers_429_and_keeps_nothing(
         assert listed["jobs"] == []
     finally:
         sample.GATE.set()
+    for _ in range(200):  # room again: a retry with the same key is accepted, not held up
+        again = await client.post(EXECUTE, json=full, headers=auth)
+        if again.status == 202:
+            break
+        await asyncio.sleep(0.02)
+    assert again.status == 202 and (await again.json())["created"] is True
 
 
 async def test_routes_send_jobs_to_their_queue_and_overflow(

@@ -37,6 +37,9 @@ class JobStore(Protocol):
         """Reserve a background job's idempotency key for `job_id`, which is saved next; the
         job accepted with this key before, if any (then nothing is reserved)."""
 
+    async def release_idempotency_key(self, key: str, job_id: str) -> None:
+        """Give up a reservation of `claim_idempotency_key` whose job was not accepted."""
+
     def withdraw(self, job: JobRecord) -> None:
         """Take back a new job's writes that have not been committed (its durable save failed
         and its caller was told so): it must not be accepted later behind the caller's back."""

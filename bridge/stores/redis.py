@@ -43,6 +43,11 @@ for _, member in ipairs(gone) do
 end
 return #gone
 """
+# Deletes an idempotency key still reserved for ARGV[1] (its job was not accepted).
+RELEASE_KEY = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
 # Forgets a claim that is still "sending"; KEYS[1] the ledger key.
 RELEASE = """
 local value = redis.call('GET', KEYS[1])
@@ -104,6 +109,7 @@ class RedisJobStore:
         self.retention_s = retention_s
         self._purge = db.redis.register_script(PURGE)
         self._release = db.redis.register_script(RELEASE)
+        self._release_key = db.redis.register_script(RELEASE_KEY)
 
     async def save(
         self,
@@ -161,6 +167,9 @@ class RedisJobStore:
             f"a job with idempotency key {idempotency_key!r} is being accepted by another "
             "request; try again in a moment"
         )
+
+    async def release_idempotency_key(self, idempotency_key: str, job_id: str) -> None:
+        await self._release_key(keys=[key("idem", idempotency_key)], args=[job_id])
 
     async def list_for_workflow(
         self,

@@ -110,6 +110,9 @@ class SqliteJobStore:
         row = await self._db.fetch_one("SELECT record FROM jobs WHERE idempotency_key = ?", (key,))
         return JobRecord.model_validate_json(row[0]) if row else None
 
+    async def release_idempotency_key(self, key: str, job_id: str) -> None:
+        pass  # nothing was reserved beyond the job row, which was not written
+
     def withdraw(self, job: JobRecord) -> None:
         for table in ("job_request", "jobs"):
             self._db.withdraw(table, job.job_id)
