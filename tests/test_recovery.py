@@ -83,8 +83,9 @@ async def test_sigkill_mid_batch_loses_no_accepted_job(tmp_path: Path, target: T
         second = await Daemon(env(tmp_path)).start()
         try:
             deadline = asyncio.get_running_loop().time() + 120
-            while {r.headers["webhook-id"] for r in target.received} != {
-                f"cb_{job_id}" for job_id in accepted
+            # (a job whose submission was cut by the cancel may also have been accepted)
+            while not {f"cb_{job_id}" for job_id in accepted} <= {
+                r.headers["webhook-id"] for r in target.received
             }:
                 assert asyncio.get_running_loop().time() < deadline, "callbacks missing"
                 await asyncio.sleep(0.1)
@@ -98,7 +99,7 @@ async def test_sigkill_mid_batch_loses_no_accepted_job(tmp_path: Path, target: T
         finally:
             await second.kill()
     completed = statuses.count("completed")
-    repeats = len(target.received) - len(accepted)
+    repeats = len(target.received) - len({r.headers["webhook-id"] for r in target.received})
     print(
         f"\naccepted {len(accepted)}, completed {completed}, "
         f"callbacks before the kill {len(before_restart)}, repeated callbacks {repeats}, "
