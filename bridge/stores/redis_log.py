@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 SCAN_CHUNK = 500
 MAX_SCAN = 20_000  # events looked at per `since` call, matching or not
 ADOPT_CHUNK = 1000
+IDLE_POLL_S = 0.25  # how often the tail notes the log's end while nobody listens
 
 # KEYS: stream; ARGV: cutoff (Unix s). Removes the events recorded before the cutoff.
 TRIM_OLD = """
@@ -135,6 +136,12 @@ class RedisEventLog:
         failures = 0
         while True:
             try:
+                if not (wanted(False) or wanted(True)):
+                    # Nobody here listens and no subscription wants events: note where the log
+                    # is instead of reading every event (an SSE client replays from there).
+                    self._last_id = int(await self._db.redis.get(key("events", "seq")) or 0)
+                    await asyncio.sleep(IDLE_POLL_S)
+                    continue
                 found = await self._db.blocking.xread(
                     {key("events"): f"{self._last_id}-0"}, count=SCAN_CHUNK, block=BLOCK_MS
                 )
