@@ -58,6 +58,14 @@ class GroupCommit:
             return
         if self.running and self.failing is None:
             await self.flush()
+        unwritten = sum(len(objs) for objs in (*self._pending.values(), *self._in_flight.values()))
+        if unwritten:
+            log.error(
+                "stopping with %d write(s) not committed (%s); they are lost — jobs they "
+                "concern run again or show their last committed state",
+                unwritten,
+                self.failing,
+            )
         await stop_tasks([self._writer])
         self._writer = None
 
