@@ -23,7 +23,7 @@ from bridge.settings import Settings
 from bridge.stores import redis as redis_store
 from bridge.stores import redis_log, sqlite, sqlite_log
 from bridge.stores.base import Store
-from bridge.stores.redis_db import RedisDb, consumer_name
+from bridge.stores.redis_db import RedisDb, consumer_name, redacted
 from bridge.stores.sqlite_db import Database
 from bridge.subscriptions import SubscriptionStore
 from bridge.webhooks import Delivery
@@ -63,6 +63,9 @@ class Backend(Protocol):
     subscriptions: SubscriptionStore
 
     def new_queue(self, name: str, max_depth: int, aging_s: float) -> JobQueue: ...
+
+    def describe(self) -> dict[str, object]:
+        """What /admin/status shows of the backend."""
 
     async def open(self) -> None: ...
 
@@ -104,6 +107,9 @@ class Embedded:
 
     def new_queue(self, name: str, max_depth: int, aging_s: float) -> JobQueue:
         return MemoryQueue(name, max_depth, aging_s)
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "store": "sqlite", "queues": "memory", "path": str(self.db.path)}
 
     async def open(self) -> None:
         await self.db.open()
@@ -160,6 +166,18 @@ class Redis:
         queue.paused = lambda: self._lifecycle.draining  # the other colour takes the work
         self._queues.append(queue)
         return queue
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "store": "redis",
+            "queues": "redis-streams",
+            "url": redacted(self.db.url),
+            "consumer": self.consumer,
+            "up": self.db.up,
+            "down_reason": self.db.down_reason,
+            "running_on_all_instances": {q.name: q.running for q in self._queues},
+        }
 
     async def open(self) -> None:
         await self.db.open()

@@ -30,12 +30,13 @@ async def dead_letters(client: TestClient, settings: Settings, count: int) -> li
 
 
 async def test_status_shows_queues_workers_and_backends(
-    client: TestClient, settings: Settings, auth: dict[str, str]
+    client: TestClient, settings: Settings, auth: dict[str, str], backend: str
 ) -> None:
     assert (await client.get("/admin/status", headers=auth)).status == 403
     status = await (await client.get("/admin/status", headers=admin(settings))).json()
     assert status["draining"] is False
-    assert status["backends"]["store"] == "sqlite"
+    expected = {"embedded": ("sqlite", "memory"), "redis": ("redis", "redis-streams")}[backend]
+    assert (status["backends"]["store"], status["backends"]["queues"]) == expected
     assert status["queues"]["default"]["concurrency"] == 4
     await client.post(EXECUTE, json=job("sleep", parameters={"seconds": 0.05}), headers=auth)
     for _ in range(100):

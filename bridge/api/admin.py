@@ -12,6 +12,7 @@ from bridge.api.execute import accepted_response
 from bridge.api.models import DeadLettersQuery
 from bridge.errors import NotFound
 from bridge.keys import (
+    BACKEND,
     BREAKERS,
     DELIVERER,
     EVENTS,
@@ -32,15 +33,23 @@ async def status(request: web.Request) -> web.Response:
             "version": __version__,
             "uptime_s": round(lifecycle.uptime_s, 3),
             "draining": lifecycle.draining,
-            "backends": {"store": "sqlite", "queues": "memory", "data_dir": str(settings.data_dir)},
+            "backends": app[BACKEND].describe(),
             "queues": workers.status(),
             "workers": {"in_flight": workers.in_flight, "queued": workers.queued},
             "deliveries": {"in_flight": app[DELIVERER].in_flight},
-            "dead_letters": await app[OUTBOX].count_dead(),
+            "dead_letters": await _dead_letter_count(request),
             "breakers": app[BREAKERS].states(),
             "last_event_id": app[EVENTS].last_id,
         }
     )
+
+
+async def _dead_letter_count(request: web.Request) -> int | None:
+    """None while the store cannot answer (the rest of the status still can)."""
+    try:
+        return await request.app[OUTBOX].count_dead()
+    except Exception:
+        return None
 
 
 async def dead_letters(request: web.Request) -> web.Response:

@@ -165,14 +165,14 @@ class RedisDb(GroupCommit):
             return
         self.up, self.down_reason = up, reason
         if up:
-            log.info("Redis is reachable at %s", _redacted(self.url))
+            log.info("Redis is reachable at %s", redacted(self.url))
         else:
             log.error("Redis is unreachable (%s); background jobs are refused meanwhile", reason)
         for callback in self.on_change:
             callback(up, reason)
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """The URL without its password, for logs."""
     if "@" not in url:
         return url
