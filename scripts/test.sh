@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Install everything the tests need (.venv, packages, redis-server, a real n8n, the node package's
-# tools) and run every check: ruff, mypy, the n8n nodes' build, lint and unit tests, and the whole
-# pytest suite (on both backends; end-to-end tests in n8n included). Extra arguments go to pytest.
+# Install everything the tests need (.venv, packages, redis-server, haproxy, a real n8n, the node
+# package's tools) and run every check: ruff, mypy, the n8n nodes' build, lint and unit tests, and
+# the whole pytest suite (on both backends; end-to-end tests in n8n included). Extra arguments go
+# to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/venv.sh
 . scripts/lib/n8n.sh
 ensure_venv test
 apt_ensure redis-server redis-server  # the Redis backend's tests start their own servers
+apt_ensure haproxy haproxy            # the blue-green tests check and run a real HAProxy
 ensure_n8n
 check_nodes
 

