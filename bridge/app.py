@@ -166,7 +166,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     await app[BACKEND].start(bus, workers, subscriptions, deliverer)
     workers.start()
     yield
-    app[LIFECYCLE].drain("shutting down")
+    app[LIFECYCLE].stop()
     await workers.stop(settings.shutdown_timeout_s)
     await deliverer.stop(min(5.0, settings.shutdown_timeout_s))
     await app[BACKEND].stop()

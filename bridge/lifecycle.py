@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 class Lifecycle:
     started: float = field(default_factory=time.monotonic)
     draining: bool = False
+    stopping: bool = False  # draining for good: the process is shutting down
 
     @property
     def uptime_s(self) -> float:
@@ -24,3 +25,17 @@ class Lifecycle:
         if not self.draining:
             self.draining = True
             log.info("draining: %s", reason)
+
+    def stop(self) -> None:
+        """Shutting down: drain, and for good."""
+        self.drain("shutting down")
+        self.stopping = True
+
+    def resume(self, reason: str) -> bool:
+        """Serve again after a drain (a blue-green rollback); False when shutting down."""
+        if self.stopping:
+            return False
+        if self.draining:
+            self.draining = False
+            log.info("serving again: %s", reason)
+        return True

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from bridge.ids import new_id
+from bridge.keys import LIFECYCLE
 from bridge.settings import Settings
 from tests.conftest import ClientFactory, token
 from tests.test_worker import after_callback, finished, job
@@ -59,6 +60,23 @@ async def test_drain_refuses_new_jobs_and_turns_ready_503(
     assert refused.status == 503 and refused.headers["Retry-After"] == "5"
     sync = await client.post(EXECUTE, json={**job("echo"), "mode": "sync"}, headers=auth)
     assert sync.status == 200  # answered here and now: nothing to hand over
+    # A rollback brings it back: ready again, and background jobs accepted and run again.
+    resumed = await client.delete("/admin/drain", headers=admin(settings))
+    assert resumed.status == 200 and (await resumed.json())["draining"] is False
+    assert (await client.get("/ready")).status == 200
+    accepted = await client.post(EXECUTE, json=job("echo"), headers=auth)
+    assert accepted.status == 202
+    done = await finished(client, auth, (await accepted.json())["job_id"])
+    assert done["status"] == "completed"
+
+
+async def test_a_stopping_bridge_does_not_serve_again(
+    client: TestClient, settings: Settings
+) -> None:
+    client.app[LIFECYCLE].stop()  # what SIGTERM does first
+    refused = await client.delete("/admin/drain", headers=admin(settings))
+    assert refused.status == 409
+    assert (await client.get("/ready")).status == 503
 
 
 async def test_a_dead_callback_is_replayed_with_its_webhook_id(

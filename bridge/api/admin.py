@@ -10,7 +10,7 @@ from bridge import __version__
 from bridge.api.body import json_response, parse_query
 from bridge.api.execute import accepted_response
 from bridge.api.models import DeadLettersQuery
-from bridge.errors import NotFound
+from bridge.errors import Conflict, NotFound
 from bridge.keys import (
     BACKEND,
     BREAKERS,
@@ -95,6 +95,14 @@ async def replay(request: web.Request) -> web.Response:
 async def retry_job(request: web.Request) -> web.Response:
     job = await request.app[WORKERS].retry(request.match_info["job_id"], request[TRACE_ID])
     return accepted_response(job, created=True)
+
+
+async def undrain(request: web.Request) -> web.Response:
+    """Serve again after a drain: the blue-green switch's rollback calls this on the colour it
+    goes back to."""
+    if not request.app[LIFECYCLE].resume("asked by DELETE /admin/drain"):
+        raise Conflict("this bridge is shutting down; it will not serve again")
+    return json_response({"draining": False})
 
 
 async def drain(request: web.Request) -> web.Response:

@@ -209,6 +209,15 @@ ROUTES: tuple[Route, ...] = (
         "admin",
     ),
     Route(
+        "DELETE",
+        "/admin/drain",
+        admin.undrain,
+        "Serve again after a drain; /ready turns 200 (the blue-green rollback)",
+        "admin",
+        "admin",
+        also=(409,),
+    ),
+    Route(
         "GET",
         "/api/v1/processors",
         processors.list_processors,
