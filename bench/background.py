@@ -153,33 +153,35 @@ async def arq_round(redis_url: str, sink: str, jobs: int, concurrency: int) -> f
     return elapsed
 
 
-async def main_async(args: argparse.Namespace) -> None:
+def start_sink_and_redis(
+    tmp: Path, *, appendonly: bool
+) -> tuple[str, str, list[subprocess.Popen[bytes]]]:
+    """The callback sink and a redis-server on free ports: their URLs and processes."""
     redis_server = shutil.which("redis-server")
     if redis_server is None:
         sys.exit("redis-server is missing: bash bench/run.sh installs it")
+    sink_port, redis_port = free_port(), free_port()
+    arguments = ["--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp)]
+    arguments += ["--appendonly", "yes", "--appendfsync", "everysec"] if appendonly else []
+    processes = [
+        start([sys.executable, "-m", "bench.callback_sink", str(sink_port)]),
+        start([redis_server, *arguments]),
+    ]
+    return f"http://127.0.0.1:{sink_port}", f"redis://127.0.0.1:{redis_port}", processes
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    return parser.parse_args()
+
+
+async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
-        sink_port, redis_port = free_port(), free_port()
-        sink = f"http://127.0.0.1:{sink_port}"
-        redis_url = f"redis://127.0.0.1:{redis_port}"
-        processes = [
-            start([sys.executable, "-m", "bench.callback_sink", str(sink_port)]),
-            start(
-                [
-                    redis_server,
-                    "--port",
-                    str(redis_port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(tmp),
-                ]
-            ),
-        ]
+        sink, redis_url, processes = start_sink_and_redis(tmp, appendonly=False)
         bridge = None
         try:
             await wait_http(f"{sink}/count")
@@ -233,11 +235,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
-    asyncio.run(main_async(parser.parse_args()))
+    asyncio.run(main_async(parse_args()))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import itertools
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -29,8 +28,19 @@ from typing import Any
 
 import aiohttp
 
-from bench.background import WORKERS, arq_round, count, flood, start, stop, until, wait_http
-from bench.common import ROOT, bridge_env, free_port, start_bridge, token
+from bench.background import (
+    WORKERS,
+    arq_round,
+    count,
+    flood,
+    parse_args,
+    start,
+    start_sink_and_redis,
+    stop,
+    until,
+    wait_http,
+)
+from bench.common import ROOT, bridge_env, start_bridge, token
 
 
 def cpu_s(pid: int) -> float:
@@ -82,22 +92,11 @@ async def bridge_round(urls: list[str], sink: str, jobs: int, concurrency: int) 
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    redis_server = shutil.which("redis-server")
-    if redis_server is None:
-        sys.exit("redis-server is missing: bash bench/run.sh installs it")
     results: dict[str, list[float]] = {"one": [], "arq_1": [], "two": [], "arq_2": []}
     cpu: dict[str, Cpu] = {}
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
-        sink_port, redis_port = free_port(), free_port()
-        sink = f"http://127.0.0.1:{sink_port}"
-        redis_url = f"redis://127.0.0.1:{redis_port}"
-        redis_args = ["--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""]
-        redis_args += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(tmp)]
-        processes = [
-            start([sys.executable, "-m", "bench.callback_sink", str(sink_port)]),
-            start([redis_server, *redis_args]),
-        ]
+        sink, redis_url, processes = start_sink_and_redis(tmp, appendonly=True)
         bridges = []
         try:
             await wait_http(f"{sink}/count")
@@ -185,11 +184,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
-    asyncio.run(main_async(parser.parse_args()))
+    asyncio.run(main_async(parse_args()))
 
 
 if __name__ == "__main__":

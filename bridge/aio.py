@@ -1,4 +1,4 @@
-"""Stopping tasks for sure.
+"""Stopping tasks for sure, and waiting between retries of a backend.
 
 A cancellation can be lost: on Python 3.11, one that lands while a task is inside
 `asyncio.timeout()` as that timeout expires may be swallowed (CPython gh-102780, fixed in 3.12),
@@ -14,6 +14,12 @@ from collections.abc import Iterable
 from typing import Any
 
 RETRY_S = 0.1
+
+
+def backoff_s(failures: int, first_s: float = 0.1, cap_s: float = 5.0) -> float:
+    """How long a loop that talks to a backend waits after its `failures`-th failure in a row:
+    doubling from `first_s`, at most `cap_s`."""
+    return float(min(first_s * 2 ** (failures - 1), cap_s))
 
 
 async def stop_tasks(tasks: Iterable[asyncio.Task[Any]]) -> None:

@@ -633,12 +633,12 @@ class WorkerPool:
             log.info("handed %d unfinished job(s) back to the shared queues", handed)
 
     async def _hand_back(self, entry: Entry, queue: JobQueue) -> bool:
-        """A run cut short by the stop: queued again, for another instance to run."""
+        """A run cut short by the stop: queued again, for another instance to run now (with
+        the release, in one batch), or failed if its runs keep being cut."""
         job = await self._store.get(entry.job_id)
         if job is None or job.status is not JobStatus.RUNNING or not queue.release(entry):
             return False
-        job = job.model_copy(update={"interruptions": job.interruptions + 1})
-        await self._store.save(job.advance(JobStatus.QUEUED))  # with the release, in one batch
+        await self._interrupted(job)
         return True
 
     @property

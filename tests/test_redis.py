@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
@@ -101,8 +101,6 @@ async def test_sse_on_one_instance_shows_a_job_run_by_another(
 
 
 async def read_until(response: Any, job_id: str) -> tuple[int, dict[str, Any]]:
-    import orjson
-
     event_id = 0
     async with asyncio.timeout(20):
         while True:
@@ -221,7 +219,6 @@ def own_redis(tmp_path: Path) -> Any:
 @redis_only
 async def test_without_redis_sync_works_async_gets_503_and_ready_says_why(
     make_client: ClientFactory,
-    make_settings: Callable[..., Settings],
     auth: dict[str, str],
     own_redis: RedisServer,
 ) -> None:
@@ -254,16 +251,13 @@ async def test_without_redis_sync_works_async_gets_503_and_ready_says_why(
     assert (await finished(client, auth, (await accepted.json())["job_id"]))[
         "status"
     ] == "completed"
-    states = [
-        e["type"]
-        for e in await events_of(client, settings=make_settings(redis_url=own_redis.url), auth=auth)
-    ]
+    states = [e["type"] for e in await events_of(client, auth)]
     assert states.count("backend.down") == 1 and states.count("backend.up") == 1
     assert refused.status == 503  # and the refused job never ran:
     assert sum(s == "workflow.queued" for s in states) == 1
 
 
-async def events_of(client: TestClient, settings: Settings, auth: dict[str, str]) -> list[Any]:
+async def events_of(client: TestClient, auth: dict[str, str]) -> list[Any]:
     response = await client.get(
         "/api/v1/events",
         params={"last_event_id": 0},
@@ -271,8 +265,6 @@ async def events_of(client: TestClient, settings: Settings, auth: dict[str, str]
         timeout=aiohttp.ClientTimeout(sock_read=1),
     )
     found = []
-    import orjson
-
     try:
         async with asyncio.timeout(3):
             while True:

@@ -26,20 +26,18 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import orjson
 from redis.exceptions import RedisError, ResponseError
 
-from bridge.aio import stop_tasks
+from bridge.aio import backoff_s, stop_tasks
 from bridge.queues.base import MAX_PRIORITY, Entry, QueueFull
 from bridge.stores.redis_db import BLOCK_MS, Command, Kind, RedisDb, key, num
 
 log = logging.getLogger(__name__)
 
 GROUP = "bridge"
-RETRY_WAIT_S = (0.1, 5.0)  # first and longest pause of a taker while Redis is unreachable
 DELAYED_INTERVAL_S = 0.2
 MOVE_CHUNK = 500
 
@@ -221,7 +219,7 @@ class StreamQueue:
                         failures = 0
                     except (RedisError, OSError) as exc:
                         failures += 1
-                        wait = min(RETRY_WAIT_S[0] * 2**failures, RETRY_WAIT_S[1])
+                        wait = backoff_s(failures)
                         log.debug(
                             "queue %r cannot take jobs (%s); again in %.1f s", self.name, exc, wait
                         )
@@ -336,9 +334,8 @@ class StreamQueue:
                     claimed += 1
         return claimed
 
-    async def forget_consumers(self, alive: Callable[[str], Any]) -> int:
+    async def forget_consumers(self, alive: Callable[[str], Awaitable[bool]]) -> None:
         """Delete consumers of stopped instances that hold no entry any more."""
-        removed = 0
         for stream in self.streams:
             try:
                 consumers = await self._db.redis.xinfo_consumers(stream, GROUP)
@@ -349,8 +346,6 @@ class StreamQueue:
                 name = name.decode() if isinstance(name, bytes) else name
                 if consumer["pending"] == 0 and name != self._consumer and not await alive(name):
                     await self._db.redis.xgroup_delconsumer(stream, GROUP, name)
-                    removed += 1
-        return removed
 
 
 class StreamKeeper:
@@ -389,15 +384,13 @@ class StreamKeeper:
     async def alive(self, consumer: str) -> bool:
         return bool(await self._db.redis.exists(key("alive", consumer)))
 
-    async def tick(self) -> int:
-        """One round: alive, renew, reclaim, clean up; the entries taken over."""
+    async def tick(self) -> None:
+        """One round: alive, renew, reclaim, clean up."""
         await self._mark_alive()
-        claimed = 0
         for queue in self._queues:
             await queue.renew()
-            claimed += await queue.reclaim(int(self._idle_s * 1000))
+            await queue.reclaim(int(self._idle_s * 1000))
             await queue.forget_consumers(self.alive)
-        return claimed
 
     async def _keep(self) -> None:
         while True:

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from bridge.aio import stop_tasks
+from bridge.aio import backoff_s, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class GroupCommit:
                     if not waiter.done():
                         waiter.set_exception(exc)
                 failures += 1
-                await asyncio.sleep(min(FLUSH_INTERVAL_S * 2**failures, MAX_RETRY_WAIT_S))
+                await asyncio.sleep(backoff_s(failures, FLUSH_INTERVAL_S * 2, MAX_RETRY_WAIT_S))
                 self._has_work.set()
             else:
                 failures = 0

@@ -23,7 +23,8 @@ from bridge.stores.redis_db import Command, Kind, RedisDb, key, num
 
 RESERVE_MS = 30_000  # how long an idempotency key waits for its job to be saved
 UNFINISHED_SYNC_TTL_S = 24 * 3600  # a sync job whose instance died mid-request expires after this
-PURGE_CHUNK = 500
+PURGE_CHUNK = 500  # expired jobs per purge script call
+LOOKUP_CHUNK = 500  # ledger keys per MGET
 LIST_SCAN = 50  # extra index entries read per page, for ids whose job has expired
 
 # Removes expired jobs from the indexes; KEYS[1] `expiring`; ARGV now, chunk, prefix.
@@ -62,9 +63,9 @@ def kinds(retention_s: Mapping[str, float]) -> tuple[Kind, ...]:
         ttl = _ttl(job, retention_s)
         expiry = ["EX", num(ttl)] if ttl else []
         commands.append(["SET", base, job.model_dump_json(), *expiry])
-        if job.finished_at is not None:  # its data goes with it
-            commands.append(["EXPIRE", base + ":request", num(ttl or 1)])
-            commands.append(["EXPIRE", base + ":result", num(ttl or 1)])
+        if ttl and job.finished_at is not None:  # finished: its data goes with it
+            commands.append(["EXPIRE", base + ":request", num(ttl)])
+            commands.append(["EXPIRE", base + ":result", num(ttl)])
             member = orjson.dumps([job.job_id, job.workflow_id, job.execution_id])
             expires = job.finished_at + retention_s[job.mode]
             commands.append(["ZADD", key("expiring"), num(expires), member])
@@ -188,7 +189,6 @@ class RedisJobStore:
         after = decode_cursor(cursor) if cursor is not None else None
         top: float | str = after[0] if after else "+inf"
         jobs: list[JobRecord] = []
-        more = False
         offset = 0
         while len(jobs) <= limit:
             chunk = limit + 1 - len(jobs) + LIST_SCAN
@@ -232,8 +232,8 @@ class RedisJobStore:
                 found[ledger_key] = LedgerEntry("sent", settled)
             else:
                 rest.append(ledger_key)
-        for start in range(0, len(rest), PURGE_CHUNK):
-            chunk = rest[start : start + PURGE_CHUNK]
+        for start in range(0, len(rest), LOOKUP_CHUNK):
+            chunk = rest[start : start + LOOKUP_CHUNK]
             values = await self.db.redis.mget([key("ledger", k) for k in chunk])
             for ledger_key, raw in zip(chunk, values, strict=True):
                 if raw:

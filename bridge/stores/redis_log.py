@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
-from bridge.aio import stop_tasks
+from bridge.aio import backoff_s, stop_tasks
 from bridge.events import Event, EventType
 from bridge.stores.redis_db import BLOCK_MS, Command, Kind, RedisDb, key, num
 from bridge.subscriptions import Subscription
@@ -136,7 +136,7 @@ class RedisEventLog:
         failures = 0
         while True:
             try:
-                if not (wanted(False) or wanted(True)):
+                if not wanted(True):  # (anyone who would want an event from elsewhere too)
                     # Nobody here listens and no subscription wants events: note where the log
                     # is instead of reading every event (an SSE client replays from there).
                     self._last_id = int(await self._db.redis.get(key("events", "seq")) or 0)
@@ -149,7 +149,7 @@ class RedisEventLog:
             except (RedisError, OSError) as exc:
                 failures += 1
                 log.debug("following the event log failed (%s)", exc)
-                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+                await asyncio.sleep(backoff_s(failures))
                 continue
             for _, entries in found:
                 for entry_id, fields in entries:
