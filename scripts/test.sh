@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the tests need (.venv, packages, redis-server, haproxy, a real n8n, the node
-# package's tools) and run every check: ruff, mypy, the n8n nodes' build, lint and unit tests, and
+# package's tools) and run every check: ruff, shellcheck, mypy, the n8n nodes' build, lint and unit tests, and
 # the whole pytest suite (on both backends; end-to-end tests in n8n included). Extra arguments go
 # to pytest.
 set -euo pipefail
@@ -10,11 +10,15 @@ cd "$(dirname "$0")/.."
 ensure_venv test
 apt_ensure redis-server redis-server  # the Redis backend's tests start their own servers
 apt_ensure haproxy haproxy            # the blue-green tests check and run a real HAProxy
+apt_ensure socat socat                # ... through its admin socket, as the switch script does
+apt_ensure curl curl                  # the switch script's way to the bridges
 ensure_n8n
 check_nodes
 
 echo "== ruff" >&2
 .venv/bin/ruff check bridge tests bench examples
+echo "== shellcheck" >&2
+.venv/bin/shellcheck scripts/*.sh scripts/lib/*.sh bench/*.sh
 echo "== mypy" >&2
 .venv/bin/mypy
 echo "== pytest" >&2

@@ -54,10 +54,16 @@ async def test_drain_refuses_new_jobs_and_turns_ready_503(
 ) -> None:
     drained = await client.post("/admin/drain", headers=admin(settings))
     assert (await drained.json())["draining"] is True
+    assert (await drained.json())["drained"] is True  # nothing of its own to finish
     ready = await client.get("/ready")
     assert ready.status == 503 and (await ready.json())["checks"]["accepting"] == "draining"
-    refused = await client.post(EXECUTE, json=job("echo"), headers=auth)
-    assert refused.status == 503 and refused.headers["Retry-After"] == "5"
+    submitted = await client.post(EXECUTE, json=job("echo"), headers=auth)
+    if settings.redis_url is None:  # its own queue: the job would wait for a leaving instance
+        assert submitted.status == 503 and submitted.headers["Retry-After"] == "5"
+    else:  # shared queues: accepted, for another instance to run (this one takes no more)
+        assert submitted.status == 202
+        status = await (await client.get("/admin/status", headers=admin(settings))).json()
+        assert status["drained"] is True and status["workers"]["in_flight"] == 0
     sync = await client.post(EXECUTE, json={**job("echo"), "mode": "sync"}, headers=auth)
     assert sync.status == 200  # answered here and now: nothing to hand over
     # A rollback brings it back: ready again, and background jobs accepted and run again.
@@ -68,6 +74,30 @@ async def test_drain_refuses_new_jobs_and_turns_ready_503(
     assert accepted.status == 202
     done = await finished(client, auth, (await accepted.json())["job_id"])
     assert done["status"] == "completed"
+
+
+async def test_drained_only_once_its_running_job_ends(
+    client: TestClient, settings: Settings, auth: dict[str, str]
+) -> None:
+    """What the blue-green switch waits for before it puts the old colour in maintenance."""
+    accepted = await client.post(
+        EXECUTE, json=job("sleep", parameters={"seconds": 0.3}), headers=auth
+    )
+    job_id = (await accepted.json())["job_id"]
+    for _ in range(100):  # running here
+        status = await (await client.get("/admin/status", headers=admin(settings))).json()
+        if status["workers"]["in_flight"]:
+            break
+        await asyncio.sleep(0.01)
+    drained = await (await client.post("/admin/drain", headers=admin(settings))).json()
+    assert drained["draining"] is True and drained["drained"] is False
+    assert (await finished(client, auth, job_id))["status"] == "completed"
+    for _ in range(100):
+        status = await (await client.get("/admin/status", headers=admin(settings))).json()
+        if status["drained"]:
+            break
+        await asyncio.sleep(0.01)
+    assert status["drained"] is True and status["workers"]["in_flight"] == 0
 
 
 async def test_a_stopping_bridge_does_not_serve_again(

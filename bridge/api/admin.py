@@ -35,12 +35,27 @@ async def status(request: web.Request) -> web.Response:
             "draining": lifecycle.draining,
             "backends": app[BACKEND].describe(),
             "queues": workers.status(),
+            "drained": _drained(app),
             "workers": {"in_flight": workers.in_flight, "queued": workers.queued},
             "deliveries": {"in_flight": app[DELIVERER].in_flight},
             "dead_letters": await _dead_letter_count(request),
             "breakers": app[BREAKERS].states(),
             "last_event_id": app[EVENTS].last_id,
         }
+    )
+
+
+def _drained(app: web.Application) -> bool:
+    """Draining, and nothing of this instance's own left to finish: no run, no callback being
+    sent, and — when its queues are its own — no queued job. (Shared queues are another
+    instance's to empty; callbacks waiting to be retried are adopted when this one is gone.)"""
+    workers = app[WORKERS]
+    queued = 0 if app[BACKEND].shared else workers.queued
+    return (
+        app[LIFECYCLE].draining
+        and workers.in_flight == 0
+        and app[DELIVERER].in_flight == 0
+        and queued == 0
     )
 
 
@@ -114,6 +129,7 @@ async def drain(request: web.Request) -> web.Response:
     return json_response(
         {
             "draining": True,
+            "drained": _drained(app),
             "in_flight": workers.in_flight,
             "queued": workers.queued,
             "deliveries": app[DELIVERER].in_flight,

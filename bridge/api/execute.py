@@ -15,7 +15,7 @@ from bridge.errors import Unavailable, ValidationFailed
 from bridge.execution import Submission
 from bridge.items import Item, encode_outputs, from_n8n, to_n8n
 from bridge.jobs import Callback, JobRecord
-from bridge.keys import EXECUTION, LIFECYCLE, SETTINGS, TRACE_ID, WORKERS
+from bridge.keys import BACKEND, EXECUTION, LIFECYCLE, SETTINGS, TRACE_ID, WORKERS
 
 Shape = Callable[[Item, int], Any]
 
@@ -93,8 +93,11 @@ async def _accept(
     submission: Submission,
     api: str,
 ) -> web.Response:
-    """202: the job is on disk and in its queue; the same idempotency key gives the same job."""
-    if request.app[LIFECYCLE].draining:
+    """202: the job is on disk and in its queue; the same idempotency key gives the same job.
+    A draining bridge on shared (Redis) queues still accepts: another instance runs the job, so
+    a request that reached the old colour in the moment of a switch does not fail. On its own
+    queues it refuses: the job would wait for an instance that is going away."""
+    if request.app[LIFECYCLE].draining and not request.app[BACKEND].shared:
         raise Unavailable(
             "this bridge is draining and takes no new background jobs",
             description="send it to another instance; the load balancer does so by itself",

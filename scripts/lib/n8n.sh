@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by test.sh: a real n8n for the end-to-end tests, and the node package built and checked.
 
 N8N_VERSION=1.123.81
@@ -31,7 +32,7 @@ JSON
 # check_nodes — install the node package's tools, build it, lint it and run its unit tests.
 check_nodes() {
     (
-        cd n8n-nodes
+        cd n8n-nodes || exit
         if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
             # npm install, not npm ci: npm 11 refuses this lock file in `ci` for want of other
             # platforms' optional rollup builds, which it never recorded; install follows the lock.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by run.sh and test.sh: find Python >= 3.11, create .venv when missing, and (re)install
 # the project when pyproject.toml changed since the last install.
 
