@@ -204,7 +204,7 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         "/admin/drain",
         admin.drain,
-        "Stop taking background jobs; /ready turns 503 (the blue-green switch)",
+        "Out of rotation: /ready turns 503, no more jobs from shared queues (blue-green)",
         "admin",
         "admin",
     ),
