@@ -34,6 +34,7 @@
 #      (it is in maintenance; they go on; stop it only when /admin/status says drained)
 #   6  the automatic rollback failed: look at `status` now, a person is needed
 #   7  switched, but the server state could not be saved (a restart of HAProxy would forget it)
+#   130 interrupted; run the same switch again: it finishes a switch stopped half-way
 #
 # Every step is logged to stderr with a UTC time stamp. See docs/operations.md (blue-green).
 set -euo pipefail
@@ -165,18 +166,18 @@ health_gate() {  # the target itself must serve, and be the colour it is said to
     log "step 1: $target serves (/ready 200, colour $colour, version $(json_value version "${answer#* }"))"
 }
 
-haproxy_sees_healthy() {  # drain: checked by HAProxy, no traffic yet
-    local target=$1 state until
-    haproxy_set "set server $BACKEND/$target state drain"
+haproxy_sees_healthy() {  # $2: DRAIN (checked, no traffic yet) or UP (live already)
+    local target=$1 want=$2 state until
+    [[ $want == DRAIN ]] && haproxy_set "set server $BACKEND/$target state drain"
     until=$(deadline "$CHECK_TIMEOUT_S")
-    while state=$(server_state "$target"); [[ $(field "$state" 1) != DRAIN || $(field "$state" 2) != L7OK ]]; do
+    while state=$(server_state "$target"); [[ $(field "$state" 1) != "$want" || $(field "$state" 2) != L7OK ]]; do
         if ! before "$until"; then
-            haproxy_set "set server $BACKEND/$target state maint"
-            die 3 "HAProxy's checks of $target did not pass within ${CHECK_TIMEOUT_S}s (status $(field "$state" 1), check $(field "$state" 2)); $target is back in maint"
+            [[ $want == DRAIN ]] && haproxy_set "set server $BACKEND/$target state maint"
+            die 3 "HAProxy's checks of $target did not pass within ${CHECK_TIMEOUT_S}s (status $(field "$state" 1), check $(field "$state" 2))$([[ $want == DRAIN ]] && echo "; $target is back in maint")"
         fi
         sleep "$POLL_S"
     done
-    log "step 2: HAProxy sees $target healthy (DRAIN, check L7OK)"
+    log "step 2: HAProxy sees $target healthy ($want, check L7OK)"
 }
 
 healthy() {  # the live colour as the watch wants it: exactly UP in HAProxy, /ready 200 itself
@@ -216,8 +217,11 @@ drain_old() {  # returns 1 when the bound passed first
         state=$(server_state "$old") || state=",,?"
         sessions=$(field "$state" 3)
         answer=$(bridge GET "$old" /admin/status)
-        drained=$(json_value drained "${answer#* }")
-        [[ ${answer%% *} == 000 ]] && drained=true  # gone: nothing left of it to wait for
+        case ${answer%% *} in
+            200) drained=$(json_value drained "${answer#* }") ;;
+            000) drained=true ;;  # gone: nothing left of it to wait for
+            *) drained="unknown (GET /admin/status: HTTP ${answer%% *})" ;;
+        esac
         if [[ $sessions == 0 && $drained == true ]]; then
             log "step 5: $old has no session left in HAProxy and nothing in flight"
             return 0
@@ -256,9 +260,16 @@ switch() {
     fi
     log "switch to $target: HAProxy shows $target $target_state, $old $old_state"
     health_gate "$target"
-    haproxy_sees_healthy "$target"
-    # The flip, in one connection: no moment with neither or both colours taking new requests.
-    haproxy_set "set server $BACKEND/$target state ready; set server $BACKEND/$old state drain"
+    if [[ $(admin_state "$target_state") == ready ]]; then
+        # An earlier switch stopped half-way: the target takes traffic already. Never drain it.
+        log "$target takes requests already: finishing the switch"
+        haproxy_sees_healthy "$target" UP
+        [[ $(admin_state "$old_state") == ready ]] && haproxy_set "set server $BACKEND/$old state drain"
+    else
+        haproxy_sees_healthy "$target" DRAIN
+        # The flip, in one connection: no moment with neither or both colours taking new requests.
+        haproxy_set "set server $BACKEND/$target state ready; set server $BACKEND/$old state drain"
+    fi
     log "step 3: $target takes the new requests; $old finishes what it has"
     drain_old "$old" "$target" || code=5
     watch_new "$old" "$target"
@@ -292,8 +303,15 @@ live_colour() {
     die 1 "neither colour is live in HAProxy; use: switch <blue|green>"
 }
 
+interrupted() {
+    log "INTERRUPTED: HAProxy now shows blue $(server_state blue || echo ?), green $(server_state green || echo ?)"
+    log "run '$0 status', then 'switch <colour>' again: it finishes a switch stopped half-way"
+    exit 130
+}
+
 main() {
     local command=${1:-}
+    trap interrupted INT TERM
     for tool in socat curl awk; do
         command -v "$tool" >/dev/null || die 1 "$tool is needed (Debian: apt-get install $tool)"
     done

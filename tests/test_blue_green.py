@@ -6,6 +6,7 @@ through HAProxy the whole time, while scripts/blue-green-switch.sh moves the tra
   after blue has stopped.
 - A new colour that turns unhealthy while watched is rolled back within 5 s, still with no
   failed request.
+- A switch interrupted half-way is finished by the next one.
 - Negative control: the same flip without draining (the old colour stopped the moment traffic
   moves) does show failed requests, so the load would see them if the switch caused any.
 """
@@ -311,6 +312,23 @@ async def test_unhealthy_new_colour_is_rolled_back_within_5_s(stack: Stack) -> N
     assert code == 0 and "rollback: back to green" in log, log
     servers = await stack.haproxy.servers()
     assert (servers["green"]["status"], servers["blue"]["status"]) == ("UP", "MAINT")
+
+
+async def test_a_switch_stopped_half_way_is_finished_by_the_next(stack: Stack) -> None:
+    """Interrupted right after the flip (green live, blue draining): running the switch again
+    must finish it — never take the colour that serves out of rotation."""
+    switch = await Switch(stack, "switch", "green", watch_s=20).start()
+    await switch.seen("step 3:")
+    switch.process.send_signal(signal.SIGINT)
+    assert await switch.wait() == 130
+    assert "INTERRUPTED" in switch.log
+    load = Load(stack.haproxy.url).start()
+    code, log = await run_switch(stack, "switch", "green", watch_s=1)
+    await load.stop()
+    assert code == 0 and "finishing the switch" in log, log
+    servers = await stack.haproxy.servers()
+    assert (servers["green"]["status"], servers["blue"]["status"]) == ("UP", "MAINT")
+    assert load.failures == [], load.failures[:5]
 
 
 async def test_negative_control_a_flip_without_draining_fails_requests(stack: Stack) -> None:
