@@ -32,8 +32,11 @@ def _refuse_bool(value: Any) -> Any:
 
 
 # pydantic's lax mode reads JSON true/false as 1/0 where a number is expected; the API does not.
-JsonInt = Annotated[int, BeforeValidator(_refuse_bool)]
-JsonFloat = Annotated[float, BeforeValidator(_refuse_bool)]
+NOT_BOOL = BeforeValidator(_refuse_bool)
+JsonInt = Annotated[int, NOT_BOOL]
+# A constrained number in an `X | None` field: `Annotated[int, Field(ge=0), NOT_BOOL] | None`.
+# (Constraints after NOT_BOOL would still be checked but written into the JSON Schema under
+# pydantic's own names, `gt`/`ge`, which no client understands.)
 
 
 class N8nBinary(BaseModel):
@@ -52,7 +55,7 @@ class PairedItemRef(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     item: JsonInt = Field(ge=0)
-    input: JsonInt | None = Field(None, ge=0)
+    input: Annotated[int, Field(ge=0), NOT_BOOL] | None = None
 
 
 @with_config(ConfigDict(extra="ignore"))

@@ -11,7 +11,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from bridge import __version__
 from bridge.api.models import ErrorBody, ExecuteRequest, HybridRequest
-from bridge.api.routes import ROUTES, Route
+from bridge.api.routes import PATH_PATTERNS, ROUTES, Route
 
 REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"{(\w+)}")
@@ -28,6 +28,7 @@ ERROR_TEXT = {
     500: "Internal or processor error",
     409: "Conflicts with the job's state (e.g. it has finished)",
     429: "A queue is full: try again after Retry-After seconds",
+    502: "A service the processor needs failed or is not configured (e.g. SMTP)",
     503: "Unavailable (draining or a backend is down)",
     504: "The processor did not finish in time",
 }
@@ -45,6 +46,11 @@ def _error_statuses(route: Route) -> list[int]:
         statuses.append(404)
     statuses += route.also
     return sorted(set(statuses))
+
+
+def _path_schema(name: str) -> dict[str, Any]:
+    pattern = PATH_PATTERNS.get(name)
+    return {"type": "string"} if pattern is None else {"type": "string", "pattern": f"^{pattern}$"}
 
 
 def build_spec(processors: Sequence[str]) -> dict[str, Any]:
@@ -96,7 +102,7 @@ def _operation(route: Route, refs: dict[Any, Any], keyed: list[Any]) -> dict[str
         "operationId": route.handler.__name__,
         "tags": [route.tag],
         "parameters": [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": _path_schema(name)}
             for name in _PATH_PARAM.findall(route.path)
         ],
     }

@@ -226,3 +226,20 @@ async def test_server_timing_names_each_phase(client: TestClient, auth: dict[str
     assert list(phases) == ["decode", "convert", "run", "encode", "total"]
     assert all(float(value) >= 0 for value in phases.values())
     assert float(phases["total"]) >= float(phases["run"])
+
+
+async def test_numbers_are_read_as_javascript_reads_them(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """An integer beyond 64 bits becomes a float, as in n8n, instead of breaking a processor
+    (found by the API fuzzer: `validation` failed with 500 on one)."""
+    raw = b'{"processing_type": "%s", "items": [{"json": {"n": -126125037547160304424583168}}]}'
+    for processor in ("echo", "validation"):
+        response = await client.post(
+            EXECUTE,
+            data=raw % processor.encode(),
+            headers={**auth, "Content-Type": "application/json"},
+        )
+        assert response.status == 200, await response.text()
+        answer = await response.json()
+        assert answer["errors"] == [] and answer["items"][0]["json"]["n"] == -1.261250375471603e26

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from bridge.ids import new_id
 from bridge.settings import Settings
 from tests.conftest import token
 
@@ -84,9 +85,10 @@ async def test_a_slow_sync_job_shows_as_running_while_it_runs(
 
 
 async def test_status_needs_the_status_scope(client: TestClient, settings: Settings) -> None:
-    assert (await client.get("/api/v1/workflow/status/x")).status == 401
+    path = f"/api/v1/workflow/status/{new_id()}"
+    assert (await client.get(path)).status == 401
     execute_only = {"Authorization": f"Bearer {token(settings, 'execute')}"}
-    response = await client.get("/api/v1/workflow/status/x", headers=execute_only)
+    response = await client.get(path, headers=execute_only)
     assert response.status == 403
 
 

@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bridge import logs
+from bridge.ids import new_id
 
 
 @pytest.fixture
@@ -98,7 +99,7 @@ async def test_metrics_count_requests_by_route_and_processor(
         json={"processing_type": "fail_odd", "items": [{"json": {"n": 1}}, {"json": {"n": 2}}]},
         headers=auth,
     )
-    await client.get("/api/v1/workflow/status/unknown", headers=auth)
+    await client.get(f"/api/v1/workflow/status/{new_id()}", headers=auth)
     response = await client.get("/metrics")
     assert response.status == 200
     assert response.content_type == "text/plain"

@@ -44,6 +44,31 @@ async def test_protected_routes_declare_security(client: TestClient) -> None:
     assert spec["paths"]["/health"]["get"]["security"] == []
 
 
+PYDANTIC_ONLY = {"gt", "ge", "lt", "le", "min_length", "max_length", "multiple_of"}
+
+
+def stray_constraints(node: Any, where: str = "") -> list[str]:
+    """Keys that are pydantic's constraint names rather than JSON Schema's: pydantic writes them
+    when a constraint sits on an `X | None` field, and no client or fuzzer understands them."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in PYDANTIC_ONLY and not where.endswith("/properties"):
+                found.append(f"{where}/{key}")
+            found += stray_constraints(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for n, value in enumerate(node):
+            found += stray_constraints(value, f"{where}/{n}")
+    return found
+
+
+async def test_every_constraint_is_written_in_json_schema_terms(client: TestClient) -> None:
+    spec = await (await client.get("/api/v1/openapi.json")).json()
+    assert stray_constraints(spec) == []
+    timeout = spec["components"]["schemas"]["ExecuteRequest"]["properties"]["timeout_s"]
+    assert {"type": "number", "exclusiveMinimum": 0, "maximum": 86400} in timeout["anyOf"]
+
+
 def check(spec: dict[str, Any], path: str, method: str, status: int, body: Any) -> None:
     content = spec["paths"][path][method]["responses"][str(status)]["content"]
     schema = {"components": spec["components"], **content["application/json"]["schema"]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -40,8 +41,19 @@ async def read_model(request: web.Request, model: type[M]) -> M:
         raise _too_large(None, limit) from None
     if not raw:
         raise ValidationFailed("the request body is empty; send a JSON object", http_code=400)
+    return decode_json(model, raw)
+
+
+def decode_json(model: type[M], raw: bytes) -> M:
+    """JSON as n8n (JavaScript) reads it: orjson turns an integer beyond 64 bits into a float, as
+    JSON.parse does, where pydantic's own parser would keep a Python int that no JSON encoder
+    here can write back. 400 when it is not JSON, 422 when it does not fit the model."""
     try:
-        return model.model_validate_json(raw)
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationFailed(f"the body is not valid JSON: {exc}", http_code=400) from None
+    try:
+        return model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc) from None
 
@@ -63,12 +75,6 @@ def _too_large(size: int | None, limit: int) -> PayloadTooLarge:
 
 def validation_error(exc: ValidationError, within: tuple[str, ...] = ()) -> ValidationFailed:
     problems = exc.errors(include_url=False, include_context=False, include_input=False)
-    malformed = next((p for p in problems if p["type"] in ("json_invalid", "json_type")), None)
-    if malformed is not None:
-        return ValidationFailed(
-            f"the body is not valid JSON: {malformed['msg'].removeprefix('Invalid JSON: ')}",
-            http_code=400,
-        )
     details = [
         {"pointer": json_pointer([*within, *p["loc"]]), "message": p["msg"]} for p in problems
     ]

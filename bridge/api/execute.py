@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from bridge.api.body import json_response, read_model
+from bridge.api.body import decode_json, json_response, read_model
 from bridge.api.models import ExecuteRequest, HybridRequest
 from bridge.api.timing import Timings
 from bridge.errors import Unavailable, ValidationFailed
@@ -52,9 +52,9 @@ def decode_job_request(
 ) -> tuple[list[Item], dict[str, Any]]:
     """A stored background job's request, decoded again for its run: items and parameters."""
     if job.api == "data":
-        data = HybridRequest.model_validate_json(raw)
+        data = decode_json(HybridRequest, raw)
         return _records(data.data), data.parameters
-    body = ExecuteRequest.model_validate_json(raw)
+    body = decode_json(ExecuteRequest, raw)
     return from_n8n(body.items, max_binary_bytes), body.parameters
 
 

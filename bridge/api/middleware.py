@@ -87,7 +87,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 def _from_http(request: web.Request, exc: web.HTTPException) -> BridgeError:
     """aiohttp's own answers (no route, wrong method, body too large) in our shape."""
     if exc.status == 404:
-        return NotFound(f"no such endpoint: {request.method} {request.path}")
+        return NotFound(
+            f"no such endpoint: {request.method} {request.path}",
+            description="see /api/v1/openapi.json; job ids are 32 lowercase hex digits",
+        )
     if exc.status == 405:
         allowed = exc.headers.get("Allow", "")
         return ValidationFailed(

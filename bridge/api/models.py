@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from bridge.errors import ERROR_CODES
 from bridge.events import EVENT_TYPES
-from bridge.items import JsonFloat, JsonInt, N8nBinary, N8nItem, PairedItemRef
+from bridge.items import NOT_BOOL, JsonInt, N8nBinary, N8nItem, PairedItemRef
 from bridge.jobs import ItemErrorModel, JobRecord, JobStatus
 from bridge.subscriptions import Subscription
 
@@ -37,8 +37,8 @@ class _Submission(BaseModel):
     )
     callback_method: Literal["POST", "GET", "PUT", "PATCH"] = "POST"
     priority: JsonInt = Field(5, ge=0, le=9, description="0 lowest … 9 highest (async)")
-    timeout_s: JsonFloat | None = Field(
-        None, gt=0, le=86400, description="bound on the processor's run; default: its own"
+    timeout_s: Annotated[float, Field(gt=0, le=86400), NOT_BOOL] | None = Field(
+        None, description="bound on the processor's run; default: its own"
     )
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=256, description="async: the same key returns the same job"

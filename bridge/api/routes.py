@@ -65,7 +65,7 @@ ROUTES: tuple[Route, ...] = (
         "execute",
         body=ExecuteRequest,
         response=ExecuteResponse,
-        also=(429, 503),
+        also=(429, 502, 503),
         accepted=Accepted,
     ),
     Route(
@@ -77,7 +77,7 @@ ROUTES: tuple[Route, ...] = (
         "execute",
         body=HybridRequest,
         response=HybridResponse,
-        also=(429, 503),
+        also=(429, 502, 503),
         accepted=Accepted,
     ),
     Route(
@@ -262,6 +262,15 @@ def guarded(route: Route) -> Handler:
     return handler
 
 
+# Path parameters with a shape: the router matches only that shape, and the spec says it. Job
+# ids are new_id()s; without the pattern, DELETE /api/v1/workflow/{job_id} would also match
+# /api/v1/workflow/execute.
+PATH_PATTERNS = {"job_id": "[0-9a-f]{32}"}
+
+
 def add_routes(app: web.Application) -> None:
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, guarded(route))
+        path = route.path
+        for name, pattern in PATH_PATTERNS.items():
+            path = path.replace(f"{{{name}}}", f"{{{name}:{pattern}}}")
+        app.router.add_route(route.method, path, guarded(route))
