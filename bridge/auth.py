@@ -153,8 +153,8 @@ class Authenticator:
         """Full verification with PyJWT: signature with the kid's pinned algorithm, then claims."""
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
-            raise self._invalid("the token is not a well-formed JWT") from None
+        except jwt.InvalidTokenError as exc:  # not only DecodeError: a `kid` that is no string
+            raise self._invalid(f"the token is not a well-formed JWT ({exc})") from None
         key = self._select_key(header.get("kid"))
         if header.get("alg") != key.alg:
             raise self._invalid(f"key {key.kid!r} only verifies {key.alg} tokens")

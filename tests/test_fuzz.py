@@ -4,8 +4,8 @@ answer that is not a server error and that matches the document — status code,
 headers, body schema — and requests the document calls invalid must be refused. The product's
 own processors only (the test plugins include ones that crash or block on purpose).
 
-`BRIDGE_FUZZ_EXAMPLES` sets the examples per operation (default 40: over 1,000 requests in all);
-`BRIDGE_FUZZ_RANDOM=1` explores new inputs instead of the fixed, reproducible ones. The longer
+`FUZZ_EXAMPLES` sets the examples per operation (default 40: over 1,000 requests in all);
+`FUZZ_RANDOM=1` explores new inputs instead of the fixed, reproducible ones. The longer
 run in docs/reliability.md uses both.
 
 Left out on purpose: `positive_data_acceptance` — the document cannot say every rule the API
@@ -39,7 +39,7 @@ from tests.smtp_server import Sink
 
 API_KEY = "fuzz-api-key-0123456789abcdef"
 AUTH = {"X-API-Key": API_KEY}
-EXAMPLES = int(os.environ.get("BRIDGE_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 SENT: list[int] = []  # one entry per request the fuzzer made
 # The 5xx answers the document lists, each only with its own error code and cause: a processor's
 # service failing (502 integration), draining (503 unavailable), a generated `timeout_s` too
@@ -132,7 +132,7 @@ OPERATIONS = [(route.method, route.path) for route in ROUTES]
 fuzz_settings = settings(
     max_examples=EXAMPLES,
     deadline=None,
-    derandomize=os.environ.get("BRIDGE_FUZZ_RANDOM") != "1",
+    derandomize=os.environ.get("FUZZ_RANDOM") != "1",
     database=None,
     suppress_health_check=list(HealthCheck),
 )
