@@ -36,6 +36,7 @@ from bridge.keys import (
     LIFECYCLE,
     METRICS,
     OPENAPI,
+    OUTBOUND,
     OUTBOX,
     REGISTRY,
     RUNNER,
@@ -49,6 +50,7 @@ from bridge.lifecycle import Lifecycle
 from bridge.metrics import Metrics
 from bridge.n8n_client import N8nClient
 from bridge.openapi import build_spec
+from bridge.outbound import GuardedResolver, OutboundGuard
 from bridge.processors.registry import Registry
 from bridge.runner import Runner
 from bridge.services import Services
@@ -104,13 +106,19 @@ async def _runner(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _http(app: web.Application) -> AsyncIterator[None]:
-    """One client session for every outgoing call (callbacks, event webhooks, n8n)."""
+    """One client session for every outgoing call (callbacks, event webhooks, n8n), guarded:
+    by host on each request (literal addresses, names, redirects) and by resolved address."""
     settings = app[SETTINGS]
+    guard = OutboundGuard(settings.outbound_allow, settings.outbound_deny)
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=settings.callback_timeout_s),
-        connector=aiohttp.TCPConnector(limit=settings.callback_concurrency),
+        connector=aiohttp.TCPConnector(
+            limit=settings.callback_concurrency, resolver=GuardedResolver(guard)
+        ),
         headers={"User-Agent": f"n8n-bridge/{__version__}"},
+        middlewares=(guard.middleware,),
     )
+    app[OUTBOUND] = guard
     app[HTTP] = session
     app[BREAKERS] = Breakers(settings.breaker_failures, settings.breaker_reset_s)
     yield
@@ -119,7 +127,7 @@ async def _http(app: web.Application) -> AsyncIterator[None]:
 
 async def _execution(app: web.Application) -> AsyncIterator[None]:
     smtp = SmtpPool(app[SETTINGS])
-    n8n = N8nClient(app[SETTINGS], app[HTTP], app[BREAKERS])
+    n8n = N8nClient(app[SETTINGS], app[HTTP], app[BREAKERS], app[OUTBOUND])
     app[SERVICES] = Services(ledger=app[STORE], smtp=smtp, n8n=n8n)
     app[EXECUTION] = Execution(
         app[SETTINGS], app[REGISTRY], app[RUNNER], app[STORE], app[METRICS], app[SERVICES]

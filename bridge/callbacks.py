@@ -33,6 +33,7 @@ from bridge.aio import stop_tasks
 from bridge.breaker import Breakers
 from bridge.items import dumps
 from bridge.metrics import Metrics
+from bridge.outbound import OutboundRefused
 from bridge.settings import Settings
 from bridge.webhooks import Delivery, Signer
 
@@ -224,6 +225,8 @@ class Deliverer:
                 status = response.status
                 after = retry_after(response.headers.get("Retry-After"))
                 text = (await response.content.read(300)).decode(errors="replace")
+        except OutboundRefused as exc:  # BRIDGE_OUTBOUND_*: no retry changes that
+            raise GiveUp(f"not sent: {exc}") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise Retry(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
         if 200 <= status < 300:

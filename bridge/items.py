@@ -223,7 +223,13 @@ def split_serialisable(pairs: Iterable[tuple[int, Any]]) -> tuple[list[Any], lis
         try:
             dumps(wire)
         except TypeError as exc:
-            errors.append(ItemError(paired, "processor_error", f"output: {exc}"))
+            errors.append(ItemError(paired, "processor_error", _unencodable(exc)))
         else:
             good.append(wire)
     return good, errors
+
+
+def _unencodable(exc: TypeError) -> str:
+    if "Recursion limit" in str(exc):  # orjson writes at most 254 levels of nesting
+        return "output: nested deeper than 254 levels, more than JSON is written here; flatten it"
+    return f"output: {exc}"

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from bridge.execution import Execution
     from bridge.lifecycle import Lifecycle
     from bridge.metrics import Metrics
+    from bridge.outbound import OutboundGuard
     from bridge.processors.registry import Registry
     from bridge.runner import Runner
     from bridge.services import Services
@@ -41,6 +42,7 @@ EVENTS: web.AppKey[EventBus] = web.AppKey("events")
 SUBSCRIPTIONS: web.AppKey[Subscriptions] = web.AppKey("subscriptions")
 HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http")
 BREAKERS: web.AppKey[Breakers] = web.AppKey("breakers")
+OUTBOUND: web.AppKey[OutboundGuard] = web.AppKey("outbound")
 DELIVERER: web.AppKey[Deliverer] = web.AppKey("deliverer")
 WORKERS: web.AppKey[WorkerPool] = web.AppKey("workers")
 SERVICES: web.AppKey[Services] = web.AppKey("services")

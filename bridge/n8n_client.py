@@ -19,6 +19,7 @@ import orjson
 from bridge.breaker import Breakers
 from bridge.callbacks import retry_after, retry_delay
 from bridge.errors import IntegrationFailed, ValidationFailed
+from bridge.outbound import OutboundGuard, OutboundRefused, refuse_url
 from bridge.settings import Settings
 
 RETRY_STATUSES = frozenset({408, 425, 429})
@@ -26,15 +27,21 @@ RETRY_STATUSES = frozenset({408, 425, 429})
 
 class N8nClient:
     def __init__(
-        self, settings: Settings, session: aiohttp.ClientSession, breakers: Breakers
+        self,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        breakers: Breakers,
+        guard: OutboundGuard,
     ) -> None:
         self._settings = settings
         self._session = session
         self._breakers = breakers
+        self._guard = guard
 
     def url_for(self, webhook: str) -> str:
         """An absolute http(s) URL, or a path joined to BRIDGE_N8N_URL."""
         if urlsplit(webhook).scheme in ("http", "https"):
+            refuse_url(self._guard, webhook, "/parameters/webhook")
             return webhook
         if self._settings.n8n_url is None:
             raise ValidationFailed(
@@ -61,6 +68,8 @@ class N8nClient:
                 )
             try:
                 status, answer, wait = await self._once(url, payload, method, headers or {})
+            except OutboundRefused as exc:
+                raise IntegrationFailed(f"not calling {url}: {exc}", retryable=False) from None
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 reason, wait = f"{type(exc).__name__}: {exc}".rstrip(": "), None
                 breaker.failed()

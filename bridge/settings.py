@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.outbound import DEFAULT_DENY, parse_entry
 from bridge.router import QueueConfig, RouteRule, check_config
 
 ENV_PREFIX = "BRIDGE_"
@@ -120,6 +121,12 @@ class Settings(BaseModel):
     api_keys: tuple[str, ...] = Field(default=(), description="sha256 hashes of accepted API keys")
     api_key_scopes: tuple[Scope, ...] = ("execute", "status")
     callback_secret: SecretStr | None = None
+    outbound_allow: tuple[str, ...] = Field(
+        default=(), description="networks and host names requests may go to (empty: any)"
+    )
+    outbound_deny: tuple[str, ...] = Field(
+        default=DEFAULT_DENY, description="networks and host names requests never go to"
+    )
 
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_binary_bytes: int = Field(16 * 1024 * 1024, ge=1)
@@ -181,6 +188,14 @@ class Settings(BaseModel):
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("outbound_allow", "outbound_deny", mode="before")
+    @classmethod
+    def _outbound(cls, value: Any) -> Any:
+        entries = _split_list(value) or ()
+        for entry in entries:
+            parse_entry(str(entry))  # ValueError names the bad entry
+        return entries
 
     @field_validator("jwt_keys", "queues", "routes", mode="before")
     @classmethod

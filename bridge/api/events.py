@@ -10,7 +10,8 @@ from bridge.api.body import json_response, parse_query, read_model
 from bridge.api.models import EventsQuery
 from bridge.errors import NotFound, ValidationFailed
 from bridge.events import Event, matches
-from bridge.keys import EVENTS, SUBSCRIPTIONS
+from bridge.keys import EVENTS, OUTBOUND, SUBSCRIPTIONS
+from bridge.outbound import refuse_url
 from bridge.subscriptions import SubscriptionRequest
 
 HEARTBEAT_S = 15.0
@@ -79,6 +80,7 @@ def _frame(event: Event) -> bytes:
 
 async def subscribe(request: web.Request) -> web.Response:
     body = await read_model(request, SubscriptionRequest)
+    refuse_url(request.app[OUTBOUND], str(body.url), "/url")
     subscription = await request.app[SUBSCRIPTIONS].add(body)
     return json_response(
         subscription.model_dump(mode="json"),

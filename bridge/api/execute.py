@@ -15,7 +15,8 @@ from bridge.errors import Unavailable, ValidationFailed
 from bridge.execution import Submission
 from bridge.items import Item, encode_outputs, from_n8n, to_n8n
 from bridge.jobs import Callback, JobRecord
-from bridge.keys import BACKEND, EXECUTION, LIFECYCLE, SETTINGS, TRACE_ID, WORKERS
+from bridge.keys import BACKEND, EXECUTION, LIFECYCLE, OUTBOUND, SETTINGS, TRACE_ID, WORKERS
+from bridge.outbound import refuse_url
 
 Shape = Callable[[Item, int], Any]
 
@@ -70,6 +71,8 @@ def _submission(
             "callback_url is for mode 'async'; a sync request gets its result in the answer",
             details=[{"pointer": "/callback_url", "message": "only with mode 'async'"}],
         )
+    if body.callback_url is not None:
+        refuse_url(request.app[OUTBOUND], str(body.callback_url), "/callback_url")
     execution = request.app[EXECUTION]
     execution.check_item_count(count)
     spec = execution.spec(body.processing_type)

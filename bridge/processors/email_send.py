@@ -76,6 +76,8 @@ def _addresses(value: Any, name: str) -> list[str]:
     values = [value] if isinstance(value, str) else value
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise ValueError(f"`{name}` must be an address or a list of addresses")
+    if any("\r" in v or "\n" in v for v in values):  # getaddresses would split them apart
+        raise ValueError(f"`{name}`: an address may not contain a line break (CR or LF)")
     found = []
     for display, address in email.utils.getaddresses(values):
         try:

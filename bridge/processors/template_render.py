@@ -9,6 +9,8 @@ A template that does not compile fails the request (422); a render error fails o
 from __future__ import annotations
 
 import functools
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +62,80 @@ class TemplateParams(BaseModel):
 
 class Sandbox(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox, but an unsafe attribute fails loudly instead of rendering as
-    an empty undefined value, so a user sees why the output is wrong."""
+    an empty undefined value, so a user sees why the output is wrong.
+
+    Jinja's sandbox stops escapes, not exhaustion: `{{ 9**9**9 }}` or `{{ 'x' * 10**10 }}` would
+    hold a worker thread or the memory for good (a thread cannot be stopped by the timeout). So
+    sizes are bounded too: powers, repetitions, numbers given to any call or filter (`ljust`,
+    `center`, `lipsum`…) and field widths in format strings."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.filters = {name: _bounded(f) for name, f in self.filters.items()}
+        self.globals = {
+            name: _bounded(g) if callable(g) else g
+            for name, g in self.globals.items()
+            if name != "lipsum"  # placeholder text, up to gigabytes of it: not for workflows
+        }
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
         raise SecurityError(
             f"access to attribute {attribute!r} of a {type(obj).__name__} is not allowed"
         )
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(left, int) and isinstance(right, int):
+            if right > 0 and max(abs(left), 2).bit_length() * right > MAX_POWER_BITS:
+                raise SecurityError(f"{left} ** {right} is too large for a template")
+        elif operator == "*":
+            for text, times in ((left, right), (right, left)):
+                sized = isinstance(text, str | list | tuple) and isinstance(times, int)
+                if sized and len(text) * times > MAX_SIZE:
+                    raise SecurityError(f"a repetition over {MAX_SIZE:,} is not allowed")
+        elif operator == "%" and isinstance(left, str):
+            _check_format(left)
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_sizes(args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """`str.format` and `format_map`, as a template gets them."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            _check_format(value.__self__)
+        return wrapped
+
+
+MAX_SIZE = 1_000_000  # characters, items or a number a template may ask a call for
+MAX_OUTPUT_CHARS = 10_000_000  # one item's rendered text
+MAX_POWER_BITS = 100_000
+_WIDE_FIELD = re.compile(r"\d{7,}")
+
+
+def _check_sizes(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SIZE:
+            raise SecurityError(f"{value} is over {MAX_SIZE:,}, the most a template may ask for")
+
+
+def _check_format(text: str) -> None:
+    if _WIDE_FIELD.search(text):
+        raise SecurityError(f"a format string with a width over {MAX_SIZE:,} is not allowed")
+
+
+def _bounded(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter or global that refuses size arguments over MAX_SIZE (`center(10**9)`)."""
+
+    @functools.wraps(function)  # keeps Jinja's pass_context/pass_environment marks
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_sizes(args, kwargs)
+        return function(*args, **kwargs)
+
+    return bounded
 
 
 @functools.lru_cache(maxsize=16)
@@ -131,9 +201,20 @@ def template_render(items: list[Item], params: TemplateParams, ctx: Context) -> 
     results: list[Any] = []
     for item in items:
         try:
-            text = template.render({**item.json, "json": item.json, "index": item.index})
+            text = _render(template, {**item.json, "json": item.json, "index": item.index})
         except Exception as exc:  # a template can raise anything: {{ 1 / 0 }}, SecurityError, …
             results.append(ProcessorFailed(f"{type(exc).__name__}: {exc}"))
             continue
         results.append({**item.json, field: text} if params.keep_input else {field: text})
     return results
+
+
+def _render(template: Template, variables: dict[str, Any]) -> str:
+    """The rendered text, streamed so that a loop cannot build more than MAX_OUTPUT_CHARS."""
+    parts, size = [], 0
+    for part in template.generate(variables):
+        size += len(part)
+        if size > MAX_OUTPUT_CHARS:
+            raise SecurityError(f"the output is longer than {MAX_OUTPUT_CHARS:,} characters")
+        parts.append(part)
+    return "".join(parts)

@@ -223,6 +223,9 @@ async def test_dry_run_sends_nothing(client_for_sink: Any, sink: Sink) -> None:
         ({"to": "not an address"}, "is not an e-mail address"),
         ({"subject": "no one"}, "no recipient"),
         ({"to": "a@example.org", "headers": {"X-Evil": "a\nb"}}, "line break"),
+        ({"to": "a@example.org\r\nBcc: victim@example.org"}, "`to`: an address may not"),
+        ({"to": "a@example.org", "cc": ["b@example.org\nBcc: v@example.org"]}, "`cc`: an addr"),
+        ({"to": "a@example.org", "reply_to": "r@example.org\r\nX: y"}, "line break"),
         ({"to": "a@example.org", "headers": {"Bad Name:": "x"}}, "is not a header name"),
     ],
 )
