@@ -77,6 +77,11 @@ async def test_undefined_is_empty_unless_strict(client: TestClient, auth: dict[s
         "{{ name.__class__ }}",
         "{{ json.update({'x': 1}) }}",
         "{{ cycler.__init__.__globals__ }}",
+        "{{ joiner.__init__.__globals__.os.popen('id').read() }}",
+        "{{ ''|attr('__class__') }}",
+        "{{ self._TemplateReference__context }}",
+        "{{ namespace.__init__.__globals__ }}",
+        "{% for c in ().__class__.__base__.__subclasses__() %}{{ c }}{% endfor %}",
     ],
 )
 async def test_the_sandbox_refuses_escapes(
@@ -87,6 +92,35 @@ async def test_the_sandbox_refuses_escapes(
     assert answer["items"] == []
     assert answer["errors"][0]["code"] == "processor_error"
     assert answer["errors"][0]["message"].startswith("SecurityError: ")
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        ("{{ 9 ** 999999 }}", "too large for a template"),
+        ("{{ 'x' * 10**9 }}", "repetition over 1,000,000"),
+        ("{{ [0] * 10**9 }}", "repetition over 1,000,000"),
+        ("{{ 'a'.ljust(10**9) }}", "the most a template may ask for"),
+        ("{{ 'a'|center(10**9) }}", "the most a template may ask for"),
+        ("{{ '%1000000000d' % 1 }}", "width over 1,000,000"),
+        ("{{ '{:1000000000}'.format(1) }}", "width over 1,000,000"),
+        ("{{ '{x:1000000000}'.format_map({'x': 1}) }}", "width over 1,000,000"),
+        ("{% for i in range(99999) %}{{ 'a'.ljust(999999) }}{% endfor %}", "output is longer"),
+        ("{{ range(10**9)|list }}", "the most a template may ask for"),
+    ],
+)
+async def test_a_template_cannot_exhaust_memory_or_a_worker(
+    client: TestClient, auth: dict[str, str], template: str, reason: str
+) -> None:
+    """Jinja's sandbox stops escapes, not exhaustion: sizes are bounded too. Each fails its
+    own item at once, and the next request is served as usual."""
+    items = [{"json": {"name": "Ada"}}]
+    answer = await (await render(client, auth, items, template=template)).json()
+    assert answer["items"] == []
+    assert answer["errors"][0]["message"].startswith("SecurityError: ")
+    assert reason in answer["errors"][0]["message"]
+    fine = await (await render(client, auth, items, template="Hi {{ name * 2 }}")).json()
+    assert fine["items"][0]["json"]["rendered"] == "Hi AdaAda"
 
 
 async def test_html_is_escaped_when_asked(client: TestClient, auth: dict[str, str]) -> None:
