@@ -12,6 +12,7 @@ apt_ensure redis-server redis-server  # the Redis backend's tests start their ow
 apt_ensure haproxy haproxy            # the blue-green tests check and run a real HAProxy
 apt_ensure socat socat                # ... through its admin socket, as the switch script does
 apt_ensure curl curl                  # the switch script's way to the bridges
+apt_ensure promtool prometheus        # checks and unit-tests the alert rules
 ensure_n8n
 check_nodes
 
