@@ -4,8 +4,10 @@ it again. Calls to a host that is down then cost nothing and do not pile up."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 BreakerState = Literal["closed", "open", "half_open"]
@@ -18,6 +20,7 @@ class Breaker:
     failures: int = 0
     opened_at: float | None = None
     probing: bool = False
+    _closed: asyncio.Event | None = field(default=None, repr=False)
 
     @property
     def state(self) -> BreakerState:
@@ -37,10 +40,21 @@ class Breaker:
         assert self.opened_at is not None
         return max(self.opened_at + self.reset_s - time.monotonic(), 0.0) or self.reset_s / 10
 
+    async def pause(self, seconds: float) -> None:
+        """Sleep `seconds`, or less if a call to the host succeeds meanwhile: once it is back,
+        what waits for it goes at once, not after its own back-off."""
+        if self._closed is None:
+            self._closed = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), seconds)
+
     def succeeded(self) -> None:
         self.failures = 0
         self.opened_at = None
         self.probing = False
+        if self._closed is not None:
+            self._closed.set()  # wakes every pause; the next one waits on a new event
+            self._closed = None
 
     def failed(self) -> None:
         self.failures += 1

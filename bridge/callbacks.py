@@ -197,7 +197,7 @@ class Deliverer:
                 delay,
                 extra={"job_id": delivery.job_id, "trace_id": delivery.trace_id},
             )
-            await asyncio.sleep(delay)
+            await breaker.pause(delay)
 
     async def _attempt(self, delivery: Delivery) -> None:
         url, body = delivery.url, b""

@@ -220,7 +220,9 @@ class WorkerPool:
             self._store.withdraw(job)
             self._forget_decoded(job.job_id)
             log.error("job %s could not be saved: %s", job.job_id, exc)
-            raise _unavailable(f"{type(exc).__name__}: {exc}") from None
+            raise _unavailable(
+                self._store.unavailable() or f"{type(exc).__name__}: {exc}"
+            ) from None
         finally:
             self._reserved[queue] -= 1
         self._publish("workflow.queued", job, queue=queue)

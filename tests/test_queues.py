@@ -147,3 +147,16 @@ def test_retry_timing() -> None:
     assert retry_after("7") == 7.0
     assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
     assert retry_after("soon") is None and retry_after(None) is None
+
+
+async def test_a_success_wakes_what_waits_for_the_host() -> None:
+    """Deliveries backing off from a host that was down go as soon as one call succeeds,
+    not after the rest of their back-off (30 s with the default breaker)."""
+    breaker = Breaker(failures_to_open=1, reset_s=30)
+    breaker.failed()
+    waiting = [asyncio.create_task(breaker.pause(30)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    assert not any(task.done() for task in waiting)
+    breaker.succeeded()
+    await asyncio.wait_for(asyncio.gather(*waiting), 1)
+    assert breaker.state == "closed"

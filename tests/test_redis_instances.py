@@ -137,8 +137,10 @@ async def test_sigkill_of_one_instance_mid_batch(
         await b.kill()
     keys = Counter(message["X-Key"] for message in slow_sink.messages)
     unknown = sum(s["error_count"] for s in statuses.values())
+    completed = sum(s["status"] == "completed" for s in statuses.values())
     print(
-        f"\njobs {JOBS}, messages {JOBS * ITEMS}: sent before the kill {sent_before_kill}, "
+        f"\njobs accepted {JOBS}, completed {completed}, lost {JOBS - completed}; "
+        f"messages {JOBS * ITEMS}: sent before the kill {sent_before_kill}, "
         f"sent in all {len(keys)}, sent twice {sum(c > 1 for c in keys.values())}, "
         f"outcome unknown (reported, not resent) {unknown}, jobs taken over {len(taken_over)}"
     )

@@ -6,6 +6,7 @@ writes first. Clean-up deletes in small chunks on aiosqlite's thread, never bloc
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -214,4 +215,12 @@ class SqliteJobStore:
         await self._db.ping()
 
     def unavailable(self) -> str | None:
-        return f"the database cannot be written: {self._db.failing}" if self._db.failing else None
+        failing = self._db.failing
+        if failing is None:
+            return None
+        reason = f"the database cannot be written: {type(failing).__name__}: {failing}"
+        if isinstance(failing, sqlite3.OperationalError) and (
+            "disk" in str(failing) or "full" in str(failing)
+        ):
+            reason += f" (is the disk under {self._db.path.parent} full or failing?)"
+        return reason
