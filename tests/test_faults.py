@@ -2,12 +2,12 @@
 dead-lettered and lost printed (lost must be 0):
 
 - the disk under the SQLite database fills up (a real daemon whose file-size limit is lowered
-  with prlimit, as a full disk would refuse writes), then has room again;
-- the callback target (n8n) is down, then up.
+  with prlimit, as a full disk would refuse writes), then has room again.
 
 Elsewhere: SIGKILL mid-batch, embedded (tests/test_recovery.py) and on Redis
-(tests/test_redis_instances.py); Redis stopped and restarted (tests/test_redis.py); an SMTP
-server dropping connections (tests/processors/test_email_send.py).
+(tests/test_redis_instances.py); Redis stopped and restarted (tests/test_redis.py); the
+callback target down, then up (tests/test_worker.py); an SMTP server dropping connections
+(tests/processors/test_email_send.py).
 """
 
 from __future__ import annotations
@@ -21,12 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from tests.daemon import Daemon
-from tests.smtp_server import free_port
 
 API_KEY = "faults-api-key-0123456789abcdef"
 AUTH = {"X-API-Key": API_KEY}
@@ -133,62 +129,3 @@ async def test_a_full_disk_refuses_new_jobs_clearly_and_corrupts_nothing(tmp_pat
     assert counted["completed"] == len(accepted) and lost == 0
     with sqlite3.connect(tmp_path / "data" / "bridge.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-
-
-async def test_callbacks_wait_for_a_target_that_is_down_and_all_arrive_once(
-    tmp_path: Path,
-) -> None:
-    port = free_port()
-    received: list[str] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        received.append(request.headers["webhook-id"])
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    daemon = await Daemon(
-        env(
-            tmp_path,
-            BRIDGE_RETRY_BASE_S="0.05",
-            BRIDGE_CALLBACK_RETRY_MAX_S="0.5",
-            BRIDGE_BREAKER_RESET_S="1",
-        )
-    ).start()
-    target = TestServer(app, host="127.0.0.1", port=port)
-    accepted: list[str] = []
-    try:
-        async with aiohttp.ClientSession(headers=AUTH) as session:
-            callback = {"callback_url": f"http://127.0.0.1:{port}/hook"}
-            for n in range(20):  # nobody listens on the port: n8n is down
-                async with session.post(f"{daemon.url}{EXECUTE}", json=job(n, **callback)) as a:
-                    assert a.status == 202
-                    accepted.append((await a.json())["job_id"])
-            counted = await until_settled(session, daemon.url, accepted)
-            await asyncio.sleep(1)  # a few failed attempts each
-            assert received == []
-            await target.start_server()  # n8n is back
-            deadline = time.monotonic() + 20
-            while len(set(received)) < len(accepted) and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-            async with session.get(f"{daemon.url}/admin/status") as answer:
-                dead = (await answer.json())["dead_letters"]
-    finally:
-        await target.close()
-        daemon.signal()
-        await daemon.wait()
-    retried = sum("next try in" in r.get("msg", "") for r in daemon.records())
-    lost = len(accepted) - len(set(received)) - dead
-    print(
-        f"\ncallback target down then up: accepted {len(accepted)}, completed "
-        f"{counted['completed']}, callbacks delivered {len(set(received))} "
-        f"(retries while down {retried}), dead-lettered {dead}, lost {lost}"
-    )
-    assert counted["completed"] == len(accepted)
-    assert len(set(received)) == len(accepted) and dead == 0 and lost == 0
-    assert retried >= len(accepted)
-
-
-@pytest.fixture(autouse=True)
-def _fault_tests_need_a_writable_tmp(tmp_path: Path) -> None:
-    assert tmp_path.exists()

@@ -9,7 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import ClientFactory
+from bridge.settings import Settings
+from tests.conftest import ClientFactory, token
 from tests.plugins import sample
 from tests.webhook_target import Target, json_of
 
@@ -298,7 +299,7 @@ async def test_a_get_callback_carries_the_outcome_in_the_query(
 
 
 async def test_a_target_that_is_down_then_up_gets_every_callback_once(
-    make_client: ClientFactory, auth: dict[str, str]
+    make_client: ClientFactory, settings: Settings, auth: dict[str, str]
 ) -> None:
     """Connection refused for a while (the breaker opens), then the target starts: every job's
     callback arrives, each with its one webhook-id."""
@@ -311,6 +312,7 @@ async def test_a_target_that_is_down_then_up_gets_every_callback_once(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     client = await make_client(retry_base_s=0.02, breaker_failures=2, breaker_reset_s=0.2)
+    admin_auth = {"Authorization": f"Bearer {token(settings, 'admin')}"}
     url = f"http://127.0.0.1:{port}/hook"
     ids = [
         (
@@ -338,6 +340,15 @@ async def test_a_target_that_is_down_then_up_gets_every_callback_once(
             await asyncio.sleep(0.02)
     finally:
         await server.close()
+    done = [(await finished(client, auth, job_id))["status"] for job_id in ids]
+    dead = len(
+        (await (await client.get("/admin/dead-letters", headers=admin_auth)).json())["dead_letters"]
+    )
+    print(
+        f"\ncallback target down then up: accepted {len(ids)}, completed "
+        f"{done.count('completed')}, callbacks delivered {len(set(received))}, "
+        f"dead-lettered {dead}, lost {len(ids) - len(set(received)) - dead}"
+    )
     assert sorted(received) == sorted(f"cb_{job_id}" for job_id in ids)
 
 
