@@ -5,7 +5,8 @@ samples the daemon's RSS once a second: after the warm-up (the first fifth of th
 not grow by more than 5 %. Exits 1 when there was an error or the memory grew.
 
 Mix per client, in turn: sync `echo` of 5 items; sync `template_render` of 20 items; a
-background `echo` job (with an idempotency key). Every job is checked at the end.
+background `echo` job (with an idempotency key), whose end the client waits for (polling its
+status) before it sends its next one. Every job is checked at the end.
 
     bash bench/run.sh soak [--clients 100] [--seconds 120]
 """
@@ -57,12 +58,35 @@ class Soak:
         self.latencies: dict[str, list[float]] = defaultdict(list)
         self.errors: list[str] = []
         self.jobs: list[str] = []
+        self.jobs_of: dict[int, list[str]] = defaultdict(list)
+
+    async def wait_for(self, session: aiohttp.ClientSession, job_id: str) -> None:
+        """Poll the job's status (each poll a "status" request) until it has ended."""
+        while time.monotonic() < self.until:
+            started = time.perf_counter()
+            try:
+                async with session.get(f"{self.url}/api/v1/workflow/status/{job_id}") as answer:
+                    if answer.status != 200:
+                        self.errors.append(f"status: HTTP {answer.status}")
+                        return
+                    status = (await answer.json())["status"]
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self.errors.append(f"status: {type(exc).__name__}: {exc}")
+                return
+            self.latencies["status"].append(time.perf_counter() - started)
+            if status in ("completed", "failed", "cancelled"):
+                return
+            await asyncio.sleep(0.05)
 
     async def client(self, session: aiohttp.ClientSession, n: int) -> None:
+        """One n8n execution after another: a client waits for its background job before it
+        sends the next (as the node's "wait" does), so the load is steady, not a backlog."""
         for i, (kind, body) in enumerate(requests_of(n)):
             if time.monotonic() >= self.until:
                 return
             if kind.startswith("async"):
+                if self.jobs_of[n]:
+                    await self.wait_for(session, self.jobs_of[n][-1])
                 body = {**body, "idempotency_key": f"soak-{n}-{i}"}
             started = time.perf_counter()
             try:
@@ -72,7 +96,9 @@ class Soak:
                         self.errors.append(f"{kind}: HTTP {answer.status} {payload[:200]!r}")
                         continue
                     if kind.startswith("async"):
-                        self.jobs.append((await answer.json())["job_id"])
+                        job_id = (await answer.json())["job_id"]
+                        self.jobs.append(job_id)
+                        self.jobs_of[n].append(job_id)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
                 continue
