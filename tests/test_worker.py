@@ -357,3 +357,23 @@ async def test_jobs_are_listed_by_execution(client: TestClient, auth: dict[str, 
         await client.post(EXECUTE, json=job("echo", execution_id=execution), headers=auth)
     page = await (await client.get("/api/v1/status/wf-1?execution_id=ex-a", headers=auth)).json()
     assert [j["execution_id"] for j in page["jobs"]] == ["ex-a", "ex-a"]
+
+
+async def test_jobs_beyond_the_decoded_budget_are_read_back_from_the_store(
+    make_client: ClientFactory, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog keeps at most DECODED_BUDGET_JOBS jobs decoded in memory; the others are read
+    from the store when their turn comes, with the same result."""
+    from bridge import worker
+
+    monkeypatch.setattr(worker, "DECODED_BUDGET_JOBS", 2)
+    client = await make_client(queues=[{"name": "default", "concurrency": 1}])
+    ids = []
+    for n in range(6):
+        body = job("repeat", items=[{"json": {"n": n}}], parameters={"times": 2})
+        ids.append((await (await client.post(EXECUTE, json=body, headers=auth)).json())["job_id"])
+    for n, job_id in enumerate(ids):
+        done = await finished(client, auth, job_id)
+        assert done["status"] == "completed"
+        result = await (await client.get(f"/api/v1/workflow/status/{job_id}", headers=auth)).json()
+        assert [i["json"] for i in result["items"]] == [{"n": n, "copy": 0}, {"n": n, "copy": 1}]
