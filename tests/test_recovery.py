@@ -15,7 +15,7 @@ from tests.conftest import PLUGINS, SECRET
 from tests.daemon import Daemon
 from tests.webhook_target import Target
 
-JOBS = 500
+JOBS = 1000
 CALLBACK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
@@ -44,7 +44,7 @@ async def submit(
         "processing_type": "sleep",
         "mode": "async",
         "items": [{"json": {"n": n}}],
-        "parameters": {"seconds": 0.05},
+        "parameters": {"seconds": 0.2},
         "workflow_id": "wf-recovery",
         "idempotency_key": f"recovery-{n}",
         "callback_url": hook,
@@ -62,15 +62,19 @@ async def test_sigkill_mid_batch_loses_no_accepted_job(tmp_path: Path, target: T
     async with aiohttp.ClientSession() as session:
         first = await Daemon(env(tmp_path)).start()
 
+        numbers = iter(range(JOBS))
+
         async def submit_all() -> None:
-            for n in range(JOBS):
+            for n in numbers:  # shared by the submitters: each number once
                 accepted.append(await submit(session, first, auth, n, target.url()))
 
-        # The kill lands while jobs are still being submitted, however fast the machine is.
-        submitting = asyncio.create_task(submit_all())
+        # The kill lands while jobs are still being submitted, however fast the machine is:
+        # two submitters outpace the four workers (0.2 s a job, 20 a second) many times over.
+        submitting = asyncio.gather(*(submit_all() for _ in range(2)))
         try:
-            while len({r.headers["webhook-id"] for r in target.received}) < 50:
-                assert not submitting.done(), "every job ran before the kill: nothing to test"
+            # Mid-batch: some callbacks in, hundreds of jobs accepted and not yet run.
+            while len(accepted) < 300 or len(target.received) < 5:
+                assert not submitting.done(), "every job was submitted before the kill"
                 await asyncio.sleep(0.01)
             submitting.cancel()  # a job accepted but not recorded here is simply not checked
             await asyncio.gather(submitting, return_exceptions=True)
@@ -80,7 +84,9 @@ async def test_sigkill_mid_batch_loses_no_accepted_job(tmp_path: Path, target: T
             await first.kill()
         before_restart = {r.headers["webhook-id"] for r in target.received}
         assert len(before_restart) < len(accepted) // 2, "the kill came too late to test anything"
-        second = await Daemon(env(tmp_path)).start()
+        # More workers after the restart, only to finish the rest sooner.
+        queues = '[{"name": "default", "concurrency": 32}]'
+        second = await Daemon(env(tmp_path, BRIDGE_QUEUES=queues)).start()
         try:
             deadline = asyncio.get_running_loop().time() + 120
             # (a job whose submission was cut by the cancel may also have been accepted)
