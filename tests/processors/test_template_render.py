@@ -123,6 +123,18 @@ async def test_a_template_cannot_exhaust_memory_or_a_worker(
     assert fine["items"][0]["json"]["rendered"] == "Hi AdaAda"
 
 
+async def test_the_bounds_leave_ordinary_templates_alone(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    template = (
+        "{{ '%.2f'|format(total) }}|{{ 'order 12345678'|center(20) }}|{{ 2 ** 10 }}|"
+        "{{ '-' * 3 }}|{{ '{:>6}'.format(n) }}|{{ range(3)|list|length }}"
+    )
+    items = [{"json": {"total": 3.14159, "n": 42}}]
+    answer = await (await render(client, auth, items, template=template)).json()
+    assert answer["items"][0]["json"]["rendered"] == "3.14|   order 12345678   |1024|---|    42|3"
+
+
 async def test_html_is_escaped_when_asked(client: TestClient, auth: dict[str, str]) -> None:
     items = [{"json": {"name": "<b>Ada</b>"}}]
     answer = await (
