@@ -170,6 +170,23 @@ def start_sink_and_redis(
     return f"http://127.0.0.1:{sink_port}", f"redis://127.0.0.1:{redis_port}", processes
 
 
+def rate_table(
+    columns: tuple[str, ...],
+    rows: list[tuple[tuple[str, ...], str]],
+    results: dict[str, list[float]],
+    jobs: int,
+) -> dict[str, float]:
+    """Print a markdown table: the row's cells, jobs/s (median round) and each round's
+    seconds; return the jobs/s by key."""
+    rate = {name: jobs / statistics.median(times) for name, times in results.items()}
+    print("| " + " | ".join(columns) + " | jobs/s | seconds per round |")
+    print("|" + "---|" * (len(columns) + 2))
+    for cells, key in rows:
+        times = ", ".join(f"{t:.2f}" for t in results[key])
+        print("| " + " | ".join(cells) + f" | {rate[key]:,.0f} | {times} |")
+    return rate
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=5000)
@@ -216,21 +233,20 @@ async def main_async(args: argparse.Namespace) -> None:
                 stop(bridge)
             for process in processes:
                 stop(process)
-    rate = {name: args.jobs / statistics.median(times) for name, times in results.items()}
     print(
         f"\n{args.jobs:,} jobs, {args.concurrency} submissions in flight, {WORKERS} jobs at "
         f"once, median of {args.rounds} rounds\n"
     )
-    print("| system | what is timed | jobs/s | seconds per round |")
-    print("|---|---|---|---|")
-    rows = (
-        ("n8n-bridge (embedded)", "submit → callback received", "bridge"),
-        ("arq 0.28 + Redis", "enqueue → callback received", "arq"),
-        ("n8n-bridge (embedded)", "submit → completed (SSE), no callback", "bridge_no_cb"),
+    rate = rate_table(
+        ("system", "what is timed"),
+        [
+            (("n8n-bridge (embedded)", "submit → callback received"), "bridge"),
+            (("arq 0.28 + Redis", "enqueue → callback received"), "arq"),
+            (("n8n-bridge (embedded)", "submit → completed (SSE), no callback"), "bridge_no_cb"),
+        ],
+        results,
+        args.jobs,
     )
-    for label, what, key in rows:
-        times = ", ".join(f"{t:.2f}" for t in results[key])
-        print(f"| {label} | {what} | {rate[key]:,.0f} | {times} |")
     print(f"\nbridge / arq, end to end with callbacks: {rate['bridge'] / rate['arq']:.2f} times")
 
 

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import itertools
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from bench.background import (
     count,
     flood,
     parse_args,
+    rate_table,
     start,
     start_sink_and_redis,
     stop,
@@ -152,22 +152,22 @@ async def main_async(args: argparse.Namespace) -> None:
         finally:
             for process in [*bridges, *processes]:
                 stop(process)
-    rate = {name: args.jobs / statistics.median(times) for name, times in results.items()}
     print(
-        f"\n{args.jobs:,} jobs, {args.concurrency} submissions in flight, {WORKERS} jobs at "
-        f"once per process, median of {args.rounds} rounds, {os.cpu_count()} cores\n"
+        f"\n{args.jobs:,} jobs (submit → callback received), {args.concurrency} submissions in "
+        f"flight, {WORKERS} jobs at once per process, median of {args.rounds} rounds, "
+        f"{os.cpu_count()} cores\n"
     )
-    print("| phase | system | jobs/s (submit → callback received) | seconds per round |")
-    print("|---|---|---|---|")
-    rows = (
-        ("1", "n8n-bridge, Redis backend, 1 process", "one"),
-        ("1", "arq 0.28 (1 worker process)", "arq_1"),
-        ("2", "n8n-bridge, Redis backend, 2 processes", "two"),
-        ("2", "arq 0.28 (1 worker process)", "arq_2"),
+    rate = rate_table(
+        ("phase", "system"),
+        [
+            (("1", "n8n-bridge, Redis backend, 1 process"), "one"),
+            (("1", "arq 0.28 (1 worker process)"), "arq_1"),
+            (("2", "n8n-bridge, Redis backend, 2 processes"), "two"),
+            (("2", "arq 0.28 (1 worker process)"), "arq_2"),
+        ],
+        results,
+        args.jobs,
     )
-    for phase, label, key in rows:
-        times = ", ".join(f"{t:.2f}" for t in results[key])
-        print(f"| {phase} | {label} | {rate[key]:,.0f} | {times} |")
     print("\nCPU per bridge round (seconds of CPU / seconds of wall time = cores busy):\n")
     print("| bridge processes | " + " | ".join(cpu["two"].pids) + " | all | cores busy |")
     print("|---|" + "---|" * (len(cpu["two"].pids) + 2))

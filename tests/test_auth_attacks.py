@@ -24,6 +24,7 @@ from bridge.auth import Authenticator
 from bridge.errors import AuthenticationFailed
 from bridge.settings import Settings
 from tests.conftest import API_KEY, SECRET, ClientFactory, token
+from tests.test_api_errors import error_of
 from tests.test_auth import PRIVATE_KEYS, claims, pem
 
 # Authentication does not depend on the backend: the embedded one is enough.
@@ -102,23 +103,10 @@ async def app_client(make_client: ClientFactory) -> TestClient:
 
 
 async def shared_error(response: Any, status: int, code: str) -> dict[str, Any]:
-    """The body every error has, with the trace id of the X-Trace-ID header."""
-    assert response.status == status, await response.text()
-    body = await response.json()
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert set(error) == {
-        "code",
-        "message",
-        "description",
-        "http_code",
-        "retryable",
-        "trace_id",
-        "details",
-    }
-    assert (error["code"], error["http_code"], error["retryable"]) == (code, status, False)
-    assert error["trace_id"] == response.headers["X-Trace-ID"]
-    return error  # type: ignore[no-any-return]
+    """The body every error has (tests/test_api_errors.py), not retryable."""
+    error = await error_of(response, status, code)
+    assert error["retryable"] is False
+    return error
 
 
 async def nothing_submitted(client: TestClient, settings: Settings, workflow_id: str) -> None:

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -32,9 +30,9 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
+from bench.common import bridge_env, start_bridge
 from bridge.api.routes import ROUTES
 from tests import smtp_server
-from tests.daemon import LISTENING, ROOT
 from tests.smtp_server import Sink
 
 API_KEY = "fuzz-api-key-0123456789abcdef"
@@ -62,61 +60,36 @@ def no_internal_error(ctx: Any, response: Any, case: Any) -> None:
     SEEN_5XX[f"{status} {code}"] += 1
 
 
+@dataclass
 class FuzzedDaemon:
     """`n8n-bridge serve` with every processor able to work (SMTP on a loopback sink)."""
 
-    def __init__(self, directory: Path, smtp_port: int) -> None:
-        self.log = directory / "daemon.log"
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "BRIDGE_PORT": "0",
-            "BRIDGE_DATA_DIR": str(directory / "data"),
-            "BRIDGE_API_KEYS": API_KEY,
-            "BRIDGE_API_KEY_SCOPES": "execute,status,admin",
-            "BRIDGE_SMTP_HOST": "127.0.0.1",
-            "BRIDGE_SMTP_PORT": str(smtp_port),
-            "BRIDGE_SMTP_TLS": "none",
-            "BRIDGE_SMTP_FROM": "fuzz@example.com",
-            "BRIDGE_ACCESS_LOG": "false",
-        }
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bridge", "serve"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=ROOT,
-            )
-        self.url = self._wait_listening()
-
-    def _wait_listening(self) -> str:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            match = LISTENING.search(self.log.read_text(errors="replace"))
-            if match:
-                return match[1]
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("bridge did not start:\n" + self.log.read_text()[-3000:])
+    process: subprocess.Popen[bytes]
+    url: str
 
     def healthy(self) -> bool:
         return self.process.poll() is None and requests.get(f"{self.url}/health").ok
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzedDaemon]:
     sink = Sink()
     controller = smtp_server.start(sink)
-    started = FuzzedDaemon(tmp_path_factory.mktemp("fuzz"), controller.port)  # type: ignore[attr-defined]
-    yield started
-    started.stop()
+    directory = tmp_path_factory.mktemp("fuzz")
+    env = bridge_env(
+        directory / "data",
+        BRIDGE_API_KEYS=API_KEY,
+        BRIDGE_API_KEY_SCOPES="execute,status,admin",
+        BRIDGE_SMTP_HOST="127.0.0.1",
+        BRIDGE_SMTP_PORT=str(controller.port),  # type: ignore[attr-defined]
+        BRIDGE_SMTP_TLS="none",
+        BRIDGE_SMTP_FROM="fuzz@example.com",
+        BRIDGE_ACCESS_LOG="false",
+    )
+    process, url = start_bridge(env, directory / "daemon.log")
+    yield FuzzedDaemon(process, url)
+    process.terminate()
+    process.wait(30)
     controller.stop()
 
 

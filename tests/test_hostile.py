@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import ClientFactory
+from tests.test_api_errors import error_of
 
 pytestmark = pytest.mark.parametrize("backend", ["embedded"])  # the door, not the store
 
@@ -37,16 +38,11 @@ def nested(depth: int) -> bytes:
     return b'{"processing_type": "echo", "items": [{"json": {"deep": ' + inner + b"}}]}"
 
 
-async def error_of(response: Any, status: int) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    return (await response.json())["error"]  # type: ignore[no-any-return]
-
-
 async def test_json_nested_beyond_the_parser_limit_is_400(
     client: TestClient, auth: dict[str, str]
 ) -> None:
     for depth in (5_000, 1_000_000):
-        error = await error_of(await post_raw(client, auth, nested(depth)), 400)
+        error = await error_of(await post_raw(client, auth, nested(depth)), 400, "validation")
         assert "not valid JSON" in error["message"] and "depth" in error["message"]
     await still_serving(client, auth)
 
@@ -71,7 +67,9 @@ async def test_a_huge_string_within_the_limit_is_served_and_one_over_it_is_413(
     answer = await (await post_raw(client, auth, orjson.dumps(body))).json()
     assert len(answer["items"][0]["json"]["s"]) == len(text)
     over = {"processing_type": "echo", "items": [{"json": {"s": text + "x" * 1024 * 1024}}]}
-    error = await error_of(await post_raw(client, auth, orjson.dumps(over)), 413)
+    error = await error_of(
+        await post_raw(client, auth, orjson.dumps(over)), 413, "payload_too_large"
+    )
     assert "BRIDGE_MAX_BODY_BYTES" in error["message"]
     await still_serving(client, auth)
 
@@ -89,7 +87,7 @@ async def test_100k_items_are_served_and_one_more_is_413(
     response = await post_raw(
         client, auth, orjson.dumps({"processing_type": "echo", "items": items})
     )
-    error = await error_of(response, 413)
+    error = await error_of(response, 413, "payload_too_large")
     assert "100000" in error["message"].replace(",", "")
     await still_serving(client, auth)
 
@@ -107,7 +105,7 @@ async def test_100k_items_are_served_and_one_more_is_413(
 async def test_text_and_numbers_json_cannot_carry_are_400(
     client: TestClient, auth: dict[str, str], raw: bytes
 ) -> None:
-    error = await error_of(await post_raw(client, auth, raw), 400)
+    error = await error_of(await post_raw(client, auth, raw), 400, "validation")
     assert error["message"].startswith("the body is not valid JSON")
     await still_serving(client, auth)
 
@@ -120,7 +118,7 @@ async def test_binary_data_that_is_not_base64_is_422_with_its_pointer(
         "processing_type": "echo",
         "items": [{"json": {}}, {"json": {}, "binary": {"file": {"data": data}}}],
     }
-    error = await error_of(await client.post(EXECUTE, json=body, headers=auth), 422)
+    error = await error_of(await client.post(EXECUTE, json=body, headers=auth), 422, "validation")
     assert error["details"][0]["pointer"].startswith("/items/1/binary/file")
     await still_serving(client, auth)
 

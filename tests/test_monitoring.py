@@ -48,14 +48,16 @@ def referenced(text: str) -> set[str]:
     return names
 
 
-pytestmark = pytest.mark.parametrize("backend", ["embedded"])
+embedded_only = pytest.mark.parametrize("backend", ["embedded"])  # the app's /metrics, once
 
 
+@embedded_only
 async def test_the_catalogue_lists_every_exported_metric_and_no_other(client: TestClient) -> None:
     rows = re.findall(r"^\| `(bridge_[a-z_]+)` \|", CATALOGUE.read_text(), re.MULTILINE)
     assert sorted(rows) == sorted(await exported(client))
 
 
+@embedded_only
 async def test_alerts_and_dashboard_use_only_exported_metrics(client: TestClient) -> None:
     metrics = await exported(client)
     dashboard = DASHBOARD.read_text()
@@ -66,7 +68,7 @@ async def test_alerts_and_dashboard_use_only_exported_metrics(client: TestClient
     assert rows == ["Overview", "Queues", "Callbacks and event webhooks", "Blue vs green"]
 
 
-def test_the_alert_rules_pass_promtool(backend: str) -> None:
+def test_the_alert_rules_pass_promtool() -> None:
     checked = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     tested = subprocess.run(
@@ -85,7 +87,7 @@ def test_the_alert_rules_pass_promtool(backend: str) -> None:
     assert alerts == tested_alerts  # every rule has its unit test
 
 
-def test_the_rule_tests_catch_a_wrong_threshold(tmp_path: Path, backend: str) -> None:
+def test_the_rule_tests_catch_a_wrong_threshold(tmp_path: Path) -> None:
     """Negative control: with the error-rate threshold raised to 50 %, the unit test that
     expects the 10 % instance to alert must fail."""
     (tmp_path / "alerts.yml").write_text(RULES.read_text().replace("> 0.05", "> 0.5"))
@@ -97,7 +99,7 @@ def test_the_rule_tests_catch_a_wrong_threshold(tmp_path: Path, backend: str) ->
     assert "BridgeHighErrorRate" in tested.stdout + tested.stderr
 
 
-def test_every_dashboard_query_is_valid_promql(tmp_path: Path, backend: str) -> None:
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     """Each panel's query, as a recording rule, through promtool's PromQL parser."""
     panels = json.loads(DASHBOARD.read_text())["panels"]
     queries = [t["expr"] for p in panels for t in p.get("targets", ())]
