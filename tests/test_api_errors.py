@@ -158,8 +158,20 @@ async def test_schema_violations_have_a_json_pointer_each(
         "workflow_id": "wf-bad",
     }
     error = await error_of(await client.post(EXECUTE, json=body, headers=auth), 422, "validation")
-    pointers = {problem["pointer"] for problem in error["details"]}
-    assert {"/items/1/json", "/priority", "/mode", "/surprise"} <= pointers
+    messages = {problem["pointer"]: problem["message"] for problem in error["details"]}
+    assert {"/items/1/json", "/priority", "/mode", "/surprise"} <= messages.keys()
+    assert messages["/items/1/json"] == "Input should be a JSON object"
+    assert await jobs_of(client, auth) == []
+
+
+async def test_hybrid_records_must_be_objects(client: TestClient, auth: dict[str, str]) -> None:
+    body = {"processing_type": "echo", "data": [{"n": 1}, [1], "text"], "workflow_id": "wf-bad"}
+    response = await client.post("/api/v1/hybrid-processing", json=body, headers=auth)
+    error = await error_of(response, 422, "validation")
+    assert error["details"] == [
+        {"pointer": "/data/1", "message": "Input should be a JSON object"},
+        {"pointer": "/data/2", "message": "Input should be a JSON object"},
+    ]
     assert await jobs_of(client, auth) == []
 
 

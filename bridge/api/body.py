@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from bridge.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed, json_pointer
 from bridge.items import dumps
@@ -73,10 +74,16 @@ def _too_large(size: int | None, limit: int) -> PayloadTooLarge:
     )
 
 
+def _message(problem: ErrorDetails) -> str:
+    if problem["type"] == "is_instance_of":  # JsonObject: pydantic would name a Python class
+        return "Input should be a JSON object"
+    return problem["msg"]
+
+
 def validation_error(exc: ValidationError, within: tuple[str, ...] = ()) -> ValidationFailed:
     problems = exc.errors(include_url=False, include_context=False, include_input=False)
     details = [
-        {"pointer": json_pointer([*within, *p["loc"]]), "message": p["msg"]} for p in problems
+        {"pointer": json_pointer([*within, *p["loc"]]), "message": _message(p)} for p in problems
     ]
     first = details[0]
     return ValidationFailed(

@@ -8,7 +8,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from bridge.errors import ERROR_CODES
 from bridge.events import EVENT_TYPES
-from bridge.items import NOT_BOOL, JsonInt, N8nBinary, N8nItem, PairedItemRef
+from bridge.items import NOT_BOOL, JsonInt, JsonObject, N8nBinary, N8nItem, PairedItemRef
 from bridge.jobs import ItemErrorModel, JobRecord, JobStatus
 from bridge.subscriptions import Subscription
 
@@ -50,7 +50,7 @@ class ExecuteRequest(_Submission):
 
 
 class HybridRequest(_Submission):
-    data: list[dict[str, Any]] = Field(description="records: each becomes one item's json")
+    data: list[JsonObject] = Field(description="records: each becomes one item's json")
 
 
 class OutputItem(BaseModel):
