@@ -183,5 +183,6 @@ def split_outcomes(
         if isinstance(outcome, ItemError):
             errors.append(outcome)
         else:
-            outputs.extend((index, item) for item in outcome)
+            for item in outcome:
+                outputs.append((index, item))
     return outputs, errors

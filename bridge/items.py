@@ -145,6 +145,8 @@ def _decode_binary(blob: N8nBinary, limit: int) -> Binary:
 def outputs_of(result: Any) -> list[Item]:
     """Normalise what a processor returned for one input: a dict (the output's json), an Item, a
     list or tuple of those, or None (no output)."""
+    if type(result) is dict:  # the common case, once per item: no further checks
+        return [Item(result, {})]
     if result is None:
         return []
     if isinstance(result, dict | Item):
@@ -163,7 +165,7 @@ def _as_item(value: Any) -> Item:
             raise TypeError(f"Item.json must be a dict, not {type(value.json).__name__}")
         return value
     if isinstance(value, dict):
-        return Item(json=value)
+        return Item(value, {})
     raise TypeError(f"output item is {type(value).__name__}; expected a dict or an Item")
 
 
