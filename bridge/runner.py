@@ -61,12 +61,12 @@ def _one(func: Callable[..., Any], item: Item, params: Any, ctx: Context) -> Out
 
 
 def run_items(
-    func: Callable[..., Any], items: Sequence[Item], params: Any, ctx: Context, deadline: float
+    func: Callable[..., Any], items: Sequence[Item], params: Any, ctx: Context
 ) -> list[Outcome]:
     """A sync per-item function over a batch; stops taking items once the deadline has passed."""
     outcomes: list[Outcome] = []
     for item in items:
-        if time.monotonic() > deadline:
+        if ctx.past_deadline():
             break
         outcomes.append(_one(func, item, params, ctx))
     return outcomes
@@ -153,14 +153,14 @@ class Runner:
         timeout_s: float,
     ) -> list[Outcome]:
         limit = self._limit(spec)
-        deadline = time.monotonic() + timeout_s
+        ctx = dataclasses.replace(ctx, deadline=time.monotonic() + timeout_s)
         try:
             async with asyncio.timeout(timeout_s):
                 if limit is None:
-                    outcomes = await self._dispatch(spec, items, params, ctx, deadline)
+                    outcomes = await self._dispatch(spec, items, params, ctx)
                 else:
                     async with limit:
-                        outcomes = await self._dispatch(spec, items, params, ctx, deadline)
+                        outcomes = await self._dispatch(spec, items, params, ctx)
         except TimeoutError:
             raise Timeout(
                 f"processor {spec.name!r} did not finish within {timeout_s:g} s",
@@ -190,16 +190,15 @@ class Runner:
         items: Sequence[Item],
         params: Any,
         ctx: Context,
-        deadline: float,
     ) -> list[Outcome]:
         if spec.is_async:
             if spec.batch:
                 return batch_outcomes(items, await spec.func(list(items), params, ctx), ctx)
             return await self._async_items(spec, items, params, ctx)
         if spec.cpu_bound and self._settings.cpu_executor == "process":
-            return await self._in_processes(spec, items, params, ctx, deadline)
+            return await self._in_processes(spec, items, params, ctx)
         pool = self._cpu_pool() if spec.cpu_bound else self._threads
-        return await self._in_pool(pool, spec, items, params, ctx, deadline)
+        return await self._in_pool(pool, spec, items, params, ctx)
 
     async def _async_items(
         self, spec: ProcessorSpec, items: Sequence[Item], params: Any, ctx: Context
@@ -228,12 +227,11 @@ class Runner:
         items: Sequence[Item],
         params: Any,
         ctx: Context,
-        deadline: float,
     ) -> list[Outcome]:
         call = (
             functools.partial(run_batch, spec.func, items, params, ctx)
             if spec.batch
-            else functools.partial(run_items, spec.func, items, params, ctx, deadline)
+            else functools.partial(run_items, spec.func, items, params, ctx)
         )
         # Carry the request's context variables (trace id) into the worker thread's log lines.
         context = contextvars.copy_context()
@@ -265,7 +263,6 @@ class Runner:
         items: Sequence[Item],
         params: Any,
         ctx: Context,
-        deadline: float,
     ) -> list[Outcome]:
         pool = self._cpu_pool()
         ctx = dataclasses.replace(ctx, services=None)  # connections cannot cross processes
@@ -277,9 +274,7 @@ class Runner:
         chunks = [items[start : start + size] for start in range(0, len(items), size)]
         parts = await asyncio.gather(
             *(
-                self._submit(
-                    pool, functools.partial(run_items, spec.func, chunk, params, ctx, deadline)
-                )
+                self._submit(pool, functools.partial(run_items, spec.func, chunk, params, ctx))
                 for chunk in chunks
             )
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -59,6 +60,10 @@ class Context:
     execution_id: str | None = None
     idempotency_key: str | None = None  # the request's, if it had one
     services: Services | None = None  # on the event loop and in threads; None in processes
+    # time.monotonic() by which the run must end (its timeout), set by the runner. A processor
+    # working through many items or a long loop should stop once `past_deadline()`: the
+    # caller has had its timeout answer, and a thread cannot be stopped from outside.
+    deadline: float | None = None
 
     @classmethod
     def for_job(cls, job: JobRecord, settings: Settings, services: Services | None) -> Context:
@@ -73,6 +78,9 @@ class Context:
             idempotency_key=job.idempotency_key,
             services=services,
         )
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -9,10 +10,16 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from bridge.keys import RUNNER
 from bridge.settings import Settings
 from tests.conftest import ClientFactory, token
 
 EXECUTE = "/api/v1/workflow/execute"
+# Text doubled 30 times in a loop: 2**30 times its size unless each step is bounded.
+DOUBLING = (
+    "{{% set ns = namespace(s='x' * 999999) %}}"
+    "{{% for i in range(30) %}}{{% set ns.s = {step} %}}{{% endfor %}}{{{{ ns.s|length }}}}"
+)
 
 
 async def render(
@@ -107,6 +114,18 @@ async def test_the_sandbox_refuses_escapes(
         ("{{ '{x:1000000000}'.format_map({'x': 1}) }}", "width over 1,000,000"),
         ("{% for i in range(99999) %}{{ 'a'.ljust(999999) }}{% endfor %}", "output is longer"),
         ("{{ range(10**9)|list }}", "the most a template may ask for"),
+        ("{{ (2 ** 49999) * (2 ** 49999) * (2 ** 49999) }}", "product of numbers"),
+        ("{{ ['x' * 999999] * 999999 }}", "repetition over 1,000,000"),
+        (DOUBLING.format(step="ns.s ~ ns.s"), "over 10,000,000 characters"),
+        (DOUBLING.format(step="ns.s + ns.s"), "over 10,000,000 characters"),
+        ("{{ ('x' * 99999).replace('x', 'y' * 99999) }}", "over 10,000,000 characters"),
+        ("{{ ('x' * 99999).replace('', 'y' * 99999) }}", "over 10,000,000 characters"),
+        ("{{ ('x' * 99999)|replace('x', 'y' * 99999) }}", "over 10,000,000 characters"),
+        ("{{ ('y' * 99999).join(range(99999)|map('string')) }}", "over 10,000,000 characters"),
+        ("{{ range(99999)|join('y' * 99999) }}", "over 10,000,000 characters"),
+        ("{{ ('\t' * 99999).expandtabs(99999) }}", "over 10,000,000 characters"),
+        ("{{ ('\n' * 99999)|indent(99999) }}", "over 10,000,000 characters"),
+        ("{{ range(3)|batch(999999, 'x' * 999999)|list }}", "over 10,000,000 characters"),
     ],
 )
 async def test_a_template_cannot_exhaust_memory_or_a_worker(
@@ -123,16 +142,48 @@ async def test_a_template_cannot_exhaust_memory_or_a_worker(
     assert fine["items"][0]["json"]["rendered"] == "Hi AdaAda"
 
 
+async def test_a_template_stops_at_its_time_limit_and_frees_its_thread(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """Loops are not bounded by size alone: two nested loops over a million run for hours. The
+    run's deadline is checked at every call and loop start, so the worker thread is free again
+    soon after the 504, not when the loops end."""
+    endless = "{% set s = 'x' * 999999 %}{% for i in s %}{% for j in s %}{% endfor %}{% endfor %}"
+    body = {
+        "processing_type": "template_render",
+        "items": [{"json": {}} for _ in range(3)],
+        "parameters": {"template": endless},
+        "timeout_s": 0.5,
+    }
+    response = await client.post(EXECUTE, json=body, headers=auth)
+    assert response.status == 504
+    assert (await response.json())["error"]["code"] == "timeout"
+    runner = client.app[RUNNER]
+    for _ in range(200):  # one inner loop of a million takes well under a second
+        if runner.busy == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert runner.busy == 0, "the rendering thread is still running after its deadline"
+    fine = await (await render(client, auth, [{"json": {"n": 1}}], template="{{ n }}")).json()
+    assert fine["items"][0]["json"]["rendered"] == "1"
+
+
 async def test_the_bounds_leave_ordinary_templates_alone(
     client: TestClient, auth: dict[str, str]
 ) -> None:
     template = (
         "{{ '%.2f'|format(total) }}|{{ 'order 12345678'|center(20) }}|{{ 2 ** 10 }}|"
-        "{{ '-' * 3 }}|{{ '{:>6}'.format(n) }}|{{ range(3)|list|length }}"
+        "{{ '-' * 3 }}|{{ '{:>6}'.format(n) }}|{{ range(3)|list|length }}|"
+        "{{ 'a b'.replace(' ', '_') }}|{{ tags|join(',') }}|{{ 'x' ~ n ~ 'y' }}|{{ [1] + [2] }}|"
+        "{{ 'x\ny'|indent(2) }}|{% for t in tags %}{{ loop.index }}/{{ loop.length }} {% endfor %}|"
+        "{{ range(5)|batch(2, 0)|list }}|{{ 6 * 7 }}"
     )
-    items = [{"json": {"total": 3.14159, "n": 42}}]
+    items = [{"json": {"total": 3.14159, "n": 42, "tags": ["a", "b"]}}]
     answer = await (await render(client, auth, items, template=template)).json()
-    assert answer["items"][0]["json"]["rendered"] == "3.14|   order 12345678   |1024|---|    42|3"
+    assert answer["items"][0]["json"]["rendered"] == (
+        "3.14|   order 12345678   |1024|---|    42|3|a_b|a,b|x42y|[1, 2]|x\n  y|1/2 2/2 |"
+        "[[0, 1], [2, 3], [4, 0]]|42"
+    )
 
 
 async def test_html_is_escaped_when_asked(client: TestClient, auth: dict[str, str]) -> None:
