@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
 from bridge.auth import mint_token
+from bridge.keys import RUNNER
 from bridge.settings import Settings
 from tests.redis_server import redis_server, redis_url  # noqa: F401 (fixtures for every module)
 from tests.webhook_target import target  # noqa: F401 (a fixture for every test module)
@@ -76,3 +79,13 @@ def token(settings: Settings, scopes: str = "execute,status", ttl: float = 300) 
 def auth(settings: Settings) -> dict[str, str]:
     """Headers of a JWT with the execute and status scopes."""
     return {"Authorization": f"Bearer {token(settings)}"}
+
+
+async def pool_calls_end(client: TestClient, bound_s: float = 10) -> bool:
+    """Whether every processor call in the app's pools has ended within `bound_s` — after a
+    timeout, a thread goes on until the processor returns."""
+    runner = client.app[RUNNER]
+    deadline = time.monotonic() + bound_s  # by the clock: a busy thread can slow the loop down
+    while runner.busy and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return runner.busy == 0

@@ -14,7 +14,7 @@ import orjson
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.errors import ValidationFailed, json_pointer
+from bridge.errors import Timeout, ValidationFailed, json_pointer
 from bridge.items import Item
 from bridge.processors.registry import Context, processor
 
@@ -94,6 +94,8 @@ def validation(items: list[Item], params: ValidationParams, ctx: Context) -> lis
     results: list[dict[str, Any]] = []
     invalid: list[dict[str, str]] = []
     for item in items:
+        if ctx.past_deadline():  # the caller has had its timeout: free the thread
+            raise Timeout(f"validation stopped at item {item.index}: out of time")
         record = orjson.loads(orjson.dumps(item.json))  # a copy we may normalise
         problems = [
             {"pointer": json_pointer(error.absolute_path), "message": error.message}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -10,9 +9,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from bridge.keys import RUNNER
 from bridge.settings import Settings
-from tests.conftest import ClientFactory, token
+from tests.conftest import ClientFactory, pool_calls_end, token
 
 EXECUTE = "/api/v1/workflow/execute"
 # Text doubled 30 times in a loop: 2**30 times its size unless each step is bounded.
@@ -158,12 +156,7 @@ async def test_a_template_stops_at_its_time_limit_and_frees_its_thread(
     response = await client.post(EXECUTE, json=body, headers=auth)
     assert response.status == 504
     assert (await response.json())["error"]["code"] == "timeout"
-    runner = client.app[RUNNER]
-    for _ in range(200):  # one inner loop of a million takes well under a second
-        if runner.busy == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert runner.busy == 0, "the rendering thread is still running after its deadline"
+    assert await pool_calls_end(client), "the rendering thread is still running past its deadline"
     fine = await (await render(client, auth, [{"json": {"n": 1}}], template="{{ n }}")).json()
     assert fine["items"][0]["json"]["rendered"] == "1"
 

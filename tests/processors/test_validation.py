@@ -6,6 +6,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from tests.conftest import pool_calls_end
+
 EXECUTE = "/api/v1/workflow/execute"
 SCHEMA = {
     "type": "object",
@@ -74,3 +76,21 @@ async def test_an_invalid_schema_is_refused(client: TestClient, auth: dict[str, 
     error = (await response.json())["error"]
     assert error["details"][0]["pointer"] == "/parameters/schema"
     assert "not a valid JSON Schema" in error["details"][0]["message"]
+
+
+async def test_a_slow_batch_stops_at_its_time_limit_and_frees_its_thread(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """A pattern that backtracks (about a second an item here, a minute for the batch): after
+    the 504 the thread stops at the next item instead of going through all of them."""
+    items = [{"json": {"code": "a" * 24 + "b"}} for _ in range(60)]
+    schema = {"properties": {"code": {"pattern": "^(a+)+$"}}}
+    body = {
+        "processing_type": "validation",
+        "items": items,
+        "parameters": {"schema": schema},
+        "timeout_s": 0.2,
+    }
+    response = await client.post(EXECUTE, json=body, headers=auth)
+    assert response.status == 504
+    assert await pool_calls_end(client), "the validation thread is still running past its deadline"
