@@ -84,8 +84,10 @@ class Sandbox(ImmutableSandboxedEnvironment):
         # wrapper costs each call.
         for name in SIZED_FILTERS & self.filters.keys():
             self.filters[name] = _bounded(self.filters[name], name == "format")
-        for name, size_of in GROWING_FILTERS.items():
-            self.filters[name] = _bounded_result(self.filters[name], size_of)
+        for name, estimate in GROWING_FILTERS.items():
+            self.filters[name] = _bounded_result(
+                self.filters[name], estimate, name in ITERABLE_FIRST
+            )
         self.globals = {
             name: _bounded(g) if callable(g) else g
             for name, g in self.globals.items()
@@ -241,6 +243,7 @@ GROWING_STR_METHODS: dict[str, Callable[..., int]] = {
     "join": _joined_size,
 }
 # Filters of that kind: (the filter's arguments, without Jinja's context) → size.
+ITERABLE_FIRST = frozenset({"join", "batch"})
 GROWING_FILTERS: dict[str, Callable[..., int]] = {
     "replace": _replaced_size,
     "join": lambda value, separator="", *_, **__: _joined_size(separator, value),
@@ -273,14 +276,16 @@ def _bounded(function: Callable[..., Any], formats: bool = False) -> Callable[..
     return bounded
 
 
-def _bounded_result(function: Callable[..., Any], size: Callable[..., int]) -> Callable[..., Any]:
+def _bounded_result(
+    function: Callable[..., Any], size: Callable[..., int], iterable_first: bool
+) -> Callable[..., Any]:
     """A filter that refuses work whose answer would be over MAX_OUTPUT_CHARS, before doing it."""
     skip = 1 if getattr(function, "jinja_pass_arg", None) is not None else 0  # Jinja's context
 
     @functools.wraps(function)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         arguments = list(args[skip:])
-        if arguments and not isinstance(arguments[0], str | list | tuple):
+        if iterable_first and arguments and not isinstance(arguments[0], str | list | tuple):
             arguments[0] = list(arguments[0])  # an iterator would be used up by measuring it
         _check_estimate(size(*arguments, **kwargs))
         return function(*args[:skip], *arguments, **kwargs)

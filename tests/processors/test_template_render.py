@@ -169,13 +169,14 @@ async def test_the_bounds_leave_ordinary_templates_alone(
         "{{ '-' * 3 }}|{{ '{:>6}'.format(n) }}|{{ range(3)|list|length }}|"
         "{{ 'a b'.replace(' ', '_') }}|{{ tags|join(',') }}|{{ 'x' ~ n ~ 'y' }}|{{ [1] + [2] }}|"
         "{{ 'x\ny'|indent(2) }}|{% for t in tags %}{{ loop.index }}/{{ loop.length }} {% endfor %}|"
-        "{{ range(5)|batch(2, 0)|list }}|{{ 6 * 7 }}"
+        "{{ range(5)|batch(2, 0)|list }}|{{ 6 * 7 }}|{{ 1231|replace('1', 'x') }}|"
+        "{{ {'k': 1}|join(',') }}|{{ (range(3)|map('string'))|join('-') }}"
     )
     items = [{"json": {"total": 3.14159, "n": 42, "tags": ["a", "b"]}}]
     answer = await (await render(client, auth, items, template=template)).json()
     assert answer["items"][0]["json"]["rendered"] == (
         "3.14|   order 12345678   |1024|---|    42|3|a_b|a,b|x42y|[1, 2]|x\n  y|1/2 2/2 |"
-        "[[0, 1], [2, 3], [4, 0]]|42"
+        "[[0, 1], [2, 3], [4, 0]]|42|x23x|k|0-1-2"
     )
 
 
