@@ -67,7 +67,11 @@ deadline() { awk -v a="$(now)" -v s="$1" 'BEGIN { printf "%.3f", a + s }'; }
 haproxy() {  # one or more commands separated by ';', sent in one connection
     local address
     if [[ $SOCKET == *:+([0-9]) ]]; then address=TCP:$SOCKET; else address=UNIX-CONNECT:$SOCKET; fi
-    printf '%s\n' "$1" | socat -t 5 - "$address"
+    # In the background and waited for: socat catches SIGINT and exits normally, and bash takes
+    # a foreground child that does so as having handled Ctrl-C and skips its own trap. The wait
+    # builtin is interrupted by the signal instead, so the trap runs.
+    printf '%s\n' "$1" | socat -t 5 - "$address" &
+    wait "$!"
 }
 
 haproxy_set() {  # `set server` answers nothing when it worked, a reason when not

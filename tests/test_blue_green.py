@@ -327,7 +327,7 @@ async def test_a_switch_stopped_half_way_is_finished_by_the_next(stack: Stack) -
     # Ctrl-C: the terminal signals the whole group. (SIGINT to bash alone, while it waits for
     # a curl or sleep that does not die of it, is taken as handled by the child and ignored.)
     os.killpg(switch.process.pid, signal.SIGINT)
-    assert await switch.wait() == 130
+    assert await switch.wait() == 130, switch.log
     assert "INTERRUPTED" in switch.log
     load = Load(stack.haproxy.url).start()
     code, log = await run_switch(stack, "switch", "green", watch_s=1)
