@@ -182,6 +182,9 @@ class Switch:
             env=self.env,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # its own process group, as in a terminal
+            # Ctrl-C as in a terminal: a shell started with SIGINT ignored (a CI runner or a
+            # `cmd &` without job control hands that down) cannot trap it at all.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self._reader = asyncio.create_task(self._read())
         return self
