@@ -129,8 +129,8 @@ class Sandbox(ImmutableSandboxedEnvironment):
         if isinstance(getattr(__obj, "__self__", None), str):  # a method of a text
             estimate = GROWING_STR_METHODS.get(__obj.__name__)
             if estimate is not None:
-                if __obj.__name__ == "join" and args:  # measure what is joined, then join it
-                    args = (list(args[0]), *args[1:])
+                if __obj.__name__ in ITERABLE_FIRST and args:
+                    args = (_listed(args[0]), *args[1:])
                 _check_estimate(estimate(__obj.__self__, *args, **kwargs))
         return super().call(__context, __obj, *args, **kwargs)
 
@@ -217,9 +217,8 @@ def _replaced_size(text: Any, old: Any, new: Any, count: Any = None, *_: Any) ->
     return len(text) + found * (len(new) - len(old))
 
 
-def _joined_size(separator: Any, parts: Any = (), *_: Any, **__: Any) -> int:
-    items = list(parts) if not isinstance(parts, list | tuple) else parts
-    return size_of(items) + len(str(separator)) * len(items)
+def _joined_size(separator: Any, parts: Sequence[Any] = (), *_: Any, **__: Any) -> int:
+    return size_of(parts) + len(str(separator)) * len(parts)
 
 
 def _tabbed_size(text: str, tabsize: Any = 8) -> int:
@@ -243,7 +242,7 @@ GROWING_STR_METHODS: dict[str, Callable[..., int]] = {
     "join": _joined_size,
 }
 # Filters of that kind: (the filter's arguments, without Jinja's context) → size.
-ITERABLE_FIRST = frozenset({"join", "batch"})
+ITERABLE_FIRST = frozenset({"join", "batch"})  # a method or filter whose first argument is listed
 GROWING_FILTERS: dict[str, Callable[..., int]] = {
     "replace": _replaced_size,
     "join": lambda value, separator="", *_, **__: _joined_size(separator, value),
@@ -276,6 +275,12 @@ def _bounded(function: Callable[..., Any], formats: bool = False) -> Callable[..
     return bounded
 
 
+def _listed(value: Any) -> Any:
+    """An iterable to be measured and then used: as a list, since measuring would use up an
+    iterator (texts, lists and tuples as they are)."""
+    return value if isinstance(value, str | list | tuple) else list(value)
+
+
 def _bounded_result(
     function: Callable[..., Any], size: Callable[..., int], iterable_first: bool
 ) -> Callable[..., Any]:
@@ -285,8 +290,8 @@ def _bounded_result(
     @functools.wraps(function)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         arguments = list(args[skip:])
-        if iterable_first and arguments and not isinstance(arguments[0], str | list | tuple):
-            arguments[0] = list(arguments[0])  # an iterator would be used up by measuring it
+        if iterable_first and arguments:
+            arguments[0] = _listed(arguments[0])
         _check_estimate(size(*arguments, **kwargs))
         return function(*args[:skip], *arguments, **kwargs)
 
