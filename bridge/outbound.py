@@ -15,6 +15,7 @@ are allowed by default: n8n usually runs next to the bridge.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -91,12 +92,17 @@ class OutboundGuard:
     def __init__(self, allow: Sequence[str], deny: Sequence[str]) -> None:
         self._allow = [parse_entry(entry) for entry in allow]
         self._deny = [parse_entry(entry) for entry in deny]
+        # The verdict depends on the host alone, and a bridge calls few hosts: judge each once.
+        self._host_refusal = functools.lru_cache(maxsize=1024)(self._judge_host)
 
     def refusal(self, url: str) -> str | None:
         """Why a URL may not be called, judged by its host alone (no DNS); None if it may."""
         host = (urlsplit(url).hostname or "").lower().rstrip(".")
         if not host:
             return f"{url!r} has no host"
+        return self._host_refusal(host)
+
+    def _judge_host(self, host: str) -> str | None:
         address = _address(host)
         if address is not None:
             return self._judge_address(host, address)

@@ -445,6 +445,7 @@ class WorkerPool:
             job_id=job.job_id,
             workflow_id=job.workflow_id,
             trace_id=job.trace_id,
+            created_at=time.time(),  # given: a default factory costs pydantic a signature() here
             body={
                 "job_id": job.job_id,
                 "workflow_id": job.workflow_id,
