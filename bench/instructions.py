@@ -30,6 +30,25 @@ from bench.redis_backend import bridge_round
 WARM_JOBS = 300
 
 
+def start_under_callgrind(
+    env: dict[str, str], out: Path, log_file: Path
+) -> subprocess.Popen[bytes]:
+    """`n8n-bridge serve` under callgrind, counting nothing until told to."""
+    command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    with log_file.open("wb") as log:
+        return subprocess.Popen(
+            [*command, sys.executable, "-m", "bridge", "serve"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def callgrind_control(option: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", option, str(pid)], check=True, capture_output=True)
+
+
 def callgrind_total(out: Path) -> int:
     """Instructions in callgrind's dumps (`summary:` / `totals:` lines)."""
     total = 0
@@ -56,30 +75,13 @@ async def count(backend: str, jobs: int) -> float:
                 **({"BRIDGE_REDIS_URL": f"{redis_url}/1"} if backend == "redis" else {}),
             )
             out = tmp / "callgrind.out"
-            with (tmp / "bridge.log").open("wb") as log:
-                bridge = subprocess.Popen(
-                    [
-                        "valgrind",
-                        "--tool=callgrind",
-                        "--instr-atstart=no",
-                        f"--callgrind-out-file={out}",
-                        sys.executable,
-                        "-m",
-                        "bridge",
-                        "serve",
-                    ],
-                    env=env,
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            bridge = start_under_callgrind(env, out, tmp / "bridge.log")
             url = f"http://127.0.0.1:{env['BRIDGE_PORT']}"
             await asyncio.wait_for(wait_http(f"{url}/health"), 600)
             await bridge_round([url], sink, WARM_JOBS, 64)
-            control = ["callgrind_control"]
-            subprocess.run([*control, "--instr=on", str(bridge.pid)], check=True, capture_output=True)
+            callgrind_control("--instr=on", bridge.pid)
             await bridge_round([url], sink, jobs, 64)
-            subprocess.run([*control, "--dump", str(bridge.pid)], check=True, capture_output=True)
+            callgrind_control("--dump", bridge.pid)
             return callgrind_total(out) / jobs
         finally:
             if bridge is not None:
