@@ -32,6 +32,16 @@ from bench.common import ROOT, bridge_env, free_port, start_bridge, token
 WORKERS = 32
 
 
+def job_bridge_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """A bridge for these benchmarks: one queue running WORKERS jobs at once, signed callbacks."""
+    return bridge_env(
+        data_dir,
+        BRIDGE_QUEUES=f'[{{"name": "default", "concurrency": {WORKERS}}}]',
+        BRIDGE_CALLBACK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        **settings,
+    )
+
+
 def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -202,12 +212,7 @@ async def main_async(args: argparse.Namespace) -> None:
         bridge = None
         try:
             await wait_http(f"{sink}/count")
-            env = bridge_env(
-                tmp / "bridge",
-                BRIDGE_QUEUES=f'[{{"name": "default", "concurrency": {WORKERS}}}]',
-                BRIDGE_CALLBACK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-            )
-            bridge, url = start_bridge(env, tmp / "bridge.log")
+            bridge, url = start_bridge(job_bridge_env(tmp / "bridge"), tmp / "bridge.log")
             worker_env = {
                 **os.environ,
                 "ARQ_REDIS": redis_url,

@@ -23,8 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.background import WORKERS, start_sink_and_redis, stop, wait_http
-from bench.common import ROOT, bridge_env, free_port
+from bench.background import job_bridge_env, start_sink_and_redis, stop, wait_http
+from bench.common import ROOT, free_port
 from bench.redis_backend import bridge_round
 
 WARM_JOBS = 300
@@ -67,10 +67,8 @@ async def count(backend: str, jobs: int) -> float:
         bridge = None
         try:
             await wait_http(f"{sink}/count")
-            env = bridge_env(
+            env = job_bridge_env(
                 tmp / "bridge",
-                BRIDGE_QUEUES=f'[{{"name": "default", "concurrency": {WORKERS}}}]',
-                BRIDGE_CALLBACK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
                 BRIDGE_PORT=str(free_port()),
                 **({"BRIDGE_REDIS_URL": f"{redis_url}/1"} if backend == "redis" else {}),
             )

@@ -32,6 +32,7 @@ from bench.background import (
     arq_round,
     count,
     flood,
+    job_bridge_env,
     parse_args,
     rate_table,
     start,
@@ -40,7 +41,7 @@ from bench.background import (
     until,
     wait_http,
 )
-from bench.common import ROOT, bridge_env, start_bridge, token
+from bench.common import ROOT, start_bridge, token
 
 
 def cpu_s(pid: int) -> float:
@@ -102,12 +103,7 @@ async def main_async(args: argparse.Namespace) -> None:
             await wait_http(f"{sink}/count")
 
             def bridge(name: str) -> str:
-                env = bridge_env(
-                    tmp / name,
-                    BRIDGE_REDIS_URL=f"{redis_url}/1",
-                    BRIDGE_QUEUES=f'[{{"name": "default", "concurrency": {WORKERS}}}]',
-                    BRIDGE_CALLBACK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-                )
+                env = job_bridge_env(tmp / name, BRIDGE_REDIS_URL=f"{redis_url}/1")
                 process, url = start_bridge(env, tmp / f"{name}.log")
                 bridges.append(process)
                 return url

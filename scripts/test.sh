@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/venv.sh
 . scripts/lib/n8n.sh
-ensure_venv test
+ensure_venv test,bench  # bench: arq, so mypy checks the benchmarks too
 apt_ensure redis-server redis-server  # the Redis backend's tests start their own servers
 apt_ensure haproxy haproxy            # the blue-green tests check and run a real HAProxy
 apt_ensure socat socat                # ... through its admin socket, as the switch script does

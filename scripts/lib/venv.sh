@@ -21,7 +21,7 @@ find_python() {
     return 1
 }
 
-# ensure_venv EXTRAS — EXTRAS is "" (the daemon) or "test"
+# ensure_venv EXTRAS — EXTRAS is "" (the daemon), "test", or "test,bench" (tests and benchmarks)
 ensure_venv() {
     local extras=$1 python stamp target="."
     if [ ! -x .venv/bin/python ]; then
