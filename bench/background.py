@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import statistics
@@ -21,7 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -163,21 +165,53 @@ async def arq_round(redis_url: str, sink: str, jobs: int, concurrency: int) -> f
     return elapsed
 
 
-def start_sink_and_redis(
-    tmp: Path, *, appendonly: bool
-) -> tuple[str, str, list[subprocess.Popen[bytes]]]:
-    """The callback sink and a redis-server on free ports: their URLs and processes."""
+@dataclass(frozen=True)
+class Setting:
+    """What a background benchmark runs in: a temporary folder, the callback sink, a redis-server,
+    and the processes to stop at the end (the benchmark adds its bridges and workers)."""
+
+    tmp: Path
+    sink: str
+    redis_url: str
+    processes: list[subprocess.Popen[bytes]]
+
+
+@contextlib.asynccontextmanager
+async def setting(*, appendonly: bool) -> AsyncIterator[Setting]:
+    """The sink and a redis-server on free ports, once the sink answers; all stopped after."""
     redis_server = shutil.which("redis-server")
     if redis_server is None:
         sys.exit("redis-server is missing: bash bench/run.sh installs it")
-    sink_port, redis_port = free_port(), free_port()
-    arguments = ["--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp)]
-    arguments += ["--appendonly", "yes", "--appendfsync", "everysec"] if appendonly else []
-    processes = [
-        start([sys.executable, "-m", "bench.callback_sink", str(sink_port)]),
-        start([redis_server, *arguments]),
-    ]
-    return f"http://127.0.0.1:{sink_port}", f"redis://127.0.0.1:{redis_port}", processes
+    with tempfile.TemporaryDirectory() as directory:
+        tmp = Path(directory)
+        sink_port, redis_port = free_port(), free_port()
+        arguments = ["--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""]
+        arguments += ["--dir", str(tmp)]
+        arguments += ["--appendonly", "yes", "--appendfsync", "everysec"] if appendonly else []
+        processes = [
+            start([sys.executable, "-m", "bench.callback_sink", str(sink_port)]),
+            start([redis_server, *arguments]),
+        ]
+        try:
+            sink = f"http://127.0.0.1:{sink_port}"
+            await wait_http(f"{sink}/count")
+            yield Setting(tmp, sink, f"redis://127.0.0.1:{redis_port}", processes)
+        finally:
+            for process in reversed(processes):  # bridges and workers before Redis and the sink
+                stop(process)
+
+
+async def start_arq_worker(redis_url: str) -> subprocess.Popen[bytes]:
+    """An arq worker process running WORKERS jobs at once, once it has had time to connect."""
+    env = {
+        **os.environ,
+        "ARQ_REDIS": redis_url,
+        "ARQ_MAX_JOBS": str(WORKERS),
+        "PYTHONPATH": str(ROOT),
+    }
+    worker = start([sys.executable, "-m", "arq", "bench.arq_worker.WorkerSettings"], env)
+    await asyncio.sleep(1.0)
+    return worker
 
 
 def rate_table(
@@ -206,38 +240,21 @@ def parse_args() -> argparse.Namespace:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        tmp = Path(directory)
-        sink, redis_url, processes = start_sink_and_redis(tmp, appendonly=False)
-        bridge = None
-        try:
-            await wait_http(f"{sink}/count")
-            bridge, url = start_bridge(job_bridge_env(tmp / "bridge"), tmp / "bridge.log")
-            worker_env = {
-                **os.environ,
-                "ARQ_REDIS": redis_url,
-                "ARQ_MAX_JOBS": str(WORKERS),
-                "PYTHONPATH": str(ROOT),
-            }
-            processes.append(
-                start([sys.executable, "-m", "arq", "bench.arq_worker.WorkerSettings"], worker_env)
+    async with setting(appendonly=False) as bench:
+        bridge, url = start_bridge(job_bridge_env(bench.tmp / "bridge"), bench.tmp / "bridge.log")
+        bench.processes.append(bridge)
+        bench.processes.append(await start_arq_worker(bench.redis_url))
+        sink, redis_url = bench.sink, bench.redis_url
+        warm = max(200, args.jobs // 10)
+        await bridge_round(url, sink, warm, args.concurrency)
+        await arq_round(redis_url, sink, warm, args.concurrency)
+        results: dict[str, list[float]] = {"bridge": [], "bridge_no_cb": [], "arq": []}
+        for _ in range(args.rounds):
+            results["bridge"].append(await bridge_round(url, sink, args.jobs, args.concurrency))
+            results["arq"].append(await arq_round(redis_url, sink, args.jobs, args.concurrency))
+            results["bridge_no_cb"].append(
+                await bridge_round(url, None, args.jobs, args.concurrency)
             )
-            await asyncio.sleep(1.0)  # the arq worker connects
-            warm = max(200, args.jobs // 10)
-            await bridge_round(url, f"{sink}", warm, args.concurrency)
-            await arq_round(redis_url, sink, warm, args.concurrency)
-            results: dict[str, list[float]] = {"bridge": [], "bridge_no_cb": [], "arq": []}
-            for _ in range(args.rounds):
-                results["bridge"].append(await bridge_round(url, sink, args.jobs, args.concurrency))
-                results["arq"].append(await arq_round(redis_url, sink, args.jobs, args.concurrency))
-                results["bridge_no_cb"].append(
-                    await bridge_round(url, None, args.jobs, args.concurrency)
-                )
-        finally:
-            if bridge is not None:
-                stop(bridge)
-            for process in processes:
-                stop(process)
     print(
         f"\n{args.jobs:,} jobs, {args.concurrency} submissions in flight, {WORKERS} jobs at "
         f"once, median of {args.rounds} rounds\n"

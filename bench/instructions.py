@@ -20,10 +20,9 @@ import argparse
 import asyncio
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from bench.background import job_bridge_env, start_sink_and_redis, stop, wait_http
+from bench.background import job_bridge_env, setting, wait_http
 from bench.common import ROOT, free_port
 from bench.redis_backend import bridge_round
 
@@ -61,31 +60,22 @@ def callgrind_total(out: Path) -> int:
 
 async def count(backend: str, jobs: int) -> float:
     """Instructions per job of one bridge on `backend`."""
-    with tempfile.TemporaryDirectory() as directory:
-        tmp = Path(directory)
-        sink, redis_url, processes = start_sink_and_redis(tmp, appendonly=True)
-        bridge = None
-        try:
-            await wait_http(f"{sink}/count")
-            env = job_bridge_env(
-                tmp / "bridge",
-                BRIDGE_PORT=str(free_port()),
-                **({"BRIDGE_REDIS_URL": f"{redis_url}/1"} if backend == "redis" else {}),
-            )
-            out = tmp / "callgrind.out"
-            bridge = start_under_callgrind(env, out, tmp / "bridge.log")
-            url = f"http://127.0.0.1:{env['BRIDGE_PORT']}"
-            await asyncio.wait_for(wait_http(f"{url}/health"), 600)
-            await bridge_round([url], sink, WARM_JOBS, 64)
-            callgrind_control("--instr=on", bridge.pid)
-            await bridge_round([url], sink, jobs, 64)
-            callgrind_control("--dump", bridge.pid)
-            return callgrind_total(out) / jobs
-        finally:
-            if bridge is not None:
-                stop(bridge)
-            for process in processes:
-                stop(process)
+    async with setting(appendonly=True) as bench:
+        env = job_bridge_env(
+            bench.tmp / "bridge",
+            BRIDGE_PORT=str(free_port()),
+            **({"BRIDGE_REDIS_URL": f"{bench.redis_url}/1"} if backend == "redis" else {}),
+        )
+        out = bench.tmp / "callgrind.out"
+        bridge = start_under_callgrind(env, out, bench.tmp / "bridge.log")
+        bench.processes.append(bridge)
+        url = f"http://127.0.0.1:{env['BRIDGE_PORT']}"
+        await asyncio.wait_for(wait_http(f"{url}/health"), 600)
+        await bridge_round([url], bench.sink, WARM_JOBS, 64)
+        callgrind_control("--instr=on", bridge.pid)
+        await bridge_round([url], bench.sink, jobs, 64)
+        callgrind_control("--dump", bridge.pid)
+        return callgrind_total(out) / jobs
 
 
 async def main_async(args: argparse.Namespace) -> None:

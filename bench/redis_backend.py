@@ -19,8 +19,6 @@ import argparse
 import asyncio
 import itertools
 import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,13 +33,11 @@ from bench.background import (
     job_bridge_env,
     parse_args,
     rate_table,
-    start,
-    start_sink_and_redis,
-    stop,
+    setting,
+    start_arq_worker,
     until,
-    wait_http,
 )
-from bench.common import ROOT, start_bridge, token
+from bench.common import start_bridge, token
 
 
 def cpu_s(pid: int) -> float:
@@ -95,59 +91,38 @@ async def bridge_round(urls: list[str], sink: str, jobs: int, concurrency: int) 
 async def main_async(args: argparse.Namespace) -> None:
     results: dict[str, list[float]] = {"one": [], "arq_1": [], "two": [], "arq_2": []}
     cpu: dict[str, Cpu] = {}
-    with tempfile.TemporaryDirectory() as directory:
-        tmp = Path(directory)
-        sink, redis_url, processes = start_sink_and_redis(tmp, appendonly=True)
-        bridges = []
-        try:
-            await wait_http(f"{sink}/count")
+    async with setting(appendonly=True) as bench:
+        sink, processes = bench.sink, bench.processes
+        arq_redis = f"{bench.redis_url}/2"
 
-            def bridge(name: str) -> str:
-                env = job_bridge_env(tmp / name, BRIDGE_REDIS_URL=f"{redis_url}/1")
-                process, url = start_bridge(env, tmp / f"{name}.log")
-                bridges.append(process)
-                return url
+        def bridge(name: str) -> tuple[str, int]:
+            env = job_bridge_env(bench.tmp / name, BRIDGE_REDIS_URL=f"{bench.redis_url}/1")
+            process, url = start_bridge(env, bench.tmp / f"{name}.log")
+            processes.append(process)
+            return url, process.pid
 
-            first = bridge("first")
-            worker_env = {
-                **os.environ,
-                "ARQ_REDIS": f"{redis_url}/2",
-                "ARQ_MAX_JOBS": str(WORKERS),
-                "PYTHONPATH": str(ROOT),
-            }
-            processes.append(
-                start([sys.executable, "-m", "arq", "bench.arq_worker.WorkerSettings"], worker_env)
+        first, first_pid = bridge("first")
+        processes.append(await start_arq_worker(arq_redis))
+        warm = max(200, args.jobs // 10)
+        await bridge_round([first], sink, warm, args.concurrency)
+        await arq_round(arq_redis, sink, warm, args.concurrency)
+        pids = {"client": os.getpid(), "sink": processes[0].pid, "redis": processes[1].pid}
+        cpu["one"] = Cpu({**pids, "bridge 1": first_pid})
+        for _ in range(args.rounds):
+            before = cpu["one"].start()
+            results["one"].append(await bridge_round([first], sink, args.jobs, args.concurrency))
+            cpu["one"].stop(before)
+            results["arq_1"].append(await arq_round(arq_redis, sink, args.jobs, args.concurrency))
+        second, second_pid = bridge("second")
+        await bridge_round([first, second], sink, warm, args.concurrency)
+        cpu["two"] = Cpu({**pids, "bridge 1": first_pid, "bridge 2": second_pid})
+        for _ in range(args.rounds):
+            before = cpu["two"].start()
+            results["two"].append(
+                await bridge_round([first, second], sink, args.jobs, args.concurrency)
             )
-            await asyncio.sleep(1.0)  # the arq worker connects
-            warm = max(200, args.jobs // 10)
-            await bridge_round([first], sink, warm, args.concurrency)
-            await arq_round(f"{redis_url}/2", sink, warm, args.concurrency)
-            pids = {"client": os.getpid(), "sink": processes[0].pid, "redis": processes[1].pid}
-            cpu["one"] = Cpu({**pids, "bridge 1": bridges[0].pid})
-            for _ in range(args.rounds):
-                before = cpu["one"].start()
-                results["one"].append(
-                    await bridge_round([first], sink, args.jobs, args.concurrency)
-                )
-                cpu["one"].stop(before)
-                results["arq_1"].append(
-                    await arq_round(f"{redis_url}/2", sink, args.jobs, args.concurrency)
-                )
-            second = bridge("second")
-            await bridge_round([first, second], sink, warm, args.concurrency)
-            cpu["two"] = Cpu({**pids, "bridge 1": bridges[0].pid, "bridge 2": bridges[1].pid})
-            for _ in range(args.rounds):
-                before = cpu["two"].start()
-                results["two"].append(
-                    await bridge_round([first, second], sink, args.jobs, args.concurrency)
-                )
-                cpu["two"].stop(before)
-                results["arq_2"].append(
-                    await arq_round(f"{redis_url}/2", sink, args.jobs, args.concurrency)
-                )
-        finally:
-            for process in [*bridges, *processes]:
-                stop(process)
+            cpu["two"].stop(before)
+            results["arq_2"].append(await arq_round(arq_redis, sink, args.jobs, args.concurrency))
     print(
         f"\n{args.jobs:,} jobs (submit → callback received), {args.concurrency} submissions in "
         f"flight, {WORKERS} jobs at once per process, median of {args.rounds} rounds, "
