@@ -19,11 +19,12 @@ from bridge.queues.base import JobQueue
 from bridge.queues.memory import MemoryQueue
 from bridge.queues.redis_streams import KINDS as QUEUE_KINDS
 from bridge.queues.redis_streams import StreamKeeper, StreamQueue
+from bridge.redact import redact_url
 from bridge.settings import Settings
 from bridge.stores import redis as redis_store
 from bridge.stores import redis_log, sqlite, sqlite_log
 from bridge.stores.base import Store
-from bridge.stores.redis_db import RedisDb, consumer_name, redacted
+from bridge.stores.redis_db import RedisDb, consumer_name
 from bridge.stores.sqlite_db import Database
 from bridge.subscriptions import SubscriptionStore
 from bridge.webhooks import Delivery
@@ -172,7 +173,7 @@ class Redis:
             "name": self.name,
             "store": "redis",
             "queues": "redis-streams",
-            "url": redacted(self.db.url),
+            "url": redact_url(self.db.url),
             "consumer": self.consumer,
             "up": self.db.up,
             "down_reason": self.db.down_reason,

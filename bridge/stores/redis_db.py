@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bridge.aio import stop_tasks
+from bridge.redact import redact_url
 from bridge.stores.batching import REMOVED, Batch, GroupCommit
 
 log = logging.getLogger(__name__)
@@ -165,16 +166,9 @@ class RedisDb(GroupCommit):
             return
         self.up, self.down_reason = up, reason
         if up:
-            log.info("Redis is reachable at %s", redacted(self.url))
+            log.info("Redis is reachable at %s", redact_url(self.url))
         else:
             log.error("Redis is unreachable (%s); background jobs are refused meanwhile", reason)
         for callback in self.on_change:
             callback(up, reason)
 
-
-def redacted(url: str) -> str:
-    """The URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"

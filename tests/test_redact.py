@@ -1,0 +1,25 @@
+"""bridge.redact: what a shown URL keeps and what it loses."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.redact import redact_url
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://n8n.example.com/webhook/abc", "https://n8n.example.com/webhook/abc"),
+        (
+            "http://n8n:5678/webhook-waiting/42?signature=0123abcd",
+            "http://n8n:5678/webhook-waiting/42?***",
+        ),
+        ("https://user:secret@h.example:8443/p?a=1#frag", "https://***@h.example:8443/p?***"),
+        ("redis://:pw@redis:6379/0?password=other", "redis://***@redis:6379/0?***"),
+        ("unix:///run/redis.sock?password=x", "unix:///run/redis.sock?***"),
+        ("http://[::1", "***"),
+    ],
+)
+def test_userinfo_and_query_never_shown(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
