@@ -5,12 +5,13 @@ retries and dead letters as job callbacks."""
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from bridge.events import Event, EventType
 from bridge.ids import new_id
+from bridge.redact import redact_url
 from bridge.webhooks import Delivery
 
 _HTTP_URL = TypeAdapter(AnyHttpUrl)
@@ -35,6 +36,10 @@ class SubscriptionRequest(BaseModel):
 class Subscription(SubscriptionRequest):
     id: str
     created_at: float = Field(default_factory=time.time)
+
+    def shown(self) -> dict[str, Any]:
+        """The subscription as the API shows it: its URL redacted."""
+        return {**self.model_dump(mode="json"), "url": redact_url(self.url)}
 
     def wants(self, event: Event) -> bool:
         return event.type in self.events and (

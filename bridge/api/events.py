@@ -83,7 +83,7 @@ async def subscribe(request: web.Request) -> web.Response:
     refuse_url(request.app[OUTBOUND], str(body.url), "/url")
     subscription = await request.app[SUBSCRIPTIONS].add(body)
     return json_response(
-        subscription.model_dump(mode="json"),
+        subscription.shown(),
         status=201,
         headers={"Location": f"/api/v1/subscriptions/{subscription.id}"},
     )
@@ -91,7 +91,7 @@ async def subscribe(request: web.Request) -> web.Response:
 
 async def list_subscriptions(request: web.Request) -> web.Response:
     subscriptions = request.app[SUBSCRIPTIONS].all()
-    return json_response({"subscriptions": [s.model_dump(mode="json") for s in subscriptions]})
+    return json_response({"subscriptions": [s.shown() for s in subscriptions]})
 
 
 async def get_subscription(request: web.Request) -> web.Response:
@@ -99,7 +99,7 @@ async def get_subscription(request: web.Request) -> web.Response:
     subscription = request.app[SUBSCRIPTIONS].get(subscription_id)
     if subscription is None:
         raise NotFound(f"no subscription {subscription_id!r}")
-    return json_response(subscription.model_dump(mode="json"))
+    return json_response(subscription.shown())
 
 
 async def unsubscribe(request: web.Request) -> web.Response:

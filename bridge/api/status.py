@@ -3,8 +3,6 @@ DELETE /api/v1/workflow/{job_id} (cancel)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from aiohttp import web
 
@@ -23,7 +21,7 @@ async def job_status(request: web.Request) -> web.Response:
             description="finished jobs are kept for BRIDGE_SYNC_JOB_RETENTION_S (sync) or "
             "BRIDGE_JOB_RETENTION_S (background), then removed",
         )
-    answer: dict[str, Any] = job.model_dump(mode="json")
+    answer = job.shown()
     if job.mode == "async" and job.status.finished:
         result = await request.app[STORE].get_data(job_id, "result")
         if result is not None:
@@ -38,7 +36,7 @@ def _items_of(result: bytes) -> bytes:
 
 async def cancel_job(request: web.Request) -> web.Response:
     job = await request.app[WORKERS].cancel(request.match_info["job_id"])
-    return json_response(job.model_dump(mode="json"))
+    return json_response(job.shown())
 
 
 async def workflow_jobs(request: web.Request) -> web.Response:
@@ -55,7 +53,7 @@ async def workflow_jobs(request: web.Request) -> web.Response:
     return json_response(
         {
             "workflow_id": workflow_id,
-            "jobs": [job.model_dump(mode="json") for job in jobs],
+            "jobs": [job.shown() for job in jobs],
             "next_cursor": next_cursor,
         }
     )
