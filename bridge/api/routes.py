@@ -67,7 +67,7 @@ ROUTES: tuple[Route, ...] = (
         "execute",
         body=ExecuteRequest,
         response=ExecuteResponse,
-        also=(429, 502, 503),
+        also=(409, 429, 502, 503),
         accepted=Accepted,
     ),
     Route(
@@ -79,7 +79,7 @@ ROUTES: tuple[Route, ...] = (
         "execute",
         body=HybridRequest,
         response=HybridResponse,
-        also=(429, 502, 503),
+        also=(409, 429, 502, 503),
         accepted=Accepted,
     ),
     Route(
