@@ -5,6 +5,9 @@ EdDSA with a public key — and chosen by the token's `kid` (rotation: several k
 must carry `exp`, `iat`, `aud` and `iss`; `none` and algorithm confusion are impossible because the
 algorithm comes from the key, never from the token. API keys (`X-API-Key`) are kept as SHA-256
 hashes and compared in constant time. Scopes: `execute`, `status`, `admin` (admin grants all).
+A JWT may be limited to workflow ids by its `workflows` claim (`bridge.workflow_limit`); the
+handlers filter what such a principal reads and writes, and the routes that act across
+workflows refuse it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from bridge.errors import AuthenticationFailed, Forbidden
 from bridge.settings import API_KEY_HASH_PREFIX, SCOPES, ConfigError, JwtKey, Settings
+from bridge.workflow_limit import CLAIM, WorkflowLimit
 
 DEFAULT_KID = "default"
 REALM = "n8n-bridge"
@@ -39,6 +43,7 @@ class Principal:
     subject: str
     scopes: frozenset[str]
     method: Literal["jwt", "api_key"]
+    workflows: WorkflowLimit | None = None  # None: every workflow
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
@@ -139,7 +144,9 @@ class Authenticator:
                 return cached.principal
             del self._verified[token]
         claims = self._decode(token)
-        principal = Principal(str(claims.get("sub", "")), _scopes_of(claims), "jwt")
+        principal = Principal(
+            str(claims.get("sub", "")), _scopes_of(claims), "jwt", self._workflows_of(claims)
+        )
         self._verified[token] = _Verified(
             principal,
             not_before=max(float(claims["iat"]), float(claims.get("nbf", claims["iat"]))),
@@ -183,6 +190,14 @@ class Authenticator:
         except jwt.InvalidTokenError as exc:
             raise self._invalid(f"the token is invalid: {exc}") from None
 
+    def _workflows_of(self, claims: Mapping[str, Any]) -> WorkflowLimit | None:
+        if CLAIM not in claims:
+            return None
+        try:
+            return WorkflowLimit.parse(claims[CLAIM])
+        except ValueError as exc:
+            raise self._invalid(f"the token's {CLAIM!r} claim is invalid: {exc}") from None
+
     def _select_key(self, kid: Any) -> _Key:
         if kid is None:
             if len(self._keys) == 1:
@@ -220,9 +235,14 @@ def authorize(principal: Principal, scope: str) -> None:
 
 
 def mint_token(
-    settings: Settings, scopes: list[str], ttl_s: float, subject: str = "n8n-bridge-cli"
+    settings: Settings,
+    scopes: list[str],
+    ttl_s: float,
+    subject: str = "n8n-bridge-cli",
+    workflows: list[str] | None = None,
 ) -> str:
-    """A JWT signed with BRIDGE_JWT_SECRET, else with the first HS256 key of BRIDGE_JWT_KEYS."""
+    """A JWT signed with BRIDGE_JWT_SECRET, else with the first HS256 key of BRIDGE_JWT_KEYS;
+    with `workflows`, limited to those workflow ids (a trailing `*`: a prefix)."""
     if settings.jwt_secret is not None:
         kid, secret = DEFAULT_KID, settings.jwt_secret.get_secret_value()
     else:
@@ -237,8 +257,13 @@ def mint_token(
         raise ConfigError(
             f"--scope: unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}"
         )
+    if workflows is not None:
+        try:
+            WorkflowLimit.parse(workflows)
+        except ValueError as exc:
+            raise ConfigError(f"--workflow: {exc}") from None
     now = int(time.time())
-    claims = {
+    claims: dict[str, Any] = {
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
         "sub": subject,
@@ -247,4 +272,6 @@ def mint_token(
         "jti": secrets.token_hex(8),
         "scope": " ".join(scopes),
     }
+    if workflows is not None:
+        claims[CLAIM] = workflows
     return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": kid})

@@ -9,6 +9,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -68,6 +69,12 @@ class Breakers:
         self._failures = failures_to_open
         self._reset_s = reset_s
         self._by_host: dict[str, Breaker] = {}
+
+    def for_url(self, url: str) -> tuple[str, Breaker]:
+        """The breaker of the URL's host (and port) — never keyed by its userinfo, which would
+        show in /admin/status — and that key."""
+        host = urlsplit(url).netloc.rpartition("@")[2]
+        return host, self.for_host(host)
 
     def for_host(self, host: str) -> Breaker:
         breaker = self._by_host.get(host)

@@ -34,6 +34,7 @@ from bridge.breaker import Breakers
 from bridge.items import dumps
 from bridge.metrics import Metrics
 from bridge.outbound import OutboundRefused
+from bridge.redact import redact_url
 from bridge.settings import Settings
 from bridge.webhooks import Delivery, Signer
 
@@ -151,8 +152,7 @@ class Deliverer:
     async def _deliver(self, delivery: Delivery) -> None:
         max_attempts = self._settings.callback_max_attempts
         while True:
-            host = urlsplit(delivery.url).netloc
-            breaker = self._breakers.for_host(host)
+            host, breaker = self._breakers.for_url(delivery.url)
             wait = breaker.wait_s()
             if wait:
                 reason, delay = f"circuit open for {host}", wait
@@ -192,7 +192,7 @@ class Deliverer:
                 "%s %s to %s: %s; next try in %.1f s",
                 delivery.kind,
                 delivery.id,
-                delivery.url,
+                redact_url(delivery.url),
                 reason,
                 delay,
                 extra={"job_id": delivery.job_id, "trace_id": delivery.trace_id},
@@ -252,7 +252,7 @@ class Deliverer:
                 "%s %s to %s is a dead letter: %s",
                 delivery.kind,
                 delivery.id,
-                delivery.url,
+                redact_url(delivery.url),
                 reason,
                 extra={"job_id": delivery.job_id, "trace_id": delivery.trace_id},
             )

@@ -65,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         help="lifetime: seconds or 15m, 1h, 7d (default: 1h)",
     )
     token.add_argument("--subject", default="n8n-bridge-cli", help="the token's `sub` claim")
+    token.add_argument(
+        "--workflow",
+        action="append",
+        metavar="ID",
+        help="limit the token to this workflow id (repeatable; a trailing * makes it a prefix, "
+        "e.g. team-a-*); without it the token reaches every workflow",
+    )
     commands.add_parser(
         "check-config", parents=[config], help="validate and print the effective settings"
     )
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         settings, notice = prepare(settings)
         if args.command == "token":
             scopes = [s.strip() for s in args.scope.split(",") if s.strip()]
-            print(mint_token(settings, scopes, args.ttl, args.subject))
+            print(mint_token(settings, scopes, args.ttl, args.subject, args.workflow))
             if notice and "generated" in notice:
                 print(notice, file=sys.stderr)
             return 0

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.redact import redact_url
+
 MAX_STORED_ERRORS = 100
 
 
@@ -117,6 +119,14 @@ class JobRecord(BaseModel):
         None, description="what n8n reported of the workflow this job started (callbacks API)"
     )
     retry_at: float | None = Field(None, description="a retry waits until then (Unix time)")
+
+    def shown(self) -> dict[str, Any]:
+        """The record as the API shows it: the callback URL redacted (a resume URL's query is
+        a capability); the stored record keeps it whole for the delivery."""
+        answer = self.model_dump(mode="json")
+        if self.callback is not None:
+            answer["callback"]["url"] = redact_url(self.callback.url)
+        return answer
 
     def advance(self, status: JobStatus, **changes: Any) -> JobRecord:
         """The record in its next state; an illegal move raises `IllegalTransition`."""

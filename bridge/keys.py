@@ -9,7 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     import aiohttp
 
-    from bridge.auth import Authenticator
+    from bridge.auth import Authenticator, Principal
     from bridge.backends import DeadLetterStore, Embedded, EventStore, Redis
     from bridge.breaker import Breakers
     from bridge.callbacks import Deliverer
@@ -48,3 +48,4 @@ WORKERS: web.AppKey[WorkerPool] = web.AppKey("workers")
 SERVICES: web.AppKey[Services] = web.AppKey("services")
 
 TRACE_ID: web.RequestKey[str] = web.RequestKey("trace_id")
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

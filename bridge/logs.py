@@ -129,3 +129,6 @@ def configure(log_format: Literal["json", "console"], level: str, color: str | N
     root.setLevel(level)
     # Our access log replaces aiohttp's, which knows nothing of trace ids.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiosqlite logs every statement with its parameters at DEBUG: whole job records,
+    # items and callback URLs.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)

@@ -20,6 +20,7 @@ from bridge.breaker import Breakers
 from bridge.callbacks import retry_after, retry_delay
 from bridge.errors import IntegrationFailed, ValidationFailed
 from bridge.outbound import OutboundGuard, OutboundRefused, refuse_url
+from bridge.redact import redact_url
 from bridge.settings import Settings
 
 RETRY_STATUSES = frozenset({408, 425, 429})
@@ -56,8 +57,7 @@ class N8nClient:
     ) -> tuple[int, Any]:
         """(status, answer) of a 2xx; IntegrationFailed otherwise — retryable unless n8n refused
         the request itself (4xx)."""
-        host = urlsplit(url).netloc
-        breaker = self._breakers.for_host(host)
+        host, breaker = self._breakers.for_url(url)
         attempts = self._settings.n8n_max_attempts
         reason = ""
         for attempt in range(1, attempts + 1):
@@ -69,7 +69,9 @@ class N8nClient:
             try:
                 status, answer, wait = await self._once(url, payload, method, headers or {})
             except OutboundRefused as exc:
-                raise IntegrationFailed(f"not calling {url}: {exc}", retryable=False) from None
+                raise IntegrationFailed(
+                    f"not calling {redact_url(url)}: {exc}", retryable=False
+                ) from None
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 reason, wait = f"{type(exc).__name__}: {exc}".rstrip(": "), None
                 breaker.failed()
@@ -86,7 +88,9 @@ class N8nClient:
                 await asyncio.sleep(
                     max(retry_delay(attempt, self._settings.retry_base_s, 30.0), min(wait or 0, 30))
                 )
-        raise IntegrationFailed(f"calling n8n at {url} failed {attempts} times: {reason}")
+        raise IntegrationFailed(
+            f"calling n8n at {redact_url(url)} failed {attempts} times: {reason}"
+        )
 
     async def _once(
         self, url: str, payload: Any, method: str, headers: dict[str, str]
@@ -108,7 +112,9 @@ class N8nClient:
 
 def _refusal(url: str, status: int, answer: Any) -> str:
     message = answer.get("message") if isinstance(answer, dict) else answer
-    text = f"n8n refused the call to {url}: HTTP {status}" + (f": {message}" if message else "")
+    text = f"n8n refused the call to {redact_url(url)}: HTTP {status}" + (
+        f": {message}" if message else ""
+    )
     if status == 404:
         text += (
             " — is the workflow active? (a production URL works only while the workflow is "

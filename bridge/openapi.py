@@ -19,7 +19,7 @@ _PATH_PARAM = re.compile(r"{(\w+)}")
 ERROR_TEXT = {
     400: "Malformed request (not JSON)",
     401: "Authentication missing or invalid (see WWW-Authenticate)",
-    403: "The credential lacks the scope",
+    403: "The credential lacks the scope, or is limited to other workflows",
     404: "Not found",
     405: "Method not allowed",
     413: "Body larger than BRIDGE_MAX_BODY_BYTES, or too many items",
@@ -120,6 +120,11 @@ def _operation(route: Route, refs: dict[Any, Any], keyed: list[Any]) -> dict[str
     if route.scope is not None:
         operation["security"] = [{"bearerAuth": []}, {"apiKey": []}]
         operation["description"] = f"Needs the `{route.scope}` scope (or `admin`)."
+        if route.cross_workflow:
+            operation["description"] += (
+                " Acts across workflows: refused to a token limited to workflows (its "
+                "`workflows` claim)."
+            )
         if route.signed:
             operation["security"].append({})
             operation["description"] += (

@@ -27,6 +27,7 @@ from aiohttp.client_middlewares import ClientHandlerType
 from aiohttp.resolver import DefaultResolver
 
 from bridge.errors import ValidationFailed
+from bridge.redact import redact_url
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -55,7 +56,7 @@ def refuse_url(guard: OutboundGuard, url: str, pointer: str) -> None:
     reason = guard.refusal(url)
     if reason is not None:
         raise ValidationFailed(
-            f"{pointer.lstrip('/')}: the bridge does not call {url!r}: {reason}",
+            f"{pointer.lstrip('/')}: the bridge does not call {redact_url(url)!r}: {reason}",
             description="use the address n8n is reached at; operators set "
             "BRIDGE_OUTBOUND_ALLOW / BRIDGE_OUTBOUND_DENY",
             details=[{"pointer": pointer, "message": reason}],
@@ -99,7 +100,7 @@ class OutboundGuard:
         """Why a URL may not be called, judged by its host alone (no DNS); None if it may."""
         host = (urlsplit(url).hostname or "").lower().rstrip(".")
         if not host:
-            return f"{url!r} has no host"
+            return f"{redact_url(url)!r} has no host"
         return self._host_refusal(host)
 
     def _judge_host(self, host: str) -> str | None:

@@ -1,17 +1,23 @@
 """Webhook subscriptions to events (the Python Bridge Trigger node makes them): every published
 event that a subscription wants becomes a signed delivery to its URL, through the same outbox,
-retries and dead letters as job callbacks."""
+retries and dead letters as job callbacks.
+
+A subscription made by a workflow-limited token records that limit (`workflows`): it is
+delivered only events of those workflows, and only tokens whose limit covers it see it."""
 
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from functools import cached_property
+from typing import Any, Protocol
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from bridge.events import Event, EventType
 from bridge.ids import new_id
+from bridge.redact import redact_url
 from bridge.webhooks import Delivery
+from bridge.workflow_limit import WorkflowLimit
 
 _HTTP_URL = TypeAdapter(AnyHttpUrl)
 
@@ -35,10 +41,29 @@ class SubscriptionRequest(BaseModel):
 class Subscription(SubscriptionRequest):
     id: str
     created_at: float = Field(default_factory=time.time)
+    workflows: list[str] | None = Field(
+        None,
+        description="the workflow limit of the token that made it: only these workflows' "
+        "events are delivered (null: every workflow's)",
+    )
+
+    @cached_property
+    def limit(self) -> WorkflowLimit | None:
+        return None if self.workflows is None else WorkflowLimit.parse(self.workflows)
+
+    def visible_to(self, limit: WorkflowLimit | None) -> bool:
+        """Whether a credential with `limit` may see (and remove) this subscription."""
+        return limit is None or (self.limit is not None and limit.covers(self.limit))
+
+    def shown(self) -> dict[str, Any]:
+        """The subscription as the API shows it: its URL redacted."""
+        return {**self.model_dump(mode="json"), "url": redact_url(self.url)}
 
     def wants(self, event: Event) -> bool:
-        return event.type in self.events and (
-            self.workflow_id is None or event.workflow_id == self.workflow_id
+        return (
+            event.type in self.events
+            and (self.workflow_id is None or event.workflow_id == self.workflow_id)
+            and (self.limit is None or self.limit.allows(event.workflow_id))
         )
 
 
@@ -60,8 +85,14 @@ class Subscriptions:
     async def load(self) -> None:
         self._by_id = {s.id: s for s in await self._store.all()}
 
-    async def add(self, request: SubscriptionRequest) -> Subscription:
-        subscription = Subscription(id=new_id(), **request.model_dump())
+    async def add(
+        self, request: SubscriptionRequest, limit: WorkflowLimit | None = None
+    ) -> Subscription:
+        subscription = Subscription(
+            id=new_id(),
+            workflows=None if limit is None else limit.entries(),
+            **request.model_dump(),
+        )
         await self._store.add(subscription)
         self._by_id[subscription.id] = subscription
         return subscription

@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from standardwebhooks.webhooks import Webhook
 
+from bridge.redact import redact_url
+
 DeliveryKind = Literal["callback", "event", "job"]
 DeliveryState = Literal["pending", "dead"]
 
@@ -37,6 +39,10 @@ class Delivery(BaseModel):
     created_at: float = Field(default_factory=time.time)
     last_error: str | None = None
     dead_at: float | None = None
+
+    def shown(self) -> dict[str, Any]:
+        """The delivery as `/admin/dead-letters` shows it: its URL redacted."""
+        return {**self.model_dump(mode="json"), "url": redact_url(self.url)}
 
 
 class Signer:

@@ -35,6 +35,7 @@ from bridge.logs import job_id_var, trace_id_var, workflow_id_var
 from bridge.metrics import Metrics
 from bridge.processors.registry import Context, Registry
 from bridge.queues.base import Entry, JobQueue, QueueFull
+from bridge.redact import redact_url
 from bridge.router import JobTraits, Router, with_default
 from bridge.runner import Runner
 from bridge.services import Services
@@ -478,7 +479,7 @@ class WorkerPool:
             job_id=delivery.job_id,
             workflow_id=delivery.workflow_id,
             execution_id=job.execution_id if job else None,
-            data={"url": delivery.url, "attempts": delivery.attempts, "reason": reason},
+            data={"url": redact_url(delivery.url), "attempts": delivery.attempts, "reason": reason},
         )
 
     def _publish(self, type: Any, job: JobRecord, **data: Any) -> None:

@@ -258,3 +258,101 @@ async def test_http_answers_401_and_403(make_client: ClientFactory, settings: Se
     )
     assert with_key.status == 200
     assert (await client.get("/health")).status == 200  # public
+
+
+# ---- the `workflows` claim: a token limited to workflow ids -----------------------------------
+
+
+def test_a_workflows_claim_limits_the_principal(authenticator: Authenticator) -> None:
+    token = jwt.encode(
+        claims(workflows=["wf-1", "team-a-*"]),
+        SECRET,
+        algorithm="HS256",
+        headers={"kid": "default"},
+    )
+    limit = authenticator.authenticate(bearer(token)).workflows
+    assert limit is not None
+    assert limit.allows("wf-1") and limit.allows("team-a-") and limit.allows("team-a-42")
+    assert not limit.allows("wf-10") and not limit.allows("wf-") and not limit.allows("team-b-1")
+    assert not limit.allows(None)  # a job or event without a workflow is nobody's
+    assert limit.entries() == ["team-a-*", "wf-1"]
+
+
+def test_without_the_claim_a_token_reaches_every_workflow(authenticator: Authenticator) -> None:
+    token = jwt.encode(claims(), SECRET, algorithm="HS256", headers={"kid": "default"})
+    assert authenticator.authenticate(bearer(token)).workflows is None
+    assert authenticator.authenticate({"X-API-Key": API_KEY}).workflows is None
+
+
+def test_an_empty_workflows_claim_reaches_no_workflow(authenticator: Authenticator) -> None:
+    token = jwt.encode(claims(workflows=[]), SECRET, algorithm="HS256", headers={"kid": "default"})
+    limit = authenticator.authenticate(bearer(token)).workflows
+    assert limit is not None and not limit.allows("wf-1") and limit.entries() == []
+
+
+@pytest.mark.parametrize(
+    ("workflows", "reason"),
+    [
+        ("wf-1", "a list"),
+        (None, "a list"),
+        ({"wf-1": True}, "a list"),
+        ([1], "a string"),
+        ([["wf-1"]], "a string"),
+        ([""], "empty"),
+        (["*"], "every workflow"),
+        (["a*b"], "only at the end"),
+        (["a**"], "only at the end"),
+        (["wf\n1"], "control"),
+        (["wf\u20281"], "control"),
+        (["x" * 257], "256"),
+        ([f"wf-{n}" for n in range(101)], "100"),
+    ],
+    ids=[
+        "string",
+        "null",
+        "object",
+        "number",
+        "nested",
+        "empty-id",
+        "star",
+        "inner-star",
+        "double-star",
+        "newline",
+        "line-separator",
+        "too-long",
+        "too-many",
+    ],
+)
+def test_a_malformed_workflows_claim_is_refused(
+    authenticator: Authenticator, workflows: Any, reason: str
+) -> None:
+    token = jwt.encode(
+        {**claims(), "workflows": workflows}, SECRET, algorithm="HS256", headers={"kid": "default"}
+    )
+    error = reject(authenticator, bearer(token), "'workflows' claim")
+    assert reason in error.message
+
+
+def test_a_limit_covers_only_what_lies_within_it() -> None:
+    from bridge.workflow_limit import WorkflowLimit
+
+    team = WorkflowLimit.parse(["team-a-*", "wf-1"])
+    assert team.covers(WorkflowLimit.parse(["team-a-x-*", "team-a-1", "wf-1"]))
+    assert team.covers(WorkflowLimit.parse([]))
+    assert not team.covers(WorkflowLimit.parse(["team-*"]))
+    assert not team.covers(WorkflowLimit.parse(["wf-1*"]))
+    assert not team.covers(WorkflowLimit.parse(["wf-2"]))
+
+
+def test_mint_token_writes_the_workflows_claim(settings: Settings) -> None:
+    token = mint_token(settings, ["execute"], 60, workflows=["wf-1", "team-*"])
+    assert jwt.decode(token, options={"verify_signature": False})["workflows"] == [
+        "wf-1",
+        "team-*",
+    ]
+    principal = Authenticator(settings).authenticate(bearer(token))
+    assert principal.workflows is not None and principal.workflows.allows("team-9")
+    unlimited = mint_token(settings, ["execute"], 60)
+    assert "workflows" not in jwt.decode(unlimited, options={"verify_signature": False})
+    with pytest.raises(ConfigError, match="--workflow"):
+        mint_token(settings, ["execute"], 60, workflows=["a*b"])

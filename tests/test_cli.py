@@ -203,3 +203,14 @@ async def test_shutdown_is_bounded_when_a_request_outlives_it(
             assert await daemon.wait(timeout=30) == 0
             with pytest.raises(aiohttp.ClientError):
                 await slow
+
+
+def test_token_command_limits_a_token_to_workflows(tmp_path: Path) -> None:
+    env = {"BRIDGE_JWT_SECRET": SECRET, "BRIDGE_DATA_DIR": str(tmp_path)}
+    result = run_cli("token", "--workflow", "wf-1", "--workflow", "team-a-*", env=env)
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"], audience="n8n-bridge")
+    assert claims["workflows"] == ["wf-1", "team-a-*"]
+    refused = run_cli("token", "--workflow", "*", env=env)
+    assert refused.returncode == 2
+    assert "--workflow" in refused.stderr and "every workflow" in refused.stderr

@@ -73,7 +73,7 @@ async def dead_letters(request: web.Request) -> web.Response:
     more = len(letters) == query.limit
     return json_response(
         {
-            "dead_letters": [letter.model_dump(mode="json") for letter in letters],
+            "dead_letters": [letter.shown() for letter in letters],
             "next_before": letters[-1].created_at if more else None,
         }
     )

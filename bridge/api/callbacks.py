@@ -1,17 +1,19 @@
 """POST /api/v1/callbacks/{workflow_id}: n8n reports the outcome of a workflow the bridge
 started (with the `n8n_trigger` processor). Verified by a Standard Webhooks signature
 (BRIDGE_CALLBACK_SECRET) or a JWT / API key with the execute scope; a repeated `webhook-id`
-changes nothing."""
+changes nothing. A workflow-limited token reports only under its workflows, and only on their
+jobs."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from bridge.api.access import require_workflow, visible
 from bridge.api.body import json_response, read_model
 from bridge.api.models import IncomingCallback
 from bridge.auth import authorize
 from bridge.errors import AuthenticationFailed
-from bridge.keys import AUTH, DELIVERER, EVENTS, OUTBOX, STORE
+from bridge.keys import AUTH, DELIVERER, EVENTS, OUTBOX, PRINCIPAL, STORE
 
 
 async def receive(request: web.Request) -> web.Response:
@@ -30,13 +32,16 @@ async def receive(request: web.Request) -> web.Response:
                 "and the whsec_ key of BRIDGE_CALLBACK_SECRET",
             )
     else:
-        authorize(request.app[AUTH].authenticate(request.headers), "execute")
+        principal = request.app[AUTH].authenticate(request.headers)
+        authorize(principal, "execute")
+        request[PRINCIPAL] = principal
     body = await read_model(request, IncomingCallback)
     workflow_id = request.match_info["workflow_id"]
+    require_workflow(request, workflow_id, "/path/workflow_id")
     if webhook_id and not await request.app[OUTBOX].first_time(webhook_id):
         return json_response({"accepted": True, "duplicate": True})
     job = await request.app[STORE].get(body.job_id) if body.job_id else None
-    if job is not None:
+    if job is not None and visible(request, job.workflow_id):  # another's: as if unknown
         await request.app[STORE].save(
             job.model_copy(update={"reported": body.model_dump(mode="json")}), durable=True
         )

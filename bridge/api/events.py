@@ -1,18 +1,24 @@
-"""GET /api/v1/events (Server-Sent Events) and the webhook subscriptions to events."""
+"""GET /api/v1/events (Server-Sent Events) and the webhook subscriptions to events.
+
+A workflow-limited token streams only its workflows' events (none without a workflow); its
+subscriptions are delivered only those, and it sees, and removes, only the subscriptions made
+by tokens whose limit lies within its own."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from aiohttp import web
 
+from bridge.api.access import limit_of, require_workflow
 from bridge.api.body import json_response, parse_query, read_model
 from bridge.api.models import EventsQuery
 from bridge.errors import NotFound, ValidationFailed
 from bridge.events import Event, matches
 from bridge.keys import EVENTS, OUTBOUND, SUBSCRIPTIONS
 from bridge.outbound import refuse_url
-from bridge.subscriptions import SubscriptionRequest
+from bridge.subscriptions import Subscription, SubscriptionRequest
 
 HEARTBEAT_S = 15.0
 REPLAY_PAGE = 500
@@ -23,9 +29,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
     query = parse_query(request, EventsQuery)
     bus = request.app[EVENTS]
     types = tuple(t for t in (query.type or "").split(",") if t)
+    if query.workflow_id is not None:
+        require_workflow(request, query.workflow_id, "/query/workflow_id")
+    accepts = _accepts(request, matches(types, query.workflow_id))
     after = _last_event_id(request, query.last_event_id)
     # Listen before replaying, so nothing published in between is missed; ids skip repeats.
-    listener = bus.listen(matches(types, query.workflow_id))
+    listener = bus.listen(accepts)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -39,7 +48,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         if after is None:
             after = bus.last_id
         while page := await bus.since(after, types=types, workflow_id=query.workflow_id):
-            for past in page:
+            for past in filter(accepts, page):
                 await response.write(_frame(past))
             after = page[-1].id
             if len(page) < REPLAY_PAGE:
@@ -62,6 +71,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _accepts(request: web.Request, wanted: Callable[[Event], bool]) -> Callable[[Event], bool]:
+    """The stream's filter, narrowed to the credential's workflows."""
+    limit = limit_of(request)
+    if limit is None:
+        return wanted
+    return lambda event: wanted(event) and limit.allows(event.workflow_id)
+
+
 def _last_event_id(request: web.Request, from_query: int | None) -> int | None:
     header = request.headers.get("Last-Event-ID")
     if header is None:
@@ -80,30 +97,38 @@ def _frame(event: Event) -> bytes:
 
 async def subscribe(request: web.Request) -> web.Response:
     body = await read_model(request, SubscriptionRequest)
+    if body.workflow_id is not None:
+        require_workflow(request, body.workflow_id, "/workflow_id")
     refuse_url(request.app[OUTBOUND], str(body.url), "/url")
-    subscription = await request.app[SUBSCRIPTIONS].add(body)
+    subscription = await request.app[SUBSCRIPTIONS].add(body, limit_of(request))
     return json_response(
-        subscription.model_dump(mode="json"),
+        subscription.shown(),
         status=201,
         headers={"Location": f"/api/v1/subscriptions/{subscription.id}"},
     )
 
 
 async def list_subscriptions(request: web.Request) -> web.Response:
-    subscriptions = request.app[SUBSCRIPTIONS].all()
-    return json_response({"subscriptions": [s.model_dump(mode="json") for s in subscriptions]})
+    limit = limit_of(request)
+    subscriptions = [s for s in request.app[SUBSCRIPTIONS].all() if s.visible_to(limit)]
+    return json_response({"subscriptions": [s.shown() for s in subscriptions]})
+
+
+def _subscription(request: web.Request) -> Subscription:
+    """The subscription of the path, if this credential may see it; else 404, as if unknown."""
+    subscription_id = request.match_info["subscription_id"]
+    subscription = request.app[SUBSCRIPTIONS].get(subscription_id)
+    if subscription is None or not subscription.visible_to(limit_of(request)):
+        raise NotFound(f"no subscription {subscription_id!r}")
+    return subscription
 
 
 async def get_subscription(request: web.Request) -> web.Response:
-    subscription_id = request.match_info["subscription_id"]
-    subscription = request.app[SUBSCRIPTIONS].get(subscription_id)
-    if subscription is None:
-        raise NotFound(f"no subscription {subscription_id!r}")
-    return json_response(subscription.model_dump(mode="json"))
+    return json_response(_subscription(request).shown())
 
 
 async def unsubscribe(request: web.Request) -> web.Response:
-    subscription_id = request.match_info["subscription_id"]
+    subscription_id = _subscription(request).id
     if not await request.app[SUBSCRIPTIONS].remove(subscription_id):
         raise NotFound(f"no subscription {subscription_id!r}")
     return json_response({"deleted": subscription_id})

@@ -8,10 +8,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from bridge.api.access import require_workflow, visible
 from bridge.api.body import decode_json, json_response, read_model
 from bridge.api.models import ExecuteRequest, HybridRequest
 from bridge.api.timing import Timings
-from bridge.errors import Unavailable, ValidationFailed
+from bridge.errors import Conflict, Unavailable, ValidationFailed
 from bridge.execution import Submission
 from bridge.items import Item, encode_outputs, from_n8n, to_n8n
 from bridge.jobs import Callback, JobRecord
@@ -66,6 +67,7 @@ def _submission(
     decode: Callable[[], list[Item]],
 ) -> Submission:
     """Every check, cheapest first, before anything runs or is recorded."""
+    require_workflow(request, body.workflow_id, "/workflow_id")
     if body.mode == "sync" and body.callback_url is not None:
         raise ValidationFailed(
             "callback_url is for mode 'async'; a sync request gets its result in the answer",
@@ -114,6 +116,12 @@ async def _accept(
     accepted = await request.app[WORKERS].submit(
         submission, await request.read(), api, callback, request[TRACE_ID]
     )
+    if not visible(request, accepted.job.workflow_id):
+        # The key is another workflow's job: its id is not this token's to learn.
+        raise Conflict(
+            "idempotency_key: an earlier job of another workflow has this key",
+            details=[{"pointer": "/idempotency_key", "message": "taken"}],
+        )
     return accepted_response(accepted.job, accepted.created)
 
 

@@ -10,6 +10,7 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 
 from bridge.api import admin, callbacks, events, execute, health, processors, status
+from bridge.api.access import refuse_limited
 from bridge.api.models import (
     Accepted,
     CallbackAck,
@@ -31,7 +32,7 @@ from bridge.api.models import (
 )
 from bridge.auth import authorize
 from bridge.jobs import JobRecord
-from bridge.keys import AUTH
+from bridge.keys import AUTH, PRINCIPAL
 from bridge.settings import Scope
 from bridge.subscriptions import Subscription, SubscriptionRequest
 
@@ -53,6 +54,7 @@ class Route:
     accepted: type[BaseModel] | None = None  # the 202 answer, for routes that queue work
     signed: bool = False  # a Standard Webhooks signature may stand in for the credential
     created: bool = False  # answers 201 with `response`
+    cross_workflow: bool = False  # acts across workflows: refused to workflow-limited tokens
 
 
 ROUTES: tuple[Route, ...] = (
@@ -65,7 +67,7 @@ ROUTES: tuple[Route, ...] = (
         "execute",
         body=ExecuteRequest,
         response=ExecuteResponse,
-        also=(429, 502, 503),
+        also=(409, 429, 502, 503),
         accepted=Accepted,
     ),
     Route(
@@ -77,7 +79,7 @@ ROUTES: tuple[Route, ...] = (
         "execute",
         body=HybridRequest,
         response=HybridResponse,
-        also=(429, 502, 503),
+        also=(409, 429, 502, 503),
         accepted=Accepted,
     ),
     Route(
@@ -171,7 +173,15 @@ ROUTES: tuple[Route, ...] = (
         response=Deleted,
         also=(404,),
     ),
-    Route("GET", "/admin/status", admin.status, "This instance's state", "admin", "admin"),
+    Route(
+        "GET",
+        "/admin/status",
+        admin.status,
+        "This instance's state",
+        "admin",
+        "admin",
+        cross_workflow=True,
+    ),
     Route(
         "GET",
         "/admin/dead-letters",
@@ -180,6 +190,7 @@ ROUTES: tuple[Route, ...] = (
         "admin",
         "admin",
         query=DeadLettersQuery,
+        cross_workflow=True,
     ),
     Route(
         "POST",
@@ -189,6 +200,7 @@ ROUTES: tuple[Route, ...] = (
         "admin",
         "admin",
         also=(404, 409),
+        cross_workflow=True,
     ),
     Route(
         "POST",
@@ -199,6 +211,7 @@ ROUTES: tuple[Route, ...] = (
         "admin",
         accepted=Accepted,
         also=(404, 409, 429),
+        cross_workflow=True,
     ),
     Route(
         "POST",
@@ -207,6 +220,7 @@ ROUTES: tuple[Route, ...] = (
         "Out of rotation: /ready turns 503, no more jobs from shared queues (blue-green)",
         "admin",
         "admin",
+        cross_workflow=True,
     ),
     Route(
         "DELETE",
@@ -216,6 +230,7 @@ ROUTES: tuple[Route, ...] = (
         "admin",
         "admin",
         also=(409,),
+        cross_workflow=True,
     ),
     Route(
         "GET",
@@ -255,8 +270,14 @@ def guarded(route: Route) -> Handler:
     scope = route.scope
     inner = route.handler
 
+    cross_workflow = route.cross_workflow
+
     async def handler(request: web.Request) -> web.StreamResponse:
-        authorize(request.app[AUTH].authenticate(request.headers), scope)
+        principal = request.app[AUTH].authenticate(request.headers)
+        authorize(principal, scope)
+        if cross_workflow:
+            refuse_limited(principal, route.path)
+        request[PRINCIPAL] = principal
         return await inner(request)
 
     return handler

@@ -1,29 +1,37 @@
 """GET /api/v1/workflow/status/{job_id}, GET /api/v1/status/{workflow_id} and
-DELETE /api/v1/workflow/{job_id} (cancel)."""
+DELETE /api/v1/workflow/{job_id} (cancel). A workflow-limited token sees only its workflows'
+jobs: another's reads as unknown (404)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import orjson
 from aiohttp import web
 
+from bridge.api.access import require_workflow, visible
 from bridge.api.body import json_response, parse_query
 from bridge.api.models import WorkflowJobsQuery
 from bridge.errors import NotFound, ValidationFailed
+from bridge.jobs import JobRecord
 from bridge.keys import STORE, WORKERS
 
 
-async def job_status(request: web.Request) -> web.Response:
+async def _job(request: web.Request) -> JobRecord:
+    """The job of the path, if this credential may see it; else 404, as for an unknown id."""
     job_id = request.match_info["job_id"]
     job = await request.app[STORE].get(job_id)
-    if job is None:
+    if job is None or not visible(request, job.workflow_id):
         raise NotFound(
             f"no job {job_id!r}",
             description="finished jobs are kept for BRIDGE_SYNC_JOB_RETENTION_S (sync) or "
             "BRIDGE_JOB_RETENTION_S (background), then removed",
         )
-    answer: dict[str, Any] = job.model_dump(mode="json")
+    return job
+
+
+async def job_status(request: web.Request) -> web.Response:
+    job = await _job(request)
+    job_id = job.job_id
+    answer = job.shown()
     if job.mode == "async" and job.status.finished:
         result = await request.app[STORE].get_data(job_id, "result")
         if result is not None:
@@ -37,12 +45,13 @@ def _items_of(result: bytes) -> bytes:
 
 
 async def cancel_job(request: web.Request) -> web.Response:
-    job = await request.app[WORKERS].cancel(request.match_info["job_id"])
-    return json_response(job.model_dump(mode="json"))
+    job = await request.app[WORKERS].cancel((await _job(request)).job_id)
+    return json_response(job.shown())
 
 
 async def workflow_jobs(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
+    require_workflow(request, workflow_id, "/path/workflow_id")
     query = parse_query(request, WorkflowJobsQuery)
     try:
         jobs, next_cursor = await request.app[STORE].list_for_workflow(
@@ -55,7 +64,7 @@ async def workflow_jobs(request: web.Request) -> web.Response:
     return json_response(
         {
             "workflow_id": workflow_id,
-            "jobs": [job.model_dump(mode="json") for job in jobs],
+            "jobs": [job.shown() for job in jobs],
             "next_cursor": next_cursor,
         }
     )

@@ -7,7 +7,7 @@ import type {
 	INodeProperties,
 } from 'n8n-workflow';
 
-import { mintToken, scopesFor } from '../nodes/shared/jwt';
+import { signedWith, tokenFor } from '../nodes/shared/jwt';
 
 export class PythonBridgeApi implements ICredentialType {
 	name = 'pythonBridgeApi';
@@ -45,7 +45,8 @@ export class PythonBridgeApi implements ICredentialType {
 				{
 					name: 'JWT Signing Secret',
 					value: 'jwtSecret',
-					description: 'BRIDGE_JWT_SECRET: a short-lived token is minted for each request',
+					description:
+						'BRIDGE_JWT_SECRET: a short-lived token is minted for each request, limited to the workflow that sends it',
 				},
 				{
 					name: 'Bearer Token',
@@ -119,12 +120,13 @@ export class PythonBridgeApi implements ICredentialType {
 		} else if (method === 'bearerToken') {
 			headers.Authorization = `Bearer ${credentials.token as string}`;
 		} else {
-			const token = mintToken(credentials.jwtSecret as string, {
-				audience: (credentials.audience as string) || 'n8n-bridge',
-				issuer: (credentials.issuer as string) || 'n8n-bridge',
-				scopes: scopesFor(requestOptions.url),
-			});
-			headers.Authorization = `Bearer ${token}`;
+			// The nodes mint their token for the workflow they run in and send it along (only
+			// their own code knows the workflow). Any other request signed with this credential —
+			// its test, or the HTTP Request node using it — gets a token that reaches no workflow.
+			const presented = String(headers.Authorization ?? '').replace(/^Bearer /, '');
+			if (!signedWith(credentials.jwtSecret as string, presented)) {
+				headers.Authorization = `Bearer ${tokenFor(credentials, requestOptions.url, [])}`;
+			}
 		}
 		return { ...requestOptions, headers };
 	};

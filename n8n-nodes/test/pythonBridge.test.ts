@@ -4,6 +4,7 @@ import { assert, describe, it } from 'vitest';
 import type {
 	IDataObject,
 	IExecuteFunctions,
+	IHookFunctions,
 	IHttpRequestOptions,
 	INode,
 	INodeExecutionData,
@@ -12,6 +13,7 @@ import type {
 import { NodeApiError } from 'n8n-workflow';
 
 import { PythonBridgeApi } from '../credentials/PythonBridgeApi.credentials';
+import { PythonBridgeTrigger } from '../nodes/PythonBridgeTrigger/PythonBridgeTrigger.node';
 import {
 	CALLBACK_GRACE_SECONDS,
 	execute,
@@ -19,6 +21,7 @@ import {
 	resume,
 } from '../nodes/PythonBridge/operations';
 import { fieldsOf } from '../nodes/PythonBridge/processors';
+import { mintToken } from '../nodes/shared/jwt';
 import { verifySignature } from '../nodes/shared/signature';
 
 const SECRET = 'whsec_' + Buffer.from('a dummy signing key for the unit tests').toString('base64');
@@ -49,6 +52,7 @@ function fakeExecute(
 	parameters: IDataObject,
 	reply: (request: IHttpRequestOptions) => Reply,
 	nodeExtra: Partial<INode> = {},
+	credentials: IDataObject = {},
 ): Fake {
 	const fake: Fake = { requests: [], context: undefined as unknown as IExecuteFunctions };
 	const value = (name: string): unknown =>
@@ -61,7 +65,7 @@ function fakeExecute(
 		getNode: () => node(nodeExtra),
 		getExecutionId: () => 'exec-7',
 		getWorkflow: () => ({ id: 'wf-1', name: 'wf', active: false }),
-		getCredentials: async () => ({ baseUrl: 'http://bridge:8080/' }),
+		getCredentials: async () => ({ baseUrl: 'http://bridge:8080/', ...credentials }),
 		evaluateExpression: () => 'http://n8n:5678/webhook-waiting/exec-7',
 		putExecutionToWait: async (date: Date) => {
 			fake.waitedUntil = date;
@@ -322,6 +326,90 @@ describe('credentials', () => {
 
 	it('is tested against GET /api/v1/processors', () => {
 		assert.equal(credential.test.request.url, '/api/v1/processors');
+	});
+});
+
+describe('workflow-limited tokens', () => {
+	const secret = 'dummy-jwt-secret-that-is-long-enough-0123';
+	const jwtCredentials = { authentication: 'jwtSecret', jwtSecret: secret };
+	const authenticate = new PythonBridgeApi().authenticate as (
+		c: IDataObject,
+		r: IHttpRequestOptions,
+	) => Promise<IHttpRequestOptions>;
+
+	function claimsOf(request: IHttpRequestOptions): IDataObject {
+		const token = String(request.headers?.Authorization).replace('Bearer ', '');
+		const [header, payload, signature] = token.split('.');
+		const expected = createHmac('sha256', secret)
+			.update(`${header}.${payload}`)
+			.digest('base64url');
+		assert.equal(signature, expected);
+		return JSON.parse(Buffer.from(payload, 'base64url').toString()) as IDataObject;
+	}
+
+	it('the node mints each request’s token for the workflow it runs in, and the credential keeps it', async () => {
+		const fake = fakeExecute(items(1), { processingType: 'echo' }, echo, {}, jwtCredentials);
+		await execute(fake.context);
+		const [request] = fake.requests;
+		const claims = claimsOf(request);
+		assert.deepEqual(claims.workflows, ['wf-1']);
+		assert.equal(claims.scope, 'execute status');
+		assert.equal((request.body as IDataObject).workflow_id, 'wf-1');
+		const sent = await authenticate(jwtCredentials, request);
+		assert.equal(sent.headers?.Authorization, request.headers?.Authorization);
+	});
+
+	it('anything else the credential signs reaches no workflow', async () => {
+		const plain = await authenticate(jwtCredentials, { url: 'http://bridge/api/v1/status/wf-2' });
+		assert.deepEqual(claimsOf(plain).workflows, []);
+		// A token the caller brings is replaced unless this secret signed it (the HTTP Request node
+		// can use the credential and set any header).
+		const forged = mintToken('another-secret-that-is-long-enough-0123456', {
+			audience: 'n8n-bridge',
+			issuer: 'n8n-bridge',
+			scopes: ['admin'],
+		});
+		const replaced = await authenticate(jwtCredentials, {
+			url: 'http://bridge/admin/drain',
+			headers: { Authorization: `Bearer ${forged}` },
+		});
+		assert.deepEqual(claimsOf(replaced).workflows, []);
+	});
+
+	it('a workflow without an id gets a token for no workflow', async () => {
+		const fake = fakeExecute(items(1), { processingType: 'echo' }, echo, {}, jwtCredentials);
+		(fake.context as unknown as { getWorkflow: () => object }).getWorkflow = () => ({
+			active: false,
+		});
+		await execute(fake.context);
+		assert.deepEqual(claimsOf(fake.requests[0]).workflows, []);
+	});
+
+	it('the trigger subscribes with an admin token limited to its workflow', async () => {
+		const requests: IHttpRequestOptions[] = [];
+		const staticData: IDataObject = {};
+		const hook = {
+			getCredentials: async () => ({ baseUrl: 'http://bridge:8080', ...jwtCredentials }),
+			getNodeParameter: (name: string, fallback?: unknown) =>
+				({ events: ['workflow.failed'], workflowId: '' })[name] ?? fallback,
+			getNodeWebhookUrl: () => 'http://n8n:5678/webhook/abc',
+			getWorkflow: () => ({ id: 'wf-9', active: true }),
+			getNode: () => node({ name: 'Python Bridge Trigger' }),
+			getWorkflowStaticData: () => staticData,
+			helpers: {
+				httpRequestWithAuthentication: async (_name: string, request: IHttpRequestOptions) => {
+					requests.push(request);
+					return { statusCode: 201, body: { id: 's-1', url: 'http://n8n:5678/webhook/abc' } };
+				},
+			},
+		} as unknown as IHookFunctions;
+		const trigger = new PythonBridgeTrigger();
+		assert.equal(await trigger.webhookMethods.default.create.call(hook), true);
+		const [request] = requests;
+		const claims = claimsOf(request);
+		assert.deepEqual(claims.workflows, ['wf-9']);
+		assert.equal(claims.scope, 'admin');
+		assert.equal(staticData.subscriptionId, 's-1');
 	});
 });
 

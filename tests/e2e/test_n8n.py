@@ -30,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRET = "an-e2e-secret-that-is-long-enough-0123456789"
 CALLBACK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CREDENTIAL_ID = "pythonBridgeCred"
+# The failed-jobs trigger watches every workflow: a JWT-secret credential would limit it to its
+# own, so it has a credential of its own with an operator's token (no `workflows` claim).
+MONITOR_CREDENTIAL_ID = "pythonBridgeMonitor"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)]
 
@@ -60,10 +63,72 @@ class World:
     sink: Sink
     mail: smtp_server.Sink
     bulk_run: dict[str, Any]
+    probe_run: dict[str, Any]
 
-    def bridge_headers(self, scopes: str = "execute,status,admin") -> dict[str, str]:
-        settings = Settings.model_validate({"jwt_secret": SECRET})
-        return {"Authorization": f"Bearer {mint_token(settings, scopes.split(','), 300)}"}
+    def bridge_headers(
+        self, scopes: str = "execute,status,admin", workflows: list[str] | None = None
+    ) -> dict[str, str]:
+        token = mint_token(SETTINGS, scopes.split(","), 300, workflows=workflows)
+        return {"Authorization": f"Bearer {token}"}
+
+
+SETTINGS = Settings.model_validate({"jwt_secret": SECRET})
+
+
+PROBE_ID = "bridgeProbeJobs"
+
+
+async def probe_workflow(bridge_url: str) -> dict[str, Any]:
+    """A workflow whose Python Bridge nodes read a job of its own and one of another workflow
+    (both made here, through the API, with an unlimited token)."""
+    job_ids = []
+    async with aiohttp.ClientSession() as session:
+        for workflow_id in (PROBE_ID, "someone-else"):
+            body = {"processing_type": "echo", "items": [{"json": {}}], "workflow_id": workflow_id}
+            token = mint_token(SETTINGS, ["execute"], 300)
+            async with session.post(
+                f"{bridge_url}/api/v1/workflow/execute",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response:
+                job_ids.append((await response.json())["job_id"])
+
+    def get_status(number: int, name: str, job_id: str) -> dict[str, Any]:
+        return {
+            "id": f"0a7b0d8e-0009-4b8e-9f5e-00000000000{number}",
+            "name": name,
+            "type": "CUSTOM.pythonBridge",
+            "typeVersion": 1,
+            "position": [220 * number, 0],
+            "onError": "continueRegularOutput",
+            "credentials": {
+                "pythonBridgeApi": {"id": CREDENTIAL_ID, "name": "Python Bridge account"}
+            },
+            "parameters": {"operation": "getStatus", "jobId": job_id},
+        }
+
+    return {
+        "id": PROBE_ID,
+        "name": "Probe: jobs by id",
+        "active": False,
+        "settings": {"executionOrder": "v1"},
+        "nodes": [
+            {
+                "id": "0a7b0d8e-0009-4b8e-9f5e-000000000000",
+                "name": "Start",
+                "type": "n8n-nodes-base.manualTrigger",
+                "typeVersion": 1,
+                "position": [0, 0],
+                "parameters": {},
+            },
+            get_status(1, "Own job", job_ids[0]),
+            get_status(2, "Other job", job_ids[1]),
+        ],
+        "connections": {
+            "Start": {"main": [[{"node": "Own job", "type": "main", "index": 0}]]},
+            "Own job": {"main": [[{"node": "Other job", "type": "main", "index": 0}]]},
+        },
+    }
 
 
 def example(name: str, sink: Sink) -> dict[str, Any]:
@@ -121,19 +186,31 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
                         "issuer": "n8n-bridge",
                         "callbackSecret": CALLBACK_SECRET,
                     },
-                }
+                },
+                {
+                    "id": MONITOR_CREDENTIAL_ID,
+                    "name": "Python Bridge monitor",
+                    "type": "pythonBridgeApi",
+                    "data": {
+                        "baseUrl": bridge.url,
+                        "authentication": "bearerToken",
+                        "token": mint_token(SETTINGS, ["admin"], 86400),
+                        "callbackSecret": CALLBACK_SECRET,
+                    },
+                },
             ],
         )
         workflows = [
             example(name, sink)
             for name in ("bulk-email.json", "long-job-resume.json", "notify-failed-jobs.json")
         ]
-        n8n.import_json("workflow", workflows)
+        n8n.import_json("workflow", [*workflows, await probe_workflow(bridge.url)])
         bulk_run = n8n.execute("bridgeBulkEmail1")
+        probe_run = n8n.execute(PROBE_ID)
         for workflow_id in ("bridgeLongJobWt1", "bridgeFailNotify"):
             n8n.activate(workflow_id)
         await n8n.start()
-        yield World(n8n, bridge, sink, mail, bulk_run)
+        yield World(n8n, bridge, sink, mail, bulk_run, probe_run)
     finally:
         await n8n.stop()
         await bridge.kill()
@@ -213,3 +290,36 @@ async def test_trigger_refuses_an_unsigned_event(world: World) -> None:
             assert "not signed" in (await response.json())["message"]
     await asyncio.sleep(1)
     assert all(a["job_id"] != "forged" for a in world.sink.received.get("alerts", []))
+
+
+async def test_the_node_reads_its_workflows_jobs_and_no_others(world: World) -> None:
+    """The node's token is limited to the workflow it runs in: Get Job Status reads a job of that
+    workflow, and another workflow's job is "no job" to it."""
+    [own] = node_output(world.probe_run, "Own job")
+    assert own["json"]["workflow_id"] == PROBE_ID and own["json"]["status"] == "completed"
+    [other] = node_output(world.probe_run, "Other job")
+    assert "no job" in other["json"]["error"], other
+
+
+async def test_the_nodes_jobs_are_visible_only_to_tokens_of_their_workflow(world: World) -> None:
+    """The jobs the node submitted are its workflow's: seen by a token limited to it, by no
+    other."""
+    workflow_id = "bridgeBulkEmail1"
+    own = world.bridge_headers("status", [workflow_id])
+    other = world.bridge_headers("status", ["bridgeLongJobWt1"])
+    async with aiohttp.ClientSession() as session:
+        async with session.get(
+            f"{world.bridge.url}/api/v1/status/{workflow_id}", headers=own
+        ) as response:
+            assert response.status == 200
+            jobs = (await response.json())["jobs"]
+        assert jobs and {job["workflow_id"] for job in jobs} == {workflow_id}
+        status = f"{world.bridge.url}/api/v1/workflow/status/{jobs[0]['job_id']}"
+        async with session.get(status, headers=own) as response:
+            assert response.status == 200
+        async with session.get(status, headers=other) as response:
+            assert response.status == 404
+        async with session.get(
+            f"{world.bridge.url}/api/v1/status/{workflow_id}", headers=other
+        ) as response:
+            assert response.status == 403

@@ -69,7 +69,8 @@ export class PythonBridgeTrigger implements INodeType {
 				name: 'workflowId',
 				type: 'string',
 				default: '',
-				description: 'Only events of jobs sent by this workflow (empty: every workflow)',
+				description:
+					'Only events of jobs sent by this workflow (empty: every workflow the credential reaches). With a JWT Signing Secret credential the node reaches only the workflow it is in; to watch others, use a Bearer Token or API Key credential.',
 			},
 		],
 	};

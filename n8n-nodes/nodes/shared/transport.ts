@@ -11,6 +11,8 @@ import type {
 } from 'n8n-workflow';
 import { NodeApiError } from 'n8n-workflow';
 
+import { tokenFor } from './jwt';
+
 export const CREDENTIALS = 'pythonBridgeApi';
 
 export type BridgeContext =
@@ -56,11 +58,18 @@ export async function bridgeRequest<T = IDataObject>(
 ): Promise<{ status: number; body: T }> {
 	const credentials = await context.getCredentials(CREDENTIALS);
 	const baseUrl = String(credentials.baseUrl).replace(/\/$/, '');
+	const headers: IDataObject = {};
+	if (credentials.authentication === 'jwtSecret') {
+		// Limited to this workflow: the bridge shows it no other workflow's jobs or events.
+		const workflowId = context.getWorkflow().id;
+		headers.Authorization = `Bearer ${tokenFor(credentials, path, workflowId ? [workflowId] : [])}`;
+	}
 	let response: { statusCode: number; body: unknown };
 	try {
 		response = (await context.helpers.httpRequestWithAuthentication.call(context, CREDENTIALS, {
 			method,
 			url: `${baseUrl}${path}`,
+			headers,
 			body,
 			json: true,
 			returnFullResponse: true,
