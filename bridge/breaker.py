@@ -9,6 +9,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -61,6 +62,18 @@ class Breaker:
         if self.probing or self.failures >= self.failures_to_open:
             self.opened_at = time.monotonic()
         self.probing = False
+
+
+def host_of(url: str) -> str:
+    """A URL's `host:port`, without userinfo: the breaker's key, and how a host is shown."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{shown}:{port}" if port else shown
 
 
 class Breakers:

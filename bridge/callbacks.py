@@ -30,10 +30,12 @@ import aiohttp
 import backoff
 
 from bridge.aio import stop_tasks
-from bridge.breaker import Breakers
+from bridge.breaker import Breakers, host_of
+from bridge.http_client import failure, status_text
 from bridge.items import dumps
 from bridge.metrics import Metrics
 from bridge.outbound import OutboundRefused
+from bridge.redact import redact_url
 from bridge.settings import Settings
 from bridge.webhooks import Delivery, Signer
 
@@ -151,7 +153,7 @@ class Deliverer:
     async def _deliver(self, delivery: Delivery) -> None:
         max_attempts = self._settings.callback_max_attempts
         while True:
-            host = urlsplit(delivery.url).netloc
+            host = host_of(delivery.url)
             breaker = self._breakers.for_host(host)
             wait = breaker.wait_s()
             if wait:
@@ -192,7 +194,7 @@ class Deliverer:
                 "%s %s to %s: %s; next try in %.1f s",
                 delivery.kind,
                 delivery.id,
-                delivery.url,
+                redact_url(delivery.url),
                 reason,
                 delay,
                 extra={"job_id": delivery.job_id, "trace_id": delivery.trace_id},
@@ -224,16 +226,18 @@ class Deliverer:
             ) as response:
                 status = response.status
                 after = retry_after(response.headers.get("Retry-After"))
-                text = (await response.content.read(300)).decode(errors="replace")
+                # Only n8n's 409 is read, a little: whether the execution has finished.
+                finished = status == 409 and b"finished" in (await response.content.read(300))
         except OutboundRefused as exc:  # BRIDGE_OUTBOUND_*: no retry changes that
             raise GiveUp(f"not sent: {exc}") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise Retry(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+            raise Retry(failure(exc)) from None
         if 200 <= status < 300:
             return
-        message = f"HTTP {status}" + (f": {text.strip()[:200]}" if text.strip() else "")
-        if status == 409 and "finished" in text.lower():
-            raise GiveUp(message)  # n8n: the execution has finished; it will never take this
+        # The bridge's words only: the target's answer is never quoted (it may be anything).
+        message = status_text(status)
+        if finished:  # n8n: the execution has finished; it will never take this
+            raise GiveUp(f"{message}: n8n says the execution has finished")
         if status >= 500 or status in RETRY_STATUSES:
             raise Retry(message, after)
         raise GiveUp(message)
@@ -252,7 +256,7 @@ class Deliverer:
                 "%s %s to %s is a dead letter: %s",
                 delivery.kind,
                 delivery.id,
-                delivery.url,
+                redact_url(delivery.url),
                 reason,
                 extra={"job_id": delivery.job_id, "trace_id": delivery.trace_id},
             )

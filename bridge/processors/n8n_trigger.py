@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.errors import IntegrationFailed, Internal
 from bridge.items import Item
-from bridge.n8n_client import N8nClient
+from bridge.n8n_client import AnswerTooLarge, N8nClient
 from bridge.processors.registry import Context, processor
 from bridge.stores.base import Ledger
 
@@ -94,6 +94,10 @@ async def _call(
         headers = {**headers, "Idempotency-Key": key.removeprefix("n8n:")}
     try:
         status, answer = await client.call(url, payload, method=params.method, headers=headers)
+    except AnswerTooLarge as exc:
+        if key is not None:  # n8n took it: a retry must not call again
+            await ledger.settle(key, {"status": exc.status, "response": None, "duplicate": False})
+        return exc
     except IntegrationFailed as exc:
         if key is not None:
             await ledger.release(key)  # n8n did not take it: a retry may call again
