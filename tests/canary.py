@@ -5,7 +5,7 @@ that let the connection through and stopped later does not pass."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -40,3 +40,57 @@ async def canary() -> AsyncIterator[Canary]:
     yield canary
     server.close()
     await server.wait_closed()
+
+
+# (the server, what the request sends, where the answer goes)
+RawHandler = Callable[["RawServer", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass
+class RawServer:
+    """A loopback server whose answers a test writes byte by byte (malformed, endless, silent);
+    `sent` counts the bytes it managed to write."""
+
+    handler: RawHandler
+    port: int = 0
+    sent: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(data)
+        await writer.drain()
+        self.sent += len(data)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await self.handler(self, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[Callable[[RawHandler], Awaitable[RawServer]]]:
+    started: list[tuple[asyncio.Server, RawServer]] = []
+
+    async def start(handler: RawHandler) -> RawServer:
+        raw = RawServer(handler)
+        server = await asyncio.start_server(raw._serve, "127.0.0.1", 0)
+        raw.port = server.sockets[0].getsockname()[1]
+        started.append((server, raw))
+        return raw
+
+    yield start
+    for server, raw in started:
+        server.close()
+        for task in raw.tasks:  # a tarpit's handler never ends by itself
+            task.cancel()
+        await asyncio.gather(*raw.tasks, return_exceptions=True)
