@@ -134,7 +134,11 @@ class ProcessorSpec:
             raise _params_invalid(
                 self.name,
                 [
-                    {"pointer": pointer + json_pointer(e["loc"]), "message": e["msg"]}
+                    # a bad key of a mapping points at its entry (pydantic adds "[key]")
+                    {
+                        "pointer": pointer + json_pointer(p for p in e["loc"] if p != "[key]"),
+                        "message": e["msg"],
+                    }
                     for e in exc.errors(include_url=False)
                 ],
             ) from None
