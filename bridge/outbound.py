@@ -238,7 +238,9 @@ class OutboundGuard:
         address = literal_address(host)
         if address is not None:
             reason = self._judge(_host(host), port, address)
-            return f"{host} is {address}: {reason}" if reason is not None else None
+            if reason is None or _host(host) == str(address):
+                return reason
+            return f"{host} is {address}: {reason}"  # an address written otherwise
         if _looks_numeric(host):
             # The client would hand this to the system's resolver as if it were an address:
             # what it reaches could not be judged.
@@ -263,11 +265,15 @@ class OutboundGuard:
     def _judge(self, host: str, port: int, address: Address) -> str | None:
         """Why `address` (reached as `host`:`port`) may not be called; None if it may."""
         views = [address, *carried(address)]
+
+        def shown(view: Address) -> str:
+            return str(view) if view == address else f"{address} carries {view}, which"
+
         for view in views:
             if self._matches_net(self._deny, view):
                 return (
-                    f"{view} is refused by BRIDGE_OUTBOUND_DENY (by default: link-local, cloud "
-                    "metadata, unspecified and multicast addresses)"
+                    f"{shown(view)} is refused by BRIDGE_OUTBOUND_DENY (by default: link-local, "
+                    "cloud metadata, unspecified and multicast addresses)"
                 )
         trusted = self._trusted
         if trusted is not None and port == trusted[1] and trusted[0] in (host, str(address)):
@@ -283,8 +289,9 @@ class OutboundGuard:
                     self._allow, view
                 ):
                     return (
-                        f"{view} is a loopback, private or special-purpose address, refused by "
-                        "BRIDGE_OUTBOUND_POLICY=private-denied (BRIDGE_OUTBOUND_ALLOW may list it)"
+                        f"{shown(view)} is a loopback, private or special-purpose address, "
+                        "refused by BRIDGE_OUTBOUND_POLICY=private-denied (BRIDGE_OUTBOUND_ALLOW "
+                        "may list it)"
                     )
         return None
 
