@@ -10,10 +10,8 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
-from bridge import __version__
 from bridge.aio import stop_tasks
 from bridge.api.execute import decode_job_request
 from bridge.api.middleware import errors, observe
@@ -24,6 +22,7 @@ from bridge.breaker import Breakers
 from bridge.callbacks import Deliverer
 from bridge.events import Event, EventBus
 from bridge.execution import Execution
+from bridge.http_client import open_session
 from bridge.keys import (
     AUTH,
     BACKEND,
@@ -50,7 +49,7 @@ from bridge.lifecycle import Lifecycle
 from bridge.metrics import Metrics
 from bridge.n8n_client import N8nClient
 from bridge.openapi import build_spec
-from bridge.outbound import GuardedResolver, OutboundGuard
+from bridge.outbound import OutboundGuard
 from bridge.processors.registry import Registry
 from bridge.runner import Runner
 from bridge.services import Services
@@ -109,15 +108,9 @@ async def _http(app: web.Application) -> AsyncIterator[None]:
     """One client session for every outgoing call (callbacks, event webhooks, n8n), guarded:
     by host on each request (literal addresses, names, redirects) and by resolved address."""
     settings = app[SETTINGS]
-    guard = OutboundGuard(settings.outbound_allow, settings.outbound_deny)
-    session = aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=settings.callback_timeout_s),
-        connector=aiohttp.TCPConnector(
-            limit=settings.callback_concurrency, resolver=GuardedResolver(guard)
-        ),
-        headers={"User-Agent": f"n8n-bridge/{__version__}"},
-        middlewares=(guard.middleware,),
-    )
+    guard = OutboundGuard.from_settings(settings)
+    log.info(guard.describe())
+    session = open_session(settings, guard)
     app[OUTBOUND] = guard
     app[HTTP] = session
     app[BREAKERS] = Breakers(settings.breaker_failures, settings.breaker_reset_s)

@@ -64,17 +64,23 @@ class Breaker:
         self.probing = False
 
 
+def host_of(url: str) -> str:
+    """A URL's `host:port`, without userinfo: the breaker's key, and how a host is shown."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{shown}:{port}" if port else shown
+
+
 class Breakers:
     def __init__(self, failures_to_open: int, reset_s: float) -> None:
         self._failures = failures_to_open
         self._reset_s = reset_s
         self._by_host: dict[str, Breaker] = {}
-
-    def for_url(self, url: str) -> tuple[str, Breaker]:
-        """The breaker of the URL's host (and port) — never keyed by its userinfo, which would
-        show in /admin/status — and that key."""
-        host = urlsplit(url).netloc.rpartition("@")[2]
-        return host, self.for_host(host)
 
     def for_host(self, host: str) -> Breaker:
         breaker = self._by_host.get(host)

@@ -30,7 +30,8 @@ import aiohttp
 import backoff
 
 from bridge.aio import stop_tasks
-from bridge.breaker import Breakers
+from bridge.breaker import Breakers, host_of
+from bridge.http_client import failure, status_text
 from bridge.items import dumps
 from bridge.metrics import Metrics
 from bridge.outbound import OutboundRefused
@@ -152,7 +153,8 @@ class Deliverer:
     async def _deliver(self, delivery: Delivery) -> None:
         max_attempts = self._settings.callback_max_attempts
         while True:
-            host, breaker = self._breakers.for_url(delivery.url)
+            host = host_of(delivery.url)
+            breaker = self._breakers.for_host(host)
             wait = breaker.wait_s()
             if wait:
                 reason, delay = f"circuit open for {host}", wait
@@ -224,16 +226,18 @@ class Deliverer:
             ) as response:
                 status = response.status
                 after = retry_after(response.headers.get("Retry-After"))
-                text = (await response.content.read(300)).decode(errors="replace")
+                # Only n8n's 409 is read, a little: whether the execution has finished.
+                finished = status == 409 and b"finished" in (await response.content.read(300))
         except OutboundRefused as exc:  # BRIDGE_OUTBOUND_*: no retry changes that
             raise GiveUp(f"not sent: {exc}") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise Retry(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+            raise Retry(failure(exc)) from None
         if 200 <= status < 300:
             return
-        message = f"HTTP {status}" + (f": {text.strip()[:200]}" if text.strip() else "")
-        if status == 409 and "finished" in text.lower():
-            raise GiveUp(message)  # n8n: the execution has finished; it will never take this
+        # The bridge's words only: the target's answer is never quoted (it may be anything).
+        message = status_text(status)
+        if finished:  # n8n: the execution has finished; it will never take this
+            raise GiveUp(f"{message}: n8n says the execution has finished")
         if status >= 500 or status in RETRY_STATUSES:
             raise Retry(message, after)
         raise GiveUp(message)

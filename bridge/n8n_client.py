@@ -16,14 +16,25 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import orjson
 
-from bridge.breaker import Breakers
+from bridge.breaker import Breakers, host_of
 from bridge.callbacks import retry_after, retry_delay
 from bridge.errors import IntegrationFailed, ValidationFailed
+from bridge.http_client import ResponseTooLarge, failure, read_capped, status_text
 from bridge.outbound import OutboundGuard, OutboundRefused, refuse_url
 from bridge.redact import redact_url
 from bridge.settings import Settings
 
 RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+class AnswerTooLarge(IntegrationFailed):
+    """n8n took the call, but its answer was longer than the bridge reads: not repeated."""
+
+    def __init__(self, url: str, status: int, exc: ResponseTooLarge) -> None:
+        super().__init__(
+            f"n8n at {redact_url(url)} answered HTTP {status}, but {exc}", retryable=False
+        )
+        self.status = status
 
 
 class N8nClient:
@@ -56,24 +67,29 @@ class N8nClient:
         self, url: str, payload: Any, *, method: str = "POST", headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
         """(status, answer) of a 2xx; IntegrationFailed otherwise — retryable unless n8n refused
-        the request itself (4xx)."""
-        host, breaker = self._breakers.for_url(url)
+        the request itself (4xx). Errors say what happened in the bridge's words, never with
+        the remote answer's text."""
+        host = host_of(url)
+        breaker = self._breakers.for_host(host)
         attempts = self._settings.n8n_max_attempts
         reason = ""
         for attempt in range(1, attempts + 1):
             if breaker.wait_s():
                 raise IntegrationFailed(
-                    f"n8n at {host} keeps failing; not calling it for now "
+                    f"n8n at {redact_url(url)} keeps failing; not calling it for now "
                     f"({reason or 'circuit breaker open'})"
                 )
             try:
                 status, answer, wait = await self._once(url, payload, method, headers or {})
+            except AnswerTooLarge:
+                breaker.succeeded()  # n8n answered: it is up
+                raise
             except OutboundRefused as exc:
                 raise IntegrationFailed(
                     f"not calling {redact_url(url)}: {exc}", retryable=False
                 ) from None
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                reason, wait = f"{type(exc).__name__}: {exc}".rstrip(": "), None
+                reason, wait = failure(exc), None
                 breaker.failed()
             else:
                 if 200 <= status < 300:
@@ -81,8 +97,8 @@ class N8nClient:
                     return status, answer
                 if status < 500 and status not in RETRY_STATUSES:
                     breaker.succeeded()
-                    raise IntegrationFailed(_refusal(url, status, answer), retryable=False)
-                reason = f"n8n answered HTTP {status}"
+                    raise IntegrationFailed(_refusal(url, status), retryable=False)
+                reason = f"n8n answered {status_text(status)}"
                 breaker.failed()
             if attempt < attempts:
                 await asyncio.sleep(
@@ -102,19 +118,22 @@ class N8nClient:
         async with self._session.request(
             method, url, data=body, headers=headers, timeout=timeout
         ) as response:
-            raw = await response.read()
+            status = response.status
+            if not 200 <= status < 300:  # not read: its text is never shown
+                return status, None, retry_after(response.headers.get("Retry-After"))
+            try:
+                raw = await read_capped(response, self._settings.outbound_max_response_bytes)
+            except ResponseTooLarge as exc:
+                raise AnswerTooLarge(url, status, exc) from None
             try:
                 answer: Any = orjson.loads(raw) if raw else None
             except orjson.JSONDecodeError:
                 answer = raw.decode(errors="replace")
-            return response.status, answer, retry_after(response.headers.get("Retry-After"))
+            return status, answer, None
 
 
-def _refusal(url: str, status: int, answer: Any) -> str:
-    message = answer.get("message") if isinstance(answer, dict) else answer
-    text = f"n8n refused the call to {redact_url(url)}: HTTP {status}" + (
-        f": {message}" if message else ""
-    )
+def _refusal(url: str, status: int) -> str:
+    text = f"n8n refused the call to {redact_url(url)}: {status_text(status)}"
     if status == 404:
         text += (
             " — is the workflow active? (a production URL works only while the workflow is "

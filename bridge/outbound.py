@@ -1,16 +1,29 @@
 """Where the bridge may send HTTP requests: a guard against server-side request forgery.
 
 Callback URLs, event-webhook URLs and `n8n_trigger` webhooks come from API callers. Without a
-guard, a caller could make the bridge call its host's cloud metadata service (169.254.169.254)
-and read the answer back from the dead letters. `BRIDGE_OUTBOUND_DENY` (default: link-local,
-metadata, unspecified and multicast addresses) is refused always; a non-empty
-`BRIDGE_OUTBOUND_ALLOW` is the only place requests may go. Entries are networks (`10.0.0.0/8`,
-`fd00::/8`, `192.0.2.7`), host names (`n8n.example.com`) or domains (`.example.com`).
+guard, a caller could make the bridge call its host's cloud metadata service (169.254.169.254),
+or in production any service on its loopback or private network, and read the answer back.
 
-Checked twice: when a URL is accepted (by its host: a literal address or a name), and when a
-request goes out — the resolver checks every address a name resolves to, at connect time, so a
-name that resolves elsewhere later (DNS rebinding) is caught too. Loopback and private networks
-are allowed by default: n8n usually runs next to the bridge.
+The rules, in order:
+1. `BRIDGE_OUTBOUND_DENY` (default: link-local, cloud metadata, unspecified and multicast
+   addresses) is refused always.
+2. The host and port of `BRIDGE_N8N_URL`, and host names `BRIDGE_OUTBOUND_ALLOW` names, may be
+   called (whatever they resolve to, unless denied).
+3. A non-empty `BRIDGE_OUTBOUND_ALLOW` is the only place other requests may go.
+4. `BRIDGE_OUTBOUND_POLICY=private-denied` (the default with `BRIDGE_ENV=production`) refuses
+   loopback, private, shared (CGNAT), link-local and other special-purpose networks
+   (`PRIVATE_NETWORKS`) unless `BRIDGE_OUTBOUND_ALLOW` lists them; `private-allowed` (the
+   default in dev) lets them be called, as n8n usually runs next to the bridge.
+
+An address is judged as what it reaches, whatever its spelling: IPv4 in any form the system's
+parser takes (`2130706433`, `0x7f.1`, `127.1`, `0177.0.0.1`), IDNA-mapped characters, and IPv6
+forms that carry an IPv4 address (mapped, SIIT, IPv4-compatible, NAT64, 6to4, Teredo) are judged
+as the IPv4 address(es) they carry as well.
+
+Checked twice: when a URL is accepted (by its host: a literal address or a name; no DNS), and
+when each request goes out, redirects included — a literal address in the request's URL by the
+client middleware, a name by the resolver, which judges every address it resolves to before a
+connection is made (so a name that resolves elsewhere later, DNS rebinding, is caught too).
 """
 
 from __future__ import annotations
@@ -18,25 +31,32 @@ from __future__ import annotations
 import functools
 import ipaddress
 import socket
-from collections.abc import Sequence
-from urllib.parse import urlsplit
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Literal
 
 from aiohttp import ClientRequest, ClientResponse
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.client_middlewares import ClientHandlerType
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 from bridge.errors import ValidationFailed
 from bridge.redact import redact_url
 
+if TYPE_CHECKING:  # settings import this module's defaults
+    from bridge.settings import Settings
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Policy = Literal["private-denied", "private-allowed"]
 
 DEFAULT_DENY = (
     "169.254.0.0/16",  # link-local: AWS, GCP, Azure, OpenStack metadata (169.254.169.254), ECS
     "fe80::/10",  # IPv6 link-local
     "fd00:ec2::254/128",  # AWS metadata over IPv6
     "100.100.100.200/32",  # Alibaba Cloud metadata
+    "168.63.129.16/32",  # Azure's wire server (platform agent, DNS, health probes)
+    "192.0.0.192/32",  # Oracle Cloud metadata
     "0.0.0.0/8",  # "this host": reaches the bridge's own machine on Linux
     "::/128",
     "224.0.0.0/4",  # multicast
@@ -45,6 +65,35 @@ DEFAULT_DENY = (
     "metadata.google.internal",
     "metadata.goog",
 )
+
+# Refused by the private-denied policy unless BRIDGE_OUTBOUND_ALLOW lists them.
+PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "127.0.0.0/8",  # loopback
+        "10.0.0.0/8",  # RFC 1918
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",  # shared address space (carrier-grade NAT)
+        "169.254.0.0/16",  # link-local
+        "192.0.0.0/24",  # IETF protocol assignments
+        "198.18.0.0/15",  # benchmarking
+        "240.0.0.0/4",  # reserved
+        "0.0.0.0/8",
+        "::1/128",
+        "::/128",
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated, still routed by some stacks)
+        "64:ff9b:1::/48",  # local-use NAT64: where it carries its IPv4 address is local choice
+        "100::/64",  # discard-only
+    )
+)
+
+# IPv6 forms that carry an IPv4 address in their low 32 bits.
+_SIIT = ipaddress.ip_network("::ffff:0:0:0/96")
+_COMPATIBLE = ipaddress.ip_network("::/96")
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
 class OutboundRefused(Exception):
@@ -56,9 +105,9 @@ def refuse_url(guard: OutboundGuard, url: str, pointer: str) -> None:
     reason = guard.refusal(url)
     if reason is not None:
         raise ValidationFailed(
-            f"{pointer.lstrip('/')}: the bridge does not call {redact_url(url)!r}: {reason}",
+            f"{pointer.lstrip('/')}: the bridge does not call {redact_url(url)}: {reason}",
             description="use the address n8n is reached at; operators set "
-            "BRIDGE_OUTBOUND_ALLOW / BRIDGE_OUTBOUND_DENY",
+            "BRIDGE_OUTBOUND_ALLOW / BRIDGE_OUTBOUND_DENY / BRIDGE_OUTBOUND_POLICY",
             details=[{"pointer": pointer, "message": reason}],
         )
 
@@ -79,65 +128,171 @@ def parse_entry(entry: str) -> Network | str:
     return text
 
 
-def _address(host: str) -> Address | None:
+def _looks_numeric(host: str) -> bool:
+    """Whether the HTTP client takes `host` for an address rather than a name to resolve (as
+    aiohttp's `is_ip_address` does): such a host is connected to without the resolver."""
+    return ":" in host or host.replace(".", "").isdigit()
+
+
+def literal_address(host: str) -> Address | None:
+    """The address a literal host reaches, parsed as the system parses it (so `2130706433`,
+    `0x7f.1`, `127.1` and `0177.0.0.1` are 127.0.0.1); None for a name (or a malformed one)."""
+    bare = host.strip("[]")
     try:
-        address = ipaddress.ip_address(host.strip("[]").split("%")[0])
+        address = ipaddress.ip_address(bare)
     except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped  # ::ffff:169.254.169.254 is 169.254.169.254
+        try:  # numeric only: never a DNS query
+            info = socket.getaddrinfo(bare, None, flags=socket.AI_NUMERICHOST)
+        except (OSError, UnicodeError, ValueError):
+            return None
+        address = ipaddress.ip_address(info[0][4][0])
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped  # ::ffff:169.254.169.254 is 169.254.169.254
+        if address.scope_id:
+            return ipaddress.IPv6Address(address.compressed.split("%")[0])
     return address
 
 
+def carried(address: Address) -> Iterator[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (SIIT, IPv4-compatible, NAT64, 6to4,
+    Teredo's server and client): the connection may well end there."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return
+    low = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    translated = address in _SIIT or any(address in net for net in _NAT64)
+    if translated or (address in _COMPATIBLE and int(address) > 1):  # not :: or ::1
+        yield low
+    if address.sixtofour is not None:
+        yield address.sixtofour
+    if address.teredo is not None:
+        yield from address.teredo
+
+
+def _host(host: str) -> str:
+    return host.lower().rstrip(".") if not _looks_numeric(host) else host.lower()
+
+
 class OutboundGuard:
-    def __init__(self, allow: Sequence[str], deny: Sequence[str]) -> None:
+    def __init__(
+        self,
+        allow: Sequence[str],
+        deny: Sequence[str],
+        *,
+        policy: Policy = "private-allowed",
+        trusted: tuple[str, int] | None = None,
+    ) -> None:
         self._allow = [parse_entry(entry) for entry in allow]
         self._deny = [parse_entry(entry) for entry in deny]
-        # The verdict depends on the host alone, and a bridge calls few hosts: judge each once.
-        self._host_refusal = functools.lru_cache(maxsize=1024)(self._judge_host)
+        self.policy = policy
+        # (host, port) the bridge is configured to call: BRIDGE_N8N_URL's
+        self._trusted = trusted
+        # The verdict depends on the host and port alone, and a bridge calls few: judge once.
+        self._judged = functools.lru_cache(maxsize=1024)(self._judge_host)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OutboundGuard:
+        trusted = None
+        if settings.n8n_url:
+            url = URL(settings.n8n_url)
+            if url.raw_host and url.port:
+                address = literal_address(url.raw_host)
+                trusted = (str(address) if address else _host(url.raw_host), url.port)
+        return cls(
+            settings.outbound_allow,
+            settings.outbound_deny,
+            policy=settings.outbound_policy,
+            trusted=trusted,
+        )
+
+    def describe(self) -> str:
+        """One line for the start-up log: the policy in force."""
+        if self.policy == "private-denied":
+            rule = (
+                "loopback, private and link-local addresses are refused unless "
+                "BRIDGE_OUTBOUND_ALLOW lists them"
+            )
+        else:
+            rule = "loopback and private addresses may be called"
+        allow = f"only {len(self._allow)} BRIDGE_OUTBOUND_ALLOW entries" if self._allow else ""
+        n8n = f"; n8n at {self._trusted[0]}:{self._trusted[1]} allowed" if self._trusted else ""
+        return (
+            f"outbound policy: {self.policy} ({rule}; {len(self._deny)} BRIDGE_OUTBOUND_DENY "
+            f"entries refused always{'; ' + allow if allow else ''}{n8n})"
+        )
 
     def refusal(self, url: str) -> str | None:
-        """Why a URL may not be called, judged by its host alone (no DNS); None if it may."""
-        host = (urlsplit(url).hostname or "").lower().rstrip(".")
-        if not host:
-            return f"{redact_url(url)!r} has no host"
-        return self._host_refusal(host)
+        """Why a URL may not be called, judged by its host and port alone (no DNS); None if
+        it may. The URL is parsed as the HTTP client parses it (IDNA mapping included)."""
+        try:
+            parsed = URL(url)
+        except (ValueError, TypeError, UnicodeError):
+            return "it is not a valid URL"
+        if parsed.scheme not in ("http", "https"):
+            return "only http and https URLs are called"
+        if not parsed.raw_host:
+            return "it has no host"
+        return self._judged(parsed.raw_host, parsed.port or 0)
 
-    def _judge_host(self, host: str) -> str | None:
-        address = _address(host)
+    def _judge_host(self, host: str, port: int) -> str | None:
+        address = literal_address(host)
         if address is not None:
-            return self._judge_address(host, address)
-        if self._matches_name(self._deny, host):
-            return f"{host} is refused by BRIDGE_OUTBOUND_DENY"
-        # A name the allow list does not name may still resolve into an allowed network:
-        # that is decided when it is resolved.
+            reason = self._judge(_host(host), port, address)
+            if reason is None or _host(host) == str(address):
+                return reason
+            return f"{host} is {address}: {reason}"  # an address written otherwise
+        if _looks_numeric(host):
+            # The client would hand this to the system's resolver as if it were an address:
+            # what it reaches could not be judged.
+            return f"{host} is neither an address nor a host name"
+        name = _host(host)
+        if self._matches_name(self._deny, name):
+            return f"{name} is refused by BRIDGE_OUTBOUND_DENY"
+        # What a name reaches is judged when it is resolved.
         return None
 
-    def check_resolved(self, host: str, addresses: Sequence[str]) -> None:
+    def check_resolved(self, host: str, port: int, addresses: Sequence[str]) -> None:
         """Raise OutboundRefused unless every address `host` resolved to may be called."""
-        host = host.lower().rstrip(".")
-        named = self._matches_name(self._allow, host)
+        name = _host(host)
         for text in addresses:
-            address = _address(text)
+            address = literal_address(text)
             if address is None:
-                continue
-            if self._matches_net(self._deny, address):
-                raise OutboundRefused(
-                    f"{host} resolves to {address}, which BRIDGE_OUTBOUND_DENY refuses"
-                )
-            if self._allow and not named and not self._matches_net(self._allow, address):
-                raise OutboundRefused(
-                    f"{host} resolves to {address}, which BRIDGE_OUTBOUND_ALLOW does not list"
-                )
+                raise OutboundRefused(f"{name} resolves to {text!r}, which is not an address")
+            reason = self._judge(name, port, address)
+            if reason is not None:
+                raise OutboundRefused(f"{name} resolves to {address}: {reason}")
 
-    def _judge_address(self, host: str, address: Address) -> str | None:
-        if self._matches_net(self._deny, address):
-            return (
-                f"{host} is refused by BRIDGE_OUTBOUND_DENY (by default: link-local, cloud "
-                "metadata, unspecified and multicast addresses)"
-            )
-        if self._allow and not self._matches_net(self._allow, address):
-            return f"{host} is not in BRIDGE_OUTBOUND_ALLOW"
+    def _judge(self, host: str, port: int, address: Address) -> str | None:
+        """Why `address` (reached as `host`:`port`) may not be called; None if it may."""
+        views = [address, *carried(address)]
+
+        def shown(view: Address) -> str:
+            return str(view) if view == address else f"{address} carries {view}, which"
+
+        for view in views:
+            if self._matches_net(self._deny, view):
+                return (
+                    f"{shown(view)} is refused by BRIDGE_OUTBOUND_DENY (by default: link-local, "
+                    "cloud metadata, unspecified and multicast addresses)"
+                )
+        trusted = self._trusted
+        if trusted is not None and port == trusted[1] and trusted[0] in (host, str(address)):
+            return None  # BRIDGE_N8N_URL's host and port
+        if self._matches_name(self._allow, host):
+            return None
+        judged = views[1:] or views  # an IPv6 form that carries IPv4 is judged by what it carries
+        if self._allow and not all(self._matches_net(self._allow, view) for view in judged):
+            return "BRIDGE_OUTBOUND_ALLOW does not list it"
+        if self.policy == "private-denied":
+            for view in views:
+                if self._matches_net(PRIVATE_NETWORKS, view) and not self._matches_net(
+                    self._allow, view
+                ):
+                    return (
+                        f"{shown(view)} is a loopback, private or special-purpose address, "
+                        "refused by BRIDGE_OUTBOUND_POLICY=private-denied (BRIDGE_OUTBOUND_ALLOW "
+                        "may list it)"
+                    )
         return None
 
     @staticmethod
@@ -158,8 +313,10 @@ class OutboundGuard:
     async def middleware(
         self, request: ClientRequest, handler: ClientHandlerType
     ) -> ClientResponse:
-        """Every outgoing request, redirects included, by its host."""
-        reason = self.refusal(str(request.url))
+        """Every outgoing request, redirects included, by its host and port; a name's addresses
+        are judged by the resolver."""
+        host = request.url.raw_host or ""
+        reason = self._judged(host, request.url.port or 0) if host else "it has no host"
         if reason is not None:
             raise OutboundRefused(reason)
         return await handler(request)
@@ -176,7 +333,7 @@ class GuardedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self._resolver.resolve(host, port, family)
-        self._guard.check_resolved(host, [result["host"] for result in results])
+        self._guard.check_resolved(host, port, [result["host"] for result in results])
         return results
 
     async def close(self) -> None:

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from bridge.outbound import DEFAULT_DENY, parse_entry
+from bridge.outbound import DEFAULT_DENY, Policy, parse_entry
 from bridge.router import QueueConfig, RouteRule, check_config
 
 ENV_PREFIX = "BRIDGE_"
@@ -127,6 +127,18 @@ class Settings(BaseModel):
     outbound_deny: tuple[str, ...] = Field(
         default=DEFAULT_DENY, description="networks and host names requests never go to"
     )
+    outbound_policy: Policy = Field(
+        "private-allowed",
+        description="private-denied: loopback and private networks are refused unless "
+        "BRIDGE_OUTBOUND_ALLOW lists them (the default with BRIDGE_ENV=production); "
+        "private-allowed: they may be called (the default in dev)",
+    )
+    outbound_max_response_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="the most of a remote answer the bridge reads; more is an error",
+    )
 
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_binary_bytes: int = Field(16 * 1024 * 1024, ge=1)
@@ -178,6 +190,16 @@ class Settings(BaseModel):
     events_retention_s: int = Field(7 * 24 * 3600, ge=60)
     events_max: int = Field(1_000_000, ge=1000)
     dead_letter_retention_s: int = Field(30 * 24 * 3600, ge=60)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _policy_follows_env(cls, values: Any) -> Any:
+        """Production refuses private destinations unless told otherwise."""
+        if isinstance(values, dict) and values.get("outbound_policy") is None:
+            production = values.get("env") == "production"
+            policy = "private-denied" if production else "private-allowed"
+            return {**values, "outbound_policy": policy}
+        return values
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from bridge.app import create_app
 from bridge.auth import mint_token
 from bridge.keys import RUNNER
 from bridge.settings import Settings
+from tests.canary import canary, raw_server  # noqa: F401 (fixtures for every test module)
 from tests.redis_server import redis_server, redis_url  # noqa: F401 (fixtures for every module)
 from tests.webhook_target import target  # noqa: F401 (a fixture for every test module)
 

@@ -9,17 +9,68 @@ a call whose outcome is unknown (the bridge died mid-call) is reported, not repe
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from bridge.errors import IntegrationFailed, Internal
 from bridge.items import Item
-from bridge.n8n_client import N8nClient
+from bridge.n8n_client import AnswerTooLarge, N8nClient
 from bridge.processors.registry import Context, processor
 from bridge.stores.base import Ledger
 
 CALLS_AT_ONCE = 8
+MAX_HEADERS = 20
+
+# Headers a workflow may not set: those that frame or route the request (the HTTP client sets
+# them, and a wrong one desynchronises the connection or reaches another virtual host), those
+# that speak for a proxy or for the client's network address (a target may trust them), and the
+# bridge's own (a target may trust those too). Credentials (Authorization, Cookie, API keys) are
+# the workflow's own to send.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "expect",
+        "via",
+        "forwarded",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-trace-id",
+        "idempotency-key",
+    }
+)
+RESERVED_PREFIXES = ("proxy-", "x-forwarded-", "x-bridge-", "webhook-")
+
+
+def _not_reserved(name: str) -> str:
+    lowered = name.lower()
+    if lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_PREFIXES):
+        raise ValueError(
+            f"{name} is set by the bridge or its HTTP client, or speaks for a proxy; it cannot "
+            "be given"
+        )
+    return name
+
+
+# An RFC 9110 token; values: visible ASCII and spaces (no control character, no line break
+# of any kind, nothing a server might decode into one).
+HeaderName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"),
+    AfterValidator(_not_reserved),
+]
+HeaderValue = Annotated[str, StringConstraints(max_length=4096, pattern=r"^[\x20-\x7e]*$")]
 
 
 class TriggerParams(BaseModel):
@@ -36,7 +87,13 @@ class TriggerParams(BaseModel):
         description="item: one call per item (its json as the body); job: one call "
         'with every item (`{"items": [...]}`)',
     )
-    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+    headers: dict[HeaderName, HeaderValue] = Field(
+        default_factory=dict,
+        max_length=MAX_HEADERS,
+        description="extra request headers (up to 20; not Host, Content-*, Transfer-Encoding, "
+        "Connection, Upgrade, TE, Trailer, Expect, Via, Proxy-*, Forwarded, X-Forwarded-*, "
+        "X-Real-IP, the bridge's own X-Bridge-*, X-Trace-ID, Idempotency-Key, webhook-*)",
+    )
     result_field: str = Field("n8n", min_length=1, description="where n8n's answer goes")
 
 
@@ -94,6 +151,10 @@ async def _call(
         headers = {**headers, "Idempotency-Key": key.removeprefix("n8n:")}
     try:
         status, answer = await client.call(url, payload, method=params.method, headers=headers)
+    except AnswerTooLarge as exc:
+        if key is not None:  # n8n took it: a retry must not call again
+            await ledger.settle(key, {"status": exc.status, "response": None, "duplicate": False})
+        return exc
     except IntegrationFailed as exc:
         if key is not None:
             await ledger.release(key)  # n8n did not take it: a retry may call again

@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 import jsonschema
+import referencing
 from pydantic import BaseModel, ValidationError
 
 from bridge.errors import ValidationFailed, json_pointer
@@ -134,7 +135,11 @@ class ProcessorSpec:
             raise _params_invalid(
                 self.name,
                 [
-                    {"pointer": pointer + json_pointer(e["loc"]), "message": e["msg"]}
+                    # a bad key of a mapping points at its entry (pydantic adds "[key]")
+                    {
+                        "pointer": pointer + json_pointer(p for p in e["loc"] if p != "[key]"),
+                        "message": e["msg"],
+                    }
                     for e in exc.errors(include_url=False)
                 ],
             ) from None
@@ -195,7 +200,8 @@ def processor(
             max_attempts=max_attempts,
             is_async=is_async,
             module=func.__module__,
-            _validator=jsonschema.Draft202012Validator(params)
+            # An empty registry: `$ref` resolves within the schema, never by fetching a URL.
+            _validator=jsonschema.Draft202012Validator(params, registry=referencing.Registry())
             if isinstance(params, Mapping)
             else None,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import ClientFactory
@@ -77,3 +78,61 @@ async def test_an_idempotency_key_starts_the_workflow_once(
     assert target.received[0].headers["Idempotency-Key"] == "run-1:0"
     assert first["items"][0]["json"]["n8n"]["duplicate"] is False
     assert again["items"][0]["json"]["n8n"]["duplicate"] is True
+
+
+REFUSED_HEADERS = [
+    ({"Host": "internal.example"}, "/parameters/headers/Host"),
+    ({"content-length": "0"}, "/parameters/headers/content-length"),
+    ({"Transfer-Encoding": "chunked"}, "/parameters/headers/Transfer-Encoding"),
+    ({"Connection": "close"}, "/parameters/headers/Connection"),
+    ({"Upgrade": "websocket"}, "/parameters/headers/Upgrade"),
+    ({"TE": "trailers"}, "/parameters/headers/TE"),
+    ({"Trailer": "X"}, "/parameters/headers/Trailer"),
+    ({"Keep-Alive": "timeout=5"}, "/parameters/headers/Keep-Alive"),
+    ({"Expect": "100-continue"}, "/parameters/headers/Expect"),
+    ({"Proxy-Authorization": "Basic eA=="}, "/parameters/headers/Proxy-Authorization"),
+    ({"Forwarded": "for=10.0.0.1"}, "/parameters/headers/Forwarded"),
+    ({"X-Forwarded-For": "127.0.0.1"}, "/parameters/headers/X-Forwarded-For"),
+    ({"X-Real-IP": "127.0.0.1"}, "/parameters/headers/X-Real-IP"),
+    ({"Via": "1.1 bridge"}, "/parameters/headers/Via"),
+    ({"Content-Type": "text/plain"}, "/parameters/headers/Content-Type"),
+    ({"X-Bridge-Job-ID": "forged"}, "/parameters/headers/X-Bridge-Job-ID"),
+    ({"webhook-signature": "v1,forged"}, "/parameters/headers/webhook-signature"),
+    ({"Idempotency-Key": "x"}, "/parameters/headers/Idempotency-Key"),
+    ({"X-A\r\nX-B": "1"}, "/parameters/headers/X-A\r\nX-B"),
+    ({"X A": "1"}, "/parameters/headers/X A"),
+    ({"": "1"}, "/parameters/headers/"),
+    ({"X-A": "1\r\nX-Injected: 2"}, "/parameters/headers/X-A"),
+    ({"X-A": "1\nX-Injected: 2"}, "/parameters/headers/X-A"),
+    ({"X-A": "a\x00b"}, "/parameters/headers/X-A"),
+    ({"X-A": "a\x7fb"}, "/parameters/headers/X-A"),
+    ({"X-A": "a\x85b"}, "/parameters/headers/X-A"),
+    ({"X-A": "a\u2028b"}, "/parameters/headers/X-A"),
+    ({"X-A": "é"}, "/parameters/headers/X-A"),
+    ({"X-A": "x" * 4097}, "/parameters/headers/X-A"),
+    ({"X-" + "a" * 100: "1"}, "/parameters/headers/X-" + "a" * 100),
+    ({f"X-{i}": "1" for i in range(21)}, "/parameters/headers"),
+]
+
+
+@pytest.mark.parametrize(("headers", "pointer"), REFUSED_HEADERS)
+async def test_headers_that_control_the_transport_or_impersonate_are_refused(
+    client: TestClient, auth: dict[str, str], target: Target, headers: dict[str, str], pointer: str
+) -> None:
+    response = await client.post(
+        EXECUTE, json=trigger(target.url(), [{}], headers=headers), headers=auth
+    )
+    assert response.status == 422
+    error = (await response.json())["error"]
+    assert pointer in [detail["pointer"] for detail in error["details"]], error
+    assert target.received == []
+
+
+async def test_ordinary_headers_go_out(
+    client: TestClient, auth: dict[str, str], target: Target
+) -> None:
+    headers = {"Authorization": "Bearer abc", "X-Api-Key": "k", "Cookie": "a=b", "Accept": "*/*"}
+    body = trigger(target.url(), [{}], headers=headers)
+    assert (await client.post(EXECUTE, json=body, headers=auth)).status == 200
+    [call] = target.received
+    assert {name: call.headers[name] for name in headers} == headers
