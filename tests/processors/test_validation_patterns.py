@@ -30,7 +30,9 @@ def request(schema: Any, items: list[Any], timeout_s: float) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("schema", "record"),
     [
-        pytest.param({"properties": {"code": {"pattern": BACKTRACKS}}}, {"code": SLOW}, id="pattern"),
+        pytest.param(
+            {"properties": {"code": {"pattern": BACKTRACKS}}}, {"code": SLOW}, id="pattern"
+        ),
         pytest.param({"patternProperties": {BACKTRACKS: True}}, {SLOW: 1}, id="patternProperties"),
         pytest.param(
             # additionalProperties sorts first: its own matching runs before patternProperties'

@@ -148,8 +148,14 @@ async def test_a_reference_to_a_metaschema_is_refused(
 @pytest.mark.parametrize(
     ("schema", "pointer"),
     [
-        ({"properties": {"a": {"$ref": "#/$defs/missing"}}}, "/parameters/schema/properties/a/$ref"),
-        ({"properties": {"a": {"$ref": "#no-such-anchor"}}}, "/parameters/schema/properties/a/$ref"),
+        (
+            {"properties": {"a": {"$ref": "#/$defs/missing"}}},
+            "/parameters/schema/properties/a/$ref",
+        ),
+        (
+            {"properties": {"a": {"$ref": "#no-such-anchor"}}},
+            "/parameters/schema/properties/a/$ref",
+        ),
         ({"not": {"$dynamicRef": "#/nowhere"}}, "/parameters/schema/not/$dynamicRef"),
     ],
 )
