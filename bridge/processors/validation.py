@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 from bridge.errors import Timeout, ValidationFailed, json_pointer
 from bridge.items import Item
 from bridge.processors import json_schemas
+from bridge.processors.email_dns import DeadlineResolver
 from bridge.processors.registry import Context, processor
 
 
@@ -71,7 +72,9 @@ def _parts(field: str) -> list[str]:
     return [p.replace("~1", "/").replace("~0", "~") for p in field[1:].split("/")]
 
 
-def _check_email(record: dict[str, Any], field: str, params: ValidationParams) -> str | None:
+def _check_email(
+    record: dict[str, Any], field: str, params: ValidationParams, resolver: DeadlineResolver | None
+) -> str | None:
     """Checks (and normalises in place) one address; returns the problem, if any."""
     *parents, last = _parts(field)
     holder: Any = record
@@ -81,7 +84,9 @@ def _check_email(record: dict[str, Any], field: str, params: ValidationParams) -
     if not isinstance(value, str) or not value:
         return "no e-mail address"
     try:
-        valid = validate_email(value, check_deliverability=params.check_deliverability)
+        valid = validate_email(
+            value, check_deliverability=resolver is not None, dns_resolver=resolver
+        )
     except EmailNotValidError as exc:
         return str(exc)
     if params.normalize_emails:
@@ -101,6 +106,7 @@ def validation(items: list[Item], params: ValidationParams, ctx: Context) -> lis
 def _validate(
     items: list[Item], params: ValidationParams, ctx: Context, validator: Any
 ) -> list[Any]:
+    resolver = DeadlineResolver(ctx.settings, ctx.deadline) if params.check_deliverability else None
     results: list[dict[str, Any]] = []
     invalid: list[dict[str, str]] = []
     for item in items:
@@ -109,7 +115,7 @@ def _validate(
         record = orjson.loads(orjson.dumps(item.json))  # a copy we may normalise
         problems = _schema_problems(validator, record) if validator else []
         for field in params.email_fields:
-            problem = _check_email(record, field, params)
+            problem = _check_email(record, field, params, resolver)
             if problem is not None:
                 pointer = field if field.startswith("/") else json_pointer([field])
                 problems.append({"pointer": pointer, "message": problem})
