@@ -26,7 +26,10 @@ class ValidationParams(BaseModel):
     json_schema: dict[str, Any] | None = Field(
         None,
         alias="schema",
-        description="a JSON Schema (Draft 2020-12) each item's json must match",
+        description=(
+            "a JSON Schema (Draft 2020-12) each item's json must match; its references must "
+            "resolve inside it (nothing is fetched)"
+        ),
     )
     email_fields: list[str] = Field(
         default_factory=list,

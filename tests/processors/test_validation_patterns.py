@@ -121,3 +121,12 @@ async def test_ordinary_patterns_still_match(client: TestClient, auth: dict[str,
     assert out[0] == {"valid": True, "errors": []}
     assert {e["pointer"] for e in out[1]["errors"]} == {"/zip", "/x-a", "/n"}
     assert any(e["message"] == r"'1234' does not match '^\\d{5}$'" for e in out[1]["errors"])
+
+
+async def test_patterns_are_in_python_re_syntax(client: TestClient, auth: dict[str, str]) -> None:
+    schema = {"properties": {"name": {"pattern": r"^\p{L}+$"}}}
+    response = await client.post(EXECUTE, json=request(schema, [], 5), headers=auth)
+    assert response.status == 422
+    problem = (await response.json())["error"]["details"][0]
+    assert problem["pointer"] == "/parameters/schema"
+    assert "is not a 'regex'" in problem["message"]
