@@ -50,9 +50,12 @@ else:
     from re import _parser
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-# Counted repeats `regex` may unroll, in pattern elements: 100,000 costs about 30 MB and 20 ms to
+# Counted repeats `regex` unrolls, in pattern elements: 10,000 cost at most about 3 MB and 2 ms to
 # compile. Patterns people write (`^\d{4}-\d{2}$`, `.{1,255}`) are far below.
-MAX_PATTERN_SIZE = 100_000
+MAX_PATTERN_SIZE = 10_000
+# Validators of larger schemas are built for their request and not kept: a cache must not pin
+# megabytes per entry for whoever sends many large schemas.
+MAX_CACHED_SCHEMA_BYTES = 64 * 1024
 
 Path = tuple[str | int, ...]
 _BASE = jsonschema.Draft202012Validator
@@ -83,7 +86,7 @@ _NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry(retrieve=_refuse
 def check(schema: Mapping[str, Any]) -> None:
     """Refuse what the bridge will not run (see the module's docstring)."""
     try:
-        _BASE.check_schema(schema)
+        _BASE.check_schema(schema, format_checker=_FORMATS)
         _check(schema)
     except jsonschema.SchemaError as exc:
         raise SchemaRefused((), f"not a valid JSON Schema: {exc.message}") from None
@@ -166,7 +169,8 @@ def _resolve(resolver: Resolver[Any], ref: Any, path: Path) -> None:
 def _check_pattern(pattern: str, path: Path) -> None:
     try:
         size = _unrolled_size(_parser.parse(pattern).data)
-        regex.compile(pattern)  # once the size is known to be small
+        if size <= MAX_PATTERN_SIZE:
+            regex.compile(pattern, cache_pattern=False)
     except (re.error, regex.error) as exc:
         raise SchemaRefused(path, f"not a supported pattern: {exc}") from None
     if size > MAX_PATTERN_SIZE:
@@ -222,9 +226,33 @@ def _time_left() -> float | None:
     return left
 
 
+def _is_regex(instance: object) -> bool:
+    """The `regex` format, for the schema's patterns and items' values alike: Python's `re` syntax,
+    parsed only — `re.compile` would keep every string it saw in `re`'s cache."""
+    if not isinstance(instance, str):
+        return True
+    try:
+        _parser.parse(instance)
+    except re.error:
+        return False
+    return True
+
+
+_FORMATS = jsonschema.FormatChecker(formats=())
+_FORMATS.checkers.update(_BASE.FORMAT_CHECKER.checkers)
+_FORMATS.checks("regex")(_is_regex)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(pattern: str) -> regex.Pattern[str]:
+    # Not in `regex`'s own cache (500 entries): this one is small, and each entry bounded by
+    # MAX_PATTERN_SIZE, so what it holds stays small too.
+    return regex.compile(pattern, cache_pattern=False)
+
+
 def _search(pattern: str, text: str) -> bool:
     try:
-        return regex.search(pattern, text, timeout=_time_left()) is not None
+        return _compiled(pattern).search(text, timeout=_time_left()) is not None
     except TimeoutError:
         raise Timeout(
             f"validation stopped: out of time matching the pattern {reprlib.repr(pattern)}"
@@ -287,14 +315,19 @@ _Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
 
 
 def validator(schema: Mapping[str, Any]) -> Any:
-    """The validator of a schema `check` accepted."""
-    return _validator(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
+    """The validator of a schema `check` accepted; small schemas' are cached."""
+    schema_json = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    if len(schema_json) > MAX_CACHED_SCHEMA_BYTES:
+        return _build(schema_json)
+    return _cached(schema_json)
 
 
-@functools.lru_cache(maxsize=64)
-def _validator(schema_json: bytes) -> Any:
+def _build(schema_json: bytes) -> Any:
     schema = orjson.loads(schema_json)
     # `$schema` (only Draft 2020-12's is accepted) would make jsonschema pick its own class for
     # the root whenever a reference comes back to it.
     schema.pop("$schema", None)
-    return _Validator(schema, registry=_NO_RETRIEVAL, format_checker=_BASE.FORMAT_CHECKER)
+    return _Validator(schema, registry=_NO_RETRIEVAL, format_checker=_FORMATS)
+
+
+_cached = functools.lru_cache(maxsize=64)(_build)
