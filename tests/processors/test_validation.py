@@ -135,3 +135,16 @@ async def test_an_item_nested_too_deeply_for_its_schema_is_marked(
         "errors": [{"pointer": "", "message": "nested too deeply to validate"}],
     }
     assert out[1] == {"valid": True, "errors": []}
+
+
+async def test_a_schema_too_large_to_check_on_the_event_loop_is_refused(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """Parameters are checked on the event loop: a schema of 20,000 subschemas would hold it for
+    seconds per request."""
+    schema = {"properties": {f"p{i}": {"type": "string"} for i in range(20_000)}}
+    response = await validate(client, auth, [], schema=schema)
+    assert response.status == 422, await response.text()
+    problem = (await response.json())["error"]["details"][0]
+    assert problem["pointer"] == "/parameters/schema"
+    assert "too large" in problem["message"]
