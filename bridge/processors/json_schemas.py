@@ -2,7 +2,8 @@
 every pattern matched within the run's deadline.
 
 `check(schema)` runs at parameter validation and raises `SchemaRefused` (with the pointer of the
-keyword) for a schema invalid against the Draft 2020-12 metaschema or nested too deeply, and for:
+keyword) for a schema invalid against the Draft 2020-12 metaschema, too large (it is checked on the
+event loop) or nested too deeply, and for:
 - a `$ref` or `$dynamicRef` that does not resolve inside the schema itself — a remote URL, a
   relative one under a remote `$id`, a metaschema — or not at all. Nothing is ever fetched: the
   registry's `retrieve` refuses, so a canary, a redirect or a tarpit gets no request;
@@ -53,6 +54,10 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 # Counted repeats `regex` unrolls, in pattern elements: 10,000 cost at most about 3 MB and 2 ms to
 # compile. Patterns people write (`^\d{4}-\d{2}$`, `.{1,255}`) are far below.
 MAX_PATTERN_SIZE = 10_000
+# Values (objects, arrays, scalars) in one schema: checking it runs on the event loop, up to about
+# 65 µs a value (a distinct pattern in every subschema), so 5,000 hold the loop for a third of a
+# second at most. Schemas people write are far below.
+MAX_SCHEMA_VALUES = 5_000
 # Validators of larger schemas are built for their request and not kept: a cache must not pin
 # megabytes per entry for whoever sends many large schemas.
 MAX_CACHED_SCHEMA_BYTES = 64 * 1024
@@ -85,6 +90,8 @@ _NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry(retrieve=_refuse
 
 def check(schema: Mapping[str, Any]) -> None:
     """Refuse what the bridge will not run (see the module's docstring)."""
+    if _too_many_values(schema, MAX_SCHEMA_VALUES):
+        raise SchemaRefused((), f"the schema is too large: more than {MAX_SCHEMA_VALUES:,} values")
     try:
         _BASE.check_schema(schema, format_checker=_FORMATS)
         _check(schema)
@@ -120,6 +127,20 @@ def _check(schema: Mapping[str, Any]) -> None:
             "unevaluatedProperties cannot be used in a schema with patternProperties "
             "(their patterns would be matched there without a time limit)",
         )
+
+
+def _too_many_values(document: Any, limit: int) -> bool:
+    stack, count = [document], 0
+    while stack:  # a loop, not recursion: nesting is bounded only by the body
+        value = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def _paths(document: Any) -> dict[int, Path]:
@@ -170,7 +191,7 @@ def _check_pattern(pattern: str, path: Path) -> None:
     try:
         size = _unrolled_size(_parser.parse(pattern).data)
         if size <= MAX_PATTERN_SIZE:
-            regex.compile(pattern, cache_pattern=False)
+            _compiled(pattern)
     except (re.error, regex.error) as exc:
         raise SchemaRefused(path, f"not a supported pattern: {exc}") from None
     if size > MAX_PATTERN_SIZE:
