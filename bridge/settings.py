@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import os
 import secrets
 import tomllib
@@ -89,6 +90,23 @@ def _split_list(value: Any) -> Any:
     return value
 
 
+def dns_server(entry: str) -> tuple[str, int]:
+    """`ADDRESS[:PORT]` (an IPv6 address with a port in brackets) as (address, port)."""
+    host, port = entry, "53"
+    if entry.startswith("["):
+        host, _, port = entry[1:].partition("]:")
+    elif entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"{entry!r} is not a DNS server's IP address[:port]") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"{entry!r} is not a DNS server's IP address[:port]")
+    return str(address), number
+
+
 def hash_api_key(key: str) -> str:
     return API_KEY_HASH_PREFIX + hashlib.sha256(key.encode()).hexdigest()
 
@@ -157,6 +175,12 @@ class Settings(BaseModel):
     smtp_from: str | None = None
     smtp_connections: int = Field(4, ge=1, le=100)
     smtp_rate_per_s: float = Field(0.0, ge=0, description="0: no limit")
+    email_dns_servers: tuple[str, ...] = Field(
+        (), description="DNS servers (ADDRESS[:PORT]) of `validation`'s deliverability checks"
+    )
+    email_dns_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="the most one deliverability DNS query may take"
+    )
 
     sync_timeout_s: float = Field(300.0, gt=0)
     thread_workers: int | None = Field(None, ge=1, le=512)
@@ -217,6 +241,14 @@ class Settings(BaseModel):
         entries = _split_list(value) or ()
         for entry in entries:
             parse_entry(str(entry))  # ValueError names the bad entry
+        return entries
+
+    @field_validator("email_dns_servers", mode="before")
+    @classmethod
+    def _dns_servers(cls, value: Any) -> Any:
+        entries = _split_list(value) or ()
+        for entry in entries:
+            dns_server(str(entry))  # ValueError names the bad entry
         return entries
 
     @field_validator("jwt_keys", "queues", "routes", mode="before")

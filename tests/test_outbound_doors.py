@@ -67,18 +67,22 @@ FORBIDDEN_MODULES = (
     "telnetlib",
     "xmlrpc",
     "websockets",
-    "dns",
 )
 # Libraries that can reach the network through an option or a feature, where they may be used
 # and what keeps them in: docs/security.md says the same per door.
 LIBRARY_DOORS: dict[str, dict[str, str]] = {
     "jsonschema": {
+        "processors/json_schemas.py": "request schemas: a registry that refuses retrieval",
         "processors/registry.py": "processors' own schemas: a registry without retrieval",
         "processors/validation.py": "request schemas: no remote $ref (refused at validation)",
     },
     "email_validator": {
         "processors/email_send.py": "check_deliverability=False: no DNS",
         "processors/validation.py": "DNS only when asked, bounded",
+    },
+    "dns": {
+        "processors/email_dns.py": "deliverability queries to the configured resolvers, "
+        "each bounded by BRIDGE_EMAIL_DNS_TIMEOUT_S and the run's deadline",
     },
     "jinja2": {"processors/template_render.py": "filesystem or in-memory loaders only"},
     "aiosmtplib": {

@@ -6,16 +6,17 @@ pointers into the item; or, with `on_invalid: "fail"`, any invalid item fails th
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Literal
 
-import jsonschema
 import orjson
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from bridge.errors import Timeout, ValidationFailed, json_pointer
 from bridge.items import Item
+from bridge.processors import json_schemas
+from bridge.processors.email_dns import DeadlineResolver
 from bridge.processors.registry import Context, processor
 
 
@@ -25,7 +26,10 @@ class ValidationParams(BaseModel):
     json_schema: dict[str, Any] | None = Field(
         None,
         alias="schema",
-        description="a JSON Schema (Draft 2020-12) each item's json must match",
+        description=(
+            "a JSON Schema (Draft 2020-12) each item's json must match; its references must "
+            "resolve inside it (nothing is fetched)"
+        ),
     )
     email_fields: list[str] = Field(
         default_factory=list,
@@ -45,18 +49,24 @@ class ValidationParams(BaseModel):
     def _valid_schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
         if schema is not None:
             try:
-                jsonschema.Draft202012Validator.check_schema(schema)
-            except jsonschema.SchemaError as exc:
-                raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+                json_schemas.check(schema)
+            except json_schemas.SchemaRefused as exc:
+                # A ValidationError keeps the path: the 422 points at the keyword itself.
+                error = PydanticCustomError("json_schema", "{reason}", {"reason": exc.message})
+                raise ValidationError.from_exception_data(
+                    "schema", [{"type": error, "loc": exc.path, "input": schema}]
+                ) from None
         return schema
 
 
-@functools.lru_cache(maxsize=64)
-def _validator(schema_json: bytes) -> jsonschema.Draft202012Validator:
-    schema = orjson.loads(schema_json)
-    return jsonschema.Draft202012Validator(
-        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-    )
+def _schema_problems(validator: Any, record: Any) -> list[dict[str, str]]:
+    try:
+        return [
+            {"pointer": json_pointer(error.absolute_path), "message": error.message}
+            for error in validator.iter_errors(record)
+        ]
+    except RecursionError:  # a recursive schema followed the item down past Python's limit
+        return [{"pointer": "", "message": "nested too deeply to validate"}]
 
 
 def _parts(field: str) -> list[str]:
@@ -65,7 +75,9 @@ def _parts(field: str) -> list[str]:
     return [p.replace("~1", "/").replace("~0", "~") for p in field[1:].split("/")]
 
 
-def _check_email(record: dict[str, Any], field: str, params: ValidationParams) -> str | None:
+def _check_email(
+    record: dict[str, Any], field: str, params: ValidationParams, resolver: DeadlineResolver | None
+) -> str | None:
     """Checks (and normalises in place) one address; returns the problem, if any."""
     *parents, last = _parts(field)
     holder: Any = record
@@ -75,7 +87,9 @@ def _check_email(record: dict[str, Any], field: str, params: ValidationParams) -
     if not isinstance(value, str) or not value:
         return "no e-mail address"
     try:
-        valid = validate_email(value, check_deliverability=params.check_deliverability)
+        valid = validate_email(
+            value, check_deliverability=resolver is not None, dns_resolver=resolver
+        )
     except EmailNotValidError as exc:
         return str(exc)
     if params.normalize_emails:
@@ -86,23 +100,25 @@ def _check_email(record: dict[str, Any], field: str, params: ValidationParams) -
 @processor("validation", params=ValidationParams, batch=True)
 def validation(items: list[Item], params: ValidationParams, ctx: Context) -> list[Any]:
     """Checks items against a JSON Schema and checks e-mail addresses; marks the invalid ones."""
-    validator = (
-        _validator(orjson.dumps(params.json_schema, option=orjson.OPT_SORT_KEYS))
-        if params.json_schema is not None
-        else None
-    )
+    schema = params.json_schema
+    validator = json_schemas.validator(schema) if schema is not None else None
+    with json_schemas.deadline(ctx.deadline):
+        return _validate(items, params, ctx, validator)
+
+
+def _validate(
+    items: list[Item], params: ValidationParams, ctx: Context, validator: Any
+) -> list[Any]:
+    resolver = DeadlineResolver(ctx.settings, ctx.deadline) if params.check_deliverability else None
     results: list[dict[str, Any]] = []
     invalid: list[dict[str, str]] = []
     for item in items:
         if ctx.past_deadline():  # the caller has had its timeout: free the thread
             raise Timeout(f"validation stopped at item {item.index}: out of time")
         record = orjson.loads(orjson.dumps(item.json))  # a copy we may normalise
-        problems = [
-            {"pointer": json_pointer(error.absolute_path), "message": error.message}
-            for error in (validator.iter_errors(record) if validator else ())
-        ]
+        problems = _schema_problems(validator, record) if validator else []
         for field in params.email_fields:
-            problem = _check_email(record, field, params)
+            problem = _check_email(record, field, params, resolver)
             if problem is not None:
                 pointer = field if field.startswith("/") else json_pointer([field])
                 problems.append({"pointer": pointer, "message": problem})

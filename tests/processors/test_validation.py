@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import pool_calls_end
@@ -81,10 +82,10 @@ async def test_an_invalid_schema_is_refused(client: TestClient, auth: dict[str, 
 async def test_a_slow_batch_stops_at_its_time_limit_and_frees_its_thread(
     client: TestClient, auth: dict[str, str]
 ) -> None:
-    """A pattern that backtracks (about a second an item here, a minute for the batch): after
-    the 504 the thread stops at the next item instead of going through all of them."""
-    items = [{"json": {"code": "a" * 24 + "b"}} for _ in range(60)]
-    schema = {"properties": {"code": {"pattern": "^(a+)+$"}}}
+    """Many items, each slow (a backtracking pattern, a fraction of a second an item): after the
+    504 the thread stops instead of going through all of them."""
+    items = [{"json": {"code": "a" * 30 + "b"}} for _ in range(60)]
+    schema = {"properties": {"code": {"pattern": "^(a|aa)+$"}}}
     body = {
         "processing_type": "validation",
         "items": items,
@@ -94,3 +95,56 @@ async def test_a_slow_batch_stops_at_its_time_limit_and_frees_its_thread(
     response = await client.post(EXECUTE, json=body, headers=auth)
     assert response.status == 504
     assert await pool_calls_end(client), "the validation thread is still running past its deadline"
+
+
+def nested(depth: int, leaf: Any, key: str = "not") -> Any:
+    for _ in range(depth):
+        leaf = {key: leaf}
+    return leaf
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        pytest.param(nested(400, {"type": "string"}), id="deep-schema"),
+        pytest.param({"pattern": "(" * 1000 + ")" * 1000}, id="deep-pattern"),
+    ],
+)
+async def test_a_schema_nested_too_deeply_is_refused(
+    client: TestClient, auth: dict[str, str], schema: Any
+) -> None:
+    response = await validate(client, auth, [], schema=schema)
+    assert response.status == 422, await response.text()
+    problem = (await response.json())["error"]["details"][0]
+    assert problem["pointer"] == "/parameters/schema"
+    assert "nested too deeply" in problem["message"]
+
+
+async def test_an_item_nested_too_deeply_for_its_schema_is_marked(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """A recursive schema follows the item down: past Python's recursion limit the item is
+    invalid, the others are checked as usual."""
+    schema = {"$defs": {"n": {"properties": {"a": {"$ref": "#/$defs/n"}}}}, "$ref": "#/$defs/n"}
+    items = [{"json": nested(200, 1, key="a")}, {"json": {"a": {"a": 1}}}]
+    response = await validate(client, auth, items, schema=schema)
+    assert response.status == 200, await response.text()
+    out = [i["json"]["validation"] for i in (await response.json())["items"]]
+    assert out[0] == {
+        "valid": False,
+        "errors": [{"pointer": "", "message": "nested too deeply to validate"}],
+    }
+    assert out[1] == {"valid": True, "errors": []}
+
+
+async def test_a_schema_too_large_to_check_on_the_event_loop_is_refused(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """Parameters are checked on the event loop: a schema of 20,000 subschemas would hold it for
+    seconds per request."""
+    schema = {"properties": {f"p{i}": {"type": "string"} for i in range(20_000)}}
+    response = await validate(client, auth, [], schema=schema)
+    assert response.status == 422, await response.text()
+    problem = (await response.json())["error"]["details"][0]
+    assert problem["pointer"] == "/parameters/schema"
+    assert "too large" in problem["message"]

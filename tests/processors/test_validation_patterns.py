@@ -1,0 +1,132 @@
+"""`validation`'s CPU is bounded by the run's deadline: a backtracking pattern, wherever jsonschema
+matches it, stops at the deadline without stalling the daemon (Python's `re` would hold the GIL for
+the whole match), and one slow item is cut short too."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import pool_calls_end
+
+EXECUTE = "/api/v1/workflow/execute"
+BACKTRACKS = "^(a|aa)+$"  # exponential in `re` and in `regex` alike
+SLOW = "a" * 40 + "b"  # `re`: about 20 s holding the GIL here; `regex`: longer, but cut off
+
+
+def request(schema: Any, items: list[Any], timeout_s: float) -> dict[str, Any]:
+    return {
+        "processing_type": "validation",
+        "items": items,
+        "parameters": {"schema": schema},
+        "timeout_s": timeout_s,
+    }
+
+
+@pytest.mark.parametrize(
+    ("schema", "record"),
+    [
+        pytest.param(
+            {"properties": {"code": {"pattern": BACKTRACKS}}}, {"code": SLOW}, id="pattern"
+        ),
+        pytest.param({"patternProperties": {BACKTRACKS: True}}, {SLOW: 1}, id="patternProperties"),
+        pytest.param(
+            # additionalProperties sorts first: its own matching runs before patternProperties'
+            {"patternProperties": {BACKTRACKS: True}, "additionalProperties": False},
+            {SLOW: 1},
+            id="additionalProperties",
+        ),
+        pytest.param({"propertyNames": {"pattern": BACKTRACKS}}, {SLOW: 1}, id="propertyNames"),
+    ],
+)
+async def test_a_backtracking_pattern_stops_at_the_deadline_and_the_daemon_keeps_serving(
+    client: TestClient, auth: dict[str, str], schema: Any, record: Any
+) -> None:
+    started = time.monotonic()
+    answer = asyncio.create_task(
+        client.post(EXECUTE, json=request(schema, [{"json": record}], 1), headers=auth)
+    )
+    slowest_health = 0.0
+    while not answer.done():
+        asked = time.monotonic()
+        assert (await client.get("/health")).status == 200
+        slowest_health = max(slowest_health, time.monotonic() - asked)
+        await asyncio.sleep(0.05)
+    response = await answer
+    assert response.status == 504, await response.text()
+    assert (await response.json())["error"]["code"] == "timeout"
+    assert time.monotonic() - started < 6, "the answer came long after the 1 s deadline"
+    assert slowest_health < 1.5, f"/health stalled {slowest_health:.1f} s during the match"
+    assert await pool_calls_end(client, bound_s=3), "the match went on past the deadline"
+
+
+async def test_one_slow_item_is_cut_short_at_the_deadline(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """No pattern: a single item whose validation is long in plain Python (millions of keyword
+    checks) stops at the deadline instead of holding its thread to the end."""
+    schema = {"items": {"anyOf": [{"type": "string", "minLength": i} for i in range(100)]}}
+    items = [{"json": {"numbers": list(range(100_000))}}]
+    body = request({"properties": {"numbers": schema}}, items, 0.5)
+    response = await client.post(EXECUTE, json=body, headers=auth)
+    assert response.status == 504
+    assert await pool_calls_end(client, bound_s=3), "the item was validated past the deadline"
+
+
+async def test_a_pattern_that_would_compile_too_large_is_refused(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """`regex` unrolls counted repeats: this one would take gigabytes to compile."""
+    schema = {"properties": {"code": {"pattern": "(?:(?:a{100}){100}){100}"}}}
+    body = request(schema, [{"json": {"code": "a"}}], 5)
+    response = await client.post(EXECUTE, json=body, headers=auth)
+    assert response.status == 422
+    problem = (await response.json())["error"]["details"][0]
+    assert problem["pointer"] == "/parameters/schema/properties/code/pattern"
+    assert "too large" in problem["message"]
+
+
+async def test_unevaluated_properties_with_pattern_properties_is_refused(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """jsonschema matches patternProperties for unevaluatedProperties with `re`, out of reach."""
+    schema = {
+        "allOf": [{"patternProperties": {BACKTRACKS: True}}],
+        "unevaluatedProperties": False,
+    }
+    body = request(schema, [{"json": {SLOW: 1}}], 5)
+    response = await client.post(EXECUTE, json=body, headers=auth)
+    assert response.status == 422
+    problem = (await response.json())["error"]["details"][0]
+    assert problem["pointer"] == "/parameters/schema/unevaluatedProperties"
+
+
+async def test_ordinary_patterns_still_match(client: TestClient, auth: dict[str, str]) -> None:
+    schema = {
+        "properties": {"zip": {"pattern": r"^\d{5}$"}},
+        "patternProperties": {"^x-": {"type": "string"}},
+        "additionalProperties": {"type": "integer"},
+    }
+    items = [
+        {"json": {"zip": "12345", "x-a": "s", "n": 1}},
+        {"json": {"zip": "1234", "x-a": 1, "n": "s"}},
+    ]
+    response = await client.post(EXECUTE, json=request(schema, items, 5), headers=auth)
+    assert response.status == 200
+    out = [i["json"]["validation"] for i in (await response.json())["items"]]
+    assert out[0] == {"valid": True, "errors": []}
+    assert {e["pointer"] for e in out[1]["errors"]} == {"/zip", "/x-a", "/n"}
+    assert any(e["message"] == r"'1234' does not match '^\\d{5}$'" for e in out[1]["errors"])
+
+
+async def test_patterns_are_in_python_re_syntax(client: TestClient, auth: dict[str, str]) -> None:
+    schema = {"properties": {"name": {"pattern": r"^\p{L}+$"}}}
+    response = await client.post(EXECUTE, json=request(schema, [], 5), headers=auth)
+    assert response.status == 422
+    problem = (await response.json())["error"]["details"][0]
+    assert problem["pointer"] == "/parameters/schema"
+    assert "is not a 'regex'" in problem["message"]
