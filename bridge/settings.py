@@ -129,6 +129,16 @@ class Settings(BaseModel):
     )
 
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # Slow clients: each bound closes the connection or answers 408
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="a request head must arrive whole within this time"
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="a request body must arrive whole within this time"
+    )
+    keepalive_timeout_s: float = Field(
+        75.0, gt=0, le=3600, description="an idle connection is closed after this time"
+    )
     max_binary_bytes: int = Field(16 * 1024 * 1024, ge=1)
     max_items: int = Field(100_000, ge=1)
     processors: tuple[str, ...] = ()
