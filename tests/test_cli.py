@@ -219,7 +219,9 @@ SECRET_SETTINGS = {
     "BRIDGE_SMTP_USERNAME": "mailer",
     "BRIDGE_SMTP_PASSWORD": PASSWORD,
     "BRIDGE_JWT_SECRET": SECRET,
-    "BRIDGE_JWT_KEYS": orjson.dumps([{"kid": "k1", "alg": "HS256", "secret": PASSWORD * 2}]).decode(),
+    "BRIDGE_JWT_KEYS": orjson.dumps(
+        [{"kid": "k1", "alg": "HS256", "secret": PASSWORD * 2}]
+    ).decode(),
     "BRIDGE_API_KEYS": PASSWORD,
     "BRIDGE_CALLBACK_SECRET": CALLBACK_KEY,
 }
@@ -266,7 +268,11 @@ def test_a_redis_that_cannot_serve_stops_start_up_with_one_masked_line(
         f"redis://user:{PASSWORD}@127.0.0.1:{free_port()}/0",  # nothing listens
         f"redis://:{PASSWORD}@127.0.0.1:{port}/0",  # a password this Redis does not want
     ):
-        env = {"BRIDGE_DATA_DIR": str(tmp_path), "BRIDGE_JWT_SECRET": SECRET, "BRIDGE_REDIS_URL": url}
+        env = {
+            "BRIDGE_DATA_DIR": str(tmp_path),
+            "BRIDGE_JWT_SECRET": SECRET,
+            "BRIDGE_REDIS_URL": url,
+        }
         result = run_cli("serve", env=env)
         assert result.returncode == 2, result.stdout + result.stderr
         assert "Traceback" not in result.stdout + result.stderr

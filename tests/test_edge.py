@@ -32,7 +32,9 @@ MALFORMED: dict[str, list[bytes]] = {
     "a control character after a bearer token": [
         b"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + S + b"\x01\r\n\r\n"
     ],
-    "DEL after an API key": [b"GET /health HTTP/1.1\r\nHost: x\r\nX-API-Key: " + S + b"\x7f\r\n\r\n"],
+    "DEL after an API key": [
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-API-Key: " + S + b"\x7f\r\n\r\n"
+    ],
     "a control character in a header name": [
         b"GET /health HTTP/1.1\r\nAuth\x01orization: Bearer " + S + b"\r\n\r\n"
     ],
@@ -43,7 +45,9 @@ MALFORMED: dict[str, list[bytes]] = {
         b"GET /health HTTP/1.1\r\nAuthorization: Bearer " + S + b"A" * 9000 + b"\r\n\r\n"
     ],
     "too many headers": [
-        b"GET /health HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, S) for i in range(200)) + b"\r\n"
+        b"GET /health HTTP/1.1\r\n"
+        + b"".join(b"X-%d: %s\r\n" % (i, S) for i in range(200))
+        + b"\r\n"
     ],
     "a bad Content-Length": [
         b"POST /health HTTP/1.1\r\nX-API-Key: " + S + b"\r\nContent-Length: 1x\r\n\r\n"
@@ -57,7 +61,9 @@ MALFORMED: dict[str, list[bytes]] = {
         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     ],
     "a bad chunk size": [
-        b"POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n" + S + b"\r\n"
+        b"POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n"
+        + S
+        + b"\r\n"
     ],
     "a NUL in the URL": [b"GET /hea\x00lth?k=" + S + b" HTTP/1.1\r\nHost: x\r\n\r\n"],
     "a folded header": [b"GET /health HTTP/1.1\r\nX-A: a\r\n  " + S + b"\r\n\r\n"],
@@ -155,7 +161,7 @@ async def test_a_bad_chunk_in_a_body_being_read_is_400_json(tmp_path: Path) -> N
         + b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     async with Daemon(daemon_env(tmp_path)) as daemon:
-        raw = await exchange(daemon, [head, b"5\r\n{\"a\":\r\nZZ\r\n" + S + b"\r\n"])
+        raw = await exchange(daemon, [head, b'5\r\n{"a":\r\nZZ\r\n' + S + b"\r\n"])
         assert_json_error(raw, 400)
         lines = await logged(daemon, 1)
         assert len(lines) == 1
@@ -308,11 +314,11 @@ async def test_a_client_gone_mid_body_is_no_error(tmp_path: Path) -> None:
     head = (
         b"POST /api/v1/workflow/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
         + token.encode()
-        + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"items\": ["
+        + b'\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"items": ['
     )
     async with Daemon(daemon_env(tmp_path)) as daemon:
         for _ in range(3):
-            reader, writer = await asyncio.open_connection(*address(daemon))
+            _, writer = await asyncio.open_connection(*address(daemon))
             writer.write(head)
             await writer.drain()
             await asyncio.sleep(0.3)
