@@ -171,6 +171,7 @@ async def test_a_bad_chunk_in_a_body_being_read_is_400_json(tmp_path: Path) -> N
 
 async def test_parser_error_lines_are_rate_limited_with_a_count(tmp_path: Path) -> None:
     bad = [b"GET /health HTTP/1.1\r\nAuthorization: Bearer " + S + b"\x01\r\n\r\n"]
+    assert LOG_LINES_PER_MINUTE == 20  # docs/security.md: a burst of 20, then one every 3 s
     async with Daemon(daemon_env(tmp_path)) as daemon:
         for _ in range(LOG_LINES_PER_MINUTE + 15):
             assert_json_error(await exchange(daemon, bad), 400)

@@ -59,6 +59,9 @@ async def test_an_existing_loose_data_dir_is_warned_about_and_its_files_tightene
     data_dir.mkdir(mode=0o755)
     old_db = data_dir / "bridge.sqlite3"
     old_db.touch(mode=0o644)  # left by an older version: tightened
+    old_secret = data_dir / "jwt_secret"
+    old_secret.write_text("s" * 48)
+    old_secret.chmod(0o644)
     daemon = await start_and_write(data_dir)
     assert mode(data_dir) == 0o755  # the operator's directory is left as it is, and named
     warnings = [r["msg"] for r in daemon.records() if r["level"] == "warning"]
