@@ -153,20 +153,33 @@ async def test_parser_errors_answer_json_and_log_one_line_without_secrets(tmp_pa
             assert ok.status == 200
 
 
-async def test_a_bad_chunk_in_a_body_being_read_is_400_json(tmp_path: Path) -> None:
+# A body that breaks while a handler reads it: the handler answers, through its reader.
+BROKEN_BODIES = {
+    "a bad chunk": (b"Transfer-Encoding: chunked", b'5\r\n{"a":\r\nZZ\r\n' + S + b"\r\n"),
+    "gzip that is not": (b"Content-Encoding: gzip\r\nContent-Length: 40", S + b"!" * 13),
+    "deflate that is not": (b"Content-Encoding: deflate\r\nContent-Length: 40", S + b"!" * 13),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_BODIES)
+async def test_a_body_that_breaks_while_read_is_400_json(tmp_path: Path, case: str) -> None:
     token = mint_token(Settings(jwt_secret=SECRET), ["execute"], 300)
+    framing, body = BROKEN_BODIES[case]
     head = (
         b"POST /api/v1/workflow/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
         + token.encode()
-        + b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"\r\nContent-Type: application/json\r\n"
+        + framing
+        + b"\r\n\r\n"
     )
     async with Daemon(daemon_env(tmp_path)) as daemon:
-        raw = await exchange(daemon, [head, b'5\r\n{"a":\r\nZZ\r\n' + S + b"\r\n"])
-        assert_json_error(raw, 400)
-        lines = await logged(daemon, 1)
-        assert len(lines) == 1
+        for parts in ([head, body], [head + body]):  # the body apart from its head, and with it
+            raw = await exchange(daemon, parts)
+            assert "malformed request" in assert_json_error(raw, 400)["message"]
+        await logged(daemon, 2)
         assert all(LEAK not in line and token not in line for line in daemon.lines)
         assert not [r for r in daemon.records() if r["level"] in ("error", "critical")]
+        assert all("Traceback" not in line for line in daemon.lines)
 
 
 async def test_parser_error_lines_are_rate_limited_with_a_count(tmp_path: Path) -> None:

@@ -27,23 +27,13 @@ import logging
 from typing import Any
 
 from aiohttp import hdrs, web
-from aiohttp.http_exceptions import (
-    BadHttpMethod,
-    BadStatusLine,
-    ContentEncodingError,
-    ContentLengthError,
-    HttpProcessingError,
-    InvalidHeader,
-    InvalidURLError,
-    LineTooLong,
-    TransferEncodingError,
-)
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
-from bridge.api.middleware import TRACE_HEADER, header_secrets
-from bridge.errors import BridgeError, Internal, Timeout, ValidationFailed
+from bridge.api.middleware import TRACE_HEADER, header_secrets, malformed
+from bridge.errors import BridgeError, Internal, Timeout
 from bridge.ids import new_id
 from bridge.items import dumps
 from bridge.keys import SETTINGS
@@ -53,30 +43,6 @@ from bridge.settings import Settings
 log = logging.getLogger(__name__)
 
 LOG_LINES_PER_MINUTE = 20
-
-# What the answer and the log say of a parser error: a fixed phrase per class, never the parser's
-# message, which quotes the bytes it choked on (a header value, a token).
-_REASONS: tuple[tuple[type[HttpProcessingError], str], ...] = (
-    (LineTooLong, "the request line or a header is too long"),
-    (InvalidHeader, "a header is malformed"),
-    (BadHttpMethod, "the method is malformed"),
-    (BadStatusLine, "the request line is malformed"),
-    (InvalidURLError, "the URL is malformed"),
-    (TransferEncodingError, "the chunked encoding is malformed"),
-    (ContentLengthError, "the body does not match its Content-Length"),
-    (ContentEncodingError, "the body's Content-Encoding is malformed"),
-)
-
-
-def malformed(exc: BaseException) -> ValidationFailed:
-    reason = next(
-        (text for cls, text in _REASONS if isinstance(exc, cls)), "it is not valid HTTP/1.1"
-    )
-    return ValidationFailed(
-        f"malformed request: {reason}",
-        http_code=400,
-        description="the connection is closed; see RFC 9112 for the message syntax",
-    )
 
 
 async def no_server_header(request: web.Request, response: web.StreamResponse) -> None:
@@ -195,8 +161,7 @@ class EdgeHandler(RequestHandler):
 
     def _fail_body(self, payload: StreamReader, error: BridgeError) -> None:
         """The handler reading `payload` gets `error` (the errors middleware answers it); the
-        connection ends after that answer, without waiting for the rest of the body."""
-        self._lingering_time = 0.0
+        connection ends after that answer (`finish_response`), and reads nothing more."""
         self.close()
         payload.set_exception(error)
 
@@ -212,6 +177,11 @@ class EdgeHandler(RequestHandler):
     async def finish_response(
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
+        if request.content.exception() is not None:
+            # The body broke (malformed, cut off, too slow): aiohttp would linger reading the
+            # rest of it and log the same error again as "Unhandled exception".
+            self._lingering_time = 0.0
+            self.close()
         if self._close:
             resp.force_close()  # the connection ends after this answer: say so
         try:

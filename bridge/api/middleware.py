@@ -10,6 +10,17 @@ import time
 from collections.abc import Mapping
 
 from aiohttp import web
+from aiohttp.http_exceptions import (
+    BadHttpMethod,
+    BadStatusLine,
+    ContentEncodingError,
+    ContentLengthError,
+    HttpProcessingError,
+    InvalidHeader,
+    InvalidURLError,
+    LineTooLong,
+    TransferEncodingError,
+)
 from aiohttp.typedefs import Handler
 
 from bridge.api.body import json_response
@@ -104,6 +115,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error_response(request, _from_http(request, exc))
+    except (HttpProcessingError, web.RequestPayloadError) as exc:
+        # The body broke while read (a bad chunk, a gzip stream that is not): aiohttp wraps
+        # the parser's error, whose text may quote the body; the class says enough.
+        return error_response(request, malformed(exc.__cause__ or exc))
     except Exception as exc:
         if isinstance(exc, ConnectionError) and _client_gone(request):
             # The client hung up while its request was read: nothing broken, no one to answer.
@@ -123,6 +138,31 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
                 description=f"the bridge's logs tell more under trace id {request[TRACE_ID]}",
             ),
         )
+
+
+# What the answer and the log say of a parser error: a fixed phrase per class, never the parser's
+# message, which quotes the bytes it choked on (a header value, a token).
+_REASONS: tuple[tuple[type[HttpProcessingError], str], ...] = (
+    (LineTooLong, "the request line or a header is too long"),
+    (InvalidHeader, "a header is malformed"),
+    (BadHttpMethod, "the method is malformed"),
+    (BadStatusLine, "the request line is malformed"),
+    (InvalidURLError, "the URL is malformed"),
+    (TransferEncodingError, "the chunked encoding is malformed"),
+    (ContentLengthError, "the body does not match its Content-Length"),
+    (ContentEncodingError, "the body's Content-Encoding is malformed"),
+)
+
+
+def malformed(exc: BaseException) -> ValidationFailed:
+    reason = next(
+        (text for cls, text in _REASONS if isinstance(exc, cls)), "it is not valid HTTP/1.1"
+    )
+    return ValidationFailed(
+        f"malformed request: {reason}",
+        http_code=400,
+        description="the connection is closed; see RFC 9112 for the message syntax",
+    )
 
 
 def _client_gone(request: web.Request) -> bool:
