@@ -186,15 +186,18 @@ async def test_parser_error_lines_are_rate_limited_with_a_count(tmp_path: Path) 
     bad = [b"GET /health HTTP/1.1\r\nAuthorization: Bearer " + S + b"\x01\r\n\r\n"]
     assert LOG_LINES_PER_MINUTE == 20  # docs/security.md: a burst of 20, then one every 3 s
     async with Daemon(daemon_env(tmp_path)) as daemon:
-        for _ in range(LOG_LINES_PER_MINUTE + 15):
+        sent = LOG_LINES_PER_MINUTE + 15
+        for _ in range(sent):
             assert_json_error(await exchange(daemon, bad), 400)
-        assert len(await logged(daemon, LOG_LINES_PER_MINUTE)) == LOG_LINES_PER_MINUTE
+        burst = len(await logged(daemon, LOG_LINES_PER_MINUTE))
+        # the burst, and the odd line refilled while sending on a loaded machine
+        assert LOG_LINES_PER_MINUTE <= burst <= LOG_LINES_PER_MINUTE + 3
         await asyncio.sleep(60 / LOG_LINES_PER_MINUTE + 0.5)  # one line's worth comes back
         assert_json_error(await exchange(daemon, bad), 400)
-        lines = await logged(daemon, LOG_LINES_PER_MINUTE + 1)
-        assert len(lines) == LOG_LINES_PER_MINUTE + 1
-        assert lines[-1]["suppressed"] == 15
-        assert "15 more like it" in lines[-1]["msg"]
+        lines = await logged(daemon, burst + 1)
+        assert len(lines) == burst + 1
+        assert lines[-1]["suppressed"] == sent - burst
+        assert f"{sent - burst} more like it" in lines[-1]["msg"]
 
 
 async def test_no_answer_names_the_server_software(tmp_path: Path) -> None:

@@ -141,7 +141,6 @@ class EdgeHandler(RequestHandler):
         self._body_timer = None
         if self._body is not payload or payload.is_eof():
             return
-        self._body = None
         seconds = self._settings.body_timeout_s
         self._edge_log.warning(
             "request body from %s not whole after %g s (BRIDGE_BODY_TIMEOUT_S): answered 408",
@@ -162,6 +161,7 @@ class EdgeHandler(RequestHandler):
     def _fail_body(self, payload: StreamReader, error: BridgeError) -> None:
         """The handler reading `payload` gets `error` (the errors middleware answers it); the
         connection ends after that answer (`finish_response`), and reads nothing more."""
+        self._body_done(payload)
         self.close()
         payload.set_exception(error)
 
