@@ -328,7 +328,7 @@ def _without_credentials(value: Any) -> Any:
     return value
 
 
-def shown_value(text: str) -> str | None:
+def _shown_value(text: str) -> str | None:
     """A bad value as an error may quote it: a URL without its credentials, or None where a
     URL is too broken to tell where its credentials end."""
     if "://" not in text and "@" not in text:
@@ -380,7 +380,7 @@ def _one_line(exc: ValidationError, origin: dict[str, str]) -> str:
     message = first["msg"].removeprefix("Value error, ")
     extra = f" (at {'.'.join(str(p) for p in loc[1:])})" if len(loc) > 1 else ""
     if field not in SECRET_FIELDS and isinstance(first.get("input"), str | int | float):
-        shown = shown_value(str(first["input"]))
+        shown = _shown_value(str(first["input"]))
         if shown is not None:
             extra += f" (got {shown!r})"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
