@@ -12,7 +12,9 @@ COPY bridge /src/bridge
 RUN /opt/bridge/bin/pip install /src
 
 FROM python:3.11-slim-bookworm
-RUN useradd --system --uid 10001 --home-dir /var/lib/bridge --create-home bridge
+# The home is the data directory: the owner's only (useradd would make it 0755 by the umask).
+RUN useradd --system --uid 10001 --home-dir /var/lib/bridge --create-home bridge \
+    && chmod 700 /var/lib/bridge
 COPY --from=build /opt/bridge /opt/bridge
 ENV PATH=/opt/bridge/bin:$PATH \
     PYTHONUNBUFFERED=1 \

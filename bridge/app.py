@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bridge.aio import stop_tasks
+from bridge.api.edge import no_server_header
 from bridge.api.execute import decode_job_request
 from bridge.api.middleware import errors, observe
 from bridge.api.routes import add_routes
@@ -75,6 +76,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[LIFECYCLE] = Lifecycle()
     app[OPENAPI] = build_spec(app[REGISTRY].names())
     add_routes(app)
+    app.on_response_prepare.append(no_server_header)
     app.cleanup_ctx.extend([_backend, _runner, _http, _execution, _background, _purge])
     app.on_shutdown.append(_end_streams)
     return app

@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from bridge import __version__, logs
+from bridge.api.edge import EdgeRunner
 from bridge.app import create_app
 from bridge.auth import Authenticator, mint_token
 from bridge.keys import LIFECYCLE, RUNNER
@@ -136,7 +137,7 @@ def _serve(settings: Settings, notice: str | None) -> int:
 async def _run(app: web.Application, settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting, let in-flight requests finish within
     BRIDGE_SHUTDOWN_TIMEOUT_S, and close every resource."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
+    runner = EdgeRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()

@@ -1,5 +1,9 @@
 """Logging: JSON lines on stdout (or console text), with the trace, job and workflow ids of the
-request or job being worked on added to every line from context variables."""
+request or job being worked on added to every line from context variables.
+
+A line may name values that must not appear in it (`extra={REDACT: values}`, e.g. the header
+values of the request whose traceback is logged): both formatters mask them in the message and
+the traceback. `Throttle` bounds lines any client can cause at will."""
 
 from __future__ import annotations
 
@@ -17,8 +21,15 @@ trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
 job_id_var: ContextVar[str | None] = ContextVar("job_id", default=None)
 workflow_id_var: ContextVar[str | None] = ContextVar("workflow_id", default=None)
 
+REDACT = "redact"
+MASK = "***"
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged as a field.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    REDACT,
+}
 _CONTEXT_FIELDS = ("trace_id", "job_id", "workflow_id")
 
 
@@ -31,6 +42,12 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields
 
 
+def _masked(record: logging.LogRecord, text: str) -> str:
+    for value in getattr(record, REDACT, ()):
+        text = text.replace(value, MASK)
+    return text
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, color: str | None) -> None:
         super().__init__()
@@ -41,12 +58,12 @@ class JsonFormatter(logging.Formatter):
             "ts": _iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _masked(record, record.getMessage()),
             "color": self.color,
         }
         line.update(_fields(record))
         if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
+            line["exc"] = _masked(record, self.formatException(record.exc_info))
         return orjson.dumps(line, default=str).decode()
 
 
@@ -65,7 +82,7 @@ class ConsoleFormatter(logging.Formatter):
         )
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return text
+        return _masked(record, text)
 
 
 @functools.lru_cache(maxsize=4)
@@ -104,6 +121,30 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 FLUSH_INTERVAL_S = 0.5
+
+
+class Throttle:
+    """At most `per_minute` lines a minute: a burst of that many, then one more every
+    60 / `per_minute` seconds (a token bucket). `admit` answers None for a line to leave out,
+    else how many were left out since the last one let through."""
+
+    def __init__(self, per_minute: int) -> None:
+        self._capacity = float(per_minute)
+        self._rate = per_minute / 60.0
+        self._tokens = self._capacity
+        self._last = time.monotonic()
+        self._left_out = 0
+
+    def admit(self) -> int | None:
+        now = time.monotonic()
+        self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens < 1:
+            self._left_out += 1
+            return None
+        self._tokens -= 1
+        left_out, self._left_out = self._left_out, 0
+        return left_out
 
 
 def flush_now() -> None:

@@ -28,8 +28,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from redis.connection import parse_url as parse_redis_url
 
+from bridge.datadir import FILE_MODE, private_dir, private_file
 from bridge.outbound import DEFAULT_DENY, Policy, parse_entry
+from bridge.redact import MASK, redact_url
 from bridge.router import QueueConfig, RouteRule, check_config
 
 ENV_PREFIX = "BRIDGE_"
@@ -159,6 +162,16 @@ class Settings(BaseModel):
     )
 
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # Slow clients: each bound closes the connection or answers 408
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="a request head must arrive whole within this time"
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="a request body must arrive whole within this time"
+    )
+    keepalive_timeout_s: float = Field(
+        75.0, gt=0, le=3600, description="an idle connection is closed after this time"
+    )
     max_binary_bytes: int = Field(16 * 1024 * 1024, ge=1)
     max_items: int = Field(100_000, ge=1)
     processors: tuple[str, ...] = ()
@@ -301,11 +314,32 @@ class Settings(BaseModel):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        if not value:
+            return None
+        try:
+            valid = urlsplit(value).scheme in ("redis", "rediss", "unix")
+            parse_redis_url(value)  # type: ignore[no-untyped-call]
+        except ValueError:  # its text may quote part of the URL: a password, even
+            valid = False
+        if not valid:
             raise ValueError(
                 "expected redis://[user:password@]host:port/db, rediss://… (TLS) or unix://path"
             )
-        return value or None
+        return value
+
+    @field_validator("n8n_url")
+    @classmethod
+    def _n8n_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            parts = urlsplit(value)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ValueError("expected http(s)://host[:port][/path]")
+        return value
 
     @field_validator("jwt_keys")
     @classmethod
@@ -330,10 +364,31 @@ class Settings(BaseModel):
         return bool(self.jwt_secret or self.jwt_keys or self.api_keys)
 
     def masked(self) -> dict[str, Any]:
-        """The effective settings for display, every secret masked."""
+        """The effective settings for display: every secret masked (pydantic's SecretStr),
+        API keys shown by the start of their hash, every URL without userinfo and query."""
         data = self.model_dump(mode="json")
         data["api_keys"] = [key[:15] + "…" for key in self.api_keys]
-        return data
+        masked: dict[str, Any] = _without_credentials(data)
+        return masked
+
+
+def _without_credentials(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_credentials(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_credentials(item) for item in value]
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    return value
+
+
+def _shown_value(text: str) -> str | None:
+    """A bad value as an error may quote it: a URL without its credentials, or None where a
+    URL is too broken to tell where its credentials end."""
+    if "://" not in text and "@" not in text:
+        return text[:60]
+    shown = redact_url(text)
+    return shown[:60] if "@" not in shown.replace(f"{MASK}@", "") else None
 
 
 FIELD_NAMES = tuple(Settings.model_fields)
@@ -379,7 +434,9 @@ def _one_line(exc: ValidationError, origin: dict[str, str]) -> str:
     message = first["msg"].removeprefix("Value error, ")
     extra = f" (at {'.'.join(str(p) for p in loc[1:])})" if len(loc) > 1 else ""
     if field not in SECRET_FIELDS and isinstance(first.get("input"), str | int | float):
-        extra += f" (got {str(first['input'])[:60]!r})"
+        shown = _shown_value(str(first["input"]))
+        if shown is not None:
+            extra += f" (got {shown!r})"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{where}: {message}{extra}{more}"
 
@@ -399,10 +456,13 @@ def prepare(settings: Settings) -> tuple[Settings, str | None]:
     path = settings.data_dir / DEV_SECRET_FILE
     created = not path.exists()
     if created:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Any warning about a looser existing directory is the database's to give.
+        private_dir(settings.data_dir)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(48))
+    else:
+        private_file(path)  # one an older version left readable to others
     secret = path.read_text().strip()
     notice = f"dev mode: {'generated' if created else 'using'} the JWT secret in {path}"
     return settings.model_copy(update={"jwt_secret": SecretStr(secret)}), notice

@@ -6,8 +6,11 @@ import asyncio
 import base64
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from bridge.app import create_app
+from bridge.logs import ConsoleFormatter, JsonFormatter
 from bridge.settings import Settings
 from tests.conftest import ClientFactory, token
 
@@ -253,3 +256,26 @@ async def test_true_and_false_are_not_numbers(client: TestClient, auth: dict[str
             await client.post(EXECUTE, json=body, headers=auth), 422, "validation"
         )
         assert "not true or false" in error["message"]
+
+
+async def test_an_unhandled_error_is_logged_without_header_values(
+    make_settings: Any, aiohttp_client: Any, caplog: Any
+) -> None:
+    leaked = "tok-LEAKED-0123456789abcdef"
+
+    async def boom(request: web.Request) -> web.Response:
+        raise RuntimeError(f"could not use {request.headers['Authorization']}")
+
+    app = create_app(make_settings())
+    app.router.add_get("/boom", boom)
+    client = await aiohttp_client(app)
+    response = await client.get("/boom", headers={"Authorization": f"Bearer {leaked}"})
+    error = await error_of(response, 500, "internal")
+    assert leaked not in str(error) and "could not use" not in str(error)
+    records = [r for r in caplog.records if r.exc_info]
+    assert records
+    for formatter in (JsonFormatter(None), ConsoleFormatter(None)):
+        for record in records:
+            text = formatter.format(record)
+            assert "RuntimeError" in text and "Traceback" in text
+            assert leaked not in text

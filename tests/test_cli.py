@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import pytest
 from bridge.cli import main, parse_duration
 from tests.conftest import PLUGINS, SECRET
 from tests.daemon import ROOT, Daemon
+from tests.redis_server import RedisServer
+from tests.smtp_server import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -214,3 +217,90 @@ def test_token_command_limits_a_token_to_workflows(tmp_path: Path) -> None:
     refused = run_cli("token", "--workflow", "*", env=env)
     assert refused.returncode == 2
     assert "--workflow" in refused.stderr and "every workflow" in refused.stderr
+
+
+# --- secrets never in config dumps, errors or start-up logs ---------------------------------
+
+PASSWORD = "hunter2-PW-0123456789"
+CALLBACK_KEY = "whsec_" + base64.b64encode(b"c" * 32).decode()
+SECRET_SETTINGS = {
+    "BRIDGE_REDIS_URL": f"redis://user:{PASSWORD}@127.0.0.1:6390/0",
+    "BRIDGE_N8N_URL": f"https://n8n:{PASSWORD}@n8n.example/base?token={PASSWORD}",
+    "BRIDGE_SMTP_HOST": "smtp.example",
+    "BRIDGE_SMTP_USERNAME": "mailer",
+    "BRIDGE_SMTP_PASSWORD": PASSWORD,
+    "BRIDGE_JWT_SECRET": SECRET,
+    "BRIDGE_JWT_KEYS": orjson.dumps(
+        [{"kid": "k1", "alg": "HS256", "secret": PASSWORD * 2}]
+    ).decode(),
+    "BRIDGE_API_KEYS": PASSWORD,
+    "BRIDGE_CALLBACK_SECRET": CALLBACK_KEY,
+}
+
+
+def test_check_config_masks_every_secret_and_url_credential(tmp_path: Path) -> None:
+    result = run_cli("check-config", env={**SECRET_SETTINGS, "BRIDGE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    for secret in (PASSWORD, SECRET, CALLBACK_KEY, CALLBACK_KEY.removeprefix("whsec_")):
+        assert secret not in output
+    shown = orjson.loads(result.stdout)
+    assert shown["redis_url"] == "redis://***@127.0.0.1:6390/0"
+    assert shown["n8n_url"] == "https://***@n8n.example/base?***"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BRIDGE_REDIS_URL", f"http://:{PASSWORD}@127.0.0.1/0"),  # wrong scheme
+        ("BRIDGE_REDIS_URL", f"redis://:{PASSWORD}@[::1/0"),  # broken IPv6 literal
+        ("BRIDGE_REDIS_URL", f"redis://:pa/{PASSWORD}@127.0.0.1:6379/0"),  # an unescaped '/'
+        ("BRIDGE_REDIS_URL", f"redis://:{PASSWORD}@127.0.0.1:port/0"),
+        ("BRIDGE_N8N_URL", f"ftp://u:{PASSWORD}@n8n.example/"),
+        ("BRIDGE_N8N_URL", f"https://u:{PASSWORD}@[bad/"),
+        ("BRIDGE_JWT_KEYS", f'[{{"kid": "k", "alg": "HS256", "secret": "{PASSWORD}"}}]'),
+    ],
+)
+def test_config_errors_never_show_a_secret(tmp_path: Path, name: str, value: str) -> None:
+    env = {"BRIDGE_DATA_DIR": str(tmp_path), "BRIDGE_JWT_SECRET": SECRET, name: value}
+    for command in ("check-config", "serve"):
+        result = run_cli(command, env=env)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert result.stderr.startswith(f"n8n-bridge: error: {name}: "), result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_a_redis_that_cannot_serve_stops_start_up_with_one_masked_line(
+    tmp_path: Path, redis_url: str
+) -> None:
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    for url in (
+        f"redis://user:{PASSWORD}@127.0.0.1:{free_port()}/0",  # nothing listens
+        f"redis://:{PASSWORD}@127.0.0.1:{port}/0",  # a password this Redis does not want
+    ):
+        env = {
+            "BRIDGE_DATA_DIR": str(tmp_path),
+            "BRIDGE_JWT_SECRET": SECRET,
+            "BRIDGE_REDIS_URL": url,
+        }
+        result = run_cli("serve", env=env)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+        assert PASSWORD not in result.stdout + result.stderr
+        assert "n8n-bridge: error: BRIDGE_REDIS_URL: " in result.stderr
+        assert "redis://***@127.0.0.1:" in result.stderr
+
+
+async def test_start_up_logs_never_show_the_redis_password(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        server.client().config_set("requirepass", PASSWORD)
+        url = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0"
+        env = {**daemon_env(tmp_path, 5), "BRIDGE_REDIS_URL": url}
+        async with Daemon(env) as daemon:
+            pass
+        assert any("redis://***@127.0.0.1" in line for line in daemon.lines)
+        assert all(PASSWORD not in line for line in daemon.lines)
+    finally:
+        server.stop()

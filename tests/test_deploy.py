@@ -98,6 +98,7 @@ def test_the_image_is_multi_stage_non_root_healthchecked_and_stops_on_sigterm() 
     assert user and user[-1] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*\n?.*/health", dockerfile, re.M)
     assert re.search(r"^STOPSIGNAL SIGTERM", dockerfile, re.M)
+    assert "chmod 700 /var/lib/bridge" in dockerfile  # BRIDGE_DATA_DIR: the owner's only
 
 
 def _seconds(duration: Any) -> float:

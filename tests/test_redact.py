@@ -18,7 +18,10 @@ from bridge.redact import redact_url
         ("https://user:secret@h.example:8443/p?a=1#frag", "https://***@h.example:8443/p?***"),
         ("redis://:pw@redis:6379/0?password=other", "redis://***@redis:6379/0?***"),
         ("unix:///run/redis.sock?password=x", "unix:///run/redis.sock?***"),
-        ("http://[::1", "***"),
+        ("redis://:pa/ss@redis:6379/0", "redis://***@redis:6379/0"),  # '/' in a password
+        ("redis://:pa?ss@redis:6379/0", "redis://:pa?***"),  # '?' in a password
+        ("http://h/p#user:secret@x", "http://h/p"),
+        ("http://h/p?", "http://h/p?***"),
     ],
 )
 def test_userinfo_and_query_never_shown(url: str, shown: str) -> None:

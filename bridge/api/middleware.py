@@ -1,13 +1,26 @@
 """The two middlewares: `observe` (trace id, metrics, access log) and `errors` (every failure
-becomes the shared error body; no stack trace or HTML page ever reaches a client)."""
+becomes the shared error body; no stack trace, HTML page or exception text ever reaches a client,
+and a logged traceback never shows the request's header values)."""
 
 from __future__ import annotations
 
 import logging
 import re
 import time
+from collections.abc import Mapping
 
 from aiohttp import web
+from aiohttp.http_exceptions import (
+    BadHttpMethod,
+    BadStatusLine,
+    ContentEncodingError,
+    ContentLengthError,
+    HttpProcessingError,
+    InvalidHeader,
+    InvalidURLError,
+    LineTooLong,
+    TransferEncodingError,
+)
 from aiohttp.typedefs import Handler
 
 from bridge.api.body import json_response
@@ -21,7 +34,7 @@ from bridge.errors import (
 )
 from bridge.ids import new_id
 from bridge.keys import METRICS, SETTINGS, TRACE_ID
-from bridge.logs import job_id_var, trace_id_var, workflow_id_var
+from bridge.logs import REDACT, job_id_var, trace_id_var, workflow_id_var
 
 access_log = logging.getLogger("bridge.access")
 log = logging.getLogger(__name__)
@@ -29,6 +42,35 @@ log = logging.getLogger(__name__)
 TRACE_HEADER = "X-Trace-ID"
 _VALID_TRACE = re.compile(r"[A-Za-z0-9._:-]{8,128}").fullmatch
 QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# Headers whose values carry no credential: everything else may (Authorization, X-API-Key,
+# Cookie, a signature, a header a client made up).
+_PLAIN_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "connection",
+        "content-length",
+        "content-type",
+        "host",
+        "transfer-encoding",
+        "user-agent",
+        TRACE_HEADER.lower(),
+    }
+)
+_MIN_SECRET_CHARS = 8  # shorter values (a "1", a "gzip") would mask half a traceback
+_PARTS = re.compile(r"[\s,;=]+")
+
+
+def header_secrets(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """What a log line about this request must not show: each header value that may carry a
+    credential, whole and in parts (the token of "Bearer <token>", a cookie's value), longest
+    first."""
+    found: set[str] = set()
+    for name, value in headers.items():
+        if name.lower() in _PLAIN_HEADERS:
+            continue
+        found.update(p for p in (value, *_PARTS.split(value)) if len(p) >= _MIN_SECRET_CHARS)
+    return tuple(sorted(found, key=len, reverse=True))
 
 
 @web.middleware
@@ -73,8 +115,22 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error_response(request, _from_http(request, exc))
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
+    except (HttpProcessingError, web.RequestPayloadError) as exc:
+        # The body broke while read (a bad chunk, a gzip stream that is not): aiohttp wraps
+        # the parser's error, whose text may quote the body; the class says enough.
+        return error_response(request, malformed(exc.__cause__ or exc))
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            # The client hung up while its request was read: nothing broken, no one to answer.
+            return error_response(
+                request, ValidationFailed("the client closed the connection", http_code=400)
+            )
+        log.exception(
+            "unhandled error in %s %s",
+            request.method,
+            request.path,
+            extra={REDACT: header_secrets(request.headers)},
+        )
         return error_response(
             request,
             Internal(
@@ -82,6 +138,36 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
                 description=f"the bridge's logs tell more under trace id {request[TRACE_ID]}",
             ),
         )
+
+
+# What the answer and the log say of a parser error: a fixed phrase per class, never the parser's
+# message, which quotes the bytes it choked on (a header value, a token).
+_REASONS: tuple[tuple[type[HttpProcessingError], str], ...] = (
+    (LineTooLong, "the request line or a header is too long"),
+    (InvalidHeader, "a header is malformed"),
+    (BadHttpMethod, "the method is malformed"),
+    (BadStatusLine, "the request line is malformed"),
+    (InvalidURLError, "the URL is malformed"),
+    (TransferEncodingError, "the chunked encoding is malformed"),
+    (ContentLengthError, "the body does not match its Content-Length"),
+    (ContentEncodingError, "the body's Content-Encoding is malformed"),
+)
+
+
+def malformed(exc: BaseException) -> ValidationFailed:
+    reason = next(
+        (text for cls, text in _REASONS if isinstance(exc, cls)), "it is not valid HTTP/1.1"
+    )
+    return ValidationFailed(
+        f"malformed request: {reason}",
+        http_code=400,
+        description="the connection is closed; see RFC 9112 for the message syntax",
+    )
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _from_http(request: web.Request, exc: web.HTTPException) -> BridgeError:

@@ -25,13 +25,15 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bridge.aio import stop_tasks
-from bridge.redact import redact_url
+from bridge.redact import MASK, redact_url
+from bridge.settings import ConfigError
 from bridge.stores.batching import REMOVED, Batch, GroupCommit
 
 log = logging.getLogger(__name__)
@@ -109,16 +111,31 @@ class RedisDb(GroupCommit):
         self._watcher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        """Connect and check the server; raise (stopping start-up) when Redis cannot serve."""
-        info = await self.redis.info("server")
-        version = tuple(int(part) for part in str(info["redis_version"]).split(".")[:2])
-        if version < MIN_VERSION:
-            raise RuntimeError(
-                f"Redis {info['redis_version']} is too old: the bridge needs Redis 7.0 or later"
-            )
+        """Connect and check the server; when Redis cannot serve, raise ConfigError (start-up
+        stops with one line naming the URL without its credentials)."""
+        try:
+            info = await self.redis.info("server")
+            version = tuple(int(part) for part in str(info["redis_version"]).split(".")[:2])
+            if version < MIN_VERSION:
+                raise ConfigError(
+                    f"BRIDGE_REDIS_URL: Redis {info['redis_version']} at {redact_url(self.url)} "
+                    "is too old: the bridge needs Redis 7.0 or later"
+                )
+        except (RedisError, OSError) as exc:
+            await self.redis.aclose()
+            await self.blocking.aclose()
+            raise ConfigError(
+                f"BRIDGE_REDIS_URL: Redis at {redact_url(self.url)} cannot serve: "
+                f"{type(exc).__name__}: {self._without_password(str(exc))}"
+            ) from None
         self._changed(True, None)
         self.start("redis-writer")
         self._watcher = asyncio.create_task(self._watch(), name="redis-watch")
+
+    def _without_password(self, text: str) -> str:
+        """`text` (a Redis client's error) with the URL's password masked, should it quote it."""
+        password = urlsplit(self.url).password
+        return text.replace(unquote(password), MASK) if password else text
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -146,7 +163,7 @@ class RedisDb(GroupCommit):
         try:
             await self.redis.ping()
         except (RedisError, OSError) as exc:
-            self._changed(False, f"{type(exc).__name__}: {exc}")
+            self._changed(False, f"{type(exc).__name__}: {self._without_password(str(exc))}")
             raise ConnectionError(f"Redis is unreachable: {self.down_reason}") from None
         if not self.running:
             raise RuntimeError("the Redis writer has stopped")
@@ -157,7 +174,7 @@ class RedisDb(GroupCommit):
             try:
                 await self.redis.ping()
             except (RedisError, OSError) as exc:
-                self._changed(False, f"{type(exc).__name__}: {exc}")
+                self._changed(False, f"{type(exc).__name__}: {self._without_password(str(exc))}")
             else:
                 self._changed(True, None)
 
@@ -171,4 +188,3 @@ class RedisDb(GroupCommit):
             log.error("Redis is unreachable (%s); background jobs are refused meanwhile", reason)
         for callback in self.on_change:
             callback(up, reason)
-

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiosqlite
 
+from bridge.datadir import private_dir, private_file
 from bridge.stores.batching import REMOVED, Batch, GroupCommit
 from bridge.stores.sqlite_schema import MIGRATIONS
 
@@ -44,11 +45,20 @@ class Database(GroupCommit):
         self.writing = asyncio.Lock()  # every write: no statement may land inside a batch
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        warning = private_dir(self.path.parent)
+        if warning:
+            log.warning(warning)
+        # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the
+        # database file's permissions; those of an older version are tightened below.
+        private_file(self.path)
         # Autocommit: a single statement (a ledger claim) is one round trip to aiosqlite's thread
         # and durable when it returns; batches open their own transaction under `writing`.
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         await self._db.execute("PRAGMA journal_mode=WAL")
+        for suffix in ("-wal", "-shm"):
+            companion = self.path.with_name(self.path.name + suffix)
+            if companion.exists():
+                private_file(companion)
         # NORMAL in WAL mode: a commit survives a crash of this process; a power cut may lose
         # the last transactions, never corrupt the file.
         await self._db.execute("PRAGMA synchronous=NORMAL")
