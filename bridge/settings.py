@@ -145,6 +145,9 @@ class Settings(BaseModel):
     smtp_from: str | None = None
     smtp_connections: int = Field(4, ge=1, le=100)
     smtp_rate_per_s: float = Field(0.0, ge=0, description="0: no limit")
+    smtp_max_recipients: int = Field(
+        100, ge=1, le=10_000, description="recipients (to, cc and bcc) of one message at most"
+    )
 
     sync_timeout_s: float = Field(300.0, gt=0)
     thread_workers: int | None = Field(None, ge=1, le=512)
