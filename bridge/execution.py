@@ -31,6 +31,9 @@ from bridge.settings import Settings
 from bridge.stores.base import JobStore
 
 RUNNING_RECORD_AFTER_S = 1.0
+# Body bytes per item and per binary allowed at most (see check_item_count).
+ITEM_BYTES = 64
+BINARY_BYTES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +75,26 @@ class Execution:
         self._metrics = metrics
         self._services = services
 
-    def check_item_count(self, count: int) -> None:
-        if count > self._settings.max_items:
+    def check_item_count(self, count: int, binaries: int = 0) -> None:
+        """BRIDGE_MAX_ITEMS, one item per ITEM_BYTES and one binary per BINARY_BYTES of
+        BRIDGE_MAX_BODY_BYTES: each item costs ~1 kB and each binary ~0.7 kB on its way
+        through, however little of the body they took."""
+        settings = self._settings
+        if count > settings.max_items:
             raise PayloadTooLarge(
-                f"{count} items is more than BRIDGE_MAX_ITEMS ({self._settings.max_items})",
+                f"{count} items is more than BRIDGE_MAX_ITEMS ({settings.max_items})",
                 description="send the items in smaller batches (the node's batch size)",
             )
+        for what, number, size in (
+            ("items", count, ITEM_BYTES),
+            ("binaries", binaries, BINARY_BYTES),
+        ):
+            if number > settings.max_body_bytes // size:
+                raise PayloadTooLarge(
+                    f"{number} {what} is more than one per {size} bytes of "
+                    f"BRIDGE_MAX_BODY_BYTES ({settings.max_body_bytes})",
+                    description="send the items in smaller batches (the node's batch size)",
+                )
 
     def spec(self, processing_type: str) -> ProcessorSpec:
         return self._registry.get(processing_type)

@@ -13,10 +13,19 @@ import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Required
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, InstanceOf, with_config
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    InstanceOf,
+    PlainValidator,
+    WithJsonSchema,
+    with_config,
+)
 from typing_extensions import TypedDict
 
 from bridge.errors import ValidationFailed, json_pointer
@@ -39,16 +48,15 @@ JsonInt = Annotated[int, NOT_BOOL]
 # pydantic's own names, `gt`/`ge`, which no client understands.)
 
 
-class N8nBinary(BaseModel):
-    """n8n's IBinaryData: base64 `data` plus metadata."""
+@with_config(ConfigDict(extra="ignore"))
+class N8nBinary(TypedDict, total=False):
+    """n8n's IBinaryData: base64 `data` plus metadata. A TypedDict, not a model, as N8nItem."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    data: str = Field(description="base64-encoded content")
-    mimeType: str = "application/octet-stream"
-    fileName: str | None = None
-    fileExtension: str | None = None
-    id: str | None = Field(None, description="set by n8n when the bytes live outside the item")
+    data: Required[Annotated[str, Field(description="base64-encoded content")]]
+    mimeType: str
+    fileName: str | None
+    fileExtension: str | None
+    id: Annotated[str | None, Field(description="set by n8n when the bytes live outside the item")]
 
 
 class PairedItemRef(BaseModel):
@@ -56,6 +64,57 @@ class PairedItemRef(BaseModel):
 
     item: JsonInt = Field(ge=0)
     input: Annotated[int, Field(ge=0), NOT_BOOL] | None = None
+
+
+def _check_index(value: Any, where: str) -> None:
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: expected a number, not true or false")
+    if not (type(value) is int or (type(value) is float and value.is_integer())) or value < 0:
+        raise ValueError(f"{where}: expected an item index (an integer, 0 or more)")
+
+
+def _check_ref(value: Any, where: str) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f'{where}: expected {{"item": n, "input": n}}')
+    _check_index(value.get("item"), f"{where}.item")
+    if value.get("input") is not None:
+        _check_index(value["input"], f"{where}.input")
+
+
+def _check_paired_item(value: Any) -> None:
+    """n8n's pairedItem is checked, then dropped: outputs are paired by position. Checked by
+    hand: a model per reference would cost ~700 bytes for 11 bytes of body."""
+    if value is None:
+        return
+    if isinstance(value, list):
+        for index, ref in enumerate(value):
+            _check_ref(ref, f"pairedItem[{index}]")
+    elif isinstance(value, dict):
+        _check_ref(value, "pairedItem")
+    else:
+        _check_index(value, "pairedItem")
+
+
+_INDEX_SCHEMA = {"type": "integer", "minimum": 0}
+_REF_SCHEMA = {
+    "type": "object",
+    "properties": {"item": _INDEX_SCHEMA, "input": {"anyOf": [_INDEX_SCHEMA, {"type": "null"}]}},
+    "required": ["item"],
+}
+PairedItem = Annotated[
+    Any,
+    PlainValidator(_check_paired_item),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                _REF_SCHEMA,
+                {"type": "array", "items": _REF_SCHEMA},
+                _INDEX_SCHEMA,
+                {"type": "null"},
+            ]
+        }
+    ),
+]
 
 
 # A JSON object as parsed (orjson: only str keys): checked to be one, not copied. Validating it
@@ -70,7 +129,7 @@ class N8nItem(TypedDict, total=False):
 
     json: JsonObject
     binary: dict[str, N8nBinary] | None
-    pairedItem: PairedItemRef | list[PairedItemRef] | JsonInt | None
+    pairedItem: PairedItem
 
 
 @dataclass(slots=True)
@@ -125,21 +184,27 @@ def from_n8n(items: list[N8nItem], max_binary_bytes: int, pointer: str = "/items
 
 
 def _decode_binary(blob: N8nBinary, limit: int) -> Binary:
-    if blob.data in _EXTERNAL_BINARY_MARKERS or (blob.id and not blob.data):
+    text = blob["data"]
+    if text in _EXTERNAL_BINARY_MARKERS or (blob.get("id") and not text):
         raise ValueError(
             "n8n keeps this binary outside the item (binary mode "
-            f"{blob.data or 'filesystem'!r}); send the bytes as base64, "
+            f"{text or 'filesystem'!r}); send the bytes as base64, "
             "as the Python Bridge node does"
         )
-    if len(blob.data) // 4 * 3 > limit + 2:
+    if len(text) // 4 * 3 > limit + 2:
         raise ValueError(f"binary data is larger than BRIDGE_MAX_BINARY_BYTES ({limit} bytes)")
     try:
-        data = base64.b64decode(blob.data, validate=True)
+        data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("binary data is not valid base64") from None
     if len(data) > limit:
         raise ValueError(f"binary data is larger than BRIDGE_MAX_BINARY_BYTES ({limit} bytes)")
-    return Binary(data, blob.mimeType, blob.fileName, blob.fileExtension)
+    return Binary(
+        data,
+        blob.get("mimeType") or "application/octet-stream",
+        blob.get("fileName"),
+        blob.get("fileExtension"),
+    )
 
 
 def outputs_of(result: Any) -> list[Item]:

@@ -50,7 +50,9 @@ def _error_statuses(route: Route) -> list[int]:
 
 def _path_schema(name: str) -> dict[str, Any]:
     pattern = PATH_PATTERNS.get(name)
-    return {"type": "string"} if pattern is None else {"type": "string", "pattern": f"^{pattern}$"}
+    return (
+        {"type": "string"} if pattern is None else {"type": "string", "pattern": f"^(?:{pattern})$"}
+    )
 
 
 def build_spec(processors: Sequence[str]) -> dict[str, Any]:
@@ -117,6 +119,7 @@ def _operation(route: Route, refs: dict[Any, Any], keyed: list[Any]) -> dict[str
                     "schema": properties[name],
                 }
             )
+    operation["parameters"] += route.headers
     if route.scope is not None:
         operation["security"] = [{"bearerAuth": []}, {"apiKey": []}]
         operation["description"] = f"Needs the `{route.scope}` scope (or `admin`)."

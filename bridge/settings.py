@@ -194,6 +194,9 @@ class Settings(BaseModel):
     email_dns_timeout_s: float = Field(
         5.0, gt=0, le=60, description="the most one deliverability DNS query may take"
     )
+    smtp_max_recipients: int = Field(
+        100, ge=1, le=10_000, description="recipients (to, cc and bcc) of one message at most"
+    )
 
     sync_timeout_s: float = Field(300.0, gt=0)
     thread_workers: int | None = Field(None, ge=1, le=512)

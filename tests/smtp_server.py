@@ -29,6 +29,8 @@ class Sink:
     """The handler: what was accepted, and the faults to play."""
 
     messages: list[EmailMessage] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)  # each accepted DATA, as it came off the wire
+    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)  # MAIL FROM, RCPT TOs
     drop_data_at: set[int] = field(default_factory=set)  # the n-th DATA (1-based) is dropped
     data_seen: int = 0
     arrived_at: list[float] = field(default_factory=list)  # time.monotonic() of each message
@@ -49,6 +51,8 @@ class Sink:
         if self.data_seen in self.drop_data_at:
             server.transport.close()  # gone before saying whether the message was taken
             return "421 closing"
+        self.raw.append(envelope.original_content)
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         message = message_from_bytes(envelope.content, policy=policy.SMTP)
         message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
         self.messages.append(message)  # type: ignore[arg-type]

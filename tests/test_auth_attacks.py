@@ -183,8 +183,8 @@ def concrete(path: str) -> str:
     return (
         path.replace("{job_id}", "0" * 32)
         .replace("{workflow_id}", "wf")
-        .replace("{subscription_id}", "s")
-        .replace("{letter_id}", "l")
+        .replace("{subscription_id}", "1" * 32)
+        .replace("{letter_id}", "cb_" + "2" * 32)
     )
 
 

@@ -1,6 +1,6 @@
 """Hostile payloads over HTTP: each gets a clear 4xx or a per-item error, and the bridge goes on
 serving. (Template escapes and exhaustion: tests/processors/test_template_render.py; header
-injection in e-mail fields: tests/processors/test_email_send.py; callback URLs at metadata
+injection in e-mail fields: tests/processors/test_email_headers.py; callback URLs at metadata
 addresses: tests/test_outbound.py.)"""
 
 from __future__ import annotations

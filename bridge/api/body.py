@@ -14,6 +14,8 @@ from bridge.items import dumps
 from bridge.keys import SETTINGS
 
 M = TypeVar("M", bound=BaseModel)
+# Body bytes per structure unit allowed (see check_structure).
+STRUCTURE_BYTES_PER_UNIT = 2
 
 
 def json_response(
@@ -25,8 +27,14 @@ def json_response(
 
 
 async def read_model(request: web.Request, model: type[M]) -> M:
-    """The body as `model`: 415 unless JSON, 413 past BRIDGE_MAX_BODY_BYTES (refused from the
-    Content-Length header before reading), 400 malformed, 422 with a JSON pointer per problem."""
+    """The body as `model` (see `read_json`); 422 with a JSON pointer per problem."""
+    return validate(model, await read_json(request))
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body, parsed: 415 unless JSON, 413 past BRIDGE_MAX_BODY_BYTES (refused from the
+    Content-Length header before reading) or past its structure budget (before parsing), 400
+    malformed."""
     if request.content_type != "application/json" and not request.content_type.endswith("+json"):
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {request.content_type!r}"
@@ -42,21 +50,65 @@ async def read_model(request: web.Request, model: type[M]) -> M:
         raise _too_large(None, limit) from None
     if not raw:
         raise ValidationFailed("the request body is empty; send a JSON object", http_code=400)
-    return decode_json(model, raw)
+    check_structure(raw, limit)
+    return parse_json(raw)
 
 
-def decode_json(model: type[M], raw: bytes) -> M:
+def check_structure(raw: bytes, limit: int) -> None:
+    """413 when the body holds more JSON structure than a body of `limit` bytes may.
+
+    Parsed, JSON takes more memory than its text, and the most for the least text: `{}` is 3
+    bytes and a 64-byte dict — and an object is what every item, binary and pairedItem costs
+    again on its way through; `[]` is a 56-byte list, `"ab"` a 51-byte string. So before
+    parsing, a cheap count (memchr speed) of what the body will cost, in units of ~32 bytes of
+    memory (`structure_units`), may not exceed half the body limit in bytes. Ordinary records
+    come to under one unit per 2 bytes; bytes inside strings are counted too, so the count can
+    only overestimate.
+    """
+    units = structure_units(raw)
+    budget = limit // STRUCTURE_BYTES_PER_UNIT
+    if units > budget:
+        raise PayloadTooLarge(
+            f"the body holds too many JSON values for BRIDGE_MAX_BODY_BYTES ({limit} bytes): "
+            f"{units} structure units, at most {budget}",
+            description="objects, arrays and strings cost memory beyond their text; send the "
+            "items in smaller batches",
+        )
+
+
+def structure_units(raw: bytes) -> int:
+    """What parsing `raw` costs, roughly, in units of ~32 bytes: 8 per object, 3 per array, 2
+    per string (1 per `"`), 1 per value that follows a `,` or `:`."""
+    return (
+        8 * raw.count(b"{")
+        + 3 * raw.count(b"[")
+        + raw.count(b'"')
+        + raw.count(b",")
+        + raw.count(b":")
+    )
+
+
+def parse_json(raw: bytes) -> Any:
     """JSON as n8n (JavaScript) reads it: orjson turns an integer beyond 64 bits into a float, as
     JSON.parse does, where pydantic's own parser would keep a Python int that no JSON encoder
-    here can write back. 400 when it is not JSON, 422 when it does not fit the model."""
+    here can write back. 400 when it is not JSON."""
     try:
-        data = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ValidationFailed(f"the body is not valid JSON: {exc}", http_code=400) from None
+
+
+def validate(model: type[M], data: Any) -> M:
+    """Parsed JSON as `model`; 422 with a JSON pointer per problem."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc) from None
+
+
+def decode_json(model: type[M], raw: bytes) -> M:
+    """A stored request (checked when it arrived) as `model`."""
+    return validate(model, parse_json(raw))
 
 
 def parse_query(request: web.Request, model: type[M]) -> M:

@@ -6,18 +6,30 @@ jobs."""
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from bridge.api.access import require_workflow, visible
 from bridge.api.body import json_response, read_model
-from bridge.api.models import IncomingCallback
+from bridge.api.models import WEBHOOK_ID, IncomingCallback
 from bridge.auth import authorize
-from bridge.errors import AuthenticationFailed
+from bridge.errors import AuthenticationFailed, ValidationFailed
 from bridge.keys import AUTH, DELIVERER, EVENTS, OUTBOX, PRINCIPAL, STORE
+
+_WEBHOOK_ID = re.compile(WEBHOOK_ID["schema"]["pattern"])
 
 
 async def receive(request: web.Request) -> web.Response:
     webhook_id = request.headers.get("webhook-id")
+    if webhook_id is not None and not (
+        0 < len(webhook_id) <= WEBHOOK_ID["schema"]["maxLength"] and _WEBHOOK_ID.match(webhook_id)
+    ):
+        raise ValidationFailed(
+            f"webhook-id must be 1 to 256 characters without control characters, not "
+            f"{webhook_id[:40]!r}",
+            details=[{"pointer": "/headers/webhook-id", "message": "not a webhook id"}],
+        )
     if "webhook-signature" in request.headers:
         signer = request.app[DELIVERER].signer
         if not signer.enabled:

@@ -7,19 +7,21 @@ by tokens whose limit lies within its own."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 
 from aiohttp import web
 
 from bridge.api.access import limit_of, require_workflow
 from bridge.api.body import json_response, parse_query, read_model
-from bridge.api.models import EventsQuery
+from bridge.api.models import MAX_EVENT_ID, EventsQuery
 from bridge.errors import NotFound, ValidationFailed
 from bridge.events import Event, matches
 from bridge.keys import EVENTS, OUTBOUND, SUBSCRIPTIONS
 from bridge.outbound import refuse_url
 from bridge.subscriptions import Subscription, SubscriptionRequest
 
+_EVENT_ID = re.compile("[0-9]{1,19}").fullmatch
 HEARTBEAT_S = 15.0
 REPLAY_PAGE = 500
 
@@ -83,9 +85,11 @@ def _last_event_id(request: web.Request, from_query: int | None) -> int | None:
     header = request.headers.get("Last-Event-ID")
     if header is None:
         return from_query
-    if not header.isdigit():
+    # ASCII digits only (str.isdigit() and int() take "²" and "٣"), and no more than the stores
+    # hold: checked here, before the stream's 200, not by the store in the middle of it.
+    if not _EVENT_ID(header) or int(header) > MAX_EVENT_ID:
         raise ValidationFailed(
-            f"Last-Event-ID must be an event id (a number), not {header[:40]!r}",
+            f"Last-Event-ID must be an event id (0 to {MAX_EVENT_ID}), not {header[:40]!r}",
             details=[{"pointer": "/headers/Last-Event-ID", "message": "not an event id"}],
         )
     return int(header)

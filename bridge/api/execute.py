@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from bridge.api.access import require_workflow, visible
-from bridge.api.body import decode_json, json_response, read_model
+from bridge.api.body import M, decode_json, json_response, read_json, validate
 from bridge.api.models import ExecuteRequest, HybridRequest
 from bridge.api.timing import Timings
 from bridge.errors import Conflict, Unavailable, ValidationFailed
@@ -24,10 +24,10 @@ Shape = Callable[[Item, int], Any]
 
 async def execute(request: web.Request) -> web.Response:
     timings = Timings()
-    body = await read_model(request, ExecuteRequest)
+    body = await _read(request, ExecuteRequest, "items")
     timings.mark("decode")
     limit = request.app[SETTINGS].max_binary_bytes
-    submission = _submission(request, body, len(body.items), lambda: from_n8n(body.items, limit))
+    submission = _submission(request, body, lambda: from_n8n(body.items, limit))
     timings.mark("convert")
     if body.mode == "async":
         return await _accept(request, body, submission, "items")
@@ -36,13 +36,29 @@ async def execute(request: web.Request) -> web.Response:
 
 async def hybrid(request: web.Request) -> web.Response:
     timings = Timings()
-    body = await read_model(request, HybridRequest)
+    body = await _read(request, HybridRequest, "data")
     timings.mark("decode")
-    submission = _submission(request, body, len(body.data), lambda: _records(body.data))
+    submission = _submission(request, body, lambda: _records(body.data))
     timings.mark("convert")
     if body.mode == "async":
         return await _accept(request, body, submission, "data")
     return await _answer(request, submission, "data", lambda item, paired: item.json, timings)
+
+
+async def _read(request: web.Request, model: type[M], field: str) -> M:
+    """The body as `model`, its items and binaries counted before any is validated: validating
+    builds a record per item and per binary, which for a body of empty ones costs many times
+    the body."""
+    data = await read_json(request)
+    items = data.get(field) if isinstance(data, dict) else None
+    if isinstance(items, list):
+        binaries = sum(
+            len(blobs)
+            for item in items
+            if type(item) is dict and type(blobs := item.get("binary")) is dict
+        )
+        request.app[EXECUTION].check_item_count(len(items), binaries)
+    return validate(model, data)
 
 
 def _records(data: list[dict[str, Any]]) -> list[Item]:
@@ -63,7 +79,6 @@ def decode_job_request(
 def _submission(
     request: web.Request,
     body: ExecuteRequest | HybridRequest,
-    count: int,
     decode: Callable[[], list[Item]],
 ) -> Submission:
     """Every check, cheapest first, before anything runs or is recorded."""
@@ -76,7 +91,6 @@ def _submission(
     if body.callback_url is not None:
         refuse_url(request.app[OUTBOUND], str(body.callback_url), "/callback_url")
     execution = request.app[EXECUTION]
-    execution.check_item_count(count)
     spec = execution.spec(body.processing_type)
     params = spec.parse_params(body.parameters)
     return Submission(

@@ -12,7 +12,13 @@ from bridge.items import NOT_BOOL, JsonInt, JsonObject, N8nBinary, N8nItem, Pair
 from bridge.jobs import ItemErrorModel, JobRecord, JobStatus
 from bridge.subscriptions import Subscription
 
-Id = Field(None, min_length=1, max_length=256)
+# Ids a client chooses (workflow, execution, node, idempotency key): 1 to 256 characters, none a
+# control character — they are written to logs, event streams and store keys.
+NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
+Id = Field(None, min_length=1, max_length=256, pattern=NO_CONTROL)
+# Event ids are SQLite INTEGERs and the first half of Redis stream ids: 64-bit, signed.
+MAX_EVENT_ID = 2**63 - 1
+MAX_TIMESTAMP = 253402300800.0  # a Unix time before the year 10000
 
 
 class _Submission(BaseModel):
@@ -41,7 +47,11 @@ class _Submission(BaseModel):
         None, description="bound on the processor's run; default: its own"
     )
     idempotency_key: str | None = Field(
-        None, min_length=1, max_length=256, description="async: the same key returns the same job"
+        None,
+        min_length=1,
+        max_length=256,
+        pattern=NO_CONTROL,
+        description="async: the same key returns the same job",
     )
 
 
@@ -98,19 +108,22 @@ class WorkflowJobsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(50, ge=1, le=500)
-    cursor: str | None = Field(None, max_length=512)
-    execution_id: str | None = Field(None, min_length=1, max_length=256)
+    cursor: str | None = Field(None, max_length=512, pattern=r"^[A-Za-z0-9_-]*$")
+    execution_id: str | None = Id
 
 
 class EventsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    workflow_id: str | None = Field(None, min_length=1, max_length=256)
+    workflow_id: str | None = Id
     type: str | None = Field(
         None, max_length=512, description="event types, comma-separated (default: all)"
     )
     last_event_id: int | None = Field(
-        None, ge=0, description="resume after this event (the Last-Event-ID header wins)"
+        None,
+        ge=0,
+        le=MAX_EVENT_ID,
+        description="resume after this event (the Last-Event-ID header wins)",
     )
 
     @field_validator("type")
@@ -122,11 +135,40 @@ class EventsQuery(BaseModel):
         return value
 
 
+def header_parameter(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """A request header a route reads, as an OpenAPI parameter."""
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+LAST_EVENT_ID = header_parameter(
+    "Last-Event-ID",
+    {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID},
+    "resume after this event (wins over `last_event_id`)",
+)
+WEBHOOK_ID = header_parameter(
+    "webhook-id",
+    {"type": "string", "minLength": 1, "maxLength": 256, "pattern": NO_CONTROL},
+    "Standard Webhooks message id: a repeated one changes nothing",
+)
+
+
 class DeadLettersQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(50, ge=1, le=500)
-    before: float | None = Field(None, description="next_before of the previous page")
+    before: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_TIMESTAMP,
+        allow_inf_nan=False,
+        description="next_before of the previous page",
+    )
 
 
 class IncomingCallback(BaseModel):
@@ -135,8 +177,10 @@ class IncomingCallback(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["completed", "failed", "success", "error"]
-    job_id: str | None = Field(None, max_length=64, description="the bridge job that started it")
-    execution_id: str | None = Field(None, max_length=256)
+    job_id: str | None = Field(
+        None, max_length=64, pattern=NO_CONTROL, description="the bridge job that started it"
+    )
+    execution_id: str | None = Id
     error: Any = None
     data: Any = None
 

@@ -4,6 +4,7 @@ OpenAPI spec are all built from this one table."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -12,6 +13,8 @@ from pydantic import BaseModel
 from bridge.api import admin, callbacks, events, execute, health, processors, status
 from bridge.api.access import refuse_limited
 from bridge.api.models import (
+    LAST_EVENT_ID,
+    WEBHOOK_ID,
     Accepted,
     CallbackAck,
     DeadLettersQuery,
@@ -55,6 +58,7 @@ class Route:
     signed: bool = False  # a Standard Webhooks signature may stand in for the credential
     created: bool = False  # answers 201 with `response`
     cross_workflow: bool = False  # acts across workflows: refused to workflow-limited tokens
+    headers: tuple[dict[str, Any], ...] = ()  # request headers it reads (OpenAPI parameters)
 
 
 ROUTES: tuple[Route, ...] = (
@@ -122,6 +126,7 @@ ROUTES: tuple[Route, ...] = (
         body=IncomingCallback,
         response=CallbackAck,
         signed=True,
+        headers=(WEBHOOK_ID,),
     ),
     Route(
         "GET",
@@ -132,6 +137,7 @@ ROUTES: tuple[Route, ...] = (
         "status",
         query=EventsQuery,
         media_type="text/event-stream",
+        headers=(LAST_EVENT_ID,),
     ),
     Route(
         "POST",
@@ -283,10 +289,18 @@ def guarded(route: Route) -> Handler:
     return handler
 
 
-# Path parameters with a shape: the router matches only that shape, and the spec says it. Job
-# ids are new_id()s; without the pattern, DELETE /api/v1/workflow/{job_id} would also match
-# /api/v1/workflow/execute.
-PATH_PATTERNS = {"job_id": "[0-9a-f]{32}"}
+# Path parameters with a shape: the router matches only that shape (anything else is a 404), and
+# the spec says it. Job and subscription ids are new_id()s; without the pattern,
+# DELETE /api/v1/workflow/{job_id} would also match /api/v1/workflow/execute. Dead letters are
+# named after their job or event. Workflow ids are the client's: 1 to 256 characters, no control
+# character (as in a request body).
+_NEW_ID = "[0-9a-f]{32}"
+PATH_PATTERNS = {
+    "job_id": _NEW_ID,
+    "subscription_id": _NEW_ID,
+    "letter_id": f"(?:cb|job)_{_NEW_ID}|evt_[0-9]{{1,19}}_{_NEW_ID}",
+    "workflow_id": "[^/\\x00-\\x1f\\x7f-\\x9f]{1,256}",
+}
 
 
 def add_routes(app: web.Application) -> None:

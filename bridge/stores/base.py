@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -95,16 +97,27 @@ class Store(JobStore, Ledger, Protocol):
     """A backend keeps both: the embedded SQLite file, or Redis."""
 
 
+_JOB_ID = re.compile("[0-9a-f]{32}").fullmatch
+
+
 def encode_cursor(created_at: float, job_id: str) -> str:
     """A page cursor of `list_for_workflow`: the last job's (created_at, job_id)."""
     return base64.urlsafe_b64encode(orjson.dumps([created_at, job_id])).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
+    """The (created_at, job_id) of `encode_cursor`: a finite number and a job id, or ValueError."""
     try:
         created_at, job_id = orjson.loads(
             base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         )
-        return float(created_at), str(job_id)
     except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise ValueError("not a cursor this API handed out") from None
+        created_at = job_id = None
+    if (
+        type(created_at) not in (int, float)
+        or not math.isfinite(created_at)
+        or not isinstance(job_id, str)
+        or not _JOB_ID(job_id)
+    ):
+        raise ValueError("not a cursor this API handed out")
+    return float(created_at), job_id

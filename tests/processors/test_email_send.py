@@ -7,23 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from bridge.settings import Settings
 from tests import smtp_server
 from tests.conftest import ClientFactory, token
+from tests.processors.conftest import EXECUTE, send, smtp
 from tests.smtp_server import PASSWORD, USER, Sink
-
-EXECUTE = "/api/v1/workflow/execute"
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    sink = Sink()
-    controller = smtp_server.start(sink)
-    sink.port = controller.port  # type: ignore[attr-defined]
-    yield sink
-    controller.stop()
 
 
 @pytest.fixture
@@ -33,23 +22,6 @@ def auth_sink() -> Iterator[Sink]:
     sink.port = controller.port  # type: ignore[attr-defined]
     yield sink
     controller.stop()
-
-
-def smtp(sink: Sink, **extra: Any) -> dict[str, Any]:
-    return {
-        "smtp_host": "127.0.0.1",
-        "smtp_port": sink.port,
-        "smtp_tls": "none",  # type: ignore[attr-defined]
-        "smtp_from": "News <news@example.com>",
-        **extra,
-    }
-
-
-async def send(
-    client: TestClient, headers: dict[str, str], items: list[dict[str, Any]], **params: Any
-) -> Any:
-    body = {"processing_type": "email_send", "items": items, "parameters": params}
-    return await client.post(EXECUTE, json=body, headers=headers)
 
 
 def contacts(count: int, **extra: Any) -> list[dict[str, Any]]:
@@ -228,8 +200,11 @@ async def test_dry_run_sends_nothing(client_for_sink: Any, sink: Sink) -> None:
         ({"to": "not an address"}, "is not an e-mail address"),
         ({"subject": "no one"}, "no recipient"),
         ({"to": "a@example.org", "headers": {"X-Evil": "a\nb"}}, "line break"),
-        ({"to": "a@example.org\r\nBcc: victim@example.org"}, "`to`: an address may not"),
-        ({"to": "a@example.org", "cc": ["b@example.org\nBcc: v@example.org"]}, "`cc`: an addr"),
+        ({"to": "a@example.org\r\nBcc: victim@example.org"}, "`to` may not contain"),
+        (
+            {"to": "a@example.org", "cc": ["b@example.org\nBcc: v@example.org"]},
+            "`cc` may not contain",
+        ),
         ({"to": "a@example.org", "reply_to": "r@example.org\r\nX: y"}, "line break"),
         ({"to": "a@example.org", "headers": {"Bad Name:": "x"}}, "is not a header name"),
     ],
@@ -259,14 +234,6 @@ async def test_an_unreachable_server_fails_the_job(
     response = await send(client, headers, contacts(1), text="t")
     assert response.status == 502
     assert "cannot reach the SMTP server" in (await response.json())["error"]["message"]
-
-
-@pytest.fixture
-def client_for_sink(make_client: ClientFactory, settings: Settings) -> Any:
-    async def make(sink: Sink) -> tuple[TestClient, dict[str, str]]:
-        return await make_client(**smtp(sink)), {"Authorization": f"Bearer {token(settings)}"}
-
-    return make
 
 
 async def test_non_ascii_names_subjects_and_bodies_arrive_intact(

@@ -1,0 +1,111 @@
+"""What may go into an e-mail header, for `email_send`: text without control characters, header
+names of RFC 5322, addresses email-validator accepts, and custom headers that cannot replace the
+ones the bridge writes.
+
+Python's e-mail package starts a new header line at every `str.splitlines()` boundary — `\\v`,
+`\\f`, `\\x1c` to `\\x1e`, `\\x85`, U+2028 and U+2029 as well as CR and LF — so any of them in a
+value lets the rest of it through as a header of its own. Refused, in every value, name and
+address: all C0 controls (tab included), DEL, all C1 controls, U+2028 and U+2029 — a superset of
+those boundaries. Every check raises ValueError naming the field and the character.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]").search
+# RFC 5322 ftext: printable ASCII but the colon (so no space or tab before it either).
+_HEADER_NAME = re.compile(r"[!-9;-~]{1,76}").fullmatch
+# RFC 2045: type "/" subtype, each a token (no tspecials).
+_MIME_TYPE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+").fullmatch
+
+# The headers the bridge writes itself (a second one would be a second From, Subject, …, or
+# break the MIME structure), and those aiosmtplib would read an envelope from (Sender, Resent-*).
+_RESERVED = frozenset(
+    {
+        "from",
+        "sender",
+        "to",
+        "cc",
+        "bcc",
+        "reply-to",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "return-path",
+    }
+)
+_RESERVED_PREFIXES = ("content-", "resent-")
+
+
+def header_text(value: str, field: str) -> str:
+    """`value`, when it has no character that could end a header line."""
+    found = _CONTROL(value)
+    if found is not None:
+        raise ValueError(
+            f"`{field}` may not contain the control character U+{ord(found[0]):04X}: "
+            "no line break or other control character of any kind goes into an e-mail header"
+        )
+    return value
+
+
+def addresses(value: Any, field: str) -> list[tuple[str, str]]:
+    """`Name <a@b>`, comma-separated, or a list of them: (display name, normalised address)
+    pairs. The address is what email-validator accepts (no quoted local part, so no `>`, space
+    or control character can reach an SMTP command line)."""
+    if value is None:
+        return []
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ValueError(f"`{field}` must be an address or a list of addresses")
+    for text in values:
+        header_text(text, field)
+    found = []
+    for display, address in email.utils.getaddresses(values):
+        try:
+            normalized = validate_email(address, check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise ValueError(f"`{field}`: {address!r} is not an e-mail address: {exc}") from None
+        found.append((display, normalized))
+    return found
+
+
+def custom_headers(value: Any, field: str = "headers") -> dict[str, tuple[str, str]]:
+    """Extra headers: names of RFC 5322 (each once, whatever its case), values of text or
+    numbers, none of the headers the bridge writes. Keyed by the lowercased name: (name, value)."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"`{field}` must be an object of header names and values")
+    found: dict[str, tuple[str, str]] = {}
+    for name, raw in value.items():
+        if not isinstance(name, str) or not _HEADER_NAME(header_text(name, f"{field}: a name")):
+            raise ValueError(
+                f"`{field}`: {name!r} is not a header name (1 to 76 printable ASCII characters, "
+                "no space or colon)"
+            )
+        folded = name.lower()
+        if folded in _RESERVED or folded.startswith(_RESERVED_PREFIXES):
+            raise ValueError(
+                f"`{field}`: {name!r} may not be set as a custom header; the bridge writes it "
+                "from the message's own fields"
+            )
+        if folded in found:
+            raise ValueError(f"`{field}`: {name!r} is given twice (header names ignore case)")
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise ValueError(f"`{field}`: the value of {name!r} must be text or a number")
+        found[folded] = (name, header_text(str(raw), f"{field}: {name}"))
+    return found
+
+
+def mime_type(value: str, field: str) -> tuple[str, str]:
+    """A binary's MIME type as (type, subtype); parameters after `;` are dropped."""
+    bare = header_text(value, field).partition(";")[0].strip()
+    if not _MIME_TYPE(bare):
+        raise ValueError(f"`{field}`: {value[:80]!r} is not a MIME type (type/subtype)")
+    maintype, _, subtype = bare.partition("/")
+    return maintype, subtype

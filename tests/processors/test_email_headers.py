@@ -1,0 +1,257 @@
+"""email_send: nothing a workflow author sends can add a header or a recipient. Checked on what a
+real SMTP server (aiosmtpd on loopback) received: the raw DATA and the envelope."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from typing import Any
+
+import pytest
+
+from bridge.processors.email_headers import header_text
+from tests.processors.conftest import send
+from tests.smtp_server import Sink
+
+INJECTED = "Reply-To : attacker@evil.example"
+# Every boundary of str.splitlines() — where Python's e-mail package starts a new header line —
+# and other controls: NUL, tab, escape, DEL, a C1 control.
+BREAKS = [
+    "\n",
+    "\r",
+    "\r\n",
+    "\v",
+    "\f",
+    "\x1c",
+    "\x1d",
+    "\x1e",
+    "\x85",
+    "\u2028",
+    "\u2029",
+    "\x00",
+    "\t",
+    "\x1b",
+    "\x7f",
+    "\x9b",
+]
+
+
+def _blob(**extra: str) -> dict[str, str]:
+    return {"data": base64.b64encode(b"hello").decode(), "mimeType": "text/plain", **extra}
+
+
+def poisoned_items(brk: str) -> list[tuple[str, dict[str, Any]]]:
+    """(the field named in the error, an item carrying the line break in that field)."""
+    to = {"to": "you@example.org"}
+    evil = f"{brk}{INJECTED}"
+    return [
+        ("subject", {**to, "subject": f"Hello{evil}"}),
+        ("from", {**to, "from": f"Me{evil} <me@example.com>"}),
+        ("to", {"to": f"You{evil} <you@example.org>"}),
+        ("cc", {**to, "cc": [f"Boss{evil} <boss@example.org>"]}),
+        ("bcc", {**to, "bcc": f"archive@example.org{evil}"}),
+        ("reply_to", {**to, "reply_to": f"Help{evil} <help@example.org>"}),
+        ("headers", {**to, "headers": {"X-Campaign": f"spring{evil}"}}),
+        ("headers", {**to, "headers": {f"X-Campaign{evil}": "spring"}}),
+    ]
+
+
+def poisoned_binaries(brk: str) -> list[tuple[str, dict[str, Any]]]:
+    evil = f"{brk}{INJECTED}"
+    to = {"to": "you@example.org"}
+    return [
+        ("file name", {"json": to, "binary": {"doc": _blob(fileName=f"a{evil}.txt")}}),
+        ("MIME type", {"json": to, "binary": {"doc": _blob(mimeType=f"text/plain{evil}")}}),
+        ("file name", {"json": to, "binary": {f"doc{evil}": _blob()}}),  # the key names it
+    ]
+
+
+def assert_nothing_injected(sink: Sink) -> None:
+    for raw in sink.raw:
+        assert b"attacker" not in raw, raw.decode(errors="replace")
+    for sender, recipients in sink.envelopes:
+        assert "attacker" not in sender and not any("attacker" in r for r in recipients)
+
+
+@pytest.mark.parametrize("brk", BREAKS, ids=[f"U+{ord(b[0]):04X}" for b in BREAKS])
+async def test_a_control_character_in_any_header_field_fails_its_item(
+    client_for_sink: Any, sink: Sink, brk: str
+) -> None:
+    client, headers = await client_for_sink(sink)
+    cases = [(field, {"json": item}) for field, item in poisoned_items(brk)]
+    cases += poisoned_binaries(brk)
+    items = [item for _, item in cases] + [{"json": {"to": "fine@example.org"}}]
+    answer = await (await send(client, headers, items, text="t")).json()
+    assert [i["pairedItem"]["item"] for i in answer["items"]] == [len(cases)]
+    assert [e["index"] for e in answer["errors"]] == list(range(len(cases)))
+    for (field, _), error in zip(cases, answer["errors"], strict=True):
+        assert error["code"] == "validation"
+        assert field in error["message"], error
+        assert f"U+{ord(brk[0]):04X}" in error["message"], error
+    assert len(sink.raw) == 1
+    assert_nothing_injected(sink)
+
+
+@pytest.mark.parametrize("brk", BREAKS, ids=[f"U+{ord(b[0]):04X}" for b in BREAKS])
+async def test_a_control_character_in_the_parameters_is_422_with_pointers(
+    client_for_sink: Any, sink: Sink, brk: str
+) -> None:
+    client, headers = await client_for_sink(sink)
+    evil = f"{brk}{INJECTED}"
+    params = {
+        "subject": f"Hello{evil}",
+        "from": f"Me{evil} <me@example.com>",
+        "to": f"You{evil} <you@example.org>",
+        "cc": [f"boss@example.org{evil}"],
+        "bcc": f"Archive{evil} <archive@example.org>",
+        "reply_to": f"help@example.org{evil}",
+        "headers": {"X-Campaign": f"spring{evil}"},
+    }
+    response = await send(client, headers, [{"json": {"to": "a@example.org"}}], **params)
+    assert response.status == 422
+    error = (await response.json())["error"]
+    pointers = {d["pointer"] for d in error["details"]}
+    assert pointers == {f"/parameters/{name}" for name in params}
+    assert all(f"U+{ord(brk[0]):04X}" in d["message"] for d in error["details"])
+    assert sink.raw == []
+
+
+def test_every_line_boundary_python_knows_is_refused() -> None:
+    """The class, not a list: every code point at which str.splitlines() splits."""
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        if len(f"a{char}b".splitlines()) > 1 or code < 0x20 or 0x7F <= code <= 0x9F:
+            with pytest.raises(ValueError, match=f"U\\+{code:04X}"):
+                header_text(f"a{char}b", "subject")
+    assert header_text("Grüße ☀ aus Köln", "subject") == "Grüße ☀ aus Köln"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "From",
+        "to",
+        "CC",
+        "Bcc",
+        "Sender",
+        "reply-to",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "MIME-Version",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "Resent-To",
+        "Resent-Date",
+        "Return-Path",
+    ],
+)
+async def test_custom_headers_may_not_set_the_headers_the_bridge_writes(
+    client_for_sink: Any, sink: Sink, name: str
+) -> None:
+    client, headers = await client_for_sink(sink)
+    item = {"json": {"to": "a@example.org", "headers": {name: "attacker@evil.example"}}}
+    answer = await (await send(client, headers, [item], text="t")).json()
+    (error,) = answer["errors"]
+    assert f"{name!r}" in error["message"] and "may not be set" in error["message"]
+    response = await send(
+        client, headers, [{"json": {"to": "a@example.org"}}], headers={name: "x@example.org"}
+    )
+    assert response.status == 422
+    (detail,) = (await response.json())["error"]["details"]
+    assert detail["pointer"] == "/parameters/headers"
+    assert sink.raw == []
+
+
+@pytest.mark.parametrize(
+    ("custom", "message"),
+    [
+        ({"Reply-To ": "attacker@evil.example"}, "is not a header name"),
+        ({" Reply-To": "attacker@evil.example"}, "is not a header name"),
+        ({"Reply-To:": "attacker@evil.example"}, "is not a header name"),
+        ({"": "x"}, "is not a header name"),
+        ({"In-Reply-To": "<a@example.org>", "in-reply-to": "<b@example.org>"}, "twice"),
+        ({"X-Tag": "a", "x-TAG": "b"}, "twice"),
+    ],
+)
+async def test_header_names_are_rfc_5322_and_set_once(
+    client_for_sink: Any, sink: Sink, custom: dict[str, str], message: str
+) -> None:
+    client, headers = await client_for_sink(sink)
+    item = {"json": {"to": "a@example.org", "headers": custom}}
+    answer = await (await send(client, headers, [item], text="t")).json()
+    (error,) = answer["errors"]
+    assert message in error["message"]
+    response = await send(client, headers, [{"json": {"to": "a@example.org"}}], headers=custom)
+    assert response.status == 422
+    assert sink.raw == []
+
+
+async def test_an_items_header_replaces_the_parameters_one_whatever_its_case(
+    client_for_sink: Any, sink: Sink
+) -> None:
+    client, headers = await client_for_sink(sink)
+    item = {"json": {"to": "a@example.org", "headers": {"in-reply-to": "<2@example.org>"}}}
+    answer = await (
+        await send(client, headers, [item], text="t", headers={"In-Reply-To": "<1@example.org>"})
+    ).json()
+    assert answer["errors"] == []
+    (message,) = sink.messages
+    assert message.get_all("In-Reply-To") == ["<2@example.org>"]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a@example.org>\r\nRCPT TO:<attacker@evil.example",
+        "a@example.org> NOTIFY=NEVER ORCPT=rfc822;attacker@evil.example",
+        "<a@example.org> attacker@evil.example",
+        '"a>attacker"@evil.example',
+        "a@example.org\x00attacker@evil.example",
+        "attacker@evil.example\u2028",
+    ],
+)
+async def test_the_smtp_envelope_cannot_be_injected(
+    client_for_sink: Any, sink: Sink, address: str
+) -> None:
+    client, headers = await client_for_sink(sink)
+    items = [
+        {"json": {"to": address}},
+        {"json": {"to": "a@example.org", "from": address}},
+        {"json": {"to": "a@example.org", "headers": {"Sender": "attacker@evil.example"}}},
+        {
+            "json": {
+                "to": "a@example.org",
+                "headers": {"Resent-Date": "Mon, 1 Jan 2024", "Resent-To": "attacker@evil.example"},
+            }
+        },
+        {"json": {"to": "fine@example.org"}},
+    ]
+    answer = await (await send(client, headers, items, text="t")).json()
+    assert [e["index"] for e in answer["errors"]] == [0, 1, 2, 3]
+    assert sink.envelopes == [("news@example.com", ["fine@example.org"])]
+    assert_nothing_injected(sink)
+
+
+async def test_recipients_per_message_are_capped(client_for_sink: Any, sink: Sink) -> None:
+    client, headers = await client_for_sink(sink, smtp_max_recipients=3)
+    items = [
+        {"json": {"to": ["a@example.org", "b@example.org"], "cc": "c@example.org"}},
+        {"json": {"to": "a@example.org, b@example.org", "cc": "c@example.org", "bcc": "d@e.org"}},
+        {"json": {"bcc": [f"p{n}@example.org" for n in range(1000)]}},
+    ]
+    answer = await (await send(client, headers, items, text="t")).json()
+    assert [i["pairedItem"]["item"] for i in answer["items"]] == [0]
+    assert [e["index"] for e in answer["errors"]] == [1, 2]
+    assert "more than BRIDGE_SMTP_MAX_RECIPIENTS (3)" in answer["errors"][0]["message"]
+    assert [len(recipients) for _, recipients in sink.envelopes] == [3]
+
+
+async def test_the_default_cap_is_100_recipients(client_for_sink: Any, sink: Sink) -> None:
+    client, headers = await client_for_sink(sink)
+    many = [f"p{n}@example.org" for n in range(101)]
+    items = [{"json": {"to": many[:100]}}, {"json": {"to": many}}]
+    answer = await (await send(client, headers, items, text="t")).json()
+    assert [e["index"] for e in answer["errors"]] == [1]
+    assert "BRIDGE_SMTP_MAX_RECIPIENTS (100)" in answer["errors"][0]["message"]
+    assert [len(recipients) for _, recipients in sink.envelopes] == [100]
