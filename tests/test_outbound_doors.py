@@ -77,6 +77,7 @@ LIBRARY_DOORS: dict[str, dict[str, str]] = {
         "processors/validation.py": "request schemas: no remote $ref (refused at validation)",
     },
     "email_validator": {
+        "processors/email_headers.py": "check_deliverability=False: no DNS",
         "processors/email_send.py": "check_deliverability=False: no DNS",
         "processors/validation.py": "DNS only when asked, bounded",
     },
