@@ -91,6 +91,7 @@ LIBRARY_DOORS: dict[str, dict[str, str]] = {
         "processors/email_send.py": "its exception classes only",
     },
     "redis": {
+        "settings.py": "its URL parser only: BRIDGE_REDIS_URL's form, checked at load",
         "stores/redis_db.py": "BRIDGE_REDIS_URL only",
         "stores/redis_log.py": "its exception classes only",
         "queues/redis_streams.py": "its exception classes only",
