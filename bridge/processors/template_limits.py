@@ -1,0 +1,192 @@
+"""What a template may build, and for how long: the bounds the template sandbox checks, and
+upper bounds of how long a value's text will be, worked out before the text is built.
+
+Every bound raises Jinja's `SecurityError`, which fails the item with a message naming the bound.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import ItemsView, KeysView, Mapping, Sequence, ValuesView
+from contextvars import ContextVar
+from typing import Any, Literal
+
+from jinja2 import Undefined
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Macro
+from jinja2.utils import Namespace
+
+MAX_SIZE = 1_000_000  # a list's items, a repetition, or a number given as a size or count
+MAX_OUTPUT_CHARS = 10_000_000  # any text a template builds, and one item's output
+MAX_POWER_BITS = 100_000
+# What one formatted field may add beyond its value and the numbers in its spec: a float's
+# digits in fixed notation (`'%f' % 1e308`), signs, separators.
+FIELD_SLACK = 330
+# Characters a value of an unknown kind (a loop, cycler, generator…) prints as, at most: Python's
+# default `<module.Class object at 0x…>` and Jinja's own short representations.
+OPAQUE_CHARS = 256
+
+# The run's deadline (time.monotonic()), in the thread rendering a batch.
+DEADLINE: ContextVar[float | None] = ContextVar("template_deadline", default=None)
+
+# How text is made of a value: `str()`, `repr()`, or JSON (Jinja's `tojson`, HTML-safe).
+Style = Literal["str", "repr", "json"]
+_HTML_SPECIALS = ("&", "<", ">", '"', "'")
+_DIRECTIVE = re.compile(
+    r"%(?:\((?P<key>[^)]*)\))?[-#0 +]*(?P<width>\*|\d+)?(?:\.(?P<precision>\*|\d+))?"
+    r"[hlL]?(?P<kind>.?)",
+    re.DOTALL,
+)
+_NUMBER = re.compile(r"\d+")
+
+
+def check_time() -> None:
+    deadline = DEADLINE.get()
+    if deadline is not None and time.monotonic() > deadline:
+        raise SecurityError("the template ran past its time limit")
+
+
+def check_size(size: int) -> None:
+    """Refuse building a text of `size` characters if it is too large."""
+    if size > MAX_OUTPUT_CHARS:
+        raise SecurityError(f"a value of over {MAX_OUTPUT_CHARS:,} characters is not allowed")
+
+
+def check_items(count: int) -> None:
+    """Refuse building a list of `count` items if it is too large."""
+    if count > MAX_SIZE:
+        raise SecurityError(f"a list of over {MAX_SIZE:,} items is not allowed")
+
+
+def checked(value: Any) -> Any:
+    """`value`, unless it is a text or list over its limit (its length costs nothing to read)."""
+    if isinstance(value, str):
+        check_size(len(value))
+    elif isinstance(value, list | tuple):
+        check_items(len(value))
+    return value
+
+
+def check_numbers(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """Refuse a number over MAX_SIZE given as a size or count (`range(10**9)`)."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SIZE:
+            raise SecurityError(f"{value} is over {MAX_SIZE:,}, the most a template may ask for")
+
+
+def text_size(value: Any, style: Style = "str") -> int:
+    """An upper bound of the length of `value` as text; the count stops a little past
+    MAX_OUTPUT_CHARS. Shared parts are measured once, so a list of ten lists of ten… that would
+    print as billions of characters is measured in microseconds."""
+    try:
+        return _Measure(style).of(value, nested=style != "str")
+    except _TooLong:
+        return MAX_OUTPUT_CHARS + 1
+
+
+def escaped_size(value: Any) -> int:
+    """An upper bound of the length of `value` HTML-escaped (`&` → `&amp;`, `"` → `&#34;`)."""
+    if hasattr(value, "__html__"):  # Markup: not escaped again
+        return text_size(value)
+    if isinstance(value, str):
+        return len(value) + 4 * sum(value.count(special) for special in _HTML_SPECIALS)
+    return 5 * text_size(value)
+
+
+def printf_size(template: str, args: Any, escape: bool = False) -> int:
+    """An upper bound of `len(template % args)` (escaping each value if `escape`: Markup's `%`)."""
+    values = list(args) if isinstance(args, tuple) else [args]
+    size, index = len(template), 0
+
+    def take() -> Any:
+        nonlocal index
+        index += 1
+        return values[index - 1] if index <= len(values) else None
+
+    for directive in _DIRECTIVE.finditer(template):
+        if directive["kind"] == "%":
+            continue
+        for number in (directive["width"], directive["precision"]):
+            if number == "*":
+                width = take()
+                size += abs(width) if isinstance(width, int) else 0
+            elif number:
+                size += int(number)
+        key = directive["key"]
+        value = take() if key is None else args.get(key) if isinstance(args, Mapping) else None
+        # %a escapes non-ASCII letters, as JSON does (the bound for it).
+        style: Style = {"r": "repr", "a": "json"}.get(directive["kind"], "str")  # type: ignore[assignment]
+        size += FIELD_SLACK + (escaped_size(value) if escape else text_size(value, style))
+        check_size(size)
+    return size
+
+
+def field_size(value: Any, spec: str, escape: bool = False) -> int:
+    """An upper bound of `format(value, spec)`: the value, every number in the spec (a width,
+    a precision) and, with digit grouping, a separator for every digit."""
+    size = escaped_size(value) if escape else text_size(value)
+    size += sum(int(number) for number in _NUMBER.findall(spec)) + FIELD_SLACK
+    return 2 * size if "," in spec or "_" in spec else size
+
+
+class _TooLong(Exception):
+    pass
+
+
+class _Measure:
+    def __init__(self, style: Style) -> None:
+        self._json = style == "json"
+        self._known: dict[int, int] = {}  # id → size of a collection measured already
+
+    def of(self, value: Any, nested: bool) -> int:
+        if isinstance(value, str):
+            if not nested:
+                return len(value)
+            # A subclass (Markup) prints as `Markup('…')`.
+            return self._quoted(value) + (0 if type(value) is str else 16)
+        if value is None or isinstance(value, bool | float):
+            return 24  # the longest float: -1.7976931348623157e+308
+        if isinstance(value, int):
+            return value.bit_length() // 3 + 2  # decimal digits, and a sign
+        if isinstance(value, Undefined):
+            return 16
+        known = self._known.get(id(value))
+        if known is None:
+            known = self._known[id(value)] = self._collection(value)
+        return known
+
+    def _quoted(self, text: str) -> int:
+        """The text as Python's repr or as HTML-safe JSON writes it, quotes and escapes."""
+        escaped = text.count("\\") + text.count("'") + text.count('"')
+        if text.isascii() and text.isprintable():
+            if self._json:  # <, >, & and ' become \u003c…
+                escaped += 5 * sum(text.count(special) for special in "<>&'")
+            return len(text) + escaped + 2
+        if text.isprintable() and not self._json:  # repr keeps printable non-ASCII letters
+            return len(text) + escaped + 2
+        return 12 * len(text) + 2  # \U0001f600, or "\ud83d\ude00" in JSON
+
+    def _collection(self, value: Any) -> int:
+        check_time()
+        if isinstance(value, Namespace):
+            value = object.__getattribute__(value, "_Namespace__attrs")
+        if isinstance(value, Mapping | ItemsView):
+            pairs = value.items() if isinstance(value, Mapping) else value
+            return self._sum((part for pair in pairs for part in pair), 64)
+        if isinstance(value, list | tuple | set | frozenset | KeysView | ValuesView):
+            return self._sum(value, 64)
+        if isinstance(value, range):
+            return self._sum((value.start, value.stop, value.step), 16)
+        if isinstance(value, Macro):
+            return len(value.name) + OPAQUE_CHARS
+        return OPAQUE_CHARS
+
+    def _sum(self, parts: Any, overhead: int) -> int:
+        # Each part: itself, a separator (", " or ": ") and, for a view's pairs, brackets.
+        size = overhead
+        for part in parts:
+            size += self.of(part, nested=True) + 4
+            if size > MAX_OUTPUT_CHARS:
+                raise _TooLong
+        return size
