@@ -77,7 +77,7 @@ class FolderLoader(FileSystemLoader):
     ) -> tuple[str, str, Callable[[], bool]]:
         try:
             path = self._root.joinpath(*split_template_path(template)).resolve()
-        except (OSError, ValueError):  # a loop of links, a NUL byte
+        except (OSError, RuntimeError, ValueError):  # a loop of links, a NUL byte
             raise TemplateNotFound(template) from None
         if not path.is_relative_to(self._root):
             raise TemplateNotFound(template)

@@ -289,6 +289,45 @@ async def test_named_templates_come_from_the_folder_and_reload(
         assert "no template" in (await response.json())["error"]["message"]
 
 
+async def test_the_templates_folder_cannot_be_left(
+    make_client: ClientFactory, settings: Settings, tmp_path: Path
+) -> None:
+    """Only files inside BRIDGE_TEMPLATES_DIR: no `..`, no absolute path, no link that leads
+    out of it (one that stays inside is fine), and nothing over the network."""
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "greeting.txt").write_text("Hello {{ name }}")
+    (folder / "alias.txt").symlink_to("greeting.txt")
+    (tmp_path / "outside.txt").write_text("secret")
+    (folder / "link.txt").symlink_to(tmp_path / "outside.txt")
+    (folder / "etc").symlink_to("/etc")
+    (folder / "loop.txt").symlink_to(folder / "loop.txt")
+    client = await make_client(templates_dir=folder)
+    auth = {"Authorization": f"Bearer {token(settings)}"}
+    items = [{"json": {"name": "Ada"}}]
+    alias = await (await render(client, auth, items, template_name="alias.txt")).json()
+    assert alias["items"][0]["json"]["rendered"] == "Hello Ada"
+    for name in (
+        "../outside.txt",
+        "sub/../../outside.txt",
+        "/etc/passwd",
+        "link.txt",
+        "etc/passwd",
+        "etc/hostname",
+        "loop.txt",
+        "a\x00b",
+        "http://127.0.0.1:1/x.txt",
+        "//127.0.0.1/share/x.txt",
+    ):
+        response = await render(client, auth, items, template_name=name)
+        assert response.status == 422, name
+        assert "no template" in (await response.json())["error"]["message"], name
+        included = await (
+            await render(client, auth, items, template=f"{{% include {name!r} %}}")
+        ).json()
+        assert included["errors"][0]["message"].startswith("TemplateNotFound"), name
+
+
 async def test_named_templates_need_the_folder_setting(
     client: TestClient, auth: dict[str, str]
 ) -> None:
