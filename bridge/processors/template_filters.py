@@ -1,8 +1,8 @@
 """The template sandbox's filters: Jinja's own, each checking the run's deadline, refusing a
 result that would be too large before building it, and checking the size of what it returns.
-Those that loop in Python over a whole text or value — `wordwrap`, `urlize`, `pprint`, `sum`
-over lists, `tojson` — are replaced by versions that check the deadline as they go: one
-`wordwrap(1)` over a long word takes minutes, and a thread cannot be stopped from outside.
+Those that loop in Python over a whole text or value — `wordwrap`, `urlize`, `title`,
+`pprint`, `sum` over lists, `tojson` — are replaced by versions that check the deadline as they
+go: one `wordwrap(1)` over a long word takes minutes, and a thread cannot be stopped from outside.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import pprint as pprinting
 import re
 import textwrap
-from collections.abc import Callable, Iterable, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ from bridge.processors.template_limits import (
 
 LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # where str.splitlines() splits
 _SPACE = re.compile(r"\s+")
-URLIZE_PIECE = 65_536  # characters of text urlized between two looks at the deadline
+PIECE = 65_536  # characters of text a filter works on between two looks at the deadline
 
 
 def line_count(text: str) -> int:
@@ -169,6 +169,7 @@ def bounded_filters(filters: Mapping[str, Callable[..., Any]]) -> dict[str, Call
     replaced: dict[str, Callable[..., Any]] = {
         "wordwrap": wordwrap,
         "urlize": _urlize_in_pieces(filters["urlize"]),
+        "title": _title_in_pieces(filters["title"]),
         "pprint": pprint,
         "sum": sum_,
     }
@@ -242,22 +243,40 @@ def wordwrap(
     return wrapstring.join([wrapstring.join(wrapper.wrap(line)) for line in s.splitlines()])
 
 
+def pieces(text: str) -> Iterator[str]:
+    """`text` in pieces of about PIECE characters, each cut after white space, with the
+    deadline checked before each."""
+    start = 0
+    while start < len(text):
+        check_time()
+        space = _SPACE.search(text, start + PIECE)
+        end = space.end() if space else len(text)
+        yield text[start:end]
+        start = end
+
+
+def _title_in_pieces(title: Callable[[str], str]) -> Callable[[Any], str]:
+    """Jinja's `title` (Python work for every word: seconds over a long text), over pieces cut
+    at white space — a word's first letter is the same in a piece — with the deadline checked
+    between them."""
+
+    @functools.wraps(title)
+    def title_in_pieces(value: Any) -> str:
+        return "".join(title(piece) for piece in pieces(str(value)))
+
+    return title_in_pieces
+
+
 def _urlize_in_pieces(urlize: Callable[..., Any]) -> Callable[..., Any]:
-    """Jinja's `urlize` (Python work for every word: seconds over a long text), run over pieces
-    of the text cut at white space — it treats every word alone, so the answer is the same —
-    with the deadline checked between them."""
+    """Jinja's `urlize` (Python work for every word), over pieces cut at white space — it treats
+    every word alone, so the answer is the same — with the deadline checked between them."""
 
     @functools.wraps(urlize)  # keeps its pass_eval_context mark
     def urlize_in_pieces(eval_ctx: EvalContext, value: Any, *args: Any, **kwargs: Any) -> Any:
         text = str(escape(value))  # what urlize would do first; Markup is not escaped again
-        parts, start = [], 0
-        while start < len(text):
-            check_time()
-            space = _SPACE.search(text, start + URLIZE_PIECE)
-            end = space.end() if space else len(text)
-            parts.append(str(urlize(eval_ctx, Markup(text[start:end]), *args, **kwargs)))
-            start = end
-        joined = "".join(parts)
+        joined = "".join(
+            str(urlize(eval_ctx, Markup(piece), *args, **kwargs)) for piece in pieces(text)
+        )
         return Markup(joined) if eval_ctx.autoescape else joined
 
     return urlize_in_pieces

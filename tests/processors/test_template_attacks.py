@@ -162,6 +162,11 @@ ATTACKS: list[tuple[str, str, dict[str, Any]]] = [
     ("wordwrap(1) of a long word", "{{ ('x' * 999999)|wordwrap(1)|length }}", {}),
     ("wordwrap of many words", WORDS + "{{ ws|wordwrap(1)|length }}", {}),
     ("urlize of many words", WORDS + "{{ ws|urlize|length }}", {}),
+    (
+        "title of many words",
+        WORDS + "{% for i in range(99) %}{{ ws|title|length }}{% endfor %}",
+        {},
+    ),
     ("sort in a loop", L + "{% for i in range(99999) %}{{ l|sort|first }}{% endfor %}", {}),
     ("sum of many lists", "{{ range(99999)|batch(1)|sum(start=[])|length }}", {}),
     (

@@ -209,7 +209,7 @@ ORDINARY = [
     "{{ '-'.join(['a', 'b']) }}|{{ 'a\tb'.expandtabs(4) }}|{{ 'ß'.upper() }}|{{ 'ab'.zfill(4) }}",
     "{{ nested }}|{{ [html] }}|{{ (1, 'a') }}|{{ {'k': [1.5, none, true]} }}|{{ html }}",
     "{% autoescape false %}{{ html ~ '<i>' }}{% endautoescape %}{{ html ~ '<i>' }}",
-    "{{ long|urlize }}|{{ long|urlize(20, true, '_blank') }}",
+    "{{ long|urlize }}|{{ long|urlize(20, true, '_blank') }}|{{ long|title }}",
 ]
 
 
