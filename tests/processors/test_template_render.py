@@ -142,6 +142,12 @@ async def test_a_template_cannot_exhaust_memory_or_a_worker(
     assert fine["items"][0]["json"]["rendered"] == "Hi AdaAda"
 
 
+async def test_no_placeholder_text(client: TestClient, auth: dict[str, str]) -> None:
+    """Jinja's `lipsum` writes gigabytes on request: it is not there."""
+    answer = await (await render(client, auth, [{"json": {}}], template="{{ lipsum(99) }}")).json()
+    assert answer["errors"][0]["message"] == "UndefinedError: 'lipsum' is undefined"
+
+
 async def test_a_template_stops_at_its_time_limit_and_frees_its_thread(
     client: TestClient, auth: dict[str, str]
 ) -> None:
@@ -202,7 +208,7 @@ ORDINARY = [
     "{{ users|groupby('city')|list }}|{{ users|map(attribute='name')|join(', ') }}|"
     "{{ users|sort(attribute='age')|map(attribute='name')|list }}|{{ [3, 1, 3]|unique|list }}",
     "{{ range(7)|batch(3, 0)|list }}|{{ range(7)|slice(3)|list }}|{{ users|selectattr('age')|list }}",
-    "{% macro m(a, b=2) %}[{{ a }}{{ b }}{{ caller() if caller }}]{% endmacro %}{{ m(1) }}"
+    "{% macro m(a, b=2) %}[{{ a }}{{ b }}{{ caller() if caller }}]{% endmacro %}{{ m(5000000) }}"
     "{% call m(3, 4) %}in{% endcall %}{% set x %}{{ m(5) }}!{% endset %}{{ x }}"
     "{% filter upper %}up {{ text }}{% endfilter %}",
     "{{ 'a' ~ 1 ~ none ~ [1] ~ html }}|{{ 'x'.ljust(5) }}|{{ 'ab'.replace('a', 'c') }}|"
