@@ -30,6 +30,7 @@ from bridge.processors.template_limits import (
     check_size,
     check_time,
     checked,
+    comparable,
     escaped_size,
     printf_size,
     text_size,
@@ -128,6 +129,7 @@ class _Bound:
     estimate: Callable[..., int] | None = None
     sizes: bool = False  # its numbers are sizes or counts: at most MAX_SIZE
     listed: bool = False  # its value is used twice (measured, then joined): list it first
+    compares: bool = False  # compares or hashes the parts of its value or its arguments
 
 
 TEXT = _Bound(times=1)
@@ -161,7 +163,19 @@ BOUNDS: dict[str, _Bound] = {
     ),
     "batch": _Bound(sizes=True),
     "slice": _Bound(sizes=True),
+    **dict.fromkeys(
+        ("sort", "unique", "min", "max", "groupby"), _Bound(listed=True, compares=True)
+    ),
+    "dictsort": _Bound(compares=True),
 }
+
+
+def bounded_tests(tests: Mapping[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
+    """Every test (`is eq`, `is in`…) checking the deadline, and what it compares."""
+    return {name: _guarded(test, COMPARES) for name, test in tests.items()}
+
+
+COMPARES = _Bound(compares=True)
 
 
 def bounded_filters(filters: Mapping[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
@@ -191,6 +205,9 @@ def _guarded(function: Callable[..., Any], bound: _Bound | None) -> Callable[...
                 check_numbers(rest, kwargs)
             if bound.listed:
                 value = listed(value)
+            if bound.compares:
+                for part in (value, *rest, *kwargs.values()):
+                    comparable(part)
             if bound.times and not isinstance(value, str):
                 check_size(bound.times * text_size(value))
             if bound.estimate is not None:

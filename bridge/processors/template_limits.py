@@ -68,6 +68,15 @@ def checked(value: Any) -> Any:
     return value
 
 
+def comparable(value: Any) -> Any:
+    """`value`, unless it is a collection too large to compare or hash: Python compares and
+    hashes nested lists and tuples part by part, and a list of ten lists of ten… (shared parts)
+    would take hours, out of reach of the deadline."""
+    if isinstance(value, list | tuple | dict | set | frozenset):
+        check_size(text_size(value))
+    return value
+
+
 def check_numbers(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
     """Refuse a number over MAX_SIZE given as a size or count (`range(10**9)`)."""
     for value in (*args, *kwargs.values()):

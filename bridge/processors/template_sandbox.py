@@ -37,6 +37,7 @@ from markupsafe import Markup
 
 from bridge.processors.template_filters import (
     bounded_filters,
+    bounded_tests,
     casing_size,
     joined_size,
     json_dumps,
@@ -51,6 +52,7 @@ from bridge.processors.template_limits import (
     check_size,
     check_time,
     checked,
+    comparable,
     escaped_size,
     field_size,
     printf_size,
@@ -178,13 +180,31 @@ def clocked(iterable: Iterable[Any]) -> Iterator[Any]:
 
 
 class _Checkpoints(NodeTransformer):
-    """Rewrites a parsed template so that every loop checks the deadline at every step."""
+    """Rewrites a parsed template so that every loop checks the deadline at every step, and
+    what is compared (`==`, `<`, `in`…) or hashed (a dict's keys) is not too large to."""
 
     def visit_For(self, node: nodes.For) -> nodes.For:
         self.generic_visit(node)
-        function = nodes.ImportedName(f"{__name__}.clocked", lineno=node.iter.lineno)
-        node.iter = nodes.Call(function, [node.iter], [], None, None, lineno=node.iter.lineno)
+        node.iter = _call("clocked", node.iter)
         return node
+
+    def visit_Compare(self, node: nodes.Compare) -> nodes.Compare:
+        self.generic_visit(node)
+        node.expr = _call("comparable", node.expr)
+        for operand in node.ops:
+            operand.expr = _call("comparable", operand.expr)
+        return node
+
+    def visit_Pair(self, node: nodes.Pair) -> nodes.Pair:
+        self.generic_visit(node)
+        node.key = _call("comparable", node.key)
+        return node
+
+
+def _call(function: str, argument: Any) -> nodes.Call:
+    """A call of this module's `function` on an expression of the template."""
+    name = nodes.ImportedName(f"{__name__}.{function}", lineno=argument.lineno)
+    return nodes.Call(name, [argument], [], None, None, lineno=argument.lineno)
 
 
 class _Counting(Formatter):
@@ -230,6 +250,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         self.code_generator_class = _BoundedCodeGenerator
         self.finalize = _printable
         self.filters = bounded_filters(self.filters)
+        self.tests = bounded_tests(self.tests)  # type: ignore[assignment,arg-type]
         self.policies["json.dumps_function"] = json_dumps
         del self.globals["lipsum"]  # placeholder text, up to gigabytes of it: not for workflows
 
@@ -286,6 +307,9 @@ class Sandbox(ImmutableSandboxedEnvironment):
                 # Jinja adds the names a loop or block sets (for macros that take the context).
                 named = {k: v for k, v in kwargs.items() if k not in JINJA_KEYWORDS}
                 check_size(estimate(owner, *args, **named))
+        elif isinstance(owner, LoopContext) and __obj.__name__ == "changed":
+            for value in args:
+                comparable(value)  # compared with the last step's
         elif not _passes_values(__obj, owner):
             check_numbers(args, kwargs)
         return checked(super().call(__context, __obj, *args, **kwargs))

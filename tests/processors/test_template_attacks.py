@@ -32,6 +32,15 @@ Q = "{% set q = '\"' * 999999 %}{% set nq = q ~ q ~ q ~ q ~ q ~ q ~ q ~ q ~ q %}
 DAG = "{% set l0 = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0] %}" + "".join(
     f"{{% set l{i} = [{', '.join([f'l{i - 1}'] * 10)}] %}}" for i in range(1, 10)
 )
+# Two such structures, equal but not shared: comparing them goes down every branch.
+TWO_DAGS = "".join(
+    f"{{% set {x}0 = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0] %}}"
+    + "".join(f"{{% set {x}{i} = [{', '.join([f'{x}{i - 1}'] * 10)}] %}}" for i in range(1, 10))
+    for x in "ab"
+)
+TUPLES = "{% set t0 = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0) %}" + "".join(
+    f"{{% set t{i} = ({', '.join([f't{i - 1}'] * 10)}) %}}" for i in range(1, 10)
+)
 STAR_WIDTHS = "(" + ", ".join(["999999, 1"] * 100) + ")"
 MANY_S = " ~ ".join(["s"] * 200)
 MANY_L = ", ".join(["l"] * 200)
@@ -152,6 +161,20 @@ ATTACKS: list[tuple[str, str, dict[str, Any]]] = [
     ),
     ("translate", "{{ ('x' * 999999).translate({120: 'y' * 999}) }}", {}),
     ("bytes", "{{ ('x'.encode() * 999999999)|length }}", {}),
+    # Comparing or hashing what is too large to compare or hash within the deadline.
+    ("==", TWO_DAGS + "{{ a9 == b9 }}", {}),
+    ("in", TWO_DAGS + "{{ a8 in b9 }}", {}),
+    ("is eq", TWO_DAGS + "{{ a9 is eq b9 }}", {}),
+    ("sort", TWO_DAGS + "{{ [a9, b9]|sort|length }}", {}),
+    ("max", TWO_DAGS + "{{ [a9, b9]|max|length }}", {}),
+    ("select by a test", TWO_DAGS + "{{ [a9, b9]|select('eq', b9)|list|length }}", {}),
+    (
+        "loop.changed",
+        TWO_DAGS + "{% for i in range(9) %}{{ loop.changed(a9 if i is odd else b9) }}{% endfor %}",
+        {},
+    ),
+    ("a dict key", TUPLES + "{{ {t9: 1}|length }}", {}),
+    ("unique", TUPLES + "{{ [t9, t9]|unique|list|length }}", {}),
     # Time: each runs for hours unless stopped at the deadline.
     (
         "wordwrap(1) in a loop",
