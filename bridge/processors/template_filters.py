@@ -196,23 +196,31 @@ def bounded_filters(filters: Mapping[str, Callable[..., Any]]) -> dict[str, Call
 def _guarded(function: Callable[..., Any], bound: _Bound | None) -> Callable[..., Any]:
     skip = 1 if getattr(function, "jinja_pass_arg", None) is not None else 0  # Jinja's context
 
-    @functools.wraps(function)  # keeps Jinja's pass_context/pass_environment marks
+    if bound is None:
+
+        @functools.wraps(function)  # keeps Jinja's pass_context/pass_environment marks
+        def clocked(*args: Any, **kwargs: Any) -> Any:
+            check_time()
+            return checked(function(*args, **kwargs))
+
+        return clocked
+
+    @functools.wraps(function)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         check_time()
-        if bound is not None and len(args) > skip:
-            value, rest = args[skip], args[skip + 1 :]
-            if bound.sizes:
-                check_numbers(rest, kwargs)
-            if bound.listed:
-                value = listed(value)
-            if bound.compares:
-                for part in (value, *rest, *kwargs.values()):
-                    comparable(part)
-            if bound.times and not isinstance(value, str):
-                check_size(bound.times * text_size(value))
-            if bound.estimate is not None:
-                check_size(bound.estimate(value, *rest, **kwargs))
+        value, rest = args[skip], args[skip + 1 :]
+        if bound.sizes:
+            check_numbers(rest, kwargs)
+        if bound.listed and not isinstance(value, str | list | tuple):
+            value = list(value)  # measured, then used: an iterator would be used up
             args = (*args[:skip], value, *rest)
+        if bound.compares:
+            for part in (value, *rest, *kwargs.values()):
+                comparable(part)
+        if bound.times and not isinstance(value, str):
+            check_size(bound.times * text_size(value))
+        if bound.estimate is not None:
+            check_size(bound.estimate(value, *rest, **kwargs))
         return checked(function(*args, **kwargs))
 
     return guarded

@@ -10,7 +10,7 @@ hold a worker thread or the memory for good (a thread cannot be stopped from out
   before they build (an estimate of the result's length); printed values before they are made
   text; the output of macros, blocks and `{% set %}` blocks as it is produced; anything a call
   returns;
-- time: every loop step, call, filter, attribute lookup and printed value checks the run's
+- time: every loop step, call, filter, test and attribute lookup checks the run's
   deadline, and so do the filters that loop over a whole value (template_filters).
 """
 
@@ -45,6 +45,7 @@ from bridge.processors.template_filters import (
     replaced_size,
 )
 from bridge.processors.template_limits import (
+    MAX_OUTPUT_CHARS,
     MAX_POWER_BITS,
     MAX_SIZE,
     check_items,
@@ -108,8 +109,10 @@ STR_METHODS: dict[str, Callable[..., int]] = {
 @pass_eval_context
 def _printable(eval_ctx: EvalContext, value: Any) -> Any:
     """Every printed value (`{{ … }}`, Jinja's `finalize`): its text, escaped if need be, may
-    not be over the limit; it is checked before it is made."""
-    check_time()
+    not be over the limit; it is checked before it is made. (Every template prints: the
+    common case, short text, is checked first and at once.)"""
+    if type(value) is str and len(value) * 5 <= MAX_OUTPUT_CHARS:
+        return value
     check_size(escaped_size(value) if eval_ctx.autoescape else text_size(value))
     return value
 
