@@ -25,7 +25,7 @@ import orjson
 from jinja2 import ChainableUndefined
 
 from bench.common import bridge_env, start_bridge, token
-from bridge.processors.template_render import Sandbox
+from bridge.processors.template_sandbox import Sandbox
 
 TEMPLATE = """Dear {{ first_name }} {{ last_name }},
 

@@ -100,7 +100,7 @@ async def _backend(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _runner(app: web.Application) -> AsyncIterator[None]:
-    runner = Runner(app[SETTINGS])
+    runner = Runner(app[SETTINGS], app[METRICS])
     app[RUNNER] = runner
     yield
     runner.close()

@@ -128,6 +128,19 @@ class Metrics:
             ["processor"],
             registry=self.registry,
         )
+        self.thread_pool_abandoned = Gauge(
+            "bridge_thread_pool_abandoned",
+            "Threads still running a processor call past its deadline, replaced in the pool "
+            "(at most BRIDGE_MAX_ABANDONED_THREADS)",
+            registry=self.registry,
+        )
+        self.thread_pool_overruns = Counter(
+            "bridge_thread_pool_overruns",
+            "Thread-pool calls still running a second after their deadline, by what became of "
+            "their thread: abandoned (replaced in the pool) or kept (the bound was reached)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.dead_letters = Gauge(
             "bridge_dead_letters", "Dead letters kept", registry=self.registry
         )

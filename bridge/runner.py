@@ -3,8 +3,9 @@
 Async functions run on the loop; plain functions run in a thread pool; `cpu_bound` ones in a process
 pool (or the thread pool, with BRIDGE_CPU_EXECUTOR=thread), split into chunks across its workers.
 A whole batch goes to a pool in one call, and the loop there stops at the deadline, so a timed-out
-job does not keep a worker busy for long. An exception for one item becomes that item's error; the
-others go on.
+job does not keep a worker busy for long. A thread-pool call still running ABANDON_AFTER_S after
+its caller stopped waiting is abandoned: another thread takes its place (see `thread_pool`). An
+exception for one item becomes that item's error; the others go on.
 """
 
 from __future__ import annotations
@@ -20,20 +21,25 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any
 
 from bridge import logs
 from bridge.errors import BridgeError, ProcessorFailed, Timeout
 from bridge.items import Item, ItemError, outputs_of
+from bridge.metrics import Metrics
 from bridge.processors.registry import Context, ProcessorSpec
 from bridge.settings import Settings
+from bridge.thread_pool import ThreadPool
 
 log = logging.getLogger(__name__)
 
 # One entry per input: its outputs, or its error.
 Outcome = list[Item] | ItemError
 MIN_CHUNK = 64
+# Built-in work (templates, validation) ends at its deadline by itself, within milliseconds; a
+# call still running this long after its caller stopped waiting does not stop by itself.
+ABANDON_AFTER_S = 1.0
 
 
 def _item_error(index: int, exc: BaseException) -> ItemError:
@@ -106,11 +112,13 @@ def _init_process(log_format: str, log_level: str, color: str | None) -> None:
 class Runner:
     """Owns the pools; `run` executes one job's items under its timeout and concurrency."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self._settings = settings
-        self._threads = ThreadPoolExecutor(
-            max_workers=settings.thread_workers, thread_name_prefix="processor"
-        )
+        self._metrics = metrics
+        # Python's own default size for a thread pool.
+        size = settings.thread_workers or min(32, (os.cpu_count() or 1) + 4)
+        self._threads = ThreadPool(size, settings.max_abandoned_threads)
+        metrics.thread_pool_abandoned.set_function(lambda: self._threads.abandoned)
         self._processes: ProcessPoolExecutor | None = None
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._busy = 0
@@ -120,9 +128,7 @@ class Runner:
     def process_workers(self) -> int:
         return self._settings.process_workers or os.cpu_count() or 1
 
-    def _cpu_pool(self) -> Executor:
-        if self._settings.cpu_executor == "thread":
-            return self._threads
+    def _process_pool(self) -> Executor:
         if self._processes is None:
             # forkserver: never fork a process that runs an event loop and threads.
             self._processes = ProcessPoolExecutor(
@@ -197,8 +203,7 @@ class Runner:
             return await self._async_items(spec, items, params, ctx)
         if spec.cpu_bound and self._settings.cpu_executor == "process":
             return await self._in_processes(spec, items, params, ctx)
-        pool = self._cpu_pool() if spec.cpu_bound else self._threads
-        return await self._in_pool(pool, spec, items, params, ctx)
+        return await self._in_threads(spec, items, params, ctx)
 
     async def _async_items(
         self, spec: ProcessorSpec, items: Sequence[Item], params: Any, ctx: Context
@@ -220,13 +225,8 @@ class Runner:
 
         return list(await asyncio.gather(*(gated(item) for item in items)))
 
-    async def _in_pool(
-        self,
-        pool: Executor,
-        spec: ProcessorSpec,
-        items: Sequence[Item],
-        params: Any,
-        ctx: Context,
+    async def _in_threads(
+        self, spec: ProcessorSpec, items: Sequence[Item], params: Any, ctx: Context
     ) -> list[Outcome]:
         call = (
             functools.partial(run_batch, spec.func, items, params, ctx)
@@ -235,18 +235,54 @@ class Runner:
         )
         # Carry the request's context variables (trace id) into the worker thread's log lines.
         context = contextvars.copy_context()
-        return await self._submit(pool, functools.partial(context.run, call))
+        future = self._threads.run(functools.partial(context.run, call), repr(spec.name))
+        self._count_busy(future)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:  # its deadline passed, or the request went away
+            asyncio.get_running_loop().call_later(ABANDON_AFTER_S, self._abandon, future, spec.name)
+            raise
+
+    def _abandon(self, future: Future[Any], processor: str) -> None:
+        """Give a call's thread up to the pool if the call is still running (see `thread_pool`)."""
+        outcome = self._threads.abandon(future)
+        if outcome in ("cancelled", "ended"):
+            return
+        self._metrics.thread_pool_overruns.labels(outcome).inc()
+        pool = self._threads
+        if outcome == "abandoned":
+            log.warning(
+                "abandoned the thread of processor %r: still running %g s after its caller "
+                "stopped waiting (its deadline), replaced in the pool "
+                "(%d of at most %d abandoned threads)",
+                processor,
+                ABANDON_AFTER_S,
+                pool.abandoned,
+                pool.max_abandoned,
+                extra={"processor": processor},
+            )
+        else:
+            log.error(
+                "processor %r runs past its deadline and keeps its thread: %d threads are "
+                "abandoned already (BRIDGE_MAX_ABANDONED_THREADS); the pool has one fewer",
+                processor,
+                pool.abandoned,
+                extra={"processor": processor},
+            )
 
     def _submit(
         self, pool: Executor, call: Callable[[], list[Outcome]]
     ) -> asyncio.Future[list[Outcome]]:
-        """Run `call` in `pool`, counting it as busy until it really ends — a timed-out or
-        cancelled await does not stop a running thread or process."""
         future = pool.submit(call)
+        self._count_busy(future)
+        return asyncio.wrap_future(future)
+
+    def _count_busy(self, future: Future[Any]) -> None:
+        """Count a pool call as busy until it really ends — a timed-out or cancelled await
+        does not stop a running thread or process."""
         with self._busy_lock:
             self._busy += 1
         future.add_done_callback(self._done)
-        return asyncio.wrap_future(future)
 
     def _done(self, _: object) -> None:
         with self._busy_lock:
@@ -257,6 +293,10 @@ class Runner:
         """Pool calls still running."""
         return self._busy
 
+    def thread_status(self) -> dict[str, int]:
+        """The thread pool's figures for /admin/status."""
+        return self._threads.status()
+
     async def _in_processes(
         self,
         spec: ProcessorSpec,
@@ -264,7 +304,7 @@ class Runner:
         params: Any,
         ctx: Context,
     ) -> list[Outcome]:
-        pool = self._cpu_pool()
+        pool = self._process_pool()
         ctx = dataclasses.replace(ctx, services=None)  # connections cannot cross processes
         if spec.batch:
             return await self._submit(
@@ -281,6 +321,6 @@ class Runner:
         return [outcome for part in parts for outcome in part]
 
     def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        self._threads.close()
         if self._processes is not None:
             self._processes.shutdown(wait=False, cancel_futures=True)

@@ -200,6 +200,13 @@ class Settings(BaseModel):
 
     sync_timeout_s: float = Field(300.0, gt=0)
     thread_workers: int | None = Field(None, ge=1, le=512)
+    max_abandoned_threads: int = Field(
+        16,
+        ge=0,
+        le=1024,
+        description="threads still running past their deadline that are replaced in the pool "
+        "(0: never; a runaway call then keeps its thread)",
+    )
     cpu_executor: Literal["process", "thread"] = "process"
     process_workers: int | None = Field(None, ge=1, le=256)
 

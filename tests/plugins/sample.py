@@ -58,6 +58,15 @@ def sleep_sync(item: Item, params: Sleep, ctx: Context) -> dict:
     return {"slept": params.seconds}
 
 
+@processor("spin", params=Sleep)
+def spin(item: Item, params: Sleep, ctx: Context) -> dict:
+    """Burns CPU for `seconds`, ignoring its deadline: a runaway plain processor."""
+    end = time.monotonic() + params.seconds
+    while time.monotonic() < end:
+        pass
+    return {"spun": params.seconds}
+
+
 @processor("square", cpu_bound=True)
 def square(item: Item, params: dict, ctx: Context) -> dict:
     """CPU-bound: runs in the process pool."""

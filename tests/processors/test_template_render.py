@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from bridge.processors.template_render import environment
 from bridge.settings import Settings
 from tests.conftest import ClientFactory, pool_calls_end, token
 
@@ -105,11 +107,11 @@ async def test_the_sandbox_refuses_escapes(
         ("{{ 9 ** 999999 }}", "too large for a template"),
         ("{{ 'x' * 10**9 }}", "repetition over 1,000,000"),
         ("{{ [0] * 10**9 }}", "repetition over 1,000,000"),
-        ("{{ 'a'.ljust(10**9) }}", "the most a template may ask for"),
+        ("{{ 'a'.ljust(10**9) }}", "over 10,000,000 characters"),
         ("{{ 'a'|center(10**9) }}", "the most a template may ask for"),
-        ("{{ '%1000000000d' % 1 }}", "width over 1,000,000"),
-        ("{{ '{:1000000000}'.format(1) }}", "width over 1,000,000"),
-        ("{{ '{x:1000000000}'.format_map({'x': 1}) }}", "width over 1,000,000"),
+        ("{{ '%1000000000d' % 1 }}", "over 10,000,000 characters"),
+        ("{{ '{:1000000000}'.format(1) }}", "over 10,000,000 characters"),
+        ("{{ '{x:1000000000}'.format_map({'x': 1}) }}", "over 10,000,000 characters"),
         ("{% for i in range(99999) %}{{ 'a'.ljust(999999) }}{% endfor %}", "output is longer"),
         ("{{ range(10**9)|list }}", "the most a template may ask for"),
         ("{{ (2 ** 49999) * (2 ** 49999) * (2 ** 49999) }}", "product of numbers"),
@@ -138,6 +140,12 @@ async def test_a_template_cannot_exhaust_memory_or_a_worker(
     assert reason in answer["errors"][0]["message"]
     fine = await (await render(client, auth, items, template="Hi {{ name * 2 }}")).json()
     assert fine["items"][0]["json"]["rendered"] == "Hi AdaAda"
+
+
+async def test_no_placeholder_text(client: TestClient, auth: dict[str, str]) -> None:
+    """Jinja's `lipsum` writes gigabytes on request: it is not there."""
+    answer = await (await render(client, auth, [{"json": {}}], template="{{ lipsum(99) }}")).json()
+    assert answer["errors"][0]["message"] == "UndefinedError: 'lipsum' is undefined"
 
 
 async def test_a_template_stops_at_its_time_limit_and_frees_its_thread(
@@ -178,6 +186,58 @@ async def test_the_bounds_leave_ordinary_templates_alone(
         "3.14|   order 12345678   |1024|---|    42|3|a_b|a,b|x42y|[1, 2]|x\n  y|1/2 2/2 |"
         "[[0, 1], [2, 3], [4, 0]]|42|x23x|k|0-1-2"
     )
+
+
+LONG_TEXT = " ".join(
+    f"word{i} see https://example.com/p{i}?q=1, or www.ex{i}.org. mail a{i}@example.com (x{i}.)"
+    for i in range(3000)
+)  # longer than a piece of urlize's work
+ORDINARY = [
+    "{{ '{:,}'.format(1234567) }} {{ '{:>10.2f}|{!r}'.format(3.14159, 'a') }} {{ '{a}'.format_map(d) }}",
+    "{{ '%d items, %s, %5.1f%%' % (5000000, 'x', 2.25) }} {{ '%(a)s' % d }} {{ '%d'|format(5000000) }}",
+    "{{ dict(total=5000000).total }} {{ namespace(n=5000000).n }} {{ 5000000|filesizeformat }}",
+    "{% for i in range(3) %}{{ loop.cycle(5000000, 'b') }}{{ loop.index }}/{{ loop.length }}"
+    "{{ '!' if loop.last }}{% if loop.changed(i // 2) %}c{% endif %}{% endfor %}",
+    "{% for x in [[1, [2]], [3]] recursive %}<{{ x if x is number else loop(x) }}>{% endfor %}",
+    "{{ text|wordwrap(20) }}|{{ text|wordwrap(5, false, '<br>') }}|{{ text|truncate(12) }}",
+    "{{ text|center(40) }}|{{ text|indent(2, true) }}|{{ text|title }}|{{ text|upper }}",
+    "{{ html|striptags }}|{{ html|e }}|{{ html|forceescape }}|{{ html|wordcount }}|{{ html|safe }}",
+    "{{ d|tojson }}|{{ d|tojson(2) }}|{{ d|pprint }}|{{ nested|pprint }}|{{ nested|tojson }}",
+    "{{ d|xmlattr }}|{{ d|urlencode }}|{{ 'a b&c'|urlencode }}|{{ d|dictsort }}|{{ d.items()|list }}",
+    "{{ [1, 2, 3]|sum }}|{{ [[1], [2, 3]]|sum(start=[]) }}|{{ users|sum(attribute='age') }}",
+    "{{ users|groupby('city')|list }}|{{ users|map(attribute='name')|join(', ') }}|"
+    "{{ users|sort(attribute='age')|map(attribute='name')|list }}|{{ [3, 1, 3]|unique|list }}",
+    "{{ range(7)|batch(3, 0)|list }}|{{ range(7)|slice(3)|list }}|{{ users|selectattr('age')|list }}",
+    "{% macro m(a, b=2) %}[{{ a }}{{ b }}{{ caller() if caller }}]{% endmacro %}{{ m(5000000) }}"
+    "{% call m(3, 4) %}in{% endcall %}{% set x %}{{ m(5) }}!{% endset %}{{ x }}"
+    "{% filter upper %}up {{ text }}{% endfilter %}",
+    "{{ 'a' ~ 1 ~ none ~ [1] ~ html }}|{{ 'x'.ljust(5) }}|{{ 'ab'.replace('a', 'c') }}|"
+    "{{ '-'.join(['a', 'b']) }}|{{ 'a\tb'.expandtabs(4) }}|{{ 'ß'.upper() }}|{{ 'ab'.zfill(4) }}",
+    "{{ nested }}|{{ [html] }}|{{ (1, 'a') }}|{{ {'k': [1.5, none, true]} }}|{{ html }}",
+    "{% autoescape false %}{{ html ~ '<i>' }}{% endautoescape %}{{ html ~ '<i>' }}",
+    "{{ long|urlize }}|{{ long|urlize(20, true, '_blank') }}|{{ long|title }}",
+]
+
+
+@pytest.mark.parametrize("autoescape", [False, True])
+@pytest.mark.parametrize("template", ORDINARY)
+def test_the_bounds_change_no_ordinary_answer(template: str, autoescape: bool) -> None:
+    """The bounded sandbox renders what Jinja's own sandbox renders, to the character."""
+    variables = {
+        "d": {"a": 1, "b": "x y"},
+        "text": "The quick brown fox jumps over the lazy dog\nagain and again",
+        "html": '<b class="x">Fish & "chips"</b>',
+        "nested": {"k": [1, {"m": ["a" * 30] * 4}], "n": list(range(30))},
+        "users": [
+            {"name": "Ada", "age": 36, "city": "London"},
+            {"name": "Grace", "age": 85, "city": "New York"},
+            {"name": "Alan", "age": 41, "city": "London"},
+        ],
+        "long": LONG_TEXT,
+    }
+    ours = environment(None, strict=False, autoescape=autoescape).from_string(template)
+    jinja = ImmutableSandboxedEnvironment(autoescape=autoescape).from_string(template)
+    assert ours.render(variables) == jinja.render(variables)
 
 
 async def test_html_is_escaped_when_asked(client: TestClient, auth: dict[str, str]) -> None:
@@ -233,6 +293,45 @@ async def test_named_templates_come_from_the_folder_and_reload(
         response = await render(client, auth, items, template_name=name)
         assert response.status == 422, name
         assert "no template" in (await response.json())["error"]["message"]
+
+
+async def test_the_templates_folder_cannot_be_left(
+    make_client: ClientFactory, settings: Settings, tmp_path: Path
+) -> None:
+    """Only files inside BRIDGE_TEMPLATES_DIR: no `..`, no absolute path, no link that leads
+    out of it (one that stays inside is fine), and nothing over the network."""
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "greeting.txt").write_text("Hello {{ name }}")
+    (folder / "alias.txt").symlink_to("greeting.txt")
+    (tmp_path / "outside.txt").write_text("secret")
+    (folder / "link.txt").symlink_to(tmp_path / "outside.txt")
+    (folder / "etc").symlink_to("/etc")
+    (folder / "loop.txt").symlink_to(folder / "loop.txt")
+    client = await make_client(templates_dir=folder)
+    auth = {"Authorization": f"Bearer {token(settings)}"}
+    items = [{"json": {"name": "Ada"}}]
+    alias = await (await render(client, auth, items, template_name="alias.txt")).json()
+    assert alias["items"][0]["json"]["rendered"] == "Hello Ada"
+    for name in (
+        "../outside.txt",
+        "sub/../../outside.txt",
+        "/etc/passwd",
+        "link.txt",
+        "etc/passwd",
+        "etc/hostname",
+        "loop.txt",
+        "a\x00b",
+        "http://127.0.0.1:1/x.txt",
+        "//127.0.0.1/share/x.txt",
+    ):
+        response = await render(client, auth, items, template_name=name)
+        assert response.status == 422, name
+        assert "no template" in (await response.json())["error"]["message"], name
+        included = await (
+            await render(client, auth, items, template=f"{{% include {name!r} %}}")
+        ).json()
+        assert included["errors"][0]["message"].startswith("TemplateNotFound"), name
 
 
 async def test_named_templates_need_the_folder_setting(

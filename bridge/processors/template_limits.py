@@ -1,0 +1,232 @@
+"""What a template may build, and for how long: the bounds the template sandbox checks, and
+upper bounds of how long a value's text will be, worked out before the text is built.
+
+Every bound raises Jinja's `SecurityError`, which fails the item with a message naming the bound.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from collections.abc import ItemsView, KeysView, Mapping, Sequence, ValuesView
+from contextvars import ContextVar
+from typing import Any, Literal
+
+from jinja2 import Undefined
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Macro
+from jinja2.utils import Namespace
+
+MAX_SIZE = 1_000_000  # a list's items, a repetition, or a number given as a size or count
+MAX_OUTPUT_CHARS = 10_000_000  # any text a template builds, and one item's output
+MAX_POWER_BITS = 100_000
+# What one formatted field may add beyond its value and the numbers in its spec: a float's
+# digits in fixed notation (`'%f' % 1e308`), signs, separators.
+FIELD_SLACK = 330
+# Characters a value of an unknown kind (a loop, cycler, generator…) prints as, at most: Python's
+# default `<module.Class object at 0x…>` and Jinja's own short representations.
+OPAQUE_CHARS = 256
+
+# The run's deadline (time.monotonic()), in the thread rendering a batch.
+DEADLINE: ContextVar[float | None] = ContextVar("template_deadline", default=None)
+
+# How text is made of a value: `str()`, `repr()`, or JSON (Jinja's `tojson`, HTML-safe).
+Style = Literal["str", "repr", "json"]
+_HTML_SPECIALS = ("&", "<", ">", '"', "'")
+_DIRECTIVE = re.compile(
+    r"%(?:\((?P<key>[^)]*)\))?[-#0 +]*(?P<width>\*|\d+)?(?:\.(?P<precision>\*|\d+))?"
+    r"[hlL]?(?P<kind>.?)",
+    re.DOTALL,
+)
+_NUMBER = re.compile(r"\d+")
+
+
+def check_time() -> None:
+    deadline = DEADLINE.get()
+    if deadline is not None and time.monotonic() > deadline:
+        raise SecurityError("the template ran past its time limit")
+
+
+def check_size(size: int) -> None:
+    """Refuse building a text of `size` characters if it is too large."""
+    if size > MAX_OUTPUT_CHARS:
+        raise SecurityError(f"a value of over {MAX_OUTPUT_CHARS:,} characters is not allowed")
+
+
+def check_items(count: int) -> None:
+    """Refuse building a list of `count` items if it is too large."""
+    if count > MAX_SIZE:
+        raise SecurityError(f"a list of over {MAX_SIZE:,} items is not allowed")
+
+
+def checked(value: Any) -> Any:
+    """`value`, unless it is a text or list over its limit (its length costs nothing to read)."""
+    if isinstance(value, str):
+        check_size(len(value))
+    elif isinstance(value, list | tuple):
+        check_items(len(value))
+    return value
+
+
+def comparable(value: Any) -> Any:
+    """`value`, unless it is a collection too large to compare or hash: Python compares and
+    hashes nested lists and tuples part by part, and a list of ten lists of ten… (shared parts)
+    would take hours, out of reach of the deadline."""
+    if isinstance(value, list | tuple | dict | set | frozenset):
+        check_size(text_size(value))
+    return value
+
+
+def check_numbers(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """Refuse a number over MAX_SIZE given as a size or count (`range(10**9)`)."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SIZE:
+            raise SecurityError(f"{value} is over {MAX_SIZE:,}, the most a template may ask for")
+
+
+def text_size(value: Any, style: Style = "str") -> int:
+    """An upper bound of the length of `value` as text; the count stops a little past
+    MAX_OUTPUT_CHARS. Shared parts are measured once, so a list of ten lists of ten… that would
+    print as billions of characters is measured in microseconds."""
+    # Most values printed or formatted: measured without the walk.
+    if type(value) is str and style == "str":
+        return len(value)
+    if value is None or type(value) in (int, float, bool):
+        return _Measure.scalar(value)
+    try:
+        return _Measure(style).of(value, nested=style != "str")
+    except _TooLong:
+        return MAX_OUTPUT_CHARS + 1
+
+
+def escaped_size(value: Any) -> int:
+    """An upper bound of the length of `value` HTML-escaped (`&` → `&amp;`, `"` → `&#34;`)."""
+    if hasattr(value, "__html__"):  # Markup: not escaped again
+        return text_size(value)
+    if isinstance(value, str):
+        return len(value) + 4 * sum(value.count(special) for special in _HTML_SPECIALS)
+    return 5 * text_size(value)
+
+
+def printf_size(template: str, args: Any, escape: bool = False) -> int:
+    """An upper bound of `len(template % args)` (escaping each value if `escape`: Markup's `%`)."""
+    values = args if isinstance(args, tuple) else (args,)
+    size, index = len(template), 0
+    for key, width, precision, style in _directives(template):
+        for number in (width, precision):
+            if number == STAR:  # the number is the next value
+                if index < len(values) and isinstance(values[index], int):
+                    size += abs(values[index])
+                index += 1
+            else:
+                size += number
+        if key is None:
+            value = values[index] if index < len(values) else None
+            index += 1
+        else:
+            value = args.get(key) if isinstance(args, Mapping) else None
+        size += FIELD_SLACK + (escaped_size(value) if escape else text_size(value, style))
+        check_size(size)
+    return size
+
+
+STAR = -1
+# A `%` directive: its key, width and precision (0: none; STAR: `*`) and how it makes text
+# (%r as repr; %a escapes non-ASCII letters, as JSON does at most).
+Directive = tuple[str | None, int, int, Style]
+_STYLES: dict[str, Style] = {"r": "repr", "a": "json"}
+
+
+def _directives(template: str) -> tuple[Directive, ...]:
+    """The `%` directives of a format (`%%` left out). A template formats the same short
+    format for every item: those are parsed once."""
+    return _short_directives(template) if len(template) <= 200 else _parse_directives(template)
+
+
+def _parse_directives(template: str) -> tuple[Directive, ...]:
+    def number(text: str | None) -> int:
+        return STAR if text == "*" else int(text or 0)
+
+    return tuple(
+        (d["key"], number(d["width"]), number(d["precision"]), _STYLES.get(d["kind"], "str"))
+        for d in _DIRECTIVE.finditer(template)
+        if d["kind"] != "%"
+    )
+
+
+_short_directives = functools.lru_cache(maxsize=256)(_parse_directives)
+
+
+def field_size(value: Any, spec: str, escape: bool = False) -> int:
+    """An upper bound of `format(value, spec)`: the value, every number in the spec (a width,
+    a precision) and, with digit grouping, a separator for every digit."""
+    size = escaped_size(value) if escape else text_size(value)
+    size += sum(int(number) for number in _NUMBER.findall(spec)) + FIELD_SLACK
+    return 2 * size if "," in spec or "_" in spec else size
+
+
+class _TooLong(Exception):
+    pass
+
+
+class _Measure:
+    def __init__(self, style: Style) -> None:
+        self._json = style == "json"
+        self._known: dict[int, int] = {}  # id → size of a collection measured already
+
+    @staticmethod
+    def scalar(value: bool | int | float | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value.bit_length() // 3 + 2  # decimal digits, and a sign
+        return 24  # the longest float: -1.7976931348623157e+308
+
+    def of(self, value: Any, nested: bool) -> int:
+        if isinstance(value, str):
+            if not nested:
+                return len(value)
+            # A subclass (Markup) prints as `Markup('…')`.
+            return self._quoted(value) + (0 if type(value) is str else 16)
+        if value is None or isinstance(value, bool | int | float):
+            return self.scalar(value)
+        if isinstance(value, Undefined):
+            return 16
+        known = self._known.get(id(value))
+        if known is None:
+            known = self._known[id(value)] = self._collection(value)
+        return known
+
+    def _quoted(self, text: str) -> int:
+        """The text as Python's repr or as HTML-safe JSON writes it, quotes and escapes."""
+        escaped = text.count("\\") + text.count("'") + text.count('"')
+        if text.isascii() and text.isprintable():
+            if self._json:  # <, >, & and ' become \u003c…
+                escaped += 5 * sum(text.count(special) for special in "<>&'")
+            return len(text) + escaped + 2
+        if text.isprintable() and not self._json:  # repr keeps printable non-ASCII letters
+            return len(text) + escaped + 2
+        return 12 * len(text) + 2  # \U0001f600, or "\ud83d\ude00" in JSON
+
+    def _collection(self, value: Any) -> int:
+        check_time()
+        if isinstance(value, Namespace):
+            value = object.__getattribute__(value, "_Namespace__attrs")
+        if isinstance(value, Mapping | ItemsView):
+            pairs = value.items() if isinstance(value, Mapping) else value
+            return self._sum((part for pair in pairs for part in pair), 64)
+        if isinstance(value, list | tuple | set | frozenset | KeysView | ValuesView):
+            return self._sum(value, 64)
+        if isinstance(value, range):
+            return self._sum((value.start, value.stop, value.step), 16)
+        if isinstance(value, Macro):
+            return len(value.name) + OPAQUE_CHARS
+        return OPAQUE_CHARS
+
+    def _sum(self, parts: Any, overhead: int) -> int:
+        # Each part: itself, a separator (", " or ": ") and, for a view's pairs, brackets.
+        size = overhead
+        for part in parts:
+            size += self.of(part, nested=True) + 4
+            if size > MAX_OUTPUT_CHARS:
+                raise _TooLong
+        return size
