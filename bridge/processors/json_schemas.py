@@ -16,7 +16,8 @@ event loop) or nested too deeply, and for:
 
 `validator(schema)` builds the validator (cached): Draft 2020-12 where `pattern`,
 `patternProperties` and `additionalProperties` match with `regex` — a timeout of the time left
-before the deadline, the GIL released while matching — and every keyword checks the deadline first,
+before the deadline, the GIL released while matching —, `uniqueItems` is linear (jsonschema's
+compares every pair of elements it cannot sort), and every keyword checks the deadline first,
 so one item is cut short too. `deadline(at)` sets the deadline for the calling thread's run.
 """
 
@@ -314,6 +315,40 @@ def _additional_properties(
     yield from _BASE.VALIDATORS["additionalProperties"](validator, additional, instance, schema)
 
 
+def _unique_items(
+    validator: Any, unique: Any, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    """jsonschema's compares every pair when the elements cannot be sorted (mixed types,
+    objects): quadratic inside one keyword. Here each element becomes a hashable identity with
+    JSON's equality (1 == 1.0, true != 1, objects without key order), in one pass that checks
+    the deadline as it goes."""
+    if not unique or not validator.is_type(instance, "array"):
+        return
+    seen: set[Any] = set()
+    for index, element in enumerate(instance):
+        if index % 1024 == 0:
+            _time_left()
+        identity = _identity(element)
+        if identity in seen:
+            yield jsonschema.ValidationError(f"{reprlib.repr(instance)} has non-unique elements")
+            return
+        seen.add(identity)
+
+
+def _identity(value: Any) -> Any:
+    if isinstance(value, bool):  # before int: True == 1 in Python, not in JSON
+        return (0, value)
+    if isinstance(value, int | float):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    if isinstance(value, list):
+        return (3, tuple(map(_identity, value)))
+    if isinstance(value, dict):
+        return (4, frozenset((key, _identity(item)) for key, item in value.items()))
+    return (5, value)  # None
+
+
 def _in_time(keyword: Keyword) -> Keyword:
     def checked(
         validator: Any, value: Any, instance: Any, schema: Mapping[str, Any]
@@ -328,6 +363,7 @@ _BOUNDED: dict[str, Keyword] = {
     "pattern": _pattern,
     "patternProperties": _pattern_properties,
     "additionalProperties": _additional_properties,
+    "uniqueItems": _unique_items,
 }
 _KEYWORDS: dict[str, Keyword] = {**_BASE.VALIDATORS, **_BOUNDED}
 _Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]

@@ -5,9 +5,11 @@ the whole match), and one slow item is cut short too."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -130,3 +132,44 @@ async def test_patterns_are_in_python_re_syntax(client: TestClient, auth: dict[s
     problem = (await response.json())["error"]["details"][0]
     assert problem["pointer"] == "/parameters/schema"
     assert "is not a 'regex'" in problem["message"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param([*range(200_000), "x"], id="mixed types: no sorting, every pair compared"),
+        pytest.param([{"n": [n]} for n in range(100_000)], id="objects"),
+    ],
+)
+async def test_unique_items_over_a_huge_array_ends_within_the_deadline(
+    client: TestClient, auth: dict[str, str], values: list[Any]
+) -> None:
+    """jsonschema's `uniqueItems` compares every pair when it cannot sort: quadratic inside one
+    keyword, so a per-keyword deadline check would come hours late. The bridge's is linear (an
+    answer at once) and checks the deadline as it goes."""
+    schema = {"properties": {"a": {"uniqueItems": True}}}
+    started = time.monotonic()
+    body = io.BytesIO(orjson.dumps(request(schema, [{"json": {"a": values}}], 1)))
+    headers = {**auth, "Content-Type": "application/json"}
+    response = await client.post(EXECUTE, data=body, headers=headers)
+    assert response.status in (200, 504), (await response.text())[:300]
+    assert time.monotonic() - started < 6
+    assert await pool_calls_end(client, bound_s=3), "the comparison went on past the deadline"
+
+
+async def test_unique_items_keeps_json_equality(client: TestClient, auth: dict[str, str]) -> None:
+    schema = {"properties": {"a": {"uniqueItems": True}}}
+    cases = [
+        ([1, 1.0], False),  # the same number
+        ([1, True], True),  # a boolean is not a number
+        ([0, False], True),
+        ([{"a": 1, "b": [1, 2]}, {"b": [1, 2], "a": 1}], False),  # key order does not matter
+        ([[1, 2], [2, 1]], True),  # item order does
+        ([None, "null", 0, "", [], {}], True),
+        ([{"a": [1.0]}, {"a": [1]}], False),
+    ]
+    items = [{"json": {"a": values}} for values, _ in cases]
+    response = await client.post(EXECUTE, json=request(schema, items, 5), headers=auth)
+    assert response.status == 200
+    out = [i["json"]["validation"]["valid"] for i in (await response.json())["items"]]
+    assert out == [unique for _, unique in cases]
