@@ -85,7 +85,12 @@ LIBRARY_DOORS: dict[str, dict[str, str]] = {
         "processors/email_dns.py": "deliverability queries to the configured resolvers, "
         "each bounded by BRIDGE_EMAIL_DNS_TIMEOUT_S and the run's deadline",
     },
-    "jinja2": {"processors/template_render.py": "filesystem or in-memory loaders only"},
+    "jinja2": {
+        "processors/template_render.py": "filesystem or in-memory loaders only",
+        "processors/template_sandbox.py": "the sandboxed environment: no loader of its own",
+        "processors/template_limits.py": "its sandbox's helpers only",
+        "processors/template_filters.py": "its filters only",
+    },
     "aiosmtplib": {
         "smtp.py": "BRIDGE_SMTP_HOST only",
         "processors/email_send.py": "its exception classes only",

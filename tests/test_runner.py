@@ -40,8 +40,8 @@ HOSTILE: list[dict[str, Any]] = [
             "{% set k = i * j %}{% endfor %}{% endfor %}"
         },
     },
-    # Schemas: a backtracking pattern (matched with a timeout, the GIL released), and
-    # uniqueItems over many objects (quadratic inside one keyword).
+    # Schemas: a backtracking pattern (matched with a timeout, the GIL released), and millions
+    # of keyword checks on one item (each checks the deadline).
     {
         "processing_type": "validation",
         "parameters": {"schema": {"properties": {"s": {"pattern": "^(a|aa)+$"}}}},
@@ -49,8 +49,16 @@ HOSTILE: list[dict[str, Any]] = [
     },
     {
         "processing_type": "validation",
-        "parameters": {"schema": {"properties": {"l": {"uniqueItems": True}}}},
-        "items": [{"json": {"l": [{"n": [n]} for n in range(30_000)]}}],
+        "parameters": {
+            "schema": {
+                "properties": {
+                    "n": {
+                        "items": {"anyOf": [{"type": "string", "minLength": i} for i in range(100)]}
+                    }
+                }
+            }
+        },
+        "items": [{"json": {"n": list(range(100_000))}}],
     },
 ]
 ORDINARY = {
@@ -65,7 +73,7 @@ async def post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -
     started = time.monotonic()
     async with session.post(url + EXECUTE, json=body, headers=AUTH) as response:
         answer = await response.json()
-        if response.status == 200:
+        if body is ORDINARY and response.status == 200:
             assert answer["items"][0]["json"]["rendered"] == "Hello Ada", answer
         return response.status, time.monotonic() - started
 
@@ -110,9 +118,8 @@ async def test_runaway_work_does_not_take_the_thread_pool(tmp_path: Path) -> Non
             assert after_s < max(3.0, 20 * normal_s), f"{after_s:.2f} s, normally {normal_s:.3f}"
         async with session.get(daemon.url + "/admin/status", headers=AUTH) as response:
             threads = (await response.json())["threads"]
-        # The spinning ones were replaced (and perhaps a uniqueItems check still comparing);
-        # the templates and the pattern ended at their deadline.
-        could_overrun = sum(1 for b in bodies if b["processing_type"] in ("spin", "validation"))
+        # The spinning ones were replaced; the templates and schemas ended at their deadline.
+        could_overrun = sum(1 for b in bodies if b["processing_type"] == "spin")
         assert 1 <= threads["abandoned"] <= could_overrun, threads
         assert threads["workers"] == THREADS
         async with session.get(daemon.url + "/metrics") as response:

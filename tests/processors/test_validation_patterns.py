@@ -63,7 +63,8 @@ async def test_a_backtracking_pattern_stops_at_the_deadline_and_the_daemon_keeps
     assert (await response.json())["error"]["code"] == "timeout"
     assert time.monotonic() - started < 6, "the answer came long after the 1 s deadline"
     assert slowest_health < 1.5, f"/health stalled {slowest_health:.1f} s during the match"
-    assert await pool_calls_end(client, bound_s=3), "the match went on past the deadline"
+    # Seconds, not the hours this match takes without a timeout (generous: a loaded CI machine)
+    assert await pool_calls_end(client, bound_s=8), "the match went on past the deadline"
 
 
 async def test_one_slow_item_is_cut_short_at_the_deadline(
