@@ -11,16 +11,20 @@ The rules, in order:
    called (whatever they resolve to, unless denied).
 3. A non-empty `BRIDGE_OUTBOUND_ALLOW` is the only place other requests may go.
 4. `BRIDGE_OUTBOUND_POLICY=private-denied` (the default with `BRIDGE_ENV=production`) refuses
-   loopback, private, shared (CGNAT), link-local and other special-purpose networks
-   (`PRIVATE_NETWORKS`) unless `BRIDGE_OUTBOUND_ALLOW` lists them; `private-allowed` (the
-   default in dev) lets them be called, as n8n usually runs next to the bridge.
+   every address that is not globally reachable (`is_global`: loopback, private, shared,
+   link-local, documentation, … — the IANA special-purpose registries) and names that are
+   loopback or local by definition (`localhost`, `.local`, `.internal`, one label, …) unless
+   `BRIDGE_OUTBOUND_ALLOW` lists them; `private-allowed` (the default in dev) lets them be
+   called, as n8n usually runs next to the bridge.
 
 An address is judged as what it reaches, whatever its spelling: IPv4 in any form the system's
-parser takes (`2130706433`, `0x7f.1`, `127.1`, `0177.0.0.1`), IDNA-mapped characters, and IPv6
+parser takes (`0x7f.1`; digits-and-dots forms other than a.b.c.d, which aiohttp refuses, are
+refused), IDNA-mapped characters, and IPv6
 forms that carry an IPv4 address (mapped, SIIT, IPv4-compatible, NAT64, 6to4, Teredo) are judged
 as the IPv4 address(es) they carry as well.
 
-Checked twice: when a URL is accepted (by its host: a literal address or a name; no DNS), and
+Checked twice: when a URL is accepted (by its host: a literal address, or a name that is local
+by definition; no DNS), and
 when each request goes out, redirects included — a literal address in the request's URL by the
 client middleware, a name by the resolver, which judges every address it resolves to before a
 connection is made (so a name that resolves elsewhere later, DNS rebinding, is caught too).

@@ -392,6 +392,12 @@ async def test_a_name_resolving_to_a_refused_address_is_caught_at_connect_time(
     assert letter["attempts"] == 1
     assert "localhost resolves to" in letter["last_error"]
     assert "BRIDGE_OUTBOUND_DENY" in letter["last_error"]
+    done = await settled(client, auth, (await response.json())["job_id"])
+    assert done["status"] == "completed" and done["callback"]["state"] == "failed"
+    assert "localhost resolves to" in done["callback"]["last_error"]
+    answer = await (await client.post(EXECUTE, json=trigger(url, [{}]), headers=auth)).json()
+    [error] = answer["errors"]
+    assert error["code"] == "integration" and "localhost resolves to" in error["message"]
     assert target.received == []
 
 
