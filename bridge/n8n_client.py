@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 import orjson
@@ -25,6 +25,7 @@ from bridge.redact import redact_url
 from bridge.settings import Settings
 
 RETRY_STATUSES = frozenset({408, 425, 429})
+POINTER = "/parameters/webhook"
 
 
 class AnswerTooLarge(IntegrationFailed):
@@ -51,17 +52,31 @@ class N8nClient:
         self._guard = guard
 
     def url_for(self, webhook: str) -> str:
-        """An absolute http(s) URL, or a path joined to BRIDGE_N8N_URL."""
-        if urlsplit(webhook).scheme in ("http", "https"):
-            refuse_url(self._guard, webhook, "/parameters/webhook")
+        """The URL a webhook is called at: an absolute http(s) URL the guard lets out, or a path
+        joined under BRIDGE_N8N_URL. ValidationFailed (pointing at the webhook) for anything
+        else — checked when a request is accepted, and again before the call."""
+        if any(c.isspace() or not c.isprintable() or c == "\\" for c in webhook):
+            # urlsplit drops some of these (a leading space, a tab) and servers read a
+            # backslash as a slash: what is called would not be what was judged.
+            raise _bad_webhook(webhook, "no spaces, control characters or backslashes")
+        split = urlsplit(webhook)
+        if split.scheme or split.netloc:
+            refuse_url(self._guard, webhook, POINTER)
             return webhook
         if self._settings.n8n_url is None:
             raise ValidationFailed(
                 f"{webhook!r} is a path, and BRIDGE_N8N_URL is not set: give the webhook's full "
                 "URL, or set BRIDGE_N8N_URL",
-                details=[{"pointer": "/parameters/webhook", "message": "not an absolute URL"}],
+                details=[{"pointer": POINTER, "message": "not an absolute URL"}],
             )
-        return urljoin(self._settings.n8n_url.rstrip("/") + "/", webhook.lstrip("/"))
+        base = self._settings.n8n_url.rstrip("/") + "/"
+        url = urljoin(base, webhook.lstrip("/"))
+        # `.` and `..` segments, encoded or not, would step out of BRIDGE_N8N_URL's path (the
+        # HTTP client or a server decodes and removes them).
+        dots = any(part in (".", "..") for part in unquote(split.path).split("/"))
+        if dots or not url.startswith(base):
+            raise _bad_webhook(webhook, "a path stays under BRIDGE_N8N_URL (no . or .. segments)")
+        return url
 
     async def call(
         self, url: str, payload: Any, *, method: str = "POST", headers: dict[str, str] | None = None
@@ -130,6 +145,13 @@ class N8nClient:
             except orjson.JSONDecodeError:
                 answer = raw.decode(errors="replace")
             return status, answer, None
+
+
+def _bad_webhook(webhook: str, rule: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"webhook: {redact_url(webhook)!r} is neither an http(s) URL nor a path: {rule}",
+        details=[{"pointer": POINTER, "message": rule}],
+    )
 
 
 def _refusal(url: str, status: int) -> str:

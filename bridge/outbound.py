@@ -11,16 +11,20 @@ The rules, in order:
    called (whatever they resolve to, unless denied).
 3. A non-empty `BRIDGE_OUTBOUND_ALLOW` is the only place other requests may go.
 4. `BRIDGE_OUTBOUND_POLICY=private-denied` (the default with `BRIDGE_ENV=production`) refuses
-   loopback, private, shared (CGNAT), link-local and other special-purpose networks
-   (`PRIVATE_NETWORKS`) unless `BRIDGE_OUTBOUND_ALLOW` lists them; `private-allowed` (the
-   default in dev) lets them be called, as n8n usually runs next to the bridge.
+   every address that is not globally reachable (`is_global`: loopback, private, shared,
+   link-local, documentation, … — the IANA special-purpose registries) and names that are
+   loopback or local by definition (`localhost`, `.local`, `.internal`, one label, …) unless
+   `BRIDGE_OUTBOUND_ALLOW` lists them; `private-allowed` (the default in dev) lets them be
+   called, as n8n usually runs next to the bridge.
 
 An address is judged as what it reaches, whatever its spelling: IPv4 in any form the system's
-parser takes (`2130706433`, `0x7f.1`, `127.1`, `0177.0.0.1`), IDNA-mapped characters, and IPv6
+parser takes (`0x7f.1`; digits-and-dots forms other than a.b.c.d, which aiohttp refuses, are
+refused), IDNA-mapped characters, and IPv6
 forms that carry an IPv4 address (mapped, SIIT, IPv4-compatible, NAT64, 6to4, Teredo) are judged
 as the IPv4 address(es) they carry as well.
 
-Checked twice: when a URL is accepted (by its host: a literal address or a name; no DNS), and
+Checked twice: when a URL is accepted (by its host: a literal address, or a name that is local
+by definition; no DNS), and
 when each request goes out, redirects included — a literal address in the request's URL by the
 client middleware, a name by the resolver, which judges every address it resolves to before a
 connection is made (so a name that resolves elsewhere later, DNS rebinding, is caught too).
@@ -66,29 +70,86 @@ DEFAULT_DENY = (
     "metadata.goog",
 )
 
-# Refused by the private-denied policy unless BRIDGE_OUTBOUND_ALLOW lists them.
-PRIVATE_NETWORKS = tuple(
+# The private-denied policy refuses every address that is not globally reachable: Python's
+# `is_global` (the IANA special-purpose registries, as the running Python knows them), and what
+# it misses on some supported version — newer registry entries, multicast (not "special
+# purpose", never a webhook), IPv6 site-local and anything outside global unicast 2000::/3.
+NOT_GLOBAL = tuple(
     ipaddress.ip_network(net)
     for net in (
-        "127.0.0.0/8",  # loopback
-        "10.0.0.0/8",  # RFC 1918
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",  # shared address space (carrier-grade NAT)
-        "169.254.0.0/16",  # link-local
-        "192.0.0.0/24",  # IETF protocol assignments
-        "198.18.0.0/15",  # benchmarking
-        "240.0.0.0/4",  # reserved
-        "0.0.0.0/8",
-        "::1/128",
-        "::/128",
-        "fc00::/7",  # unique local
-        "fe80::/10",  # link-local
+        "192.0.0.0/24",  # IETF protocol assignments (refused whole: no webhook there)
+        "192.0.2.0/24",  # documentation
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "192.88.99.0/24",  # deprecated 6to4 relay anycast
+        "224.0.0.0/4",  # multicast
+        "100:0:0:1::/64",  # dummy IPv6 prefix
+        "2001::/23",  # IETF protocol assignments (its global exceptions are given below)
+        "2001:db8::/32",  # documentation
+        "3fff::/20",
+        "2002::/16",  # 6to4 (judged as what it carries as well)
+        "5f00::/16",  # segment routing SIDs
         "fec0::/10",  # site-local (deprecated, still routed by some stacks)
-        "64:ff9b:1::/48",  # local-use NAT64: where it carries its IPv4 address is local choice
-        "100::/64",  # discard-only
+        "ff00::/8",  # multicast
     )
 )
+# Globally reachable entries of the registry inside a refused block above.
+GLOBAL_EXCEPTIONS = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "2001:1::1/128",
+        "2001:1::2/128",
+        "2001:1::3/128",
+        "2001:3::/32",
+        "2001:4:112::/48",
+        "2001:20::/28",
+        "2001:30::/28",
+    )
+)
+_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
+_WELL_KNOWN_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # judged by the IPv4 it carries
+
+# Host names that reach this machine, or a local network only, whatever a DNS answer says; the
+# private-denied policy refuses them when a URL is given. Loopback by definition (RFC 6761
+# `localhost`; the names Debian and Red Hat put in /etc/hosts), judged as 127.0.0.1 and ::1:
+LOOPBACK_NAMES = ("localhost", ".localhost", "ip6-localhost", "ip6-loopback")
+# Resolved on a local network only: RFC 6762 multicast DNS (`.local`) and the names its
+# appendix G finds used privately, RFC 8375 home networks, ICANN's private-use `.internal`
+# (2024), `.localdomain`. A name of one label is too: ICANN allows no dotless names (SAC053),
+# so it resolves through the hosts file or a search domain.
+LOCAL_DOMAINS = (
+    ".local",
+    ".home.arpa",
+    ".internal",
+    ".localdomain",
+    ".lan",
+    ".intranet",
+    ".corp",
+    ".home",
+    ".private",
+)
+_LOOPBACK = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
+
+
+def is_global(address: Address) -> bool:
+    """Whether the IANA special-purpose registries call `address` globally reachable."""
+    if any(address in net for net in GLOBAL_EXCEPTIONS if net.version == address.version):
+        return True
+    if isinstance(address, ipaddress.IPv6Address) and address not in _GLOBAL_UNICAST:
+        return address in _WELL_KNOWN_NAT64
+    return address.is_global and not any(
+        address in net for net in NOT_GLOBAL if net.version == address.version
+    )
+
+
+def local_name(name: str) -> Literal["loopback", "local"] | None:
+    """Whether a (lower-case, dotless-ended) host name is loopback or local by definition."""
+    if name in LOOPBACK_NAMES or name.endswith(LOOPBACK_NAMES[1]):
+        return "loopback"
+    if "." not in name or name.endswith(LOCAL_DOMAINS):
+        return "local"
+    return None
+
 
 # IPv6 forms that carry an IPv4 address in their low 32 bits.
 _SIIT = ipaddress.ip_network("::ffff:0:0:0/96")
@@ -169,6 +230,18 @@ def carried(address: Address) -> Iterator[ipaddress.IPv4Address]:
         yield from address.teredo
 
 
+def _canonical(host: str) -> bool:
+    """Whether the HTTP client calls a literal address as written: it refuses digits and dots
+    that are not four decimal parts without leading zeros (`2130706433`, `127.1`, `0177.0.0.1`)
+    and hands other spellings (`0x7f.1`) to the resolver, which the guard watches."""
+    if not _looks_numeric(host) or ":" in host:
+        return True
+    try:
+        return str(ipaddress.IPv4Address(host)) == host
+    except ValueError:
+        return False
+
+
 def _host(host: str) -> str:
     return host.lower().rstrip(".") if not _looks_numeric(host) else host.lower()
 
@@ -238,6 +311,9 @@ class OutboundGuard:
         address = literal_address(host)
         if address is not None:
             reason = self._judge(_host(host), port, address)
+            if reason is None and not _canonical(host):
+                # aiohttp refuses it itself ("not a canonical IPv4 address"), later.
+                return f"{host} is {address} not written in standard form (a.b.c.d)"
             if reason is None or _host(host) == str(address):
                 return reason
             return f"{host} is {address}: {reason}"  # an address written otherwise
@@ -248,8 +324,31 @@ class OutboundGuard:
         name = _host(host)
         if self._matches_name(self._deny, name):
             return f"{name} is refused by BRIDGE_OUTBOUND_DENY"
+        if self.policy == "private-denied":
+            return self._judge_local_name(name, port)
         # What a name reaches is judged when it is resolved.
         return None
+
+    def _judge_local_name(self, name: str, port: int) -> str | None:
+        """Under private-denied: a name that is loopback or local by definition is refused
+        unless allowed (by name, as BRIDGE_N8N_URL's host and port, or — loopback names — as
+        127.0.0.1 or ::1). Any other name is judged when it is resolved."""
+        kind = local_name(name)
+        if kind is None or self._matches_name(self._allow, name):
+            return None
+        trusted = self._trusted
+        if trusted is not None and (name, port) == trusted:
+            return None
+        if kind == "loopback":
+            # Refused when no loopback address may be called; else judged as resolved.
+            reasons = [self._judge(name, port, address) for address in _LOOPBACK]
+            if None in reasons:
+                return None
+            return f"{name} is loopback ({_LOOPBACK[0]}): {reasons[0]}"
+        return (
+            f"{name} is a name of a local network, refused by BRIDGE_OUTBOUND_POLICY="
+            "private-denied (BRIDGE_OUTBOUND_ALLOW may name it)"
+        )
 
     def check_resolved(self, host: str, port: int, addresses: Sequence[str]) -> None:
         """Raise OutboundRefused unless every address `host` resolved to may be called."""
@@ -285,13 +384,11 @@ class OutboundGuard:
             return "BRIDGE_OUTBOUND_ALLOW does not list it"
         if self.policy == "private-denied":
             for view in views:
-                if self._matches_net(PRIVATE_NETWORKS, view) and not self._matches_net(
-                    self._allow, view
-                ):
+                if not is_global(view) and not self._matches_net(self._allow, view):
                     return (
-                        f"{shown(view)} is a loopback, private or special-purpose address, "
-                        "refused by BRIDGE_OUTBOUND_POLICY=private-denied (BRIDGE_OUTBOUND_ALLOW "
-                        "may list it)"
+                        f"{shown(view)} is not a globally reachable address (loopback, private "
+                        "or special-purpose), refused by BRIDGE_OUTBOUND_POLICY=private-denied "
+                        "(BRIDGE_OUTBOUND_ALLOW may list it)"
                     )
         return None
 

@@ -150,8 +150,10 @@ class Settings(BaseModel):
     )
     outbound_policy: Policy = Field(
         "private-allowed",
-        description="private-denied: loopback and private networks are refused unless "
-        "BRIDGE_OUTBOUND_ALLOW lists them (the default with BRIDGE_ENV=production); "
+        description="private-denied: addresses that are not globally reachable (loopback, "
+        "private, special-purpose) and names local by definition (localhost, .local, "
+        ".internal, one label, ...) are refused unless BRIDGE_OUTBOUND_ALLOW lists them (the "
+        "default with BRIDGE_ENV=production); "
         "private-allowed: they may be called (the default in dev)",
     )
     outbound_max_response_bytes: int = Field(

@@ -122,9 +122,20 @@ def test_the_defaults_let_n8n_be_reached_where_it_usually_runs(url: str) -> None
     assert DEFAULT.refusal(url) is None
 
 
-@pytest.mark.parametrize("url", PRIVATE)
+# Numeric forms aiohttp refuses itself ("not a canonical IPv4 address"): not called in dev
+# either, and refused when given rather than failing later.
+NOT_CANONICAL = ["http://2130706433/", "http://127.1/", "http://0177.0.0.1/", "http://0127.0.0.1/"]
+
+
+@pytest.mark.parametrize("url", [url for url in PRIVATE if url not in NOT_CANONICAL])
 def test_dev_lets_loopback_and_private_networks_be_called(url: str) -> None:
     assert DEV.refusal(url) is None
+
+
+@pytest.mark.parametrize("url", NOT_CANONICAL)
+def test_numeric_hosts_the_client_would_not_call_are_refused_when_given(url: str) -> None:
+    reason = DEV.refusal(url)
+    assert reason is not None and "standard form" in reason
 
 
 @pytest.mark.parametrize("url", PRIVATE)
@@ -139,7 +150,7 @@ def test_production_lets_public_addresses_be_called(url: str) -> None:
 
 
 def test_production_judges_names_by_what_they_resolve_to() -> None:
-    assert PRODUCTION.refusal("http://localhost:5678/") is None  # no DNS when a URL is given
+    assert PRODUCTION.refusal("http://n8n.example.com/") is None  # no DNS when a URL is given
     with pytest.raises(OutboundRefused, match="BRIDGE_OUTBOUND_POLICY"):
         PRODUCTION.check_resolved("localhost", 5678, ["127.0.0.1"])
     with pytest.raises(OutboundRefused, match="BRIDGE_OUTBOUND_POLICY"):
@@ -149,6 +160,116 @@ def test_production_judges_names_by_what_they_resolve_to() -> None:
 
 def production(**overrides: Any) -> OutboundGuard:
     return OutboundGuard.from_settings(Settings.model_validate({"env": "production", **overrides}))
+
+
+# Names that reach only this machine or a local network, whatever DNS says: refused when given.
+LOCAL_NAMES = [
+    "localhost",  # RFC 6761: loopback
+    "LOCALHOST.",
+    "api.localhost",
+    "ip6-localhost",  # Debian's /etc/hosts
+    "ip6-loopback",
+    "localhost.localdomain",  # Red Hat's /etc/hosts
+    "printer.local",  # RFC 6762: multicast DNS on the link
+    "router.home.arpa",  # RFC 8375: home networks
+    "n8n.internal",  # ICANN's private-use top-level domain (2024)
+    "redis",  # one label: the hosts file or a search domain (no dotless names on the Internet)
+    "nas.lan",  # RFC 6762 appendix G: used privately
+    "db.intranet",
+    "mail.corp",
+    "box.home",
+    "srv.private",
+]
+
+
+@pytest.mark.parametrize("name", LOCAL_NAMES)
+def test_production_refuses_local_names_when_given(name: str) -> None:
+    reason = PRODUCTION.refusal(f"http://{name}:8080/x")
+    assert reason is not None and "BRIDGE_OUTBOUND_POLICY" in reason
+    assert DEV.refusal(f"http://{name}:8080/x") is None
+
+
+def test_a_local_name_is_called_when_allowed() -> None:
+    assert production(n8n_url="http://localhost:5678").refusal("http://localhost:5678/x") is None
+    assert production(n8n_url="http://127.0.0.1:5678").refusal("http://localhost:5678/x") is None
+    assert production(n8n_url="http://n8n:5678").refusal("http://n8n:5678/x") is None
+    assert production(n8n_url="http://n8n:5678").refusal("http://n8n:6379/x") is not None
+    named = production(outbound_allow="n8n.internal,.home.arpa")
+    assert named.refusal("http://n8n.internal/x") is None
+    assert named.refusal("http://nas.home.arpa/x") is None
+    assert named.refusal("http://other.internal/x") is not None
+    loopback = production(outbound_allow="127.0.0.0/8,::1/128")
+    assert loopback.refusal("http://localhost:8080/x") is None
+    assert loopback.refusal("http://printer.local/x") is not None  # no fixed address
+
+
+# The IANA special-purpose address registries (iana-ipv4-special-registry,
+# iana-ipv6-special-registry, 2025), plus multicast and IPv6 site-local: (entry, an address in
+# it, globally reachable). A "not applicable" is not globally reachable.
+IPV4_REGISTRY = [
+    ("0.0.0.0/8", "0.0.0.1", False),
+    ("0.0.0.0/32", "0.0.0.0", False),
+    ("10.0.0.0/8", "10.20.30.40", False),
+    ("100.64.0.0/10", "100.100.1.1", False),
+    ("127.0.0.0/8", "127.3.2.1", False),
+    ("169.254.0.0/16", "169.254.9.9", False),
+    ("172.16.0.0/12", "172.31.0.1", False),
+    ("192.0.0.0/24", "192.0.0.100", False),
+    ("192.0.0.0/29", "192.0.0.1", False),
+    ("192.0.0.8/32", "192.0.0.8", False),
+    ("192.0.0.170/32", "192.0.0.170", False),
+    ("192.0.0.171/32", "192.0.0.171", False),
+    ("192.0.2.0/24", "192.0.2.1", False),
+    ("192.31.196.0/24", "192.31.196.1", True),
+    ("192.52.193.0/24", "192.52.193.1", True),
+    ("192.88.99.0/24", "192.88.99.1", False),  # deprecated 6to4 relay anycast (RFC 7526)
+    ("192.168.0.0/16", "192.168.1.1", False),
+    ("192.175.48.0/24", "192.175.48.1", True),
+    ("198.18.0.0/15", "198.19.0.1", False),
+    ("198.51.100.0/24", "198.51.100.1", False),
+    ("203.0.113.0/24", "203.0.113.1", False),
+    ("240.0.0.0/4", "250.1.2.3", False),
+    ("255.255.255.255/32", "255.255.255.255", False),
+    ("224.0.0.0/4", "239.1.2.3", False),  # multicast
+]
+IPV6_REGISTRY = [
+    ("::1/128", "::1", False),
+    ("::/128", "::", False),
+    ("::ffff:0:0/96", "::ffff:10.0.0.1", False),  # judged as the IPv4 address it is
+    ("64:ff9b::/96", "64:ff9b::808:808", True),  # and as the IPv4 address it carries
+    ("64:ff9b:1::/48", "64:ff9b:1::808:808", False),
+    ("100::/64", "100::1", False),
+    ("100:0:0:1::/64", "100:0:0:1::1", False),
+    ("2001::/23", "2001:100::1", False),
+    ("2001::/32", "2001::1", False),  # Teredo
+    ("2001:2::/48", "2001:2::1", False),
+    ("2001:3::/32", "2001:3::1", True),
+    ("2001:4:112::/48", "2001:4:112::1", True),
+    ("2001:10::/28", "2001:10::1", False),
+    ("2001:20::/28", "2001:20::1", True),
+    ("2001:30::/28", "2001:30::1", True),
+    ("2001:db8::/32", "2001:db8::1", False),
+    ("2002::/16", "2002:808:808::1", False),  # 6to4
+    ("2620:4f:8000::/48", "2620:4f:8000::1", True),
+    ("3fff::/20", "3fff::1", False),
+    ("5f00::/16", "5f00::1", False),
+    ("fc00::/7", "fd12::1", False),
+    ("fe80::/10", "fe80::1", False),
+    ("fec0::/10", "fec0::1", False),  # site-local, deprecated
+    ("ff00::/8", "ff0e::1", False),  # multicast
+    ("4000::/3", "4000::1", False),  # not allocated: outside global unicast 2000::/3
+]
+
+
+@pytest.mark.parametrize(
+    ("entry", "address", "reachable"), IPV4_REGISTRY + IPV6_REGISTRY, ids=lambda v: str(v)
+)
+def test_production_refuses_every_address_that_is_not_globally_reachable(
+    entry: str, address: str, reachable: bool
+) -> None:
+    host = f"[{address}]" if ":" in address else address
+    reason = PRODUCTION.refusal(f"http://{host}/x")
+    assert (reason is None) == reachable, reason
 
 
 def test_production_allows_the_n8n_url_by_itself_and_only_it() -> None:
@@ -271,7 +392,52 @@ async def test_a_name_resolving_to_a_refused_address_is_caught_at_connect_time(
     assert letter["attempts"] == 1
     assert "localhost resolves to" in letter["last_error"]
     assert "BRIDGE_OUTBOUND_DENY" in letter["last_error"]
+    done = await settled(client, auth, (await response.json())["job_id"])
+    assert done["status"] == "completed" and done["callback"]["state"] == "failed"
+    assert "localhost resolves to" in done["callback"]["last_error"]
+    answer = await (await client.post(EXECUTE, json=trigger(url, [{}]), headers=auth)).json()
+    [error] = answer["errors"]
+    assert error["code"] == "integration" and "localhost resolves to" in error["message"]
     assert target.received == []
+
+
+@embedded_only
+async def test_production_refuses_localhost_at_every_door_when_given(
+    make_client: ClientFactory, settings: Settings, auth: dict[str, str], canary: Canary
+) -> None:
+    """Callback URL, subscription and n8n_trigger webhook: 422 with the pointer, nothing
+    accepted, no connection."""
+    client = await make_client(env="production")
+    url = canary.url("localhost")
+    callback = {"processing_type": "echo", "mode": "async", "callback_url": url, "items": [{}]}
+    webhook = {**trigger(url, [{}]), "mode": "async"}
+    for path, body, headers, pointer in (
+        (EXECUTE, callback, auth, "/callback_url"),
+        (EXECUTE, webhook, auth, "/parameters/webhook"),
+        (
+            "/api/v1/subscriptions",
+            {"url": url, "events": ["workflow.failed"]},
+            admin(settings),
+            "/url",
+        ),
+    ):
+        response = await client.post(path, json=body, headers=headers)
+        answer = await response.json()
+        assert response.status == 422, answer
+        assert answer["error"]["details"][0]["pointer"] == pointer
+        assert "BRIDGE_OUTBOUND_POLICY" in answer["error"]["message"]
+    assert canary.connections == 0
+
+
+@embedded_only
+async def test_production_n8n_trigger_refuses_the_documentation_range_when_given(
+    make_client: ClientFactory, auth: dict[str, str]
+) -> None:
+    client = await make_client(env="production")
+    body = trigger("http://[2001:db8::1]:23401/webhook/x", [{}])
+    response = await client.post(EXECUTE, json={**body, "mode": "async"}, headers=auth)
+    assert response.status == 422
+    assert "BRIDGE_OUTBOUND_POLICY" in (await response.json())["error"]["message"]
 
 
 @embedded_only

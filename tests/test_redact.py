@@ -22,6 +22,11 @@ from bridge.redact import redact_url
         ("redis://:pa?ss@redis:6379/0", "redis://:pa?***"),  # '?' in a password
         ("http://h/p#user:secret@x", "http://h/p"),
         ("http://h/p?", "http://h/p?***"),
+        # path parameters (RFC 3986 `;`), which some servers read as a query
+        ("http://h/cbpath;signature=PARAMSECRET", "http://h/cbpath;***"),
+        ("http://h/a;x=1/b;y=2?q=3", "http://h/a;***/b;***?***"),
+        ("http://u:pw@h;x/p", "http://***@h;x/p"),
+        ("http://h;jsessionid=1", "http://h;jsessionid=1"),  # no path: an (invalid) host
     ],
 )
 def test_userinfo_and_query_never_shown(url: str, shown: str) -> None:

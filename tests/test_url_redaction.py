@@ -68,6 +68,19 @@ async def test_job_status_shows_the_callback_url_redacted_and_calls_it_complete(
     assert_no_secret(await answer.text())
 
 
+async def test_path_parameters_are_shown_redacted_and_sent_complete(
+    client: TestClient, auth: dict[str, str], target: Target
+) -> None:
+    url = target.url(f"/cbpath;signature={SIGNATURE}")
+    job_id = await submit(client, auth, url)
+    done = await after_callback(client, auth, job_id, "delivered")
+    assert done["callback"]["url"] == target.url("/cbpath;***")
+    [call] = target.received
+    assert call.path == f"/cbpath;signature={SIGNATURE}"
+    answer = await client.get(f"/api/v1/workflow/status/{job_id}", headers=auth)
+    assert_no_secret(await answer.text())
+
+
 async def test_jobs_of_a_workflow_show_callback_urls_redacted(
     client: TestClient, auth: dict[str, str], target: Target
 ) -> None:

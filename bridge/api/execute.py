@@ -16,7 +16,16 @@ from bridge.errors import Conflict, Unavailable, ValidationFailed
 from bridge.execution import Submission
 from bridge.items import Item, encode_outputs, from_n8n, to_n8n
 from bridge.jobs import Callback, JobRecord
-from bridge.keys import BACKEND, EXECUTION, LIFECYCLE, OUTBOUND, SETTINGS, TRACE_ID, WORKERS
+from bridge.keys import (
+    BACKEND,
+    EXECUTION,
+    LIFECYCLE,
+    OUTBOUND,
+    SERVICES,
+    SETTINGS,
+    TRACE_ID,
+    WORKERS,
+)
 from bridge.outbound import refuse_url
 
 Shape = Callable[[Item, int], Any]
@@ -92,7 +101,8 @@ def _submission(
         refuse_url(request.app[OUTBOUND], str(body.callback_url), "/callback_url")
     execution = request.app[EXECUTION]
     spec = execution.spec(body.processing_type)
-    params = spec.parse_params(body.parameters)
+    # The app's services let parameters be judged as they will be used (n8n_trigger's webhook).
+    params = spec.parse_params(body.parameters, context=request.app[SERVICES])
     return Submission(
         spec=spec,
         items=decode(),

@@ -42,6 +42,10 @@ _RESERVED = frozenset(
     }
 )
 _RESERVED_PREFIXES = ("content-", "resent-")
+# Custom headers per message, the request's and the item's together: plenty for tracking and
+# list headers, and a bound on what one item can make the bridge and the server carry.
+MAX_CUSTOM_HEADERS = 50
+MAX_CUSTOM_HEADER_BYTES = 16 * 1024  # names and values, UTF-8
 
 
 def header_text(value: str, field: str) -> str:
@@ -56,9 +60,11 @@ def header_text(value: str, field: str) -> str:
 
 
 def addresses(value: Any, field: str) -> list[tuple[str, str]]:
-    """`Name <a@b>`, comma-separated, or a list of them: (display name, normalised address)
-    pairs. The address is what email-validator accepts (no quoted local part, so no `>`, space
-    or control character can reach an SMTP command line)."""
+    """`Name <a@b>`, comma-separated, or a list of them: (display name, address) pairs. The
+    address is what email-validator accepts (no quoted local part, so no `>`, space or control
+    character can reach an SMTP command line), in ASCII: an internationalized domain in its
+    IDNA form (`xn--…`), which every server takes; a non-ASCII local part would need SMTPUTF8,
+    which the bridge does not use, and is refused."""
     if value is None:
         return []
     values = [value] if isinstance(value, str) else value
@@ -69,10 +75,14 @@ def addresses(value: Any, field: str) -> list[tuple[str, str]]:
     found = []
     for display, address in email.utils.getaddresses(values):
         try:
-            normalized = validate_email(address, check_deliverability=False).normalized
+            valid = validate_email(address, check_deliverability=False, allow_smtputf8=False)
         except EmailNotValidError as exc:
-            raise ValueError(f"`{field}`: {address!r} is not an e-mail address: {exc}") from None
-        found.append((display, normalized))
+            raise ValueError(
+                f"`{field}`: {address!r} is not an e-mail address the bridge sends to: {exc} "
+                "(the bridge sends ASCII addresses, internationalized domains in their IDNA "
+                "form; it does not use SMTPUTF8)"
+            ) from None
+        found.append((display, valid.ascii_email or valid.normalized))
     return found
 
 
@@ -81,6 +91,7 @@ def custom_headers(value: Any, field: str = "headers") -> dict[str, tuple[str, s
     numbers, none of the headers the bridge writes. Keyed by the lowercased name: (name, value)."""
     if not isinstance(value, Mapping):
         raise ValueError(f"`{field}` must be an object of header names and values")
+    bounded(len(value), 0, field)
     found: dict[str, tuple[str, str]] = {}
     for name, raw in value.items():
         if not isinstance(name, str) or not _HEADER_NAME(header_text(name, f"{field}: a name")):
@@ -99,7 +110,33 @@ def custom_headers(value: Any, field: str = "headers") -> dict[str, tuple[str, s
         if isinstance(raw, bool) or not isinstance(raw, str | int | float):
             raise ValueError(f"`{field}`: the value of {name!r} must be text or a number")
         found[folded] = (name, header_text(str(raw), f"{field}: {name}"))
+    bounded(len(found), sum(len(f"{n}{v}".encode()) for n, v in found.values()), field)
     return found
+
+
+def bounded(count: int, size: int, field: str = "headers") -> None:
+    """At most MAX_CUSTOM_HEADERS custom headers of MAX_CUSTOM_HEADER_BYTES in all."""
+    if count > MAX_CUSTOM_HEADERS:
+        raise ValueError(
+            f"`{field}`: {count} custom headers is more than {MAX_CUSTOM_HEADERS} per message"
+        )
+    if size > MAX_CUSTOM_HEADER_BYTES:
+        raise ValueError(
+            f"`{field}`: the custom headers' names and values take {size} bytes, more than "
+            f"{MAX_CUSTOM_HEADER_BYTES} bytes per message"
+        )
+
+
+def file_name(value: str, field: str) -> str:
+    """An attachment's file name: a name, not a path — no `/`, `\\` or `:` (a receiving
+    program may join it to a folder), not `.` or `..`, not blank, at most 255 characters."""
+    header_text(value, field)
+    if any(c in value for c in "/\\:") or value.strip() in ("", ".", "..") or len(value) > 255:
+        raise ValueError(
+            f"`{field}`: {value[:80]!r} is not a file name (no `/`, `\\` or `:`, not `.` or "
+            "`..`, not blank, at most 255 characters)"
+        )
+    return value
 
 
 def mime_type(value: str, field: str) -> tuple[str, str]:

@@ -144,7 +144,7 @@ def _attachments(item: Item, params: EmailParams) -> list[Message]:
         part = MIMEBase(maintype, subtype)
         part.set_payload(blob.data)
         encoders.encode_base64(part)
-        name = email_headers.header_text(blob.file_name or key, f"{where}: file name")
+        name = email_headers.file_name(blob.file_name or key, f"{where}: file name")
         part.add_header(
             "Content-Disposition",
             "attachment",
@@ -161,6 +161,8 @@ def _headers(item: Item, params: EmailParams) -> list[tuple[str, str]]:
     own = item.json.get("headers")
     if own is not None:
         merged.update(email_headers.custom_headers(own))
+        size = sum(len(f"{name}{value}".encode()) for name, value in merged.values())
+        email_headers.bounded(len(merged), size)
     return list(merged.values())
 
 

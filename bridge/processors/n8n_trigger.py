@@ -11,12 +11,21 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from bridge.errors import IntegrationFailed, Internal
 from bridge.items import Item
 from bridge.n8n_client import AnswerTooLarge, N8nClient
 from bridge.processors.registry import Context, processor
+from bridge.services import Services
 from bridge.stores.base import Ledger
 
 CALLS_AT_ONCE = 8
@@ -24,9 +33,11 @@ MAX_HEADERS = 20
 
 # Headers a workflow may not set: those that frame or route the request (the HTTP client sets
 # them, and a wrong one desynchronises the connection or reaches another virtual host), those
-# that speak for a proxy or for the client's network address (a target may trust them), and the
-# bridge's own (a target may trust those too). Credentials (Authorization, Cookie, API keys) are
-# the workflow's own to send.
+# that speak for a proxy or for the client's network address (a target may trust them), those
+# that make a reverse proxy or framework in front of n8n — the one host the production policy
+# lets out — serve another path or method than the one called (X-Original-URL, X-HTTP-Method-
+# Override, Max-Forwards, …), and the bridge's own (a target may trust those too). Credentials
+# (Authorization, Cookie, API keys) are the workflow's own to send.
 RESERVED_HEADERS = frozenset(
     {
         "host",
@@ -42,6 +53,18 @@ RESERVED_HEADERS = frozenset(
         "expect",
         "via",
         "forwarded",
+        "max-forwards",
+        "x-original-url",
+        "x-original-uri",
+        "x-original-host",
+        "x-original-method",
+        "x-rewrite-url",
+        "x-override-url",
+        "x-host",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-middleware-subrequest",
         "x-real-ip",
         "x-client-ip",
         "true-client-ip",
@@ -50,7 +73,7 @@ RESERVED_HEADERS = frozenset(
         "idempotency-key",
     }
 )
-RESERVED_PREFIXES = ("proxy-", "x-forwarded-", "x-bridge-", "webhook-")
+RESERVED_PREFIXES = ("proxy-", "x-forwarded-", "x-envoy-", "x-bridge-", "webhook-")
 
 
 def _not_reserved(name: str) -> str:
@@ -92,9 +115,20 @@ class TriggerParams(BaseModel):
         max_length=MAX_HEADERS,
         description="extra request headers (up to 20; not Host, Content-*, Transfer-Encoding, "
         "Connection, Upgrade, TE, Trailer, Expect, Via, Proxy-*, Forwarded, X-Forwarded-*, "
-        "X-Real-IP, the bridge's own X-Bridge-*, X-Trace-ID, Idempotency-Key, webhook-*)",
+        "X-Real-IP, Max-Forwards, the path and method overrides of proxies (X-Original-URL, "
+        "X-Rewrite-URL, X-HTTP-Method-Override, …, X-Envoy-*), the bridge's own X-Bridge-*, "
+        "X-Trace-ID, Idempotency-Key, webhook-*)",
     )
     result_field: str = Field("n8n", min_length=1, description="where n8n's answer goes")
+
+    @field_validator("webhook")
+    @classmethod
+    def _callable(cls, value: str, info: ValidationInfo) -> str:
+        """When a request is accepted: the URL as it will be called, judged by the guard."""
+        services = info.context
+        if isinstance(services, Services) and services.n8n is not None:
+            services.n8n.url_for(value)  # raises ValidationFailed, pointing at the webhook
+        return value
 
 
 @processor("n8n_trigger", params=TriggerParams, batch=True, max_attempts=3)

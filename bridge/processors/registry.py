@@ -114,8 +114,12 @@ class ProcessorSpec:
             return dict(self.params)
         return self.params.model_json_schema()
 
-    def parse_params(self, raw: Mapping[str, Any], pointer: str = "/parameters") -> Any:
-        """Validate a request's parameters; problems become a 422 with one JSON pointer each."""
+    def parse_params(
+        self, raw: Mapping[str, Any], pointer: str = "/parameters", context: Any = None
+    ) -> Any:
+        """Validate a request's parameters; problems become a 422 with one JSON pointer each.
+        `context` (the app's Services when a request is accepted) is pydantic's validation
+        context: a model may judge a value by what the bridge will do with it."""
         if self.params is None:
             return dict(raw)
         if isinstance(self.params, Mapping):
@@ -130,7 +134,7 @@ class ProcessorSpec:
                 )
             return dict(raw)
         try:
-            return self.params.model_validate(raw)
+            return self.params.model_validate(raw, context=context)
         except ValidationError as exc:
             raise _params_invalid(
                 self.name,

@@ -9,7 +9,11 @@ from typing import Any
 
 import pytest
 
-from bridge.processors.email_headers import header_text
+from bridge.processors.email_headers import (
+    MAX_CUSTOM_HEADER_BYTES,
+    MAX_CUSTOM_HEADERS,
+    header_text,
+)
 from tests.processors.conftest import send
 from tests.smtp_server import Sink
 
@@ -255,3 +259,66 @@ async def test_the_default_cap_is_100_recipients(client_for_sink: Any, sink: Sin
     assert [e["index"] for e in answer["errors"]] == [1]
     assert "BRIDGE_SMTP_MAX_RECIPIENTS (100)" in answer["errors"][0]["message"]
     assert [len(recipients) for _, recipients in sink.envelopes] == [100]
+
+
+async def test_custom_headers_are_capped_in_number_and_size(
+    client_for_sink: Any, sink: Sink
+) -> None:
+    client, headers = await client_for_sink(sink)
+    many = {f"X-H{n}": "v" for n in range(MAX_CUSTOM_HEADERS + 1)}
+    response = await send(client, headers, [{"json": {"to": "a@example.org"}}], headers=many)
+    assert response.status == 422
+    assert (await response.json())["error"]["details"][0]["pointer"] == "/parameters/headers"
+    half = {f"X-P{n}": "v" for n in range(MAX_CUSTOM_HEADERS // 2 + 1)}
+    other = {f"X-I{n}": "v" for n in range(MAX_CUSTOM_HEADERS // 2 + 1)}
+    big = {f"X-B{n}": "y" * 900 for n in range(20)}  # each small, too large together
+    items = [
+        {"json": {"to": "a@example.org", "headers": {f"X-H{n}": "v" for n in range(5000)}}},
+        {"json": {"to": "a@example.org", "headers": other}},  # with the request's: too many
+        {"json": {"to": "a@example.org", "headers": {"X-A": "z" * (MAX_CUSTOM_HEADER_BYTES)}}},
+        {"json": {"to": "a@example.org", "headers": big}},
+        {"json": {"to": "fine@example.org"}},
+    ]
+    answer = await (await send(client, headers, items, text="t", headers=half)).json()
+    assert [e["index"] for e in answer["errors"]] == [0, 1, 2, 3], answer
+    assert all("headers" in e["message"] for e in answer["errors"])
+    assert f"more than {MAX_CUSTOM_HEADERS}" in answer["errors"][0]["message"]
+    assert f"{MAX_CUSTOM_HEADER_BYTES} bytes" in answer["errors"][2]["message"]
+    assert sink.envelopes == [("news@example.com", ["fine@example.org"])]
+
+
+async def test_an_internationalized_domain_goes_out_in_its_ascii_form(
+    client_for_sink: Any, sink: Sink
+) -> None:
+    """`ex\u0430mple.com` with a Cyrillic a: sent to its IDNA form, which needs no SMTPUTF8; a
+    non-ASCII local part would, and is refused with a clear error."""
+    client, headers = await client_for_sink(sink)
+    items = [
+        {"json": {"to": "Ann <a@ex\u0430mple.com>", "cc": "b@b\u00fccher.example"}},
+        {"json": {"to": "j\u00f6rg@example.org"}},
+    ]
+    answer = await (await send(client, headers, items, text="t")).json()
+    [error] = answer["errors"]
+    assert error["index"] == 1 and "before the @-sign" in error["message"], error
+    assert "SMTPUTF8" in error["message"]
+    [(_, recipients)] = sink.envelopes
+    assert recipients == ["a@xn--exmple-4nf.com", "b@xn--bcher-kva.example"]
+    assert b"To: Ann <a@xn--exmple-4nf.com>" in sink.raw[0]
+
+
+@pytest.mark.parametrize(
+    "name", ["../../etc/passwd", "a/b.txt", "..\\..\\boot.ini", "C:\\x.txt", "..", ".", " "]
+)
+async def test_attachment_file_names_with_paths_are_refused(
+    client_for_sink: Any, sink: Sink, name: str
+) -> None:
+    client, headers = await client_for_sink(sink)
+    to = {"to": "you@example.org"}
+    items = [
+        {"json": to, "binary": {"doc": _blob(fileName=name)}},
+        {"json": to, "binary": {"doc": _blob(fileName="report 2025.txt")}},
+    ]
+    answer = await (await send(client, headers, items, text="t")).json()
+    [error] = answer["errors"]
+    assert error["index"] == 0 and "file name" in error["message"], error
+    assert len(sink.raw) == 1 and b'filename="report 2025.txt"' in sink.raw[0]

@@ -99,6 +99,21 @@ REFUSED_HEADERS = [
     ({"X-Bridge-Job-ID": "forged"}, "/parameters/headers/X-Bridge-Job-ID"),
     ({"webhook-signature": "v1,forged"}, "/parameters/headers/webhook-signature"),
     ({"Idempotency-Key": "x"}, "/parameters/headers/Idempotency-Key"),
+    # change the path or the method on a reverse proxy in front of n8n
+    ({"X-Original-URL": "/admin"}, "/parameters/headers/X-Original-URL"),
+    ({"X-Rewrite-URL": "/admin"}, "/parameters/headers/X-Rewrite-URL"),
+    ({"X-Override-URL": "/admin"}, "/parameters/headers/X-Override-URL"),
+    ({"X-HTTP-Method-Override": "DELETE"}, "/parameters/headers/X-HTTP-Method-Override"),
+    ({"X-HTTP-Method": "DELETE"}, "/parameters/headers/X-HTTP-Method"),
+    ({"X-Method-Override": "DELETE"}, "/parameters/headers/X-Method-Override"),
+    ({"Max-Forwards": "0"}, "/parameters/headers/Max-Forwards"),
+    ({"X-Forwarded-Prefix": "/x"}, "/parameters/headers/X-Forwarded-Prefix"),
+    ({"X-Original-Host": "admin"}, "/parameters/headers/X-Original-Host"),
+    ({"X-Host": "admin"}, "/parameters/headers/X-Host"),
+    ({"X-Envoy-Original-Path": "/admin"}, "/parameters/headers/X-Envoy-Original-Path"),
+    ({"X-Original-URI": "/admin"}, "/parameters/headers/X-Original-URI"),
+    ({"X-Original-Method": "DELETE"}, "/parameters/headers/X-Original-Method"),
+    ({"X-Middleware-Subrequest": "middleware"}, "/parameters/headers/X-Middleware-Subrequest"),
     ({"X-A\r\nX-B": "1"}, "/parameters/headers/X-A\r\nX-B"),
     ({"X A": "1"}, "/parameters/headers/X A"),
     ({"": "1"}, "/parameters/headers/"),
@@ -126,6 +141,53 @@ async def test_headers_that_control_the_transport_or_impersonate_are_refused(
     error = (await response.json())["error"]
     assert pointer in [detail["pointer"] for detail in error["details"]], error
     assert target.received == []
+
+
+# Webhooks the HTTP client would not call as given, or whose path would leave BRIDGE_N8N_URL:
+# each is refused when the request is made (422 pointing at it), and nothing is called.
+BAD_WEBHOOKS = [
+    "ftp://127.0.0.1:23401/x24",  # urljoin returns another scheme's URL as it is
+    "FTP://127.0.0.1/x",
+    "javascript:alert(1)",
+    "http://0127.0.0.1:23401/x",  # not a canonical address: aiohttp refuses it
+    "http://127.1/x",
+    "http:evil.example/x",  # a scheme and no host
+    "https:/evil.example/x",
+    "http://",
+    "//evil.example/webhook/x",  # relative to the scheme: another host
+    " //evil.example/webhook/x",  # urlsplit strips the leading space
+    "\t//evil.example/webhook/x",
+    "\\\\evil.example/webhook/x",
+    "/\\evil.example/webhook/x",
+    "webhook/../../admin",
+    "webhook/%2e%2e/%2E%2E/admin",
+    "webhook/x\ny",
+    "webhook/x y",
+]
+
+
+@pytest.mark.parametrize("webhook", BAD_WEBHOOKS)
+async def test_a_webhook_the_client_would_not_call_as_given_is_refused(
+    make_client: ClientFactory, auth: dict[str, str], target: Target, webhook: str
+) -> None:
+    client = await make_client(n8n_url=target.url("/n8n/"))
+    body = {**trigger(webhook, [{}]), "mode": "async"}
+    response = await client.post(EXECUTE, json=body, headers=auth)
+    answer = await response.json()
+    assert response.status == 422, answer
+    assert answer["error"]["details"][0]["pointer"] == "/parameters/webhook", answer
+    assert target.received == []
+
+
+async def test_a_path_stays_under_the_n8n_url(
+    make_client: ClientFactory, auth: dict[str, str], target: Target
+) -> None:
+    client = await make_client(n8n_url=target.url("/n8n/"))
+    for webhook in ("webhook/a", "/webhook/b", "webhook/c;v=1", "webhook/%C3%A9"):
+        response = await client.post(EXECUTE, json=trigger(webhook, [{}]), headers=auth)
+        assert response.status == 200, await response.text()
+    paths = sorted(call.path for call in target.received)
+    assert paths == ["/n8n/webhook/a", "/n8n/webhook/b", "/n8n/webhook/c;v=1", "/n8n/webhook/é"]
 
 
 async def test_ordinary_headers_go_out(
