@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -36,6 +37,10 @@ REQUIRED_CLAIMS = ["exp", "iat", "aud", "iss"]
 # Verified tokens are remembered by their exact text until they expire, so a client that reuses
 # its token (a static bearer token, a node reusing one per execution) pays for one verification.
 TOKEN_CACHE_SIZE = 4096
+# What a credential header may hold. aiohttp decodes a header with `surrogateescape`: a byte
+# that is not ASCII arrives as a lone surrogate, which no encoder (PyJWT's, hashlib's) takes.
+# A JWT is base64url and dots, an API key is configured as text: printable ASCII, both.
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*").fullmatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +94,8 @@ def _load_key(spec: JwtKey) -> _Key:
     return _Key(spec.kid, spec.alg, public)
 
 
-def _challenge(error: str | None = None, description: str | None = None) -> dict[str, str]:
+def challenge(error: str | None = None, description: str | None = None) -> dict[str, str]:
+    """The WWW-Authenticate header of a 401."""
     value = f'Bearer realm="{REALM}"'
     if error:
         value += f', error="{error}", error_description="{description}"'
@@ -115,24 +121,30 @@ class Authenticator:
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
         authorization = headers.get("Authorization")
         if authorization is not None:
+            if not _PRINTABLE_ASCII(authorization):
+                raise self._invalid(
+                    "the Authorization header holds a byte that is not printable ASCII"
+                )
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise self._invalid("the Authorization header must be 'Bearer <token>'")
             return self._verify_jwt(token.strip())
         api_key = headers.get("X-API-Key")
         if api_key is not None:
+            if not _PRINTABLE_ASCII(api_key):
+                raise self._invalid("the API key is not valid")
             return self._verify_api_key(api_key)
         raise AuthenticationFailed(
             "authentication required",
             description="send 'Authorization: Bearer <JWT>' or 'X-API-Key: <key>'",
-            headers=_challenge(),
+            headers=challenge(),
         )
 
     def _invalid(self, message: str) -> AuthenticationFailed:
         return AuthenticationFailed(
             message,
             description="check the credentials of the Python Bridge API in n8n",
-            headers=_challenge("invalid_token", message),
+            headers=challenge("invalid_token", message),
         )
 
     def _verify_jwt(self, token: str) -> Principal:

@@ -13,7 +13,7 @@ from aiohttp import web
 from bridge.api.access import require_workflow, visible
 from bridge.api.body import json_response, read_model
 from bridge.api.models import WEBHOOK_ID, IncomingCallback
-from bridge.auth import authorize
+from bridge.auth import authorize, challenge
 from bridge.errors import AuthenticationFailed, ValidationFailed
 from bridge.keys import AUTH, DELIVERER, EVENTS, OUTBOX, PRINCIPAL, STORE
 
@@ -26,15 +26,15 @@ async def receive(request: web.Request) -> web.Response:
         0 < len(webhook_id) <= WEBHOOK_ID["schema"]["maxLength"] and _WEBHOOK_ID.match(webhook_id)
     ):
         raise ValidationFailed(
-            f"webhook-id must be 1 to 256 characters without control characters, not "
-            f"{webhook_id[:40]!r}",
+            f"webhook-id must be 1 to 256 visible ASCII characters, not {webhook_id[:40]!r}",
             details=[{"pointer": "/headers/webhook-id", "message": "not a webhook id"}],
         )
     if "webhook-signature" in request.headers:
         signer = request.app[DELIVERER].signer
         if not signer.enabled:
             raise AuthenticationFailed(
-                "signed callbacks need BRIDGE_CALLBACK_SECRET on the bridge; send a JWT instead"
+                "signed callbacks need BRIDGE_CALLBACK_SECRET on the bridge; send a JWT instead",
+                headers=challenge(),
             )
         if not signer.verify(await request.read(), dict(request.headers)):
             raise AuthenticationFailed(
@@ -42,6 +42,7 @@ async def receive(request: web.Request) -> web.Response:
                 "minutes off)",
                 description="sign `{webhook-id}.{webhook-timestamp}.{body}` with HMAC-SHA256 "
                 "and the whsec_ key of BRIDGE_CALLBACK_SECRET",
+                headers=challenge(),  # RFC 9110: every 401 says how to authenticate
             )
     else:
         principal = request.app[AUTH].authenticate(request.headers)

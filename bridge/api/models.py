@@ -151,9 +151,11 @@ LAST_EVENT_ID = header_parameter(
     {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID},
     "resume after this event (wins over `last_event_id`)",
 )
+# A header value: visible ASCII (a byte that is not ASCII reaches the handler as a lone surrogate).
+VISIBLE_ASCII = r"^[\x21-\x7e]*$"
 WEBHOOK_ID = header_parameter(
     "webhook-id",
-    {"type": "string", "minLength": 1, "maxLength": 256, "pattern": NO_CONTROL},
+    {"type": "string", "minLength": 1, "maxLength": 256, "pattern": VISIBLE_ASCII},
     "Standard Webhooks message id: a repeated one changes nothing",
 )
 
