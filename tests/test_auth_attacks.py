@@ -222,19 +222,46 @@ async def test_no_scope_reaches_beyond_itself(
         "ADMIN",  # scopes are exact
         "administrator",
         "execute,admin",  # separated by spaces, not commas: one unknown scope
-        {"admin": True},
-        ["execute", ["admin"]],
-        "execute\tadmin-ish",
     ],
 )
-async def test_a_made_up_scope_claim_grants_no_admin(
+async def test_a_made_up_scope_name_grants_no_admin(
     app_client: TestClient, scope_claim: Any
 ) -> None:
-    """A token the bridge signed (say, minted for a workflow) whose scope claim is odd: only
-    known scope names count, so none of these reaches an admin endpoint."""
+    """A token the bridge signed (say, minted for a workflow) naming scopes it does not know:
+    those names are ignored, so none of these reaches an admin endpoint."""
     forged = signed(claims(scope=scope_claim))
     response = await app_client.get("/admin/status", headers={"Authorization": f"Bearer {forged}"})
     await shared_error(response, 403, "forbidden")
+
+
+@pytest.mark.parametrize(
+    "scope_claims",
+    [
+        {"scope": ["admin"]},  # a list where a string is expected
+        {"scope": "execute\tadmin"},  # a tab is no separator
+        {"scope": "execute\u2028admin"},
+        {"scope": "execute  admin"},
+        {"scope": {"admin": True}},
+        {"scope": None, "scopes": ["admin"]},
+        {"scopes": "admin"},
+        {"scopes": ["execute", ["admin"]]},
+        {"scope": "status", "scopes": ["admin"]},
+    ],
+    ids=repr,
+)
+async def test_a_malformed_scope_claim_is_refused_with_401(
+    app_client: TestClient, scope_claims: dict[str, Any]
+) -> None:
+    """RFC 8725: a claim that does not parse is not reinterpreted, the token is refused whole."""
+    payload = {**{k: v for k, v in claims().items() if k != "scope"}, **scope_claims}
+    response = await app_client.get(
+        "/admin/status", headers={"Authorization": f"Bearer {signed(payload)}"}
+    )
+    error = await shared_error(response, 401, "auth")
+    assert "scope" in error["message"]
+    assert response.headers["WWW-Authenticate"].startswith(
+        'Bearer realm="n8n-bridge", error="invalid_token"'
+    )
 
 
 async def test_an_api_key_has_only_the_scopes_configured_for_keys(
