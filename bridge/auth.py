@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -36,6 +37,13 @@ REQUIRED_CLAIMS = ["exp", "iat", "aud", "iss"]
 # Verified tokens are remembered by their exact text until they expire, so a client that reuses
 # its token (a static bearer token, a node reusing one per execution) pays for one verification.
 TOKEN_CACHE_SIZE = 4096
+# What a credential header may hold. aiohttp decodes a header with `surrogateescape`: a byte
+# that is not ASCII arrives as a lone surrogate, which no encoder (PyJWT's, hashlib's) takes.
+# A JWT is base64url and dots, an API key is configured as text: printable ASCII, both.
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*").fullmatch
+# RFC 6750 3: what error_description may hold; a kid or scope name a token chose may hold more.
+_NOT_IN_DESCRIPTION = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+").fullmatch  # RFC 6749 3.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +97,12 @@ def _load_key(spec: JwtKey) -> _Key:
     return _Key(spec.kid, spec.alg, public)
 
 
-def _challenge(error: str | None = None, description: str | None = None) -> dict[str, str]:
+def challenge(error: str | None = None, description: str | None = None) -> dict[str, str]:
+    """The WWW-Authenticate header of a 401."""
     value = f'Bearer realm="{REALM}"'
     if error:
-        value += f', error="{error}", error_description="{description}"'
+        shown = _NOT_IN_DESCRIPTION.sub("?", description or "")
+        value += f', error="{error}", error_description="{shown}"'
     return {"WWW-Authenticate": value}
 
 
@@ -115,24 +125,30 @@ class Authenticator:
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
         authorization = headers.get("Authorization")
         if authorization is not None:
+            if not _PRINTABLE_ASCII(authorization):
+                raise self._invalid(
+                    "the Authorization header holds a byte that is not printable ASCII"
+                )
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise self._invalid("the Authorization header must be 'Bearer <token>'")
             return self._verify_jwt(token.strip())
         api_key = headers.get("X-API-Key")
         if api_key is not None:
+            if not _PRINTABLE_ASCII(api_key):
+                raise self._invalid("the API key is not valid")
             return self._verify_api_key(api_key)
         raise AuthenticationFailed(
             "authentication required",
             description="send 'Authorization: Bearer <JWT>' or 'X-API-Key: <key>'",
-            headers=_challenge(),
+            headers=challenge(),
         )
 
     def _invalid(self, message: str) -> AuthenticationFailed:
         return AuthenticationFailed(
             message,
             description="check the credentials of the Python Bridge API in n8n",
-            headers=_challenge("invalid_token", message),
+            headers=challenge("invalid_token", message),
         )
 
     def _verify_jwt(self, token: str) -> Principal:
@@ -144,9 +160,11 @@ class Authenticator:
                 return cached.principal
             del self._verified[token]
         claims = self._decode(token)
-        principal = Principal(
-            str(claims.get("sub", "")), _scopes_of(claims), "jwt", self._workflows_of(claims)
-        )
+        try:
+            scopes = _scopes_of(claims)
+        except ValueError as exc:
+            raise self._invalid(f"the token's scope claim is invalid: {exc}") from None
+        principal = Principal(str(claims.get("sub", "")), scopes, "jwt", self._workflows_of(claims))
         self._verified[token] = _Verified(
             principal,
             not_before=max(float(claims["iat"]), float(claims.get("nbf", claims["iat"]))),
@@ -221,9 +239,29 @@ class Authenticator:
 
 
 def _scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
-    raw = claims.get("scope", claims.get("scopes", ""))
-    values = raw.split() if isinstance(raw, str) else raw if isinstance(raw, list) else []
-    return frozenset(str(value) for value in values if value in SCOPES)
+    """The bridge's scopes a token grants; ValueError when its scope claims are malformed.
+
+    `scope` is scope names separated by single spaces (RFC 8693 4.2), `scopes` a list of names;
+    each name a scope-token of RFC 6749 3.3. No other shape or separator is reinterpreted, and
+    both claims, when present, must name the same scopes (RFC 8725). Names the bridge does not
+    know are ignored: a token of an identity provider may carry other services' scopes."""
+    named: list[set[str]] = []
+    if "scope" in claims:
+        value = claims["scope"]
+        if not isinstance(value, str):
+            raise ValueError("'scope' must be a string of scope names separated by single spaces")
+        named.append(set(value.split(" ")) if value else set())
+    if "scopes" in claims:
+        value = claims["scopes"]
+        if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+            raise ValueError("'scopes' must be a list of strings")
+        named.append(set(value))
+    for name in set().union(*named):
+        if not _SCOPE_TOKEN(name):
+            raise ValueError(f"{name[:40]!r} is not a scope name (RFC 6749 3.3)")
+    if len(named) == 2 and named[0] != named[1]:
+        raise ValueError("'scope' and 'scopes' name different scopes")
+    return frozenset(set().union(*named) & set(SCOPES))
 
 
 def authorize(principal: Principal, scope: str) -> None:

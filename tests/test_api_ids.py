@@ -85,6 +85,66 @@ async def test_cursors_and_limits_out_of_bounds_are_422(
     assert pointer in [d["pointer"] for d in error["details"]]
 
 
+# What int() and float() take besides ASCII digits: a sign, spaces, `_`, other scripts' digits,
+# more digits than any id has (zero padding); and a float's spellings.
+NOT_DIGITS = [
+    "+5",
+    "5 ",
+    " 5",
+    "5%20",
+    "%2B5",
+    "5_0",
+    "\u0665",
+    "\uff15",
+    "0" * 40 + "5",
+    "5.0",
+    "0x5",
+]
+NOT_DECIMAL = [*NOT_DIGITS[:-2], "5.", ".5", "5e3", "nan", "Infinity", "-0"]
+NUMERIC_QUERIES = [
+    ("/api/v1/events?last_event_id=", "/query/last_event_id", NOT_DIGITS),
+    ("/api/v1/status/wf-1?limit=", "/query/limit", NOT_DIGITS),
+    ("/admin/dead-letters?limit=", "/query/limit", NOT_DIGITS),
+    ("/admin/dead-letters?before=", "/query/before", NOT_DECIMAL),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "pointer"),
+    [(path + value, pointer) for path, pointer, values in NUMERIC_QUERIES for value in values],
+)
+async def test_numbers_in_a_query_are_ascii_digits_only(
+    client: TestClient, admin: dict[str, str], path: str, pointer: str
+) -> None:
+    """As strict as the Last-Event-ID header, for every number a query takes."""
+    async with client.get(path, headers=admin) as response:
+        assert response.status == 422  # before reading: a 200 would be an endless stream
+        error = await error_of(response, 422, "validation")
+    assert pointer in [d["pointer"] for d in error["details"]]
+
+
+# (A header's value has no spaces around it: HTTP strips them.)
+@pytest.mark.parametrize("value", [v for v in NOT_DIGITS if "%" not in v and v == v.strip()])
+async def test_the_last_event_id_header_refuses_what_its_query_refuses(
+    client: TestClient, admin: dict[str, str], value: str
+) -> None:
+    async with client.get("/api/v1/events", headers={**admin, "Last-Event-ID": value}) as response:
+        assert response.status == 422
+        error = await error_of(response, 422, "validation")
+    assert "/headers/Last-Event-ID" in [d["pointer"] for d in error["details"]]
+
+
+async def test_numbers_in_their_plain_spelling_are_taken(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    for path in (
+        "/api/v1/status/wf-1?limit=500",
+        "/admin/dead-letters?limit=1&before=1764412345.1234567",
+        "/admin/dead-letters?before=0",
+    ):
+        assert (await client.get(path, headers=admin)).status == 200, path
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [

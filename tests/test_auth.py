@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,8 +71,15 @@ def reject(
     with pytest.raises(AuthenticationFailed) as caught:
         authenticator.authenticate(headers)
     assert reason in caught.value.message
-    assert caught.value.headers["WWW-Authenticate"].startswith('Bearer realm="n8n-bridge"')
+    assert CHALLENGE(caught.value.headers["WWW-Authenticate"])
     return caught.value
+
+
+# RFC 6750 3: error_description holds no `"`, `\\` or byte beyond printable ASCII, whatever the
+# token quoted in the message (a kid, a scope name).
+CHALLENGE = re.compile(
+    r'Bearer realm="n8n-bridge"(, error="[a-z_]+", error_description="[\x20\x21\x23-\x5b\x5d-\x7e]*")?'
+).fullmatch
 
 
 @pytest.mark.parametrize("alg", sorted(PRIVATE_KEYS))
@@ -331,6 +339,70 @@ def test_a_malformed_workflows_claim_is_refused(
     )
     error = reject(authenticator, bearer(token), "'workflows' claim")
     assert reason in error.message
+
+
+@pytest.mark.parametrize("kid", ['k"1', "k\\1", "cl\u00e9", "k\u2028"])
+def test_a_challenge_quotes_nothing_a_token_chose_verbatim(
+    authenticator: Authenticator, kid: str
+) -> None:
+    token = jwt.encode(claims(), SECRET, algorithm="HS256", headers={"kid": kid})
+    reject(authenticator, bearer(token), "unknown key id")  # the challenge checked there
+
+
+def _with(**scope_claims: Any) -> dict[str, Any]:
+    """The usual claims, the scope claims replaced (None stays: a JSON null)."""
+    values = {k: v for k, v in claims().items() if k != "scope"}
+    return {**values, **scope_claims}
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (_with(scope=["admin"]), "'scope' must be a string"),
+        (_with(scope=None), "'scope' must be a string"),
+        (_with(scope={"admin": True}), "'scope' must be a string"),
+        (_with(scope="execute\tadmin"), "not a scope name"),
+        (_with(scope="execute\nadmin"), "not a scope name"),
+        (_with(scope="execute\u00a0admin"), "not a scope name"),
+        (_with(scope="execute  admin"), "not a scope name"),  # single spaces only
+        (_with(scope=" admin"), "not a scope name"),
+        (_with(scope="admin "), "not a scope name"),
+        (_with(scope='ad"min'), "not a scope name"),  # RFC 6749 3.3 leaves out " and \\
+        (_with(scopes="admin"), "'scopes' must be a list of strings"),
+        (_with(scopes=None), "'scopes' must be a list of strings"),
+        (_with(scopes=["execute", ["admin"]]), "'scopes' must be a list of strings"),
+        (_with(scopes=["execute admin"]), "not a scope name"),
+        (_with(scope=None, scopes=["admin"]), "'scope' must be a string"),
+        (_with(scope="status", scopes=["admin"]), "name different scopes"),
+    ],
+)
+def test_a_malformed_scope_claim_is_refused(
+    authenticator: Authenticator, payload: dict[str, Any], reason: str
+) -> None:
+    """RFC 8693 4.2: `scope` is scope names separated by single spaces; `scopes` a list of
+    names; no other shape, separator or disagreement is reinterpreted (RFC 8725)."""
+    token = jwt.encode(payload, SECRET, algorithm="HS256", headers={"kid": "default"})
+    error = reject(authenticator, bearer(token), "scope")
+    assert reason in error.message
+
+
+@pytest.mark.parametrize(
+    ("payload", "granted"),
+    [
+        (_with(scope="execute status"), {"execute", "status"}),
+        (_with(scopes=["status", "admin"]), {"status", "admin"}),
+        (_with(scope="status admin", scopes=["admin", "status"]), {"status", "admin"}),
+        (_with(scope=""), set()),
+        (_with(), set()),
+        # Names of other services' scopes (an identity provider's token) are ignored.
+        (_with(scope="openid execute ADMIN administrator execute,admin"), {"execute"}),
+    ],
+)
+def test_well_formed_scope_claims_grant_the_known_names(
+    authenticator: Authenticator, payload: dict[str, Any], granted: set[str]
+) -> None:
+    token = jwt.encode(payload, SECRET, algorithm="HS256", headers={"kid": "default"})
+    assert authenticator.authenticate(bearer(token)).scopes == granted
 
 
 def test_a_limit_covers_only_what_lies_within_it() -> None:

@@ -5,27 +5,36 @@ by piece; this file proves the HTTP answer."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 from aiohttp.test_utils import TestClient
+from standardwebhooks.webhooks import Webhook
 
 from bridge import auth as auth_module
 from bridge.api.routes import ROUTES
 from bridge.auth import Authenticator
 from bridge.errors import AuthenticationFailed
+from bridge.logs import JsonFormatter
 from bridge.settings import Settings
 from tests.conftest import API_KEY, SECRET, ClientFactory, token
+from tests.daemon import Daemon
 from tests.test_api_errors import error_of
 from tests.test_auth import PRIVATE_KEYS, claims, pem
+from tests.test_edge import address, daemon_env, parse_answer
+from tests.test_events import SECRET as CALLBACK_SECRET
 
 # Authentication does not depend on the backend: the embedded one is enough.
 pytestmark = pytest.mark.parametrize("backend", ["embedded"])
@@ -213,19 +222,46 @@ async def test_no_scope_reaches_beyond_itself(
         "ADMIN",  # scopes are exact
         "administrator",
         "execute,admin",  # separated by spaces, not commas: one unknown scope
-        {"admin": True},
-        ["execute", ["admin"]],
-        "execute\tadmin-ish",
     ],
 )
-async def test_a_made_up_scope_claim_grants_no_admin(
+async def test_a_made_up_scope_name_grants_no_admin(
     app_client: TestClient, scope_claim: Any
 ) -> None:
-    """A token the bridge signed (say, minted for a workflow) whose scope claim is odd: only
-    known scope names count, so none of these reaches an admin endpoint."""
+    """A token the bridge signed (say, minted for a workflow) naming scopes it does not know:
+    those names are ignored, so none of these reaches an admin endpoint."""
     forged = signed(claims(scope=scope_claim))
     response = await app_client.get("/admin/status", headers={"Authorization": f"Bearer {forged}"})
     await shared_error(response, 403, "forbidden")
+
+
+@pytest.mark.parametrize(
+    "scope_claims",
+    [
+        {"scope": ["admin"]},  # a list where a string is expected
+        {"scope": "execute\tadmin"},  # a tab is no separator
+        {"scope": "execute\u2028admin"},
+        {"scope": "execute  admin"},
+        {"scope": {"admin": True}},
+        {"scope": None, "scopes": ["admin"]},
+        {"scopes": "admin"},
+        {"scopes": ["execute", ["admin"]]},
+        {"scope": "status", "scopes": ["admin"]},
+    ],
+    ids=repr,
+)
+async def test_a_malformed_scope_claim_is_refused_with_401(
+    app_client: TestClient, scope_claims: dict[str, Any]
+) -> None:
+    """RFC 8725: a claim that does not parse is not reinterpreted, the token is refused whole."""
+    payload = {**{k: v for k, v in claims().items() if k != "scope"}, **scope_claims}
+    response = await app_client.get(
+        "/admin/status", headers={"Authorization": f"Bearer {signed(payload)}"}
+    )
+    error = await shared_error(response, 401, "auth")
+    assert "scope" in error["message"]
+    assert response.headers["WWW-Authenticate"].startswith(
+        'Bearer realm="n8n-bridge", error="invalid_token"'
+    )
 
 
 async def test_an_api_key_has_only_the_scopes_configured_for_keys(
@@ -235,3 +271,146 @@ async def test_an_api_key_has_only_the_scopes_configured_for_keys(
     error = await shared_error(response, 403, "forbidden")
     assert error["description"] == "granted: execute, status"
     assert (await app_client.get("/ready")).status == 200  # not drained
+
+
+# Every header the API reads, and the path and query, with bytes that are not ASCII: aiohttp
+# decodes a request head with `surrogateescape`, so a raw 0xff arrives as the lone surrogate
+# "\udcff", which no UTF-8 encoder (PyJWT, hashlib, SQLite, orjson, the JSON log) takes. Each is
+# a 4xx in the shared error body (X-Trace-ID: ignored, a new one is made), never a 500 or an
+# ERROR line, and every line logged can be written.
+NOT_UTF8 = [b"\xff", b"\xe9", b"a.\xe9.b", b"\xffaaaaaaaaaaaaaaaaaaaa"]
+NOT_ASCII = [*NOT_UTF8, "\u00e9".encode()]  # é in UTF-8: no header the API reads takes it
+CALLBACK = b"/api/v1/callbacks/wf-raw"
+REPORT = b'{"status": "success"}'
+Build = Callable[[bytes, dict[str, bytes]], bytes]
+
+
+def _request(method: str, target: bytes, headers: dict[str, bytes], body: bytes = b"") -> bytes:
+    lines = [method.encode() + b" " + target + b" HTTP/1.1", b"Host: bridge", b"Connection: close"]
+    lines += [name.encode() + b": " + value for name, value in headers.items()]
+    if body:
+        lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def _report(headers: dict[str, bytes]) -> bytes:
+    return _request("POST", CALLBACK, {"Content-Type": b"application/json", **headers}, REPORT)
+
+
+def _signed(**raw: bytes) -> dict[str, bytes]:
+    """The Standard Webhooks headers of REPORT, signed with CALLBACK_SECRET, then `raw`."""
+    now = str(int(time.time()))
+    signature = Webhook(CALLBACK_SECRET).sign(
+        "msg_raw", datetime.fromtimestamp(int(now), UTC), REPORT.decode()
+    )
+    good = {
+        "webhook-id": b"msg_raw",
+        "webhook-timestamp": now.encode(),
+        "webhook-signature": signature.encode(),
+    }
+    return {**good, **{k.replace("_", "-"): v for k, v in raw.items()}}
+
+
+# header → (the request with a raw value in it, the status expected)
+HEADER_CASES: dict[str, tuple[Build, int]] = {
+    "Authorization": (
+        lambda v, ok: _request("GET", b"/api/v1/processors", {"Authorization": b"Bearer " + v}),
+        401,
+    ),
+    "X-API-Key": (lambda v, ok: _request("GET", b"/api/v1/processors", {"X-API-Key": v}), 401),
+    "X-Trace-ID": (
+        lambda v, ok: _request("GET", b"/api/v1/processors", {**ok, "X-Trace-ID": b"trace-" + v}),
+        200,
+    ),
+    "Last-Event-ID": (
+        lambda v, ok: _request("GET", b"/api/v1/events", {**ok, "Last-Event-ID": b"1" + v}),
+        422,
+    ),
+    "Content-Type": (
+        lambda v, ok: _request(
+            "POST",
+            b"/api/v1/workflow/execute",
+            {**ok, "Content-Type": b"application/json; charset=" + v},
+            b"{}",
+        ),
+        415,
+    ),
+    "webhook-id (JWT)": (lambda v, ok: _report({**ok, "webhook-id": b"msg_" + v}), 422),
+    "webhook-id (signed)": (lambda v, ok: _report(_signed(webhook_id=b"msg_" + v)), 422),
+    "webhook-timestamp": (lambda v, ok: _report(_signed(webhook_timestamp=b"1" + v)), 401),
+    "webhook-signature": (lambda v, ok: _report(_signed(webhook_signature=b"v1," + v)), 401),
+}
+URL_CASES: dict[str, Build] = {
+    "path: a workflow id": lambda v, ok: _request("GET", b"/api/v1/status/wf-" + v, ok),
+    "path: no route": lambda v, ok: _request("GET", b"/api/v1/nothing-" + v, ok),
+    "path: a callback": lambda v, ok: _request("POST", CALLBACK + v, ok, REPORT),
+    "path: public": lambda v, ok: _request("GET", b"/health/" + v, {}),
+    "query value": lambda v, ok: _request("GET", b"/api/v1/events?workflow_id=wf-" + v, ok),
+    "query name": lambda v, ok: _request("GET", b"/api/v1/status/wf?" + v + b"=1", ok),
+}
+HEADER_RUNS = [(name, value) for name in HEADER_CASES for value in NOT_ASCII]
+
+
+async def _exchange(host: str, port: int, request: bytes) -> tuple[int, dict[str, str], Any]:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        return parse_answer(await asyncio.wait_for(reader.read(), 10))
+    finally:
+        writer.close()
+
+
+def _assert_answer(answer: tuple[int, dict[str, str], Any], expected: int, value: bytes) -> None:
+    status, headers, body = answer
+    assert status == expected, body
+    if status == 200:
+        assert headers["x-trace-id"] != "trace-" + value.decode("latin-1")
+        return
+    assert set(body) == {"error"} and body["error"]["http_code"] == status
+    assert body["error"]["trace_id"] == headers["x-trace-id"]
+    if status == 401:
+        assert headers["www-authenticate"].startswith('Bearer realm="n8n-bridge"')
+
+
+@pytest.mark.parametrize(
+    ("case", "value"), HEADER_RUNS, ids=[f"{c}-{v.decode('latin-1')}" for c, v in HEADER_RUNS]
+)
+async def test_bytes_that_are_not_ascii_in_a_header_are_a_4xx(
+    make_client: ClientFactory,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
+    value: bytes,
+) -> None:
+    client = await make_client(callback_secret=CALLBACK_SECRET)
+    ok = {"Authorization": f"Bearer {token(settings, 'execute,status')}".encode()}
+    build, expected = HEADER_CASES[case]
+    answer = await _exchange(str(client.host), int(client.port), build(value, ok))
+    _assert_answer(answer, expected, value)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not errors
+    for record in caplog.records:
+        JsonFormatter(None).format(record)  # each line can be written: orjson takes no surrogate
+
+
+@pytest.mark.slow
+async def test_a_daemon_answers_bytes_that_are_not_ascii_with_a_4xx_and_no_error(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """The same through the daemon's own connection handler and JSON log, with the request
+    target too (which its parser refuses: 400)."""
+    env = daemon_env(tmp_path, BRIDGE_CALLBACK_SECRET=CALLBACK_SECRET, BRIDGE_API_KEYS=API_KEY)
+    async with Daemon(env) as daemon:
+        host, port = address(daemon)
+        ok = {"Authorization": f"Bearer {token(settings, 'execute,status')}".encode()}
+        for build, expected in HEADER_CASES.values():
+            answer = await _exchange(host, port, build(b"\xff", ok))
+            _assert_answer(answer, expected, b"\xff")
+        for build in URL_CASES.values():
+            for value in NOT_UTF8:
+                answer = await _exchange(host, port, build(value, ok))
+                _assert_answer(answer, 400, value)
+        await asyncio.sleep(0.3)  # the last lines written
+        assert not [r for r in daemon.records() if r["level"] in ("error", "critical")]
+        assert all("Traceback" not in line for line in daemon.lines)
+        assert all(line.startswith("{") for line in daemon.lines)  # every line was written whole

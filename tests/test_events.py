@@ -11,10 +11,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from standardwebhooks.webhooks import Webhook
 
+from bridge.auth import mint_token
 from bridge.events import EventBus
+from bridge.keys import EVENTS
 from bridge.metrics import Metrics
 from bridge.settings import Settings
-from tests.conftest import ClientFactory, token
+from tests.conftest import API_KEY, ClientFactory, token
 from tests.webhook_target import Target, json_of
 
 EXECUTE = "/api/v1/workflow/execute"
@@ -200,3 +202,75 @@ async def test_incoming_callbacks_without_a_valid_signature_are_refused(
     )
     assert response.status == 401
     assert (await response.json())["error"]["code"] == "auth"
+
+
+async def _reported_events(client: TestClient, after: int, marker: str) -> list[dict[str, Any]]:
+    """The reports' `workflow.*` events published after `after`, up to the one whose execution_id is
+    `marker` (published last: every event before it is in the log by then)."""
+    bus = client.app[EVENTS]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        events = [
+            e.model_dump(mode="json")
+            for e in await bus.since(after, types=("workflow.failed", "workflow.completed"))
+            if e.data.get("source") == "n8n"  # not the jobs' own
+        ]
+        if any(e["execution_id"] == marker for e in events):
+            return events
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the report {marker!r} was not published")
+
+
+@pytest.mark.parametrize("caller", ["signature", "JWT", "API key", "limited JWT"])
+async def test_a_report_may_name_only_a_job_of_its_workflow(
+    make_client: ClientFactory, settings: Settings, caller: str
+) -> None:
+    """A report under /callbacks/wf-a naming a job of wf-b, or no job the bridge knows, is
+    refused (422 at /job_id, the same words for both) whoever sends it: nothing recorded on the
+    job, no event published claiming it, its webhook-id not used up."""
+    client = await make_client(callback_secret=SECRET)
+    everyone = admin(settings)
+    theirs = await run_job(client, everyone, "wf-b")
+    mine = await run_job(client, everyone, "wf-a")
+    after = client.app[EVENTS].last_id
+
+    def headers(body: bytes, webhook_id: str) -> dict[str, str]:
+        if caller == "signature":
+            return signed(body, webhook_id)
+        credential = {
+            "JWT": {"Authorization": f"Bearer {token(settings, 'execute')}"},
+            "API key": {"X-API-Key": API_KEY},
+            "limited JWT": {
+                "Authorization": f"Bearer {mint_token(settings, ['execute'], 300, workflows=['wf-a'])}"
+            },
+        }[caller]
+        return {**credential, "webhook-id": webhook_id, "Content-Type": "application/json"}
+
+    messages = set()
+    for job_id in (theirs, "f" * 32):
+        body = orjson.dumps({"status": "failed", "job_id": job_id, "error": "INJECTED"})
+        refused = await client.post(
+            "/api/v1/callbacks/wf-a", data=body, headers=headers(body, "m1")
+        )
+        assert refused.status == 422, await refused.text()
+        error = (await refused.json())["error"]
+        assert [d["pointer"] for d in error["details"]] == ["/job_id"]
+        messages.add(error["message"].replace(job_id, "<id>"))
+    assert len(messages) == 1  # another's job and an unknown one: not told apart
+    # Its own job, with the same webhook-id: taken (the refused ones did not use it up).
+    body = orjson.dumps({"status": "success", "job_id": mine, "execution_id": "last"})
+    taken = await client.post("/api/v1/callbacks/wf-a", data=body, headers=headers(body, "m1"))
+    assert await taken.json() == {"accepted": True, "duplicate": False}
+    events = await _reported_events(client, after, "last")
+    assert [(e["job_id"], e["workflow_id"]) for e in events] == [(mine, "wf-a")]
+    status = await client.get(f"/api/v1/workflow/status/{theirs}", headers=everyone)
+    assert (await status.json())["reported"] is None
+
+
+async def test_a_report_without_a_job_is_taken(make_client: ClientFactory) -> None:
+    client = await make_client(callback_secret=SECRET)
+    body = orjson.dumps({"status": "failed", "execution_id": "no-job"})
+    answer = await client.post("/api/v1/callbacks/wf-a", data=body, headers=signed(body, "m2"))
+    assert await answer.json() == {"accepted": True, "duplicate": False}
+    events = await _reported_events(client, 0, "no-job")
+    assert [(e["job_id"], e["workflow_id"]) for e in events] == [(None, "wf-a")]

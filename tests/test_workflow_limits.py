@@ -152,9 +152,10 @@ async def test_callbacks_with_a_limited_token_reach_only_its_workflows(
     report = {"status": "success", "job_id": their_id}
     refused = await client.post("/api/v1/callbacks/wf-b", json=report, headers=token)
     assert refused.status == 403
-    # Under its own workflow, a report naming another's job is taken as one for an unknown job.
-    taken = await client.post("/api/v1/callbacks/wf-a", json=report, headers=token)
-    assert taken.status == 200
+    # Under its own workflow, a report naming another's job is refused as one naming an unknown
+    # job (tests/test_events.py::test_a_report_may_name_only_a_job_of_its_workflow).
+    refused = await client.post("/api/v1/callbacks/wf-a", json=report, headers=token)
+    assert refused.status == 422
     theirs = await client.get(f"/api/v1/workflow/status/{their_id}", headers=everyone)
     assert (await theirs.json())["reported"] is None
 

@@ -1,8 +1,8 @@
 """POST /api/v1/callbacks/{workflow_id}: n8n reports the outcome of a workflow the bridge
 started (with the `n8n_trigger` processor). Verified by a Standard Webhooks signature
 (BRIDGE_CALLBACK_SECRET) or a JWT / API key with the execute scope; a repeated `webhook-id`
-changes nothing. A workflow-limited token reports only under its workflows, and only on their
-jobs."""
+changes nothing. A report names no job, or a job of the path's workflow (422 otherwise, for every
+caller); a workflow-limited token reports only under its workflows."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import re
 
 from aiohttp import web
 
-from bridge.api.access import require_workflow, visible
+from bridge.api.access import require_workflow
 from bridge.api.body import json_response, read_model
 from bridge.api.models import WEBHOOK_ID, IncomingCallback
-from bridge.auth import authorize
+from bridge.auth import authorize, challenge
 from bridge.errors import AuthenticationFailed, ValidationFailed
+from bridge.jobs import JobRecord
 from bridge.keys import AUTH, DELIVERER, EVENTS, OUTBOX, PRINCIPAL, STORE
 
 _WEBHOOK_ID = re.compile(WEBHOOK_ID["schema"]["pattern"])
@@ -26,15 +27,15 @@ async def receive(request: web.Request) -> web.Response:
         0 < len(webhook_id) <= WEBHOOK_ID["schema"]["maxLength"] and _WEBHOOK_ID.match(webhook_id)
     ):
         raise ValidationFailed(
-            f"webhook-id must be 1 to 256 characters without control characters, not "
-            f"{webhook_id[:40]!r}",
+            f"webhook-id must be 1 to 256 visible ASCII characters, not {webhook_id[:40]!r}",
             details=[{"pointer": "/headers/webhook-id", "message": "not a webhook id"}],
         )
     if "webhook-signature" in request.headers:
         signer = request.app[DELIVERER].signer
         if not signer.enabled:
             raise AuthenticationFailed(
-                "signed callbacks need BRIDGE_CALLBACK_SECRET on the bridge; send a JWT instead"
+                "signed callbacks need BRIDGE_CALLBACK_SECRET on the bridge; send a JWT instead",
+                headers=challenge(),
             )
         if not signer.verify(await request.read(), dict(request.headers)):
             raise AuthenticationFailed(
@@ -42,6 +43,7 @@ async def receive(request: web.Request) -> web.Response:
                 "minutes off)",
                 description="sign `{webhook-id}.{webhook-timestamp}.{body}` with HMAC-SHA256 "
                 "and the whsec_ key of BRIDGE_CALLBACK_SECRET",
+                headers=challenge(),  # RFC 9110: every 401 says how to authenticate
             )
     else:
         principal = request.app[AUTH].authenticate(request.headers)
@@ -50,10 +52,10 @@ async def receive(request: web.Request) -> web.Response:
     body = await read_model(request, IncomingCallback)
     workflow_id = request.match_info["workflow_id"]
     require_workflow(request, workflow_id, "/path/workflow_id")
+    job = await _job_of(request, workflow_id, body.job_id)  # before the webhook-id is used up
     if webhook_id and not await request.app[OUTBOX].first_time(webhook_id):
         return json_response({"accepted": True, "duplicate": True})
-    job = await request.app[STORE].get(body.job_id) if body.job_id else None
-    if job is not None and visible(request, job.workflow_id):  # another's: as if unknown
+    if job is not None:
         await request.app[STORE].save(
             job.model_copy(update={"reported": body.model_dump(mode="json")}), durable=True
         )
@@ -66,3 +68,19 @@ async def receive(request: web.Request) -> web.Response:
         data={"source": "n8n", "status": body.status, "error": body.error, "data": body.data},
     )
     return json_response({"accepted": True, "duplicate": False})
+
+
+async def _job_of(request: web.Request, workflow_id: str, job_id: str | None) -> JobRecord | None:
+    """The job a report names, which must be one of the path's workflow: whoever reports (a
+    signature, any token), an event saying "this job failed" may not claim another workflow's
+    job. Another's and an unknown one are refused in the same words, so ids cannot be probed."""
+    if job_id is None:
+        return None
+    job = await request.app[STORE].get(job_id)
+    if job is None or job.workflow_id != workflow_id:
+        raise ValidationFailed(
+            f"job_id: no job {job_id!r} in workflow {workflow_id!r}",
+            description="a report names a job the bridge started for the workflow of its path",
+            details=[{"pointer": "/job_id", "message": "no job of this workflow"}],
+        )
+    return job

@@ -7,21 +7,21 @@ by tokens whose limit lies within its own."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
 
 from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
 
 from bridge.api.access import limit_of, require_workflow
 from bridge.api.body import json_response, parse_query, read_model
-from bridge.api.models import MAX_EVENT_ID, EventsQuery
+from bridge.api.models import MAX_EVENT_ID, EventId, EventsQuery
 from bridge.errors import NotFound, ValidationFailed
 from bridge.events import Event, matches
 from bridge.keys import EVENTS, OUTBOUND, SUBSCRIPTIONS
 from bridge.outbound import refuse_url
 from bridge.subscriptions import Subscription, SubscriptionRequest
 
-_EVENT_ID = re.compile("[0-9]{1,19}").fullmatch
+_EVENT_ID = TypeAdapter(EventId)
 HEARTBEAT_S = 15.0
 REPLAY_PAGE = 500
 
@@ -85,14 +85,15 @@ def _last_event_id(request: web.Request, from_query: int | None) -> int | None:
     header = request.headers.get("Last-Event-ID")
     if header is None:
         return from_query
-    # ASCII digits only (str.isdigit() and int() take "²" and "٣"), and no more than the stores
-    # hold: checked here, before the stream's 200, not by the store in the middle of it.
-    if not _EVENT_ID(header) or int(header) > MAX_EVENT_ID:
+    # Parsed as the query's `last_event_id` is (ASCII digits, no more than the stores hold):
+    # checked here, before the stream's 200, not by the store in the middle of it.
+    try:
+        return _EVENT_ID.validate_python(header)
+    except ValidationError:
         raise ValidationFailed(
             f"Last-Event-ID must be an event id (0 to {MAX_EVENT_ID}), not {header[:40]!r}",
             details=[{"pointer": "/headers/Last-Event-ID", "message": "not an event id"}],
-        )
-    return int(header)
+        ) from None
 
 
 def _frame(event: Event) -> bytes:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from bridge.errors import ERROR_CODES
 from bridge.events import EVENT_TYPES
@@ -19,6 +20,30 @@ Id = Field(None, min_length=1, max_length=256, pattern=NO_CONTROL)
 # Event ids are SQLite INTEGERs and the first half of Redis stream ids: 64-bit, signed.
 MAX_EVENT_ID = 2**63 - 1
 MAX_TIMESTAMP = 253402300800.0  # a Unix time before the year 10000
+
+# Numbers in a query or header, as the API writes them: int() and float() take more ("+5", " 5",
+# "5_0", other scripts' digits, 40 digits of zero padding, "nan", "1e3"), and each spelling
+# taken is one more way past a filter or a cache key. At most 19 digits: an event id's most.
+_DIGITS = re.compile("[0-9]{1,19}").fullmatch
+_DECIMAL = re.compile(r"[0-9]{1,12}(\.[0-9]{1,17})?").fullmatch  # a Unix time, as JSON writes one
+
+
+def _ascii_digits(value: Any) -> Any:
+    if isinstance(value, str) and not _DIGITS(value):
+        raise ValueError("must be ASCII digits 0-9 (at most 19), without sign or spaces")
+    return value
+
+
+def _ascii_decimal(value: Any) -> Any:
+    if isinstance(value, str) and not _DECIMAL(value):
+        raise ValueError("must be ASCII digits, with a '.' and more digits if any")
+    return value
+
+
+Digits = BeforeValidator(_ascii_digits)
+# An event id, from the query or the Last-Event-ID header: the one parser of both.
+EventId = Annotated[int, Field(ge=0, le=MAX_EVENT_ID), Digits]
+Limit = Annotated[int, Field(ge=1, le=500), Digits]
 
 
 class _Submission(BaseModel):
@@ -107,7 +132,7 @@ class JobPage(BaseModel):
 class WorkflowJobsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    limit: int = Field(50, ge=1, le=500)
+    limit: Limit = 50
     cursor: str | None = Field(None, max_length=512, pattern=r"^[A-Za-z0-9_-]*$")
     execution_id: str | None = Id
 
@@ -119,11 +144,8 @@ class EventsQuery(BaseModel):
     type: str | None = Field(
         None, max_length=512, description="event types, comma-separated (default: all)"
     )
-    last_event_id: int | None = Field(
-        None,
-        ge=0,
-        le=MAX_EVENT_ID,
-        description="resume after this event (the Last-Event-ID header wins)",
+    last_event_id: EventId | None = Field(
+        None, description="resume after this event (the Last-Event-ID header wins)"
     )
 
     @field_validator("type")
@@ -151,9 +173,11 @@ LAST_EVENT_ID = header_parameter(
     {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID},
     "resume after this event (wins over `last_event_id`)",
 )
+# A header value: visible ASCII (a byte that is not ASCII reaches the handler as a lone surrogate).
+VISIBLE_ASCII = r"^[\x21-\x7e]*$"
 WEBHOOK_ID = header_parameter(
     "webhook-id",
-    {"type": "string", "minLength": 1, "maxLength": 256, "pattern": NO_CONTROL},
+    {"type": "string", "minLength": 1, "maxLength": 256, "pattern": VISIBLE_ASCII},
     "Standard Webhooks message id: a repeated one changes nothing",
 )
 
@@ -161,14 +185,15 @@ WEBHOOK_ID = header_parameter(
 class DeadLettersQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    limit: int = Field(50, ge=1, le=500)
-    before: float | None = Field(
-        None,
-        ge=0,
-        le=MAX_TIMESTAMP,
-        allow_inf_nan=False,
-        description="next_before of the previous page",
-    )
+    limit: Limit = 50
+    before: (
+        Annotated[
+            float,
+            Field(ge=0, le=MAX_TIMESTAMP, allow_inf_nan=False),
+            BeforeValidator(_ascii_decimal),
+        ]
+        | None
+    ) = Field(None, description="next_before of the previous page")
 
 
 class IncomingCallback(BaseModel):
