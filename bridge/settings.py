@@ -306,6 +306,8 @@ class Settings(BaseModel):
                 hashed.append(key)
             elif len(key) < MIN_API_KEY_CHARS:
                 raise ValueError(f"an API key needs at least {MIN_API_KEY_CHARS} characters")
+            elif not all("\x21" <= c <= "\x7e" for c in key):  # what X-API-Key can carry
+                raise ValueError("an API key is printable ASCII without spaces")
             else:
                 hashed.append(hash_api_key(key))
         return tuple(hashed)

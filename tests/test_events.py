@@ -274,3 +274,16 @@ async def test_a_report_without_a_job_is_taken(make_client: ClientFactory) -> No
     assert await answer.json() == {"accepted": True, "duplicate": False}
     events = await _reported_events(client, 0, "no-job")
     assert [(e["job_id"], e["workflow_id"]) for e in events] == [(None, "wf-a")]
+
+
+async def test_a_webhook_id_is_a_duplicate_only_within_its_workflow(
+    make_client: ClientFactory,
+) -> None:
+    """Whoever may report for one workflow cannot use up the webhook-id of another's report."""
+    client = await make_client(callback_secret=SECRET)
+    for workflow, expected in (("wf-a", False), ("wf-b", False), ("wf-a", True)):
+        body = orjson.dumps({"status": "success", "execution_id": f"x-{workflow}"})
+        answer = await client.post(
+            f"/api/v1/callbacks/{workflow}", data=body, headers=signed(body, "msg-shared")
+        )
+        assert await answer.json() == {"accepted": True, "duplicate": expected}, workflow

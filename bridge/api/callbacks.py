@@ -53,7 +53,10 @@ async def receive(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
     require_workflow(request, workflow_id, "/path/workflow_id")
     job = await _job_of(request, workflow_id, body.job_id)  # before the webhook-id is used up
-    if webhook_id and not await request.app[OUTBOX].first_time(webhook_id):
+    # Seen per workflow: whoever may report for one cannot use up another's webhook-ids.
+    # A workflow id holds no control character, so the separator cannot be forged.
+    seen_as = f"{workflow_id}\x1f{webhook_id}"
+    if webhook_id and not await request.app[OUTBOX].first_time(seen_as):
         return json_response({"accepted": True, "duplicate": True})
     if job is not None:
         await request.app[STORE].save(
