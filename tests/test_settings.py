@@ -83,7 +83,9 @@ def test_api_keys_are_hashed_on_load() -> None:
     assert settings.api_keys == (hash_api_key("first-key-0123456789"), hash_api_key("z" * 16))
 
 
-@pytest.mark.parametrize("key", ["schlüssel-0123456789", "key with space 0123", "tab\tkey-0123456789"])
+@pytest.mark.parametrize(
+    "key", ["schlüssel-0123456789", "key with space 0123", "tab\tkey-0123456789"]
+)
 def test_an_api_key_no_client_could_send_stops_start_up(key: str) -> None:
     """X-API-Key must be printable ASCII without spaces: any other key could never match."""
     with pytest.raises(ConfigError, match=r"^BRIDGE_API_KEYS: .*printable ASCII") as refused:
