@@ -140,16 +140,12 @@ class ThreadPool:
                     return
                 self._waiting -= 1
                 if not call.future.set_running_or_notify_cancel():
-                    continue  # its caller stopped waiting before it started
+                    del call  # its caller stopped waiting before it started
+                    continue
                 call.started = time.monotonic()
                 call.thread = me
                 self._running[call.future] = call
-            try:
-                result = call.run()
-            except BaseException as exc:
-                call.future.set_exception(exc)
-            else:
-                call.future.set_result(result)
+            _settle(call)
             with self._lock:
                 del self._running[call.future]
                 if call.abandoned:
@@ -162,3 +158,17 @@ class ThreadPool:
                     extra={"abandoned": self._abandoned},
                 )
                 return
+            # Not kept while this thread waits for the next call: the call holds its arguments
+            # (a whole batch of items), whose memory the next request would otherwise find
+            # still taken, and whose freeing it would then wait for.
+            del call
+
+
+def _settle(call: _Call) -> None:
+    """Run `call` and give its future the outcome (no reference to the result stays here)."""
+    try:
+        result = call.run()
+    except BaseException as exc:
+        call.future.set_exception(exc)
+    else:
+        call.future.set_result(result)

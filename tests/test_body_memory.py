@@ -18,7 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bridge.api.body import STRUCTURE_BYTES_PER_UNIT, structure_units
+from bridge.api.body import STRUCTURE_BYTES_PER_UNIT, check_structure, structure_units
+from bridge.errors import PayloadTooLarge
 from bridge.execution import BINARY_BYTES, ITEM_BYTES
 from tests.daemon import Daemon
 
@@ -135,3 +136,37 @@ async def test_ordinary_records_up_to_the_item_limit_are_accepted(tmp_path: Path
         async with session.post(url, data=io.BytesIO(body), headers=HEADERS) as response:
             assert response.status == 200, (await response.read())[:300]
             assert len((await response.json())["items"]) == 100_000
+
+
+def _five_counts(raw: bytes) -> int:
+    return (
+        8 * raw.count(b"{")
+        + 3 * raw.count(b"[")
+        + raw.count(b'"')
+        + raw.count(b",")
+        + raw.count(b":")
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        RECORD,
+        b'{"items":[' + b",".join([RECORD] * 20_000) + b"]}",  # several slices, cut anywhere
+        bytes(range(256)) * 5000,
+        b"{" * 600_000 + b"[" * 300_000,
+    ],
+    ids=["empty", "a record", "records", "every byte", "brackets"],
+)
+def test_structure_units_are_the_weighted_count_of_the_structure_characters(raw: bytes) -> None:
+    assert structure_units(raw) == _five_counts(raw)
+
+
+def test_a_body_of_only_objects_is_refused_from_one_byte_past_its_budget() -> None:
+    # Bodies too short to reach the budget are not counted: the shortest refused one is all `{`.
+    limit = 64 * 1024
+    most = limit // STRUCTURE_BYTES_PER_UNIT // 8
+    check_structure(b"{" * most, limit)
+    with pytest.raises(PayloadTooLarge):
+        check_structure(b"{" * (most + 1), limit)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import Future
 
@@ -74,4 +76,28 @@ def test_a_queued_call_is_cancelled_and_an_ended_one_left_alone() -> None:
     assert running.result(timeout=10) is True
     assert pool.abandon(running) == "ended"
     assert queued.cancelled()
+    pool.close()
+
+
+class _Batch:
+    """Stands for a call's arguments or its result: a whole batch of items."""
+
+
+def _answer(batch: _Batch) -> _Batch:
+    return _Batch()
+
+
+def test_an_ended_call_keeps_nothing_of_its_arguments_or_result() -> None:
+    # Kept until the thread's next call, a batch's items took memory the next request needed
+    # and were freed at the start of its run (measured: ~10 ms of a 10,000-item request).
+    pool = ThreadPool(size=1, max_abandoned=1)
+    argument = _Batch()
+    future = pool.run(functools.partial(_answer, argument), "batch")
+    result = future.result(timeout=10)
+    gone = [weakref.ref(argument), weakref.ref(result)]
+    del argument, result, future
+    deadline = time.monotonic() + 10
+    while any(ref() is not None for ref in gone) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [ref() for ref in gone] == [None, None]
     pool.close()

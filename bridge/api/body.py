@@ -16,6 +16,9 @@ from bridge.keys import SETTINGS
 M = TypeVar("M", bound=BaseModel)
 # Body bytes per structure unit allowed (see check_structure).
 STRUCTURE_BYTES_PER_UNIT = 2
+MAX_UNITS_PER_BYTE = 8  # a `{`
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'{[",:')))
+_STRUCTURE_SLICE = 256 * 1024
 
 
 def json_response(
@@ -60,13 +63,16 @@ def check_structure(raw: bytes, limit: int) -> None:
     Parsed, JSON takes more memory than its text, and the most for the least text: `{}` is 3
     bytes and a 64-byte dict — and an object is what every item, binary and pairedItem costs
     again on its way through; `[]` is a 56-byte list, `"ab"` a 51-byte string. So before
-    parsing, a cheap count (memchr speed) of what the body will cost, in units of ~32 bytes of
+    parsing, a cheap count (C speed) of what the body will cost, in units of ~32 bytes of
     memory (`structure_units`), may not exceed half the body limit in bytes. Ordinary records
     come to under one unit per 2 bytes; bytes inside strings are counted too, so the count can
-    only overestimate.
+    only overestimate. A body too short to reach the budget even if every byte were a `{` is
+    not counted.
     """
-    units = structure_units(raw)
     budget = limit // STRUCTURE_BYTES_PER_UNIT
+    if len(raw) * MAX_UNITS_PER_BYTE <= budget:
+        return
+    units = structure_units(raw)
     if units > budget:
         raise PayloadTooLarge(
             f"the body holds too many JSON values for BRIDGE_MAX_BODY_BYTES ({limit} bytes): "
@@ -78,14 +84,16 @@ def check_structure(raw: bytes, limit: int) -> None:
 
 def structure_units(raw: bytes) -> int:
     """What parsing `raw` costs, roughly, in units of ~32 bytes: 8 per object, 3 per array, 2
-    per string (1 per `"`), 1 per value that follows a `,` or `:`."""
-    return (
-        8 * raw.count(b"{")
-        + 3 * raw.count(b"[")
-        + raw.count(b'"')
-        + raw.count(b",")
-        + raw.count(b":")
-    )
+    per string (1 per `"`), 1 per value that follows a `,` or `:`.
+
+    Counted a slice at a time: the slice's structure characters kept (one pass), then its `{`
+    and `[` counted among those few — a third of the time of five counts over the whole body,
+    and at most a slice's worth of memory."""
+    units = 0
+    for start in range(0, len(raw), _STRUCTURE_SLICE):
+        marks = raw[start : start + _STRUCTURE_SLICE].translate(None, _NOT_STRUCTURE)
+        units += len(marks) + 7 * marks.count(b"{") + 2 * marks.count(b"[")
+    return units
 
 
 def parse_json(raw: bytes) -> Any:

@@ -24,6 +24,7 @@ MAX_POWER_BITS = 100_000
 # What one formatted field may add beyond its value and the numbers in its spec: a float's
 # digits in fixed notation (`'%f' % 1e308`), signs, separators.
 FIELD_SLACK = 330
+FLOAT_CHARS = 24  # the longest float: -1.7976931348623157e+308 (and True, False, None)
 # Characters a value of an unknown kind (a loop, cycler, generator…) prints as, at most: Python's
 # default `<module.Class object at 0x…>` and Jinja's own short representations.
 OPAQUE_CHARS = 256
@@ -45,7 +46,11 @@ _NUMBER = re.compile(r"\d+")
 def check_time() -> None:
     deadline = DEADLINE.get()
     if deadline is not None and time.monotonic() > deadline:
-        raise SecurityError("the template ran past its time limit")
+        raise out_of_time()
+
+
+def out_of_time() -> SecurityError:
+    return SecurityError("the template ran past its time limit")
 
 
 def check_size(size: int) -> None:
@@ -89,11 +94,15 @@ def text_size(value: Any, style: Style = "str") -> int:
     """An upper bound of the length of `value` as text; the count stops a little past
     MAX_OUTPUT_CHARS. Shared parts are measured once, so a list of ten lists of ten… that would
     print as billions of characters is measured in microseconds."""
-    # Most values printed or formatted: measured without the walk.
-    if type(value) is str and style == "str":
+    # Most values printed or formatted: measured without the walk (as `_Measure.scalar`).
+    kind = type(value)
+    if kind is str and style == "str":
         return len(value)
-    if value is None or type(value) in (int, float, bool):
-        return _Measure.scalar(value)
+    if kind is float or kind is bool or value is None:
+        return FLOAT_CHARS
+    if kind is int:
+        digits: int = value.bit_length() // 3 + 2
+        return digits
     try:
         return _Measure(style).of(value, nested=style != "str")
     except _TooLong:
@@ -112,6 +121,13 @@ def escaped_size(value: Any) -> int:
 def printf_size(template: str, args: Any, escape: bool = False) -> int:
     """An upper bound of `len(template % args)` (escaping each value if `escape`: Markup's `%`)."""
     values = args if isinstance(args, tuple) else (args,)
+    plain = _plain_format(template) if len(template) <= 200 else None
+    if plain is not None:  # the common case: what does not depend on the values, known already
+        size, styles = plain
+        for index, style in enumerate(styles):
+            value = values[index] if index < len(values) else None
+            size += escaped_size(value) if escape else text_size(value, style)
+        return size
     size, index = len(template), 0
     for key, width, precision, style in _directives(template):
         for number in (width, precision):
@@ -158,6 +174,22 @@ def _parse_directives(template: str) -> tuple[Directive, ...]:
 _short_directives = functools.lru_cache(maxsize=256)(_parse_directives)
 
 
+@functools.lru_cache(maxsize=256)
+def _plain_format(template: str) -> tuple[int, tuple[Style, ...]] | None:
+    """For a short format whose directives take neither a `*` nor a key (`%.2f`, `%s-%05d`):
+    what `printf_size` adds up for it before its values (the text, widths, precisions and
+    FIELD_SLACK a directive) and how each value is made text. None for any other."""
+    directives = _short_directives(template)
+    if any(
+        key is not None or STAR in (width, precision) for key, width, precision, _ in directives
+    ):
+        return None
+    fixed = len(template) + sum(
+        width + precision + FIELD_SLACK for _, width, precision, _ in directives
+    )
+    return fixed, tuple(style for *_, style in directives)
+
+
 def field_size(value: Any, spec: str, escape: bool = False) -> int:
     """An upper bound of `format(value, spec)`: the value, every number in the spec (a width,
     a precision) and, with digit grouping, a separator for every digit."""
@@ -179,7 +211,7 @@ class _Measure:
     def scalar(value: bool | int | float | None) -> int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value.bit_length() // 3 + 2  # decimal digits, and a sign
-        return 24  # the longest float: -1.7976931348623157e+308
+        return FLOAT_CHARS
 
     def of(self, value: Any, nested: bool) -> int:
         if isinstance(value, str):

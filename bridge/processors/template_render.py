@@ -38,6 +38,7 @@ from bridge.processors.template_sandbox import Sandbox
 from bridge.settings import Settings
 
 MAX_TEMPLATE_CHARS = 1_000_000
+PARTS = 64  # output parts read, counted and joined at a time
 
 
 class TemplateParams(BaseModel):
@@ -163,13 +164,20 @@ def template_render(items: list[Item], params: TemplateParams, ctx: Context) -> 
 
 def _render(template: Template, variables: dict[str, Any]) -> str:
     """The rendered text, counted as it is produced so that a loop cannot build more than
-    MAX_OUTPUT_CHARS; read 64 parts at a time (a part-by-part Python loop cost a sixth of a
-    short render)."""
+    MAX_OUTPUT_CHARS; read PARTS parts at a time (a part-by-part Python loop cost a sixth of a
+    short render), each batch counted before it is joined. Most templates yield fewer parts
+    than that: one batch, joined once."""
     parts = template.root_render_func(template.new_context(variables))
-    chunks, size = [], 0
-    while chunk := list(itertools.islice(parts, 64)):
+    chunks: list[str] = []
+    size = 0
+    while True:
+        chunk = list(itertools.islice(parts, PARTS))
         size += sum(map(len, chunk))
         if size > MAX_OUTPUT_CHARS:
             raise SecurityError(f"the output is longer than {MAX_OUTPUT_CHARS:,} characters")
+        if len(chunk) < PARTS:  # the parts have run out
+            if not chunks:
+                return "".join(chunk)
+            chunks.append("".join(chunk))
+            return "".join(chunks)
         chunks.append("".join(chunk))
-    return "".join(chunks)

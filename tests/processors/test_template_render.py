@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from bridge.processors.template_render import environment
+from bridge.processors.template_render import _render, environment
 from bridge.settings import Settings
 from tests.conftest import ClientFactory, pool_calls_end, token
 
@@ -357,3 +357,12 @@ async def test_any_render_failure_fails_only_its_item(
     assert [i["json"]["rendered"] for i in answer["items"]] == ["5"]
     assert answer["errors"][0]["index"] == 1
     assert answer["errors"][0]["message"].startswith("ZeroDivisionError")
+
+
+@pytest.mark.parametrize("count", [0, 1, 31, 32, 33, 100])
+def test_the_output_is_read_whole_whatever_its_number_of_parts(count: int) -> None:
+    # Two parts per step: read PARTS (64) at a time, the last batch short, full or empty.
+    template = environment(None, strict=False, autoescape=False).from_string(
+        "{% for i in range(n) %}<{{ i }}{% endfor %}"
+    )
+    assert _render(template, {"n": count}) == template.render(n=count)
