@@ -350,7 +350,8 @@ def test_a_challenge_quotes_nothing_a_token_chose_verbatim(
 
 
 def _with(**scope_claims: Any) -> dict[str, Any]:
-    """The usual claims, the scope claims replaced (None stays: a JSON null)."""
+    """The usual claims, made now (a token made at collection time would expire before a long
+    suite reaches it), the scope claims replaced (None stays: a JSON null)."""
     values = {k: v for k, v in claims().items() if k != "scope"}
     return {**values, **scope_claims}
 
@@ -358,22 +359,22 @@ def _with(**scope_claims: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
-        (_with(scope=["admin"]), "'scope' must be a string"),
-        (_with(scope=None), "'scope' must be a string"),
-        (_with(scope={"admin": True}), "'scope' must be a string"),
-        (_with(scope="execute\tadmin"), "not a scope name"),
-        (_with(scope="execute\nadmin"), "not a scope name"),
-        (_with(scope="execute\u00a0admin"), "not a scope name"),
-        (_with(scope="execute  admin"), "not a scope name"),  # single spaces only
-        (_with(scope=" admin"), "not a scope name"),
-        (_with(scope="admin "), "not a scope name"),
-        (_with(scope='ad"min'), "not a scope name"),  # RFC 6749 3.3 leaves out " and \\
-        (_with(scopes="admin"), "'scopes' must be a list of strings"),
-        (_with(scopes=None), "'scopes' must be a list of strings"),
-        (_with(scopes=["execute", ["admin"]]), "'scopes' must be a list of strings"),
-        (_with(scopes=["execute admin"]), "not a scope name"),
-        (_with(scope=None, scopes=["admin"]), "'scope' must be a string"),
-        (_with(scope="status", scopes=["admin"]), "name different scopes"),
+        (dict(scope=["admin"]), "'scope' must be a string"),
+        (dict(scope=None), "'scope' must be a string"),
+        (dict(scope={"admin": True}), "'scope' must be a string"),
+        (dict(scope="execute\tadmin"), "not a scope name"),
+        (dict(scope="execute\nadmin"), "not a scope name"),
+        (dict(scope="execute\u00a0admin"), "not a scope name"),
+        (dict(scope="execute  admin"), "not a scope name"),  # single spaces only
+        (dict(scope=" admin"), "not a scope name"),
+        (dict(scope="admin "), "not a scope name"),
+        (dict(scope='ad"min'), "not a scope name"),  # RFC 6749 3.3 leaves out " and \\
+        (dict(scopes="admin"), "'scopes' must be a list of strings"),
+        (dict(scopes=None), "'scopes' must be a list of strings"),
+        (dict(scopes=["execute", ["admin"]]), "'scopes' must be a list of strings"),
+        (dict(scopes=["execute admin"]), "not a scope name"),
+        (dict(scope=None, scopes=["admin"]), "'scope' must be a string"),
+        (dict(scope="status", scopes=["admin"]), "name different scopes"),
     ],
 )
 def test_a_malformed_scope_claim_is_refused(
@@ -381,7 +382,7 @@ def test_a_malformed_scope_claim_is_refused(
 ) -> None:
     """RFC 8693 4.2: `scope` is scope names separated by single spaces; `scopes` a list of
     names; no other shape, separator or disagreement is reinterpreted (RFC 8725)."""
-    token = jwt.encode(payload, SECRET, algorithm="HS256", headers={"kid": "default"})
+    token = jwt.encode(_with(**payload), SECRET, algorithm="HS256", headers={"kid": "default"})
     error = reject(authenticator, bearer(token), "scope")
     assert reason in error.message
 
@@ -389,19 +390,19 @@ def test_a_malformed_scope_claim_is_refused(
 @pytest.mark.parametrize(
     ("payload", "granted"),
     [
-        (_with(scope="execute status"), {"execute", "status"}),
-        (_with(scopes=["status", "admin"]), {"status", "admin"}),
-        (_with(scope="status admin", scopes=["admin", "status"]), {"status", "admin"}),
-        (_with(scope=""), set()),
-        (_with(), set()),
+        (dict(scope="execute status"), {"execute", "status"}),
+        (dict(scopes=["status", "admin"]), {"status", "admin"}),
+        (dict(scope="status admin", scopes=["admin", "status"]), {"status", "admin"}),
+        (dict(scope=""), set()),
+        (dict(), set()),
         # Names of other services' scopes (an identity provider's token) are ignored.
-        (_with(scope="openid execute ADMIN administrator execute,admin"), {"execute"}),
+        (dict(scope="openid execute ADMIN administrator execute,admin"), {"execute"}),
     ],
 )
 def test_well_formed_scope_claims_grant_the_known_names(
     authenticator: Authenticator, payload: dict[str, Any], granted: set[str]
 ) -> None:
-    token = jwt.encode(payload, SECRET, algorithm="HS256", headers={"kid": "default"})
+    token = jwt.encode(_with(**payload), SECRET, algorithm="HS256", headers={"kid": "default"})
     assert authenticator.authenticate(bearer(token)).scopes == granted
 
 
