@@ -53,7 +53,12 @@ HOSTILE: list[dict[str, Any]] = [
             "schema": {
                 "properties": {
                     "n": {
-                        "items": {"anyOf": [{"type": "string", "minLength": i} for i in range(100)]}
+                        "items": {
+                            "anyOf": [
+                                *({"type": "string", "minLength": i} for i in range(99)),
+                                {"type": "integer"},
+                            ]
+                        }
                     }
                 }
             }

@@ -62,11 +62,28 @@ MAX_SCHEMA_VALUES = 5_000
 # Validators of larger schemas are built for their request and not kept: a cache must not pin
 # megabytes per entry for whoever sends many large schemas.
 MAX_CACHED_SCHEMA_BYTES = 64 * 1024
+# A text read as a pattern (a schema's `pattern`, an item's value under `format: regex`) is parsed
+# by Python's `re` parser: in Python, holding the interpreter for seconds at megabytes, recursing
+# once per nested group. Longer ones are refused unread.
+MAX_PATTERN_CHARS = 10_000
+# Errors the checks of one item may produce, those anyOf/oneOf keep of every branch included: two
+# branches per level, 20 levels deep, held 2**20 errors (gigabytes) long before any deadline.
+MAX_ITEM_ERRORS = 10_000
+# jsonschema writes the whole value into most messages: 100 failing checks of a 5 MB string made
+# a 500 MB answer. A message keeps this many characters.
+MAX_MESSAGE_CHARS = 300
 
 Path = tuple[str | int, ...]
 _BASE = jsonschema.Draft202012Validator
 # The run's deadline (time.monotonic()), in the thread validating a batch.
 _DEADLINE: ContextVar[float | None] = ContextVar("schema_deadline", default=None)
+# Errors the item being validated may still produce (a one-element list, counted down).
+_ERRORS_LEFT: ContextVar[list[int] | None] = ContextVar("schema_errors_left", default=None)
+_COUNTED = "_bridge_counted"  # set on an error once counted and shortened
+
+
+class TooManyErrors(Exception):
+    """One item's checks produced more than MAX_ITEM_ERRORS errors."""
 
 
 class SchemaRefused(ValueError):
@@ -189,11 +206,13 @@ def _resolve(resolver: Resolver[Any], ref: Any, path: Path) -> None:
 
 
 def _check_pattern(pattern: str, path: Path) -> None:
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise SchemaRefused(path, f"a pattern of over {MAX_PATTERN_CHARS:,} characters")
     try:
         size = _unrolled_size(_parser.parse(pattern).data)
         if size <= MAX_PATTERN_SIZE:
             _compiled(pattern)
-    except (re.error, regex.error) as exc:
+    except (re.error, regex.error, OverflowError, RecursionError) as exc:
         raise SchemaRefused(path, f"not a supported pattern: {exc}") from None
     if size > MAX_PATTERN_SIZE:
         raise SchemaRefused(
@@ -253,9 +272,11 @@ def _is_regex(instance: object) -> bool:
     parsed only — `re.compile` would keep every string it saw in `re`'s cache."""
     if not isinstance(instance, str):
         return True
+    if len(instance) > MAX_PATTERN_CHARS:
+        return False
     try:
         _parser.parse(instance)
-    except re.error:
+    except (re.error, OverflowError, RecursionError):
         return False
     return True
 
@@ -354,9 +375,48 @@ def _in_time(keyword: Keyword) -> Keyword:
         validator: Any, value: Any, instance: Any, schema: Mapping[str, Any]
     ) -> Iterator[jsonschema.ValidationError]:
         _time_left()
-        yield from keyword(validator, value, instance, schema)
+        for error in keyword(validator, value, instance, schema):
+            if not getattr(error, _COUNTED, False):  # a parent keyword passes it on again
+                _count(error)
+            yield error
 
     return checked
+
+
+def _count(error: jsonschema.ValidationError) -> None:
+    """Shortens the message, and counts the errors kept: those an anyOf/oneOf error keeps of its
+    branches (errors of a branch that then matched are dropped, and not counted)."""
+    setattr(error, _COUNTED, True)
+    if len(error.message) > MAX_MESSAGE_CHARS:  # the middle is the value; its end says why
+        half = MAX_MESSAGE_CHARS // 2
+        error.message = f"{error.message[:half]}…{error.message[-half:]}"
+        error.args = (error.message, *error.args[1:])  # the exception's args held the original
+    if error.context:
+        _spend(len(error.context))
+
+
+def _spend(errors: int) -> None:
+    left = _ERRORS_LEFT.get()
+    if left is not None:
+        left[0] -= errors
+        if left[0] < 0:
+            raise TooManyErrors(
+                f"the schema's checks of this item produced more than {MAX_ITEM_ERRORS:,} "
+                "errors (anyOf/oneOf keep every branch's); not validated further"
+            )
+
+
+def item_errors(validator: Any, record: Any) -> list[jsonschema.ValidationError]:
+    """Every error of one item; TooManyErrors past MAX_ITEM_ERRORS kept."""
+    token = _ERRORS_LEFT.set([MAX_ITEM_ERRORS])
+    try:
+        errors = []
+        for error in validator.iter_errors(record):
+            _spend(1)
+            errors.append(error)
+        return errors
+    finally:
+        _ERRORS_LEFT.reset(token)
 
 
 _BOUNDED: dict[str, Keyword] = {

@@ -63,10 +63,12 @@ def _schema_problems(validator: Any, record: Any) -> list[dict[str, str]]:
     try:
         return [
             {"pointer": json_pointer(error.absolute_path), "message": error.message}
-            for error in validator.iter_errors(record)
+            for error in json_schemas.item_errors(validator, record)
         ]
     except RecursionError:  # a recursive schema followed the item down past Python's limit
         return [{"pointer": "", "message": "nested too deeply to validate"}]
+    except json_schemas.TooManyErrors as exc:
+        return [{"pointer": "", "message": str(exc)}]
 
 
 def _parts(field: str) -> list[str]:

@@ -104,20 +104,21 @@ def nested(depth: int, leaf: Any, key: str = "not") -> Any:
 
 
 @pytest.mark.parametrize(
-    "schema",
+    ("schema", "reason"),
     [
-        pytest.param(nested(400, {"type": "string"}), id="deep-schema"),
-        pytest.param({"pattern": "(" * 1000 + ")" * 1000}, id="deep-pattern"),
+        pytest.param(nested(400, {"type": "string"}), "nested too deeply", id="deep-schema"),
+        # Python's pattern parser recurses once per group: a pattern it cannot parse
+        pytest.param({"pattern": "(" * 1000 + ")" * 1000}, "is not a 'regex'", id="deep-pattern"),
     ],
 )
 async def test_a_schema_nested_too_deeply_is_refused(
-    client: TestClient, auth: dict[str, str], schema: Any
+    client: TestClient, auth: dict[str, str], schema: Any, reason: str
 ) -> None:
     response = await validate(client, auth, [], schema=schema)
     assert response.status == 422, await response.text()
     problem = (await response.json())["error"]["details"][0]
     assert problem["pointer"] == "/parameters/schema"
-    assert "nested too deeply" in problem["message"]
+    assert reason in problem["message"]
 
 
 async def test_an_item_nested_too_deeply_for_its_schema_is_marked(

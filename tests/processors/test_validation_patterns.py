@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+import tracemalloc
 from typing import Any
 
 import orjson
@@ -72,7 +73,9 @@ async def test_one_slow_item_is_cut_short_at_the_deadline(
 ) -> None:
     """No pattern: a single item whose validation is long in plain Python (millions of keyword
     checks) stops at the deadline instead of holding its thread to the end."""
-    schema = {"items": {"anyOf": [{"type": "string", "minLength": i} for i in range(100)]}}
+    # every number fails 99 branches before the last one matches: slow, and no error kept
+    branches = [{"type": "string", "minLength": i} for i in range(99)] + [{"type": "integer"}]
+    schema = {"items": {"anyOf": branches}}
     items = [{"json": {"numbers": list(range(100_000))}}]
     body = request({"properties": {"numbers": schema}}, items, 0.5)
     response = await client.post(EXECUTE, json=body, headers=auth)
@@ -174,3 +177,84 @@ async def test_unique_items_keeps_json_equality(client: TestClient, auth: dict[s
     assert response.status == 200
     out = [i["json"]["validation"]["valid"] for i in (await response.json())["items"]]
     assert out == [unique for _, unique in cases]
+
+
+def _body(schema: Any, record: Any, timeout_s: float = 20) -> io.BytesIO:
+    return io.BytesIO(orjson.dumps(request(schema, [{"json": record}], timeout_s)))
+
+
+async def test_branches_that_multiply_errors_stop_at_a_bound(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """anyOf keeps every branch's errors: two branches per level, 20 levels, 2**20 errors held
+    at once (gigabytes, long before the deadline) — unless errors per item are bounded."""
+    defs = {
+        f"l{i}": {"anyOf": [{"$ref": f"#/$defs/l{i + 1}"}, {"$ref": f"#/$defs/l{i + 1}"}]}
+        for i in range(20)
+    }
+    schema = {"$defs": {**defs, "l20": {"const": "nope"}}, "$ref": "#/$defs/l0"}
+    headers = {**auth, "Content-Type": "application/json"}
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        response = await client.post(EXECUTE, data=_body(schema, {"a": 1}), headers=headers)
+        took = time.monotonic() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert response.status == 200, (await response.text())[:300]
+    marked = (await response.json())["items"][0]["json"]["validation"]
+    assert not marked["valid"]
+    assert "more than 10,000 errors" in marked["errors"][-1]["message"]
+    assert took < 10, f"{took:.1f} s"
+    assert peak < 200 * 2**20, f"{peak / 2**20:.0f} MiB"
+
+
+async def test_error_messages_do_not_repeat_a_large_value(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """jsonschema puts the whole value in most messages: 100 failing checks of a 5 MB string
+    made a 500 MB answer."""
+    schema = {"properties": {"a": {"allOf": [{"format": "date"}] * 100}}}
+    headers = {**auth, "Content-Type": "application/json"}
+    tracemalloc.start()
+    try:
+        body = _body(schema, {"a": "2" * 5_000_000})
+        response = await client.post(EXECUTE, data=body, headers=headers)
+        text = await response.read()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert response.status == 200
+    assert len(text) < 6_000_000 + 100 * 1_000, len(text)  # the value once, then short messages
+    assert peak < 200 * 2**20, f"{peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("[" + "a-b" * 300_000 + "]", id="long: parsed in Python, holding the loop"),
+        pytest.param("a{4294967295}", id="a repeat too large: OverflowError"),
+        pytest.param("(" * 1000 + ")" * 1000, id="nested groups: RecursionError"),
+    ],
+)
+async def test_an_items_value_checked_as_a_regex_is_bounded_and_only_marks_its_item(
+    client: TestClient, auth: dict[str, str], value: str
+) -> None:
+    schema = {"properties": {"p": {"format": "regex"}}}
+    headers = {**auth, "Content-Type": "application/json"}
+    answer = asyncio.create_task(
+        client.post(EXECUTE, data=_body(schema, {"p": value}, 5), headers=headers)
+    )
+    slowest_health = 0.0
+    while not answer.done():
+        asked = time.monotonic()
+        assert (await client.get("/health")).status == 200
+        slowest_health = max(slowest_health, time.monotonic() - asked)
+        await asyncio.sleep(0.05)
+    response = await answer
+    assert response.status == 200, (await response.text())[:300]
+    marked = (await response.json())["items"][0]["json"]["validation"]
+    assert marked["valid"] is False
+    assert "is not a 'regex'" in marked["errors"][0]["message"]
+    assert slowest_health < 1.0, f"/health took {slowest_health:.1f} s"
