@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from bridge.keys import REGISTRY, RUNNER, SETTINGS
 from tests.plugins import sample
 
 EXECUTE = "/api/v1/workflow/execute"
@@ -34,6 +35,20 @@ async def test_echo_returns_items_paired_with_their_inputs(
     assert isinstance(answer["items"][0]["json"]["n"], int)
     assert len(answer["job_id"]) == 32
     assert answer["duration_ms"] >= 0
+
+
+async def test_integers_keep_64_bits_and_larger_ones_are_read_as_floats(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """What docs/api.md says of numbers: the parser keeps integers from -2**63 to 2**64-1."""
+    text = b'{"a": -9223372036854775808, "b": 18446744073709551615, "c": 18446744073709551616}'
+    raw = b'{"processing_type": "echo", "items": [{"json": ' + text + b"}]}"
+    headers = {**auth, "Content-Type": "application/json"}
+    response = await client.post(EXECUTE, data=raw, headers=headers)
+    assert response.status == 200
+    out = (await response.json())["items"][0]["json"]
+    assert out["a"] == -(2**63) and out["b"] == 2**64 - 1
+    assert isinstance(out["c"], float)
 
 
 async def test_one_input_may_give_zero_one_or_many_outputs(
@@ -243,3 +258,14 @@ async def test_numbers_are_read_as_javascript_reads_them(
         assert response.status == 200, await response.text()
         answer = await response.json()
         assert answer["errors"] == [] and answer["items"][0]["json"]["n"] == -1.261250375471603e26
+
+
+async def test_a_timeout_is_lowered_to_the_processors_limit(client: TestClient) -> None:
+    """docs/api.md: a request's timeout_s above the processor's limit (or the default for its
+    mode) is lowered to it."""
+    runner, registry = client.app[RUNNER], client.app[REGISTRY]
+    settings = client.app[SETTINGS]
+    echo = registry.get("echo")
+    assert runner.timeout_for(echo, 86_400, "sync") == settings.sync_timeout_s
+    assert runner.timeout_for(echo, 86_400, "async") == settings.job_timeout_s
+    assert runner.timeout_for(echo, 5, "sync") == 5
