@@ -335,6 +335,7 @@ async def test_a_long_error_text_is_cut_short_in_jobs_and_events(
         answer = await client.post(EXECUTE, json=body, headers=everyone)
         assert answer.status == 202, await answer.text()
         [event] = await read_events(stream, 1)
+    assert MAX_ERROR_CHARS == 2000  # as docs/api.md and docs/security.md say
     assert len(orjson.dumps(event["data"])) < MAX_ERROR_CHARS + 1000
     job_url = f"/api/v1/workflow/status/{event['data']['job_id']}"
     job = await (await client.get(job_url, headers=everyone)).json()

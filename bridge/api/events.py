@@ -1,7 +1,7 @@
 """GET /api/v1/events (Server-Sent Events) and the webhook subscriptions to events.
 
-A stream's buffer is bounded (BRIDGE_SSE_BUFFER_BYTES, and 1000 events): one that falls behind
-ends — cut off at once if its client reads nothing — and its client resumes with Last-Event-ID.
+A stream's buffer is bounded (BRIDGE_SSE_BUFFER_BYTES, and 1000 events): a stream that falls
+behind is closed at once, and its client resumes with Last-Event-ID.
 At most BRIDGE_SSE_MAX_STREAMS streams are open at once (429 past it).
 
 A workflow-limited token streams only its workflows' events (none without a workflow); its
@@ -51,7 +51,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     # Listen before replaying, so nothing published in between is missed; ids skip repeats.
     listener = bus.listen(accepts, settings.sse_buffer_bytes)
     loop = asyncio.get_running_loop()
-    listener.on_behind = lambda: _cut_off_if_stuck(request)
+    listener.on_behind = lambda: _cut_off(request)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -96,13 +96,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _cut_off_if_stuck(request: web.Request) -> None:
-    """A stream fell behind: if its client has not taken what was written already, the writer
-    may wait on it forever, holding a frame — close the connection, dropping what it holds. (One
-    that keeps reading ends at its next event, normally.)"""
-    transport = request.transport
-    if transport is not None and transport.get_write_buffer_size() > 0:
-        transport.abort()
+def _cut_off(request: web.Request) -> None:
+    """A stream fell behind: close its connection at once. Its writer may be waiting on a client
+    that reads nothing, and would wait so even to end the stream; the frames the system already
+    took still reach the client, which resumes after the last whole one."""
+    if request.transport is not None:
+        request.transport.abort()
 
 
 def _accepts(request: web.Request, wanted: Callable[[Event], bool]) -> Callable[[Event], bool]:
