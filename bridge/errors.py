@@ -24,6 +24,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+# An error text may quote what a caller sent (a processor's exception, a value it refused); it is
+# kept in jobs, results, callbacks and events, so it is cut to this many characters, marked.
+MAX_ERROR_CHARS = 2000
+
+
+def cut_short(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`text`, or its first `limit` characters and a marker saying how many more were cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit} characters cut]"
+
 
 class BridgeError(Exception):
     code: ClassVar[str] = "internal"
@@ -40,6 +51,7 @@ class BridgeError(Exception):
         retryable: bool | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        message = cut_short(message)
         super().__init__(message)
         self.message = message
         self.description = description

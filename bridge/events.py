@@ -1,12 +1,14 @@
 """The event bus: typed events, persisted in an ordered log, fanned out to in-process listeners.
 
 `publish` appends the event to the log (ids increase), and the bus hands it to every listener's
-bounded buffer without waiting: a slow listener never slows a publisher. The embedded log gives the
-event its id at once; the shared (Redis) log gives it one when it is written, and every instance
-gets every event — whichever instance published it — from the log (`deliver`); the hooks run only
-where the event was published. A listener whose buffer is full
-loses the event from its buffer (counted in `bridge_events_dropped`) and is told it overflowed, so
-a Server-Sent Events stream ends and its client resumes from the log with `Last-Event-ID` —
+bounded buffer without waiting: a slow listener never slows a publisher. An event is encoded once
+as a Server-Sent Events frame, and every listener holds that same frame. The embedded log gives
+the event its id at once; the shared (Redis) log gives it one when it is written, and every
+instance gets every event — whichever instance published it — from the log (`deliver`); the hooks
+run only where the event was published. A listener's buffer is bounded by events
+(LISTENER_BUFFER) and by bytes; one that would go past either has fallen behind: the bus lets it
+go at once (its buffer emptied, the events counted in `bridge_events_dropped`) and tells it, so a
+Server-Sent Events stream ends and its client resumes from the log with `Last-Event-ID` —
 nothing is lost to a client that reconnects.
 """
 
@@ -16,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -38,6 +41,7 @@ EventType = Literal[
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 LISTENER_BUFFER = 1000
+LISTENER_BYTES = 1024 * 1024  # BRIDGE_SSE_BUFFER_BYTES's default
 
 
 class Event(BaseModel):
@@ -69,19 +73,63 @@ class EventLog(Protocol):
         """Events after id `after`, oldest first, filtered."""
 
 
+def frame_of(event: Event) -> bytes:
+    """The event as a Server-Sent Events frame."""
+    return f"id: {event.id}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Framed:
+    """An event as a listener holds it: its id, and its frame (shared by every listener)."""
+
+    id: int
+    frame: bytes
+
+
 class Listener:
-    """One in-process consumer of events with a bounded buffer. `ended` is set when it fell
-    behind (its buffer overflowed) or the bridge is shutting down: it should stop listening."""
+    """One in-process consumer of events with a buffer bounded by events and by bytes. `ended`
+    is set when it fell behind (it is let go, its buffer emptied, and `on_behind` is called) or
+    the bridge is shutting down: it should stop listening."""
 
-    def __init__(self, accepts: Callable[[Event], bool], size: int = LISTENER_BUFFER) -> None:
+    def __init__(
+        self,
+        accepts: Callable[[Event], bool],
+        size: int = LISTENER_BUFFER,
+        max_bytes: int = LISTENER_BYTES,
+    ) -> None:
         self.accepts = accepts
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(size)
+        self.queue: asyncio.Queue[Framed] = asyncio.Queue(size)
+        self.max_bytes = max_bytes
+        self.pending_bytes = 0
         self.ended = asyncio.Event()
+        # A stream's writer may be stuck on a client that reads nothing: this cuts it off.
+        self.on_behind: Callable[[], None] = lambda: None
 
-    async def next(self, wait_s: float) -> Event | None:
+    def offer(self, framed: Framed) -> bool:
+        """Into the buffer; False when it would go past a bound."""
+        if self.pending_bytes + len(framed.frame) > self.max_bytes or self.queue.full():
+            return False
+        self.queue.put_nowait(framed)
+        self.pending_bytes += len(framed.frame)
+        return True
+
+    def fell_behind(self) -> int:
+        """Empty the buffer (the client resumes from the log), end; how many were dropped."""
+        dropped = self.queue.qsize()
+        self.queue = asyncio.Queue(self.queue.maxsize)
+        self.pending_bytes = 0
+        self.ended.set()
+        self.on_behind()
+        return dropped
+
+    def _taken(self, framed: Framed) -> Framed:
+        self.pending_bytes -= len(framed.frame)
+        return framed
+
+    async def next(self, wait_s: float) -> Framed | None:
         """The next event; None when `wait_s` passed or the listener ended first."""
         if not self.queue.empty():
-            return self.queue.get_nowait()
+            return self._taken(self.queue.get_nowait())
         getting = asyncio.ensure_future(self.queue.get())
         ending = asyncio.ensure_future(self.ended.wait())
         done, _ = await asyncio.wait(
@@ -89,7 +137,7 @@ class Listener:
         )
         ending.cancel()
         if getting in done:
-            return getting.result()
+            return self._taken(getting.result())
         getting.cancel()
         return None
 
@@ -116,19 +164,23 @@ class EventBus:
         if published_here:
             for hook in self.hooks:
                 hook(event)
+        framed: Framed | None = None
         for listener in tuple(self._listeners):
             if not listener.accepts(event):
                 continue
-            try:
-                listener.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                self._metrics.events_dropped.inc()
-                listener.ended.set()
+            framed = framed or Framed(event.id, frame_of(event))
+            if not listener.offer(framed):
+                self._listeners.discard(listener)
+                self._metrics.events_dropped.inc(listener.fell_behind() + 1)
 
-    def listen(self, accepts: Callable[[Event], bool]) -> Listener:
-        listener = Listener(accepts)
+    def listen(self, accepts: Callable[[Event], bool], max_bytes: int = LISTENER_BYTES) -> Listener:
+        listener = Listener(accepts, max_bytes=max_bytes)
         self._listeners.add(listener)
         return listener
+
+    @property
+    def listeners(self) -> frozenset[Listener]:
+        return frozenset(self._listeners)
 
     @property
     def last_id(self) -> int:
@@ -143,9 +195,14 @@ class EventBus:
         self._listeners.discard(listener)
 
     async def since(
-        self, after: int, *, types: Sequence[str] = (), workflow_id: str | None = None
+        self,
+        after: int,
+        *,
+        types: Sequence[str] = (),
+        workflow_id: str | None = None,
+        limit: int = 500,
     ) -> list[Event]:
-        return await self._log.since(after, types=types, workflow_id=workflow_id)
+        return await self._log.since(after, types=types, workflow_id=workflow_id, limit=limit)
 
 
 def matches(types: Sequence[str], workflow_id: str | None) -> Callable[[Event], bool]:

@@ -1,9 +1,13 @@
-"""Ids for jobs and traces."""
+"""Ids for jobs and traces, and the shape of ids a client chooses."""
 
 from __future__ import annotations
 
 import random
 import time
+
+# Ids a client chooses (workflow, execution, node, idempotency key) hold no control character:
+# they are written to logs, event streams and store keys.
+NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
 
 
 def new_id() -> str:

@@ -25,7 +25,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any
 
 from bridge import logs
-from bridge.errors import BridgeError, ProcessorFailed, Timeout
+from bridge.errors import BridgeError, ProcessorFailed, Timeout, cut_short
 from bridge.items import Item, ItemError, outputs_of
 from bridge.metrics import Metrics
 from bridge.processors.registry import Context, ProcessorSpec
@@ -45,7 +45,7 @@ ABANDON_AFTER_S = 1.0
 def _item_error(index: int, exc: BaseException) -> ItemError:
     if isinstance(exc, BridgeError):
         return ItemError(index, exc.code, exc.message)
-    return ItemError(index, "processor_error", f"{type(exc).__name__}: {exc}")
+    return ItemError(index, "processor_error", cut_short(f"{type(exc).__name__}: {exc}"))
 
 
 def _log_item_failure(ctx: Context, index: int, exc: BaseException) -> None:
@@ -53,7 +53,7 @@ def _log_item_failure(ctx: Context, index: int, exc: BaseException) -> None:
         "item %d failed: %s: %s",
         index,
         type(exc).__name__,
-        exc,
+        cut_short(str(exc)),
         exc_info=not isinstance(exc, BridgeError),
     )
 

@@ -238,6 +238,23 @@ class Settings(BaseModel):
     n8n_max_attempts: int = Field(3, ge=1, le=20)
     events_retention_s: int = Field(7 * 24 * 3600, ge=60)
     events_max: int = Field(1_000_000, ge=1000)
+    # What events may cost: each is kept for days and handed to every stream
+    max_report_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="the most a callback report's `data`, and its `error`, may each take as JSON",
+    )
+    sse_buffer_bytes: int = Field(
+        1024 * 1024,
+        ge=64 * 1024,
+        le=64 * 1024 * 1024,
+        description="the most of events waiting for one slow event stream; past it the stream "
+        "ends and its client resumes with Last-Event-ID",
+    )
+    sse_max_streams: int = Field(
+        100, ge=1, le=10_000, description="event streams open at once, on this process"
+    )
     dead_letter_retention_s: int = Field(30 * 24 * 3600, ge=60)
 
     @model_validator(mode="before")

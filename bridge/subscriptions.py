@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from bridge.events import Event, EventType
-from bridge.ids import new_id
+from bridge.events import EVENT_TYPES, Event, EventType
+from bridge.ids import NO_CONTROL, new_id
 from bridge.redact import redact_url
 from bridge.webhooks import Delivery
 from bridge.workflow_limit import WorkflowLimit
@@ -26,11 +26,17 @@ class SubscriptionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(min_length=1, max_length=2048, description="where events are POSTed")
-    events: list[EventType] = Field(min_length=1, description="the event types wanted")
-    workflow_id: str | None = Field(
-        None, min_length=1, max_length=256, description="only events of this workflow"
+    events: list[EventType] = Field(
+        min_length=1, max_length=len(EVENT_TYPES), description="the event types wanted"
     )
-    description: str | None = Field(None, max_length=512)
+    workflow_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        pattern=NO_CONTROL,
+        description="only events of this workflow",
+    )
+    description: str | None = Field(None, max_length=512, pattern=NO_CONTROL)
 
     @field_validator("url")
     @classmethod
@@ -111,7 +117,12 @@ class Subscriptions:
         return await self._store.remove(subscription_id)
 
     def deliveries_for(self, event: Event) -> list[Delivery]:
-        """One delivery per subscription that wants `event`; the id is stable per pair."""
+        """One delivery per subscription that wants `event`; the id is stable per pair. The
+        deliveries share one body (the event's values are not copied per subscription)."""
+        wanting = [s for s in self._by_id.values() if s.wants(event)]
+        if not wanting:
+            return []
+        body = event.model_dump(mode="json")
         return [
             Delivery(
                 id=f"evt_{event.id}_{subscription.id}",
@@ -120,8 +131,7 @@ class Subscriptions:
                 workflow_id=event.workflow_id,
                 job_id=event.job_id,
                 subscription_id=subscription.id,
-                body=event.model_dump(mode="json"),
+                body=body,
             )
-            for subscription in self._by_id.values()
-            if subscription.wants(event)
+            for subscription in wanting
         ]

@@ -12,8 +12,9 @@ from aiohttp.test_utils import TestClient
 from standardwebhooks.webhooks import Webhook
 
 from bridge.auth import mint_token
-from bridge.events import EventBus
-from bridge.keys import EVENTS
+from bridge.errors import MAX_ERROR_CHARS
+from bridge.events import Event, EventBus
+from bridge.keys import EVENTS, SUBSCRIPTIONS
 from bridge.metrics import Metrics
 from bridge.settings import Settings
 from tests.conftest import API_KEY, ClientFactory, token
@@ -101,8 +102,8 @@ async def test_a_slow_listener_never_blocks_the_publisher(settings: Settings) ->
     slow = bus.listen(lambda event: True)
     for _ in range(1500):  # more than the listener's buffer; nobody reads it
         bus.publish("workflow.queued", workflow_id="wf")
-    assert slow.ended.is_set()
-    assert metrics.events_dropped._value.get() == 500
+    assert slow.ended.is_set() and slow not in bus.listeners  # let go at its 1001st event
+    assert metrics.events_dropped._value.get() == 1001
 
 
 async def test_subscriptions_get_signed_event_webhooks(
@@ -287,3 +288,150 @@ async def test_a_webhook_id_is_a_duplicate_only_within_its_workflow(
             f"/api/v1/callbacks/{workflow}", data=body, headers=signed(body, "msg-shared")
         )
         assert await answer.json() == {"accepted": True, "duplicate": expected}, workflow
+
+
+@pytest.mark.parametrize("field", ["data", "error"])
+async def test_an_oversize_report_is_refused_and_changes_nothing(
+    make_client: ClientFactory, settings: Settings, field: str
+) -> None:
+    """A report's `data` or `error` past BRIDGE_MAX_REPORT_BYTES (as JSON) is a 413 at its
+    pointer: nothing recorded on the job, no event published, its webhook-id not used up."""
+    client = await make_client(max_report_bytes=4096)
+    everyone = admin(settings)
+    job_id = await run_job(client, everyone, "wf-big")
+    after = client.app[EVENTS].last_id
+    headers = {**everyone, "webhook-id": "big-1", "Content-Type": "application/json"}
+    body = {"status": "failed", "job_id": job_id, field: {"text": "x" * 4096}}
+    refused = await client.post("/api/v1/callbacks/wf-big", json=body, headers=headers)
+    assert refused.status == 413, await refused.text()
+    error = (await refused.json())["error"]
+    assert error["code"] == "payload_too_large"
+    assert [d["pointer"] for d in error["details"]] == [f"/{field}"]
+    assert "4096" in error["message"]
+    # The most that fits is taken, with the same webhook-id.
+    body[field] = {"text": "x" * (4096 - 20)}
+    body["execution_id"] = "fits"
+    taken = await client.post("/api/v1/callbacks/wf-big", json=body, headers=headers)
+    assert await taken.json() == {"accepted": True, "duplicate": False}
+    events = await _reported_events(client, after, "fits")
+    assert [e["execution_id"] for e in events] == ["fits"]
+
+
+@pytest.mark.parametrize("processor", ["quote_error", "quote_crash"])
+async def test_a_long_error_text_is_cut_short_in_jobs_and_events(
+    client: TestClient, settings: Settings, processor: str
+) -> None:
+    """A processor's error text may quote what a caller sent: a job's error, and each item's,
+    keep at most MAX_ERROR_CHARS of it, with a marker saying how much was cut."""
+    everyone = admin(settings)
+    body = {
+        "processing_type": processor,
+        "mode": "async",
+        "items": [{"json": {"message": "m" * 200_000}}],
+        "workflow_id": "wf-long-error",
+    }
+    url = "/api/v1/events?workflow_id=wf-long-error&type=workflow.failed,workflow.completed"
+    async with client.get(url, headers=everyone) as stream:
+        answer = await client.post(EXECUTE, json=body, headers=everyone)
+        assert answer.status == 202, await answer.text()
+        [event] = await read_events(stream, 1)
+    assert MAX_ERROR_CHARS == 2000  # as docs/api.md and docs/security.md say
+    assert len(orjson.dumps(event["data"])) < MAX_ERROR_CHARS + 1000
+    job_url = f"/api/v1/workflow/status/{event['data']['job_id']}"
+    job = await (await client.get(job_url, headers=everyone)).json()
+    messages = [job["error"]["message"]] if job["error"] else []
+    messages += [e["message"] for e in job["errors"]]
+    assert messages
+    for message in messages:
+        assert len(message) < MAX_ERROR_CHARS + 100
+        assert message.endswith("characters cut]"), message[-80:]
+
+
+def _bus() -> tuple[EventBus, Metrics]:
+    class Log:
+        last_id = 0
+
+        def append(self, type: Any, fields: dict[str, Any]) -> Any:
+            self.last_id += 1
+            return Event(id=self.last_id, type=type, **fields)
+
+        async def since(self, *args: Any, **kwargs: Any) -> list[Any]:
+            return []
+
+    metrics = Metrics(None)
+    return EventBus(Log(), metrics), metrics
+
+
+async def test_a_listener_is_bounded_by_bytes_and_let_go_when_it_falls_behind() -> None:
+    """Past its byte budget a listener ends, leaves the bus and its buffer is emptied — and
+    every listener is handed the same encoded frame: a large event is not copied per reader."""
+    bus, metrics = _bus()
+    slow = bus.listen(lambda event: True, max_bytes=100_000)
+    fast = bus.listen(lambda event: True, max_bytes=10_000_000)
+    for _ in range(20):  # 20 x 10 KB: twice the slow listener's budget
+        bus.publish("workflow.completed", workflow_id="wf", data={"data": "d" * 10_000})
+    assert slow.ended.is_set() and not fast.ended.is_set()
+    assert slow not in bus.listeners and slow.queue.empty() and slow.pending_bytes == 0
+    assert metrics.events_dropped._value.get() >= 10
+    # Every listener is handed the same encoded frame.
+    other = bus.listen(lambda event: True)
+    bus.publish("workflow.completed", workflow_id="wf", data={"data": "d" * 10_000})
+    shared = other.queue.get_nowait()
+    assert shared.frame.startswith(b"id: 21\nevent: workflow.completed\ndata: {")
+    assert [fast.queue.get_nowait() for _ in range(21)][-1].frame is shared.frame
+
+
+async def test_a_closed_sse_client_leaves_nothing_behind(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    bus = client.app[EVENTS]
+    for _ in range(3):
+        async with client.get("/api/v1/events", headers=auth) as stream:
+            await stream.content.readline()  # the stream has started: its listener is in
+            assert len(bus.listeners) == 1
+        assert await _streams_end(bus)  # closed: its listener and buffer are gone
+
+
+async def _streams_end(bus: EventBus) -> bool:
+    """Whether every stream's listener is gone within 10 s (a closed client's, within ~1 s)."""
+    deadline = time.monotonic() + 10
+    while bus.listeners and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return not bus.listeners
+
+
+async def test_event_streams_are_bounded_in_number(
+    make_client: ClientFactory, auth: dict[str, str]
+) -> None:
+    client = await make_client(sse_max_streams=2)
+    async with (
+        client.get("/api/v1/events", headers=auth) as first,
+        client.get("/api/v1/events", headers=auth) as second,
+    ):
+        assert first.status == second.status == 200
+        third = await client.get("/api/v1/events", headers=auth)
+        assert third.status == 429, await third.text()
+        error = (await third.json())["error"]
+        assert error["code"] == "overloaded" and "BRIDGE_SSE_MAX_STREAMS" in error["message"]
+        assert third.headers["Retry-After"]
+    assert await _streams_end(client.app[EVENTS])
+    async with client.get("/api/v1/events", headers=auth) as again:  # a slot freed: served
+        assert again.status == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"events": ["workflow.queued"] * 11},
+        {"events": ["workflow.queued"], "workflow_id": "wf\nfake"},
+        {"events": ["workflow.queued"], "description": "line\r\nbreak"},
+    ],
+    ids=["repeated types", "control in workflow_id", "control in description"],
+)
+async def test_a_subscription_filter_is_bounded(
+    client: TestClient, settings: Settings, body: dict[str, Any]
+) -> None:
+    body = {"url": "https://example.com/hook", **body}
+    answer = await client.post("/api/v1/subscriptions", json=body, headers=admin(settings))
+    assert answer.status == 422, await answer.text()
+    assert not client.app[SUBSCRIPTIONS].all()

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import re
 
+import orjson
 from aiohttp import web
 
 from bridge.api.access import require_workflow
 from bridge.api.body import json_response, read_model
 from bridge.api.models import WEBHOOK_ID, IncomingCallback
 from bridge.auth import authorize, challenge
-from bridge.errors import AuthenticationFailed, ValidationFailed
+from bridge.errors import AuthenticationFailed, PayloadTooLarge, ValidationFailed
 from bridge.jobs import JobRecord
-from bridge.keys import AUTH, DELIVERER, EVENTS, OUTBOX, PRINCIPAL, STORE
+from bridge.keys import AUTH, DELIVERER, EVENTS, OUTBOX, PRINCIPAL, SETTINGS, STORE
 
 _WEBHOOK_ID = re.compile(WEBHOOK_ID["schema"]["pattern"])
 
@@ -50,6 +51,7 @@ async def receive(request: web.Request) -> web.Response:
         authorize(principal, "execute")
         request[PRINCIPAL] = principal
     body = await read_model(request, IncomingCallback)
+    _check_size(body, request.app[SETTINGS].max_report_bytes)
     workflow_id = request.match_info["workflow_id"]
     require_workflow(request, workflow_id, "/path/workflow_id")
     job = await _job_of(request, workflow_id, body.job_id)  # before the webhook-id is used up
@@ -71,6 +73,19 @@ async def receive(request: web.Request) -> web.Response:
         data={"source": "n8n", "status": body.status, "error": body.error, "data": body.data},
     )
     return json_response({"accepted": True, "duplicate": False})
+
+
+def _check_size(body: IncomingCallback, limit: int) -> None:
+    """413 when `data` or `error` takes more than `limit` bytes as JSON: a report is kept on its
+    job and in the event log for days, and sent to every event stream and subscription."""
+    for field in ("data", "error"):
+        size = len(orjson.dumps(getattr(body, field)))
+        if size > limit:
+            raise PayloadTooLarge(
+                f"{field}: {size} bytes as JSON, more than BRIDGE_MAX_REPORT_BYTES ({limit})",
+                description="report a summary; the bridge keeps reports in its event log",
+                details=[{"pointer": f"/{field}", "message": f"more than {limit} bytes"}],
+            )
 
 
 async def _job_of(request: web.Request, workflow_id: str, job_id: str | None) -> JobRecord | None:

@@ -1,5 +1,9 @@
 """GET /api/v1/events (Server-Sent Events) and the webhook subscriptions to events.
 
+A stream's buffer is bounded (BRIDGE_SSE_BUFFER_BYTES, and 1000 events): a stream that falls
+behind is closed at once, and its client resumes with Last-Event-ID.
+At most BRIDGE_SSE_MAX_STREAMS streams are open at once (429 past it).
+
 A workflow-limited token streams only its workflows' events (none without a workflow); its
 subscriptions are delivered only those, and it sees, and removes, only the subscriptions made
 by tokens whose limit lies within its own."""
@@ -15,28 +19,39 @@ from pydantic import TypeAdapter, ValidationError
 from bridge.api.access import limit_of, require_workflow
 from bridge.api.body import json_response, parse_query, read_model
 from bridge.api.models import MAX_EVENT_ID, EventId, EventsQuery
-from bridge.errors import NotFound, ValidationFailed
-from bridge.events import Event, matches
-from bridge.keys import EVENTS, OUTBOUND, SUBSCRIPTIONS
+from bridge.errors import NotFound, Overloaded, ValidationFailed
+from bridge.events import Event, frame_of, matches
+from bridge.keys import EVENTS, OUTBOUND, SETTINGS, SUBSCRIPTIONS
 from bridge.outbound import refuse_url
 from bridge.subscriptions import Subscription, SubscriptionRequest
 
 _EVENT_ID = TypeAdapter(EventId)
 HEARTBEAT_S = 15.0
-REPLAY_PAGE = 500
+GONE_CHECK_S = 1.0  # how often an idle stream looks whether its client is gone
+# Events replayed per read of the log: at most ~2 MiB at the largest reports, held while written.
+REPLAY_PAGE = 16
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
     """Events as they happen, after those since `Last-Event-ID` (header, or `last_event_id`)."""
     query = parse_query(request, EventsQuery)
     bus = request.app[EVENTS]
+    settings = request.app[SETTINGS]
+    if len(bus.listeners) >= settings.sse_max_streams:
+        raise Overloaded(
+            f"{settings.sse_max_streams} event streams are open, as many as "
+            "BRIDGE_SSE_MAX_STREAMS allows; try again later",
+            headers={"Retry-After": str(int(HEARTBEAT_S))},
+        )
     types = tuple(t for t in (query.type or "").split(",") if t)
     if query.workflow_id is not None:
         require_workflow(request, query.workflow_id, "/query/workflow_id")
     accepts = _accepts(request, matches(types, query.workflow_id))
     after = _last_event_id(request, query.last_event_id)
     # Listen before replaying, so nothing published in between is missed; ids skip repeats.
-    listener = bus.listen(accepts)
+    listener = bus.listen(accepts, settings.sse_buffer_bytes)
+    loop = asyncio.get_running_loop()
+    listener.on_behind = lambda: _cut_off(request)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -49,21 +64,29 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await response.write(b"retry: 2000\n\n")
         if after is None:
             after = bus.last_id
-        while page := await bus.since(after, types=types, workflow_id=query.workflow_id):
+        while page := await bus.since(
+            after, types=types, workflow_id=query.workflow_id, limit=REPLAY_PAGE
+        ):
             for past in filter(accepts, page):
-                await response.write(_frame(past))
+                await response.write(frame_of(past))
             after = page[-1].id
             if len(page) < REPLAY_PAGE:
                 break
+        written = loop.time()
         while not listener.ended.is_set():
-            event = await listener.next(HEARTBEAT_S)
+            event = await listener.next(GONE_CHECK_S)
             if event is None:
-                if not listener.ended.is_set():
+                # aiohttp tells a handler of a closed connection only when it writes: look, so
+                # that a closed stream's listener (and its buffer) goes within a second.
+                if request.transport is None or request.transport.is_closing():
+                    break
+                if loop.time() - written >= HEARTBEAT_S and not listener.ended.is_set():
                     await response.write(b": keep-alive\n\n")
+                    written = loop.time()
                 continue
             if event.id > after:
-                await response.write(_frame(event))
-                after = event.id
+                await response.write(event.frame)
+                after, written = event.id, loop.time()
         # Too slow to keep up, or the bridge is stopping: the stream ends, and the client
         # resumes with Last-Event-ID (from this bridge's log, or another instance's).
     except (ConnectionResetError, asyncio.CancelledError):
@@ -71,6 +94,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
     finally:
         bus.forget(listener)
     return response
+
+
+def _cut_off(request: web.Request) -> None:
+    """A stream fell behind: close its connection at once. Its writer may be waiting on a client
+    that reads nothing, and would wait so even to end the stream; the frames the system already
+    took still reach the client, which resumes after the last whole one."""
+    if request.transport is not None:
+        request.transport.abort()
 
 
 def _accepts(request: web.Request, wanted: Callable[[Event], bool]) -> Callable[[Event], bool]:
@@ -94,10 +125,6 @@ def _last_event_id(request: web.Request, from_query: int | None) -> int | None:
             f"Last-Event-ID must be an event id (0 to {MAX_EVENT_ID}), not {header[:40]!r}",
             details=[{"pointer": "/headers/Last-Event-ID", "message": "not an event id"}],
         ) from None
-
-
-def _frame(event: Event) -> bytes:
-    return f"id: {event.id}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n".encode()
 
 
 async def subscribe(request: web.Request) -> web.Response:

@@ -9,13 +9,12 @@ from pydantic import AnyHttpUrl, BaseModel, BeforeValidator, ConfigDict, Field, 
 
 from bridge.errors import ERROR_CODES
 from bridge.events import EVENT_TYPES
+from bridge.ids import NO_CONTROL
 from bridge.items import NOT_BOOL, JsonInt, JsonObject, N8nBinary, N8nItem, PairedItemRef
 from bridge.jobs import ItemErrorModel, JobRecord, JobStatus
 from bridge.subscriptions import Subscription
 
-# Ids a client chooses (workflow, execution, node, idempotency key): 1 to 256 characters, none a
-# control character — they are written to logs, event streams and store keys.
-NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
+# Ids a client chooses: 1 to 256 characters, none a control character (NO_CONTROL).
 Id = Field(None, min_length=1, max_length=256, pattern=NO_CONTROL)
 # Event ids are SQLite INTEGERs and the first half of Redis stream ids: 64-bit, signed.
 MAX_EVENT_ID = 2**63 - 1

@@ -131,3 +131,15 @@ def flaky(items: list[Item], params: Flaky, ctx: Context) -> list:
     if calls <= params.failures:
         raise IntegrationFailed(f"the remote service is down (run {calls})")
     return [item.json for item in items]
+
+
+@processor("quote_error")
+def quote_error(item: Item, params: dict, ctx: Context) -> dict:
+    """Fails the item with an error text quoting its json.message, however long."""
+    raise ValueError(f"bad input: {item.json['message']}")
+
+
+@processor("quote_crash", batch=True)
+def quote_crash(items: list[Item], params: dict, ctx: Context) -> list:
+    """Fails the whole job with an error text quoting the first item's json.message."""
+    raise RuntimeError(f"bad batch: {items[0].json['message']}")
