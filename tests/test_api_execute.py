@@ -243,3 +243,18 @@ async def test_numbers_are_read_as_javascript_reads_them(
         assert response.status == 200, await response.text()
         answer = await response.json()
         assert answer["errors"] == [] and answer["items"][0]["json"]["n"] == -1.261250375471603e26
+
+
+async def test_a_callback_is_posted_or_got_and_nothing_else(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """callback_method is POST or GET (n8n's Wait node resumes on those), in the document too."""
+    for method in ("PUT", "PATCH", "DELETE", "post", "get"):
+        extra = {"mode": "async", "callback_url": "http://127.0.0.1:9/x", "callback_method": method}
+        response = await client.post(EXECUTE, json=body("echo", [{}], **extra), headers=auth)
+        assert response.status == 422, method
+        details = (await response.json())["error"]["details"]
+        assert details[0]["pointer"] == "/callback_method"
+    spec = await (await client.get("/api/v1/openapi.json")).json()
+    request = spec["components"]["schemas"]["ExecuteRequest"]["properties"]["callback_method"]
+    assert request["enum"] == ["POST", "GET"]

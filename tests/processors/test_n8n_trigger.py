@@ -161,6 +161,9 @@ BAD_WEBHOOKS = [
     "/\\evil.example/webhook/x",
     "webhook/../../admin",
     "webhook/%2e%2e/%2E%2E/admin",
+    "webhook/%252e%252e/admin",  # decoded twice by a proxy and n8n
+    "webhook/..;/admin",
+    "webhook/%2e./admin",
     "webhook/x\ny",
     "webhook/x y",
 ]
