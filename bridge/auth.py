@@ -34,6 +34,19 @@ DEFAULT_KID = "default"
 REALM = "n8n-bridge"
 MIN_RSA_BITS = 2048
 REQUIRED_CLAIMS = ["exp", "iat", "aud", "iss"]
+# RFC 8725 §2.1/§3.11: no claim or header field is reinterpreted or ignored. Time claims are JSON
+# numbers of seconds (not a string, a boolean, NaN or infinity: PyJWT would take "1795999999"
+# and read `true` as 1), from 1970 to the year 9999.
+TIME_CLAIMS = ("exp", "iat", "nbf")
+MAX_TIME = 253402300800
+# Header fields: the key is chosen by `kid` and configuration alone, so fields that carry or
+# point at a key (`jwk`, `jku`, `x5u`, `x5c` — never fetched nor used), that change how the
+# token is read (`crit`, `b64`, `zip`, a nested `cty`) or that make it a JWE are refused; the
+# certificate thumbprints some identity providers add (`x5t`, Azure AD) only name a key, and
+# are not used either.
+HEADER_FIELDS = frozenset({"alg", "kid", "typ", "x5t", "x5t#S256"})
+# `typ`, compared as a media type (RFC 7515 §4.1.9): a JWT, or an RFC 9068 access token.
+TOKEN_TYPES = frozenset({"jwt", "at+jwt"})
 # Verified tokens are remembered by their exact text until they expire, so a client that reuses
 # its token (a static bearer token, a node reusing one per execution) pays for one verification.
 TOKEN_CACHE_SIZE = 4096
@@ -180,9 +193,18 @@ class Authenticator:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:  # not only DecodeError: a `kid` that is no string
             raise self._invalid(f"the token is not a well-formed JWT ({exc})") from None
+        self._check_header(header)
         key = self._select_key(header.get("kid"))
         if header.get("alg") != key.alg:
             raise self._invalid(f"key {key.kid!r} only verifies {key.alg} tokens")
+        try:
+            # Time claims are checked before PyJWT reads them (it converts them with int()):
+            # a token with a wrong one is refused whatever its signature.
+            _check_times(jwt.decode(token, options={"verify_signature": False}))
+        except jwt.InvalidTokenError as exc:
+            raise self._invalid(f"the token is not a well-formed JWT ({exc})") from None
+        except ValueError as exc:
+            raise self._invalid(str(exc)) from None
         try:
             return jwt.decode(
                 token,
@@ -207,6 +229,20 @@ class Authenticator:
             raise self._invalid("the token's signature does not verify") from None
         except jwt.InvalidTokenError as exc:
             raise self._invalid(f"the token is invalid: {exc}") from None
+
+    def _check_header(self, header: Mapping[str, Any]) -> None:
+        unknown = sorted(str(name) for name in header if name not in HEADER_FIELDS)
+        if unknown:
+            raise self._invalid(
+                f"the token's header field {unknown[0][:32]!r} is not accepted (accepted: "
+                f"{', '.join(sorted(HEADER_FIELDS))})"
+            )
+        kind = header.get("typ")
+        if kind is not None and (
+            not isinstance(kind, str)
+            or kind.lower().removeprefix("application/") not in TOKEN_TYPES
+        ):
+            raise self._invalid("the token's typ must be JWT or at+jwt, when given")
 
     def _workflows_of(self, claims: Mapping[str, Any]) -> WorkflowLimit | None:
         if CLAIM not in claims:
@@ -236,6 +272,19 @@ class Authenticator:
         if not matched:
             raise self._invalid("the API key is not valid")
         return Principal("api-key:" + digest.hex()[:12], self._api_key_scopes, "api_key")
+
+
+def _check_times(claims: Mapping[str, Any]) -> None:
+    """ValueError unless every time claim present is a JSON number within range."""
+    for name in TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if type(value) not in (int, float) or not 0 <= value <= MAX_TIME:  # NaN fails too
+            raise ValueError(
+                f"the token's {name!r} claim must be a JSON number of seconds since 1970 "
+                f"(0 to {MAX_TIME}), not {type(value).__name__} {str(value)[:24]!r}"
+            )
 
 
 def _scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:

@@ -11,6 +11,11 @@ Taken apart as text, not by a URL parser: a password holding an unescaped `/` or
 (`redis://:pa/ss@host`) makes parsers see a path, and the password with it. Anything before the
 last `@` of what follows `scheme://` (up to the query) is masked — a path with an `@` in it is
 masked too, which errs on the safe side.
+
+The delimiters count percent-encoded too, once or more (`%3B`, `%253b`, …): a server or proxy
+that decodes the path before reading it sees `;` parameters, a query after `%3F` and a fragment
+after `%23` (masked to the path's end, as a query would be), and a parser that decodes the
+authority sees userinfo before `%40`. Other escapes stay as they are.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from __future__ import annotations
 import re
 
 MASK = "***"
-_PARAMETERS = re.compile(r";[^/]*")
+_ENCODED = r"%(?:25)*"  # a percent-encoding, itself encoded any number of times
+_PARAMETERS = re.compile(rf"(;|{_ENCODED}3b)[^/]*", re.IGNORECASE)
+_QUERY_OR_FRAGMENT = re.compile(rf"({_ENCODED}(?:3f|23)).*", re.IGNORECASE | re.DOTALL)
+_USERINFO = re.compile(rf"\A.*(?:@|{_ENCODED}40)", re.IGNORECASE | re.DOTALL)  # to the last one
 
 
 def redact_url(url: str) -> str:
@@ -27,8 +35,9 @@ def redact_url(url: str) -> str:
     url = url.partition("#")[0]
     head, question, _query = url.partition("?")
     scheme, sep, rest = head.partition("://")
-    if sep and "@" in rest:
-        rest = f"{MASK}@{rest.rpartition('@')[2]}"
+    if sep:
+        rest = _USERINFO.sub(f"{MASK}@", rest, count=1)
     authority, slash, path = rest.partition("/") if sep else ("", "", rest)
-    path = _PARAMETERS.sub(f";{MASK}", path)
+    path = _QUERY_OR_FRAGMENT.sub(rf"\1{MASK}", path, count=1)
+    path = _PARAMETERS.sub(rf"\1{MASK}", path)
     return f"{scheme}{sep}{authority}{slash}{path}" + (f"?{MASK}" if question else "")

@@ -11,21 +11,20 @@ import time
 from functools import cached_property
 from typing import Any, Protocol
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.events import EVENT_TYPES, Event, EventType
+from bridge.given_url import GivenUrl
 from bridge.ids import NO_CONTROL, new_id
 from bridge.redact import redact_url
 from bridge.webhooks import Delivery
 from bridge.workflow_limit import WorkflowLimit
 
-_HTTP_URL = TypeAdapter(AnyHttpUrl)
-
 
 class SubscriptionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=1, max_length=2048, description="where events are POSTed")
+    url: GivenUrl = Field(description="where events are POSTed")
     events: list[EventType] = Field(
         min_length=1, max_length=len(EVENT_TYPES), description="the event types wanted"
     )
@@ -37,11 +36,6 @@ class SubscriptionRequest(BaseModel):
         description="only events of this workflow",
     )
     description: str | None = Field(None, max_length=512, pattern=NO_CONTROL)
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, url: str) -> str:
-        return str(_HTTP_URL.validate_python(url))
 
 
 class Subscription(SubscriptionRequest):

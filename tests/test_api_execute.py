@@ -269,3 +269,18 @@ async def test_a_timeout_is_lowered_to_the_processors_limit(client: TestClient) 
     assert runner.timeout_for(echo, 86_400, "sync") == settings.sync_timeout_s
     assert runner.timeout_for(echo, 86_400, "async") == settings.job_timeout_s
     assert runner.timeout_for(echo, 5, "sync") == 5
+
+
+async def test_a_callback_is_posted_or_got_and_nothing_else(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """callback_method is POST or GET (n8n's Wait node resumes on those), in the document too."""
+    for method in ("PUT", "PATCH", "DELETE", "post", "get"):
+        extra = {"mode": "async", "callback_url": "http://127.0.0.1:9/x", "callback_method": method}
+        response = await client.post(EXECUTE, json=body("echo", [{}], **extra), headers=auth)
+        assert response.status == 422, method
+        details = (await response.json())["error"]["details"]
+        assert details[0]["pointer"] == "/callback_method"
+    spec = await (await client.get("/api/v1/openapi.json")).json()
+    request = spec["components"]["schemas"]["ExecuteRequest"]["properties"]["callback_method"]
+    assert request["enum"] == ["POST", "GET"]

@@ -59,6 +59,20 @@ def with_header(header: dict[str, Any]) -> str:
     return f"{head}.{body}.{b64(signature)}"
 
 
+def with_claims(raw: str) -> str:
+    """Signed with the right secret, with claims as raw JSON (numbers no encoder writes)."""
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "default"}).encode())
+    body = b64(raw.encode())
+    signature = hmac.new(SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(signature)}"
+
+
+def raw_claims(**raw: str) -> str:
+    """claims() with some values given as raw JSON text."""
+    values = {k: json.dumps(v) for k, v in claims().items()} | raw
+    return with_claims("{" + ",".join(f'"{k}":{v}' for k, v in values.items()) + "}")
+
+
 def alg_none() -> str:
     return jwt.encode(claims(), None, algorithm="none", headers={"kid": "default"})
 
@@ -102,6 +116,37 @@ ATTACKS: dict[str, tuple[Callable[[], str], str]] = {
         "signature",
     ),
     "not a JWT": (lambda: "eyJhbGciOi.garbage", "not a well-formed JWT"),
+    # RFC 8725: time claims are JSON numbers, never reinterpreted from another type
+    "exp as a string": (lambda: signed(claims(exp=str(NOW + 3600))), "'exp' claim must be"),
+    "exp as a padded string": (lambda: signed(claims(exp=" 99999999999")), "'exp' claim must be"),
+    "iat as a string": (lambda: signed(claims(iat=str(NOW))), "'iat' claim must be"),
+    "nbf as a string": (lambda: signed(claims(nbf=str(NOW))), "'nbf' claim must be"),
+    "exp true": (lambda: signed(claims(exp=True)), "'exp' claim must be"),
+    "nbf true": (lambda: signed(claims(nbf=True)), "'nbf' claim must be"),
+    "iat false": (lambda: signed(claims(iat=False)), "'iat' claim must be"),
+    "exp as a list": (lambda: signed(claims(exp=[NOW + 3600])), "'exp' claim must be"),
+    "exp infinite": (lambda: raw_claims(exp="1e400"), "'exp' claim must be"),
+    "exp NaN": (lambda: raw_claims(exp="NaN"), "'exp' claim must be"),
+    "exp beyond year 9999": (lambda: raw_claims(exp="1" + "0" * 40), "'exp' claim must be"),
+    "iat negative": (lambda: raw_claims(iat="-1"), "'iat' claim must be"),
+    # RFC 7515/8725: header fields the bridge does not use are refused, not ignored — above all
+    # those that carry or point at a key (the key comes from kid and configuration only)
+    "jwk in the header": (lambda: with_header({"kid": "default", "jwk": {"kty": "oct"}}), "'jwk'"),
+    "jku in the header": (
+        lambda: with_header({"kid": "default", "jku": "http://127.0.0.1:9/k"}),
+        "'jku'",
+    ),
+    "x5u in the header": (
+        lambda: with_header({"kid": "default", "x5u": "http://127.0.0.1:9/c"}),
+        "'x5u'",
+    ),
+    "x5c in the header": (lambda: with_header({"kid": "default", "x5c": ["MIIB"]}), "'x5c'"),
+    "zip in the header": (lambda: with_header({"kid": "default", "zip": "DEF"}), "'zip'"),
+    "crit in the header": (lambda: with_header({"kid": "default", "crit": ["exp"]}), "critical"),
+    "b64 in the header": (lambda: with_header({"kid": "default", "b64": False}), "'b64'"),
+    "cty JWT (nested)": (lambda: with_header({"kid": "default", "cty": "JWT"}), "'cty'"),
+    "typ JWE": (lambda: with_header({"kid": "default", "typ": "JWE"}), "typ"),
+    "typ of another kind": (lambda: with_header({"kid": "default", "typ": "dpop+jwt"}), "typ"),
 }
 
 

@@ -27,6 +27,18 @@ from bridge.redact import redact_url
         ("http://h/a;x=1/b;y=2?q=3", "http://h/a;***/b;***?***"),
         ("http://u:pw@h;x/p", "http://***@h;x/p"),
         ("http://h;jsessionid=1", "http://h;jsessionid=1"),  # no path: an (invalid) host
+        # the same delimiters percent-encoded, once or more, in either case: a server that
+        # decodes the path before reading it sees `;`, `?`, `#` — and an encoded `@` before
+        # the host is masked like `@`
+        ("http://h/cb%3Bsignature=S5/x%3bsig=S6", "http://h/cb%3B***/x%3b***"),
+        ("http://h/cb%253Bsig=S7/x", "http://h/cb%253B***/x"),
+        ("http://h/cb%3Fsignature=S8/more", "http://h/cb%3F***"),
+        ("http://h/cb%3fsig=S9", "http://h/cb%3f***"),
+        ("http://h/cb%25253Fsig=S10", "http://h/cb%25253F***"),
+        ("http://h/cb%23sig=S11/x", "http://h/cb%23***"),
+        ("http://u%40S12@h/p", "http://***@h/p"),
+        ("http://S13%40h/p", "http://***@h/p"),
+        ("http://h/a%2Fb/%3Cok%3E", "http://h/a%2Fb/%3Cok%3E"),  # other escapes stay
     ],
 )
 def test_userinfo_and_query_never_shown(url: str, shown: str) -> None:

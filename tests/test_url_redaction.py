@@ -81,6 +81,17 @@ async def test_path_parameters_are_shown_redacted_and_sent_complete(
     assert_no_secret(await answer.text())
 
 
+async def test_encoded_path_parameters_are_shown_redacted(
+    client: TestClient, auth: dict[str, str], target: Target
+) -> None:
+    url = target.url("/") + f"cb%3Bsignature={SIGNATURE}/x%3bsig={SIGNATURE}"
+    job_id = await submit(client, auth, url)
+    done = await after_callback(client, auth, job_id, "delivered")
+    assert done["callback"]["url"] == target.url("/") + "cb%3B***/x%3b***"
+    answer = await client.get(f"/api/v1/workflow/status/{job_id}", headers=auth)
+    assert_no_secret(await answer.text())
+
+
 async def test_jobs_of_a_workflow_show_callback_urls_redacted(
     client: TestClient, auth: dict[str, str], target: Target
 ) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from bridge.errors import ERROR_CODES
 from bridge.events import EVENT_TYPES
+from bridge.given_url import GivenUrl
 from bridge.ids import NO_CONTROL
 from bridge.items import NOT_BOOL, JsonInt, JsonObject, N8nBinary, N8nItem, PairedItemRef
 from bridge.jobs import ItemErrorModel, JobRecord, JobStatus
@@ -62,10 +63,14 @@ class _Submission(BaseModel):
     parameters: dict[str, Any] = Field(
         default_factory=dict, description="the processor's parameters (its JSON Schema)"
     )
-    callback_url: AnyHttpUrl | None = Field(
-        None, description="async: where to send the result (an n8n resume URL or webhook)"
+    callback_url: GivenUrl | None = Field(
+        None,
+        description="async: where to send the result (an n8n resume URL or webhook): http(s), "
+        "visible ASCII, at most 2048 characters, no . or .. path segments in any encoding",
     )
-    callback_method: Literal["POST", "GET", "PUT", "PATCH"] = "POST"
+    callback_method: Literal["POST", "GET"] = Field(
+        "POST", description="POST (the result as JSON) or GET (n8n's Wait node takes either)"
+    )
     priority: JsonInt = Field(5, ge=0, le=9, description="0 lowest … 9 highest (async)")
     timeout_s: Annotated[float, Field(gt=0, le=86400), NOT_BOOL] | None = Field(
         None, description="bound on the processor's run; default: its own"

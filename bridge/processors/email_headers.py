@@ -6,13 +6,17 @@ Python's e-mail package starts a new header line at every `str.splitlines()` bou
 `\\f`, `\\x1c` to `\\x1e`, `\\x85`, U+2028 and U+2029 as well as CR and LF — so any of them in a
 value lets the rest of it through as a header of its own. Refused, in every value, name and
 address: all C0 controls (tab included), DEL, all C1 controls, U+2028 and U+2029 — a superset of
-those boundaries. Every check raises ValueError naming the field and the character.
+those boundaries. A value is at most 900 characters: it fits one SMTP line unfolded. File
+names and display names may not hold format characters (Unicode category Cf: bidi overrides such
+as U+202E, which shows `\u202etxt.exe` as `exe.txt`, zero-width and invisible characters). Every
+check raises ValueError naming the field and the character.
 """
 
 from __future__ import annotations
 
 import email.utils
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,6 +46,10 @@ _RESERVED = frozenset(
     }
 )
 _RESERVED_PREFIXES = ("content-", "resent-")
+# A header value, subject, address or display name: an SMTP line holds 998 characters (RFC 5322
+# §2.1.1) and a value without spaces cannot be folded (the server would refuse the message with
+# "line too long"); 900 leaves room for the longest name (76) and ": ".
+MAX_HEADER_VALUE = 900
 # Custom headers per message, the request's and the item's together: plenty for tracking and
 # list headers, and a bound on what one item can make the bridge and the server carry.
 MAX_CUSTOM_HEADERS = 50
@@ -56,6 +64,23 @@ def header_text(value: str, field: str) -> str:
             f"`{field}` may not contain the control character U+{ord(found[0]):04X}: "
             "no line break or other control character of any kind goes into an e-mail header"
         )
+    if len(value) > MAX_HEADER_VALUE:
+        raise ValueError(
+            f"`{field}` has {len(value)} characters; a header value may have at most "
+            f"{MAX_HEADER_VALUE} characters (an SMTP line holds 998)"
+        )
+    return value
+
+
+def shown_name(value: str, field: str) -> str:
+    """A name a reader sees (a file name, a display name): no format character (category Cf),
+    which would reorder or hide what is shown."""
+    for c in value:
+        if unicodedata.category(c) == "Cf":
+            raise ValueError(
+                f"`{field}` may not contain the format character U+{ord(c):04X} "
+                f"({unicodedata.name(c, 'unnamed')}): it would change how the name is shown"
+            )
     return value
 
 
@@ -82,7 +107,7 @@ def addresses(value: Any, field: str) -> list[tuple[str, str]]:
                 "(the bridge sends ASCII addresses, internationalized domains in their IDNA "
                 "form; it does not use SMTPUTF8)"
             ) from None
-        found.append((display, valid.ascii_email or valid.normalized))
+        found.append((shown_name(display, field), valid.ascii_email or valid.normalized))
     return found
 
 
@@ -130,7 +155,7 @@ def bounded(count: int, size: int, field: str = "headers") -> None:
 def file_name(value: str, field: str) -> str:
     """An attachment's file name: a name, not a path — no `/`, `\\` or `:` (a receiving
     program may join it to a folder), not `.` or `..`, not blank, at most 255 characters."""
-    header_text(value, field)
+    shown_name(header_text(value, field), field)
     if any(c in value for c in "/\\:") or value.strip() in ("", ".", "..") or len(value) > 255:
         raise ValueError(
             f"`{field}`: {value[:80]!r} is not a file name (no `/`, `\\` or `:`, not `.` or "

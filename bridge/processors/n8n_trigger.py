@@ -9,6 +9,7 @@ a call whose outcome is unknown (the bridge died mid-call) is reported, not repe
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -35,15 +36,16 @@ MAX_HEADERS = 20
 # them, and a wrong one desynchronises the connection or reaches another virtual host), those
 # that speak for a proxy or for the client's network address (a target may trust them), those
 # that make a reverse proxy or framework in front of n8n — the one host the production policy
-# lets out — serve another path or method than the one called (X-Original-URL, X-HTTP-Method-
-# Override, Max-Forwards, …), and the bridge's own (a target may trust those too). Credentials
-# (Authorization, Cookie, API keys) are the workflow's own to send.
+# lets out — serve another path, host, scheme or method than the one called (X-Original-URL,
+# X-HTTP-Method-Override, Max-Forwards, …), and the bridge's own (a target may trust those too).
+# Credentials (Authorization, Cookie, API keys) are the workflow's own to send.
+#
+# Proxies and frameworks keep inventing such names (X-Cluster-Client-IP, Fastly-Client-IP,
+# X-ProxyUser-Ip, X-HTTP-Host-Override, …), so beyond a list they are refused by rule: by the
+# words of the name, split at `-`, `_` and `.` (CGI-style servers read X_Forwarded_For and
+# X-Forwarded-For alike).
 RESERVED_HEADERS = frozenset(
     {
-        "host",
-        "content-length",
-        "content-type",
-        "content-encoding",
         "transfer-encoding",
         "connection",
         "keep-alive",
@@ -52,36 +54,63 @@ RESERVED_HEADERS = frozenset(
         "trailer",
         "expect",
         "via",
-        "forwarded",
         "max-forwards",
-        "x-original-url",
-        "x-original-uri",
-        "x-original-host",
-        "x-original-method",
-        "x-rewrite-url",
-        "x-override-url",
-        "x-host",
-        "x-http-method-override",
         "x-http-method",
-        "x-method-override",
         "x-middleware-subrequest",
-        "x-real-ip",
-        "x-client-ip",
-        "true-client-ip",
-        "cf-connecting-ip",
         "x-trace-id",
         "idempotency-key",
+        "front-end-https",
     }
 )
-RESERVED_PREFIXES = ("proxy-", "x-forwarded-", "x-envoy-", "x-bridge-", "webhook-")
+RESERVED_PREFIXES = (
+    "content-",  # the body is the bridge's: its type, length, encoding, range, language
+    "proxy-",
+    "x-forwarded-",
+    "x-original-",
+    "x-rewrite-",
+    "x-real-",
+    "true-client-",
+    "cf-connecting-",
+    "x-envoy-",
+    "x-bridge-",
+    "webhook-",
+)
+# A word that names a network address or host: Client-IP, X-Remote-Addr, X-Backend-Host, …
+ADDRESS_WORDS = frozenset({"ip", "ips", "ipv4", "ipv6", "addr", "address", "host"})
+# Inside the name with its separators removed: X-ClientIP, X-Originating-IP, Remote-User,
+# X-HTTP-Host-Override, X-Url-Scheme, …
+RESERVED_PARTS = (
+    "forwarded",
+    "clientip",
+    "clientaddr",
+    "originating",
+    "realip",
+    "remote",
+    "override",
+    "proxy",
+    "urlscheme",
+)
+_WORD_BREAK = re.compile(r"[-_.]+")
+
+
+def reserved(name: str) -> bool:
+    """Whether a header name is the bridge's, its HTTP client's, or speaks for a proxy or a
+    client address, by the list or by rule."""
+    words = [word for word in _WORD_BREAK.split(name.lower()) if word]
+    dashed, joined = "-".join(words), "".join(words)
+    return (
+        dashed in RESERVED_HEADERS
+        or f"{dashed}-".startswith(RESERVED_PREFIXES)
+        or any(word in ADDRESS_WORDS for word in words)
+        or any(part in joined for part in RESERVED_PARTS)
+    )
 
 
 def _not_reserved(name: str) -> str:
-    lowered = name.lower()
-    if lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_PREFIXES):
+    if reserved(name):
         raise ValueError(
-            f"{name} is set by the bridge or its HTTP client, or speaks for a proxy; it cannot "
-            "be given"
+            f"{name} is set by the bridge or its HTTP client, or speaks for a proxy, a client "
+            "address or an override of the path, host or method; it cannot be given"
         )
     return name
 
@@ -114,10 +143,11 @@ class TriggerParams(BaseModel):
         default_factory=dict,
         max_length=MAX_HEADERS,
         description="extra request headers (up to 20; not Host, Content-*, Transfer-Encoding, "
-        "Connection, Upgrade, TE, Trailer, Expect, Via, Proxy-*, Forwarded, X-Forwarded-*, "
-        "X-Real-IP, Max-Forwards, the path and method overrides of proxies (X-Original-URL, "
-        "X-Rewrite-URL, X-HTTP-Method-Override, …, X-Envoy-*), the bridge's own X-Bridge-*, "
-        "X-Trace-ID, Idempotency-Key, webhook-*)",
+        "Connection, Upgrade, TE, Trailer, Expect, Via, Proxy-*, Max-Forwards, names that speak "
+        "for a client address or forwarding (a word ip/addr/address/host, or forwarded, remote, "
+        "client-ip, originating, real-ip, X-Forwarded-*, True-Client-*, CF-Connecting-*), the "
+        "path, host and method overrides of proxies (X-Original-*, X-Rewrite-*, *override*, "
+        "X-Envoy-*), the bridge's own X-Bridge-*, X-Trace-ID, Idempotency-Key, webhook-*)",
     )
     result_field: str = Field("n8n", min_length=1, description="where n8n's answer goes")
 

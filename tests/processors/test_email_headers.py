@@ -12,6 +12,7 @@ import pytest
 from bridge.processors.email_headers import (
     MAX_CUSTOM_HEADER_BYTES,
     MAX_CUSTOM_HEADERS,
+    MAX_HEADER_VALUE,
     header_text,
 )
 from tests.processors.conftest import send
@@ -283,7 +284,8 @@ async def test_custom_headers_are_capped_in_number_and_size(
     assert [e["index"] for e in answer["errors"]] == [0, 1, 2, 3], answer
     assert all("headers" in e["message"] for e in answer["errors"])
     assert f"more than {MAX_CUSTOM_HEADERS}" in answer["errors"][0]["message"]
-    assert f"{MAX_CUSTOM_HEADER_BYTES} bytes" in answer["errors"][2]["message"]
+    assert f"at most {MAX_HEADER_VALUE} characters" in answer["errors"][2]["message"]
+    assert f"{MAX_CUSTOM_HEADER_BYTES} bytes" in answer["errors"][3]["message"]
     assert sink.envelopes == [("news@example.com", ["fine@example.org"])]
 
 
@@ -322,3 +324,49 @@ async def test_attachment_file_names_with_paths_are_refused(
     [error] = answer["errors"]
     assert error["index"] == 0 and "file name" in error["message"], error
     assert len(sink.raw) == 1 and b'filename="report 2025.txt"' in sink.raw[0]
+
+
+async def test_a_header_value_fits_an_smtp_line_or_is_refused(
+    client_for_sink: Any, sink: Sink
+) -> None:
+    """An SMTP line holds 998 characters (RFC 5322 §2.1.1) and a value without spaces cannot
+    be folded: a value, subject or display name over MAX_HEADER_VALUE characters fails its item
+    with a clear error; one at the cap goes out, every line of it within 998."""
+    client, headers = await client_for_sink(sink)
+    to = "a@example.org"
+    items = [
+        {"json": {"to": to, "headers": {"X-Long": "x" * 10_000}}},
+        {"json": {"to": to, "subject": "s" * 10_000}},
+        {"json": {"to": f"{'n' * 10_000} <{to}>"}},
+        {"json": {"to": to, "subject": "t" * MAX_HEADER_VALUE}},
+        {"json": {"to": to, "headers": {"X-Max": "m" * MAX_HEADER_VALUE}}},
+    ]
+    answer = await (await send(client, headers, items, text="t")).json()
+    assert [e["index"] for e in answer["errors"]] == [0, 1, 2], answer
+    assert all(f"at most {MAX_HEADER_VALUE} characters" in e["message"] for e in answer["errors"])
+    assert len(sink.raw) == 2
+    for raw in sink.raw:
+        assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+
+
+@pytest.mark.parametrize(
+    "format_character",
+    ["\u202e", "\u202d", "\u2066", "\u200b", "\u200e", "\ufeff", "\u00ad", "\u061c"],
+)
+async def test_format_characters_in_file_and_display_names_are_refused(
+    client_for_sink: Any, sink: Sink, format_character: str
+) -> None:
+    """Bidi overrides and other invisible format characters (Unicode category Cf) would show
+    `\u202etxt.exe` as `exe.txt`, or a sender's name as another's."""
+    client, headers = await client_for_sink(sink)
+    to = {"to": "you@example.org"}
+    items = [
+        {"json": to, "binary": {"doc": _blob(fileName=f"{format_character}txt.exe")}},
+        {"json": {"to": f"Bank{format_character} <you@example.org>"}},
+        {"json": {**to, "from": f"Ann{format_character} <ann@example.org>"}},
+        {"json": to, "binary": {"doc": _blob(fileName="r\u00e9sum\u00e9 \u05d0.txt")}},
+    ]
+    answer = await (await send(client, headers, items, text="t")).json()
+    assert [e["index"] for e in answer["errors"]] == [0, 1, 2], answer
+    assert all("format character" in e["message"] for e in answer["errors"]), answer
+    assert len(sink.raw) == 1

@@ -130,6 +130,57 @@ REFUSED_HEADERS = [
 ]
 
 
+# Refused by rule, not by list: names whose words say client address, forwarding, origin,
+# override or rewrite (a server may trust them), in any spelling — `_` and `.` are read as `-`
+# by CGI-style servers (X_Forwarded_For is HTTP_X_FORWARDED_FOR).
+ADDRESS_OR_OVERRIDE_HEADERS = [
+    "X-Cluster-Client-IP",
+    "Fastly-Client-IP",
+    "Client-IP",
+    "X-ProxyUser-Ip",
+    "X-Originating-IP",
+    "X-Remote-IP",
+    "X-Remote-Addr",
+    "X-Forwarded",
+    "Forwarded-For",
+    "X-Original-Forwarded-For",
+    "X-HTTP-Host-Override",
+    "X-Custom-IP-Authorization",
+    "X_Forwarded_For",
+    "X.Real.IP",
+    "X-ClientIP",
+    "X-Client-IPv6",
+    "X-Real-Port",
+    "Remote-User",
+    "X-Remote-User",
+    "X-Backend-Host",
+    "X-Forwarded-Host",
+    "X-Original-Anything",
+    "X-Rewrite-Path",
+    "X-Url-Scheme",
+    "Front-End-Https",
+    "True-Client-Host",
+    "CF-Connecting-IPv6",
+    "X-Azure-ClientIP",
+    "X-Client-Address",
+    "X-Source-Addr",
+    "Content-Language",
+    "Content-Range",
+]
+
+
+@pytest.mark.parametrize("name", ADDRESS_OR_OVERRIDE_HEADERS)
+async def test_address_and_override_headers_are_refused_by_rule(
+    client: TestClient, auth: dict[str, str], target: Target, name: str
+) -> None:
+    body = trigger(target.url(), [{}], headers={name: "127.0.0.1"})
+    response = await client.post(EXECUTE, json=body, headers=auth)
+    assert response.status == 422, name
+    details = (await response.json())["error"]["details"]
+    assert f"/parameters/headers/{name}" in [detail["pointer"] for detail in details]
+    assert target.received == []
+
+
 @pytest.mark.parametrize(("headers", "pointer"), REFUSED_HEADERS)
 async def test_headers_that_control_the_transport_or_impersonate_are_refused(
     client: TestClient, auth: dict[str, str], target: Target, headers: dict[str, str], pointer: str
@@ -161,6 +212,9 @@ BAD_WEBHOOKS = [
     "/\\evil.example/webhook/x",
     "webhook/../../admin",
     "webhook/%2e%2e/%2E%2E/admin",
+    "webhook/%252e%252e/admin",  # decoded twice by a proxy and n8n
+    "webhook/..;/admin",
+    "webhook/%2e./admin",
     "webhook/x\ny",
     "webhook/x y",
 ]
@@ -193,7 +247,19 @@ async def test_a_path_stays_under_the_n8n_url(
 async def test_ordinary_headers_go_out(
     client: TestClient, auth: dict[str, str], target: Target
 ) -> None:
-    headers = {"Authorization": "Bearer abc", "X-Api-Key": "k", "Cookie": "a=b", "Accept": "*/*"}
+    headers = {
+        "Authorization": "Bearer abc",
+        "X-Api-Key": "k",
+        "Cookie": "a=b",
+        "Accept": "*/*",
+        "Accept-Language": "fr",
+        "User-Agent": "wf",
+        "X-Request-ID": "r1",
+        "X-N8N-API-KEY": "k2",
+        "X-Zip-Code": "75001",
+        "X-Tenant": "t",
+        "If-Match": '"e"',
+    }
     body = trigger(target.url(), [{}], headers=headers)
     assert (await client.post(EXECUTE, json=body, headers=auth)).status == 200
     [call] = target.received
