@@ -25,8 +25,10 @@ from jinja2.nodes import EvalContext
 from markupsafe import Markup, escape
 
 from bridge.processors.template_limits import (
+    BUDGET,
     DEADLINE,
     MAX_OUTPUT_CHARS,
+    REFERENCE_CHARS,
     check_items,
     check_numbers,
     check_size,
@@ -36,6 +38,7 @@ from bridge.processors.template_limits import (
     escaped_size,
     out_of_time,
     printf_size,
+    spend,
     text_size,
 )
 
@@ -237,7 +240,7 @@ def _measured(
     """`guarded` for a filter that only makes text of its value (`lower`, `format`, `replace`…),
     with the checks written out: most templates call one or two of these for every item, where
     each call of a check cost about as much as the filter itself."""
-    deadline_of, now = DEADLINE.get, time.monotonic
+    deadline_of, budget_of, now = DEADLINE.get, BUDGET.get, time.monotonic
 
     @functools.wraps(function)
     def measured(*args: Any, **kwargs: Any) -> Any:
@@ -251,6 +254,11 @@ def _measured(
             check_size(estimate(value, *args[skip + 1 :], **kwargs))
         result = function(*args, **kwargs)
         if type(result) is str and len(result) <= MAX_OUTPUT_CHARS:
+            budget = budget_of()  # `checked`'s payment, written out
+            if budget is not None:
+                budget.left -= len(result)
+                if budget.left < 0:
+                    raise budget.spent()
             return result
         return checked(result)
 
@@ -376,6 +384,7 @@ def sum_(
         check_time()
         count += len(value) if isinstance(value, Sized) else 0
         check_items(count)
+        spend(REFERENCE_CHARS * count)
         total = total + value
     return total
 
