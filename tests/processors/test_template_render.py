@@ -145,6 +145,15 @@ async def test_a_template_cannot_exhaust_memory_or_a_worker(
     assert fine["items"][0]["json"]["rendered"] == "Hi AdaAda"
 
 
+async def test_range_is_at_most_100000_items(client: TestClient, auth: dict[str, str]) -> None:
+    """Jinja's sandbox limits `range` (docs/processors.md says so)."""
+    items = [{"json": {}}]
+    answer = await (await render(client, auth, items, template="{{ range(100001)|last }}")).json()
+    assert "larger than MAX_RANGE (100000)" in answer["errors"][0]["message"]
+    answer = await (await render(client, auth, items, template="{{ range(100000)|last }}")).json()
+    assert answer["items"][0]["json"]["rendered"] == "99999"
+
+
 async def test_no_placeholder_text(client: TestClient, auth: dict[str, str]) -> None:
     """Jinja's `lipsum` writes gigabytes on request: it is not there."""
     answer = await (await render(client, auth, [{"json": {}}], template="{{ lipsum(99) }}")).json()
