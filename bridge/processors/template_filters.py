@@ -25,10 +25,9 @@ from jinja2.nodes import EvalContext
 from markupsafe import Markup, escape
 
 from bridge.processors.template_limits import (
-    BUDGET,
-    DEADLINE,
     MAX_OUTPUT_CHARS,
     REFERENCE_CHARS,
+    RUN,
     check_items,
     check_numbers,
     check_size,
@@ -240,12 +239,12 @@ def _measured(
     """`guarded` for a filter that only makes text of its value (`lower`, `format`, `replace`…),
     with the checks written out: most templates call one or two of these for every item, where
     each call of a check cost about as much as the filter itself."""
-    deadline_of, budget_of, now = DEADLINE.get, BUDGET.get, time.monotonic
+    run_of, now = RUN.get, time.monotonic
 
     @functools.wraps(function)
     def measured(*args: Any, **kwargs: Any) -> Any:
-        deadline = deadline_of()
-        if deadline is not None and now() > deadline:
+        run = run_of()
+        if run is not None and now() > run.deadline:
             raise out_of_time()
         value = args[skip]
         if times and not isinstance(value, str):
@@ -254,11 +253,10 @@ def _measured(
             check_size(estimate(value, *args[skip + 1 :], **kwargs))
         result = function(*args, **kwargs)
         if type(result) is str and len(result) <= MAX_OUTPUT_CHARS:
-            budget = budget_of()  # `checked`'s payment, written out
-            if budget is not None:
-                budget.left -= len(result)
-                if budget.left < 0:
-                    raise budget.spent()
+            if run is not None:  # `checked`'s payment, written out
+                run.left -= len(result)
+                if run.left < 0:
+                    raise run.spent()
             return result
         return checked(result)
 

@@ -7,6 +7,7 @@ Every bound raises Jinja's `SecurityError`, which fails the item with a message 
 from __future__ import annotations
 
 import functools
+import math
 import re
 import time
 from collections.abc import ItemsView, KeysView, Mapping, Sequence, ValuesView
@@ -35,19 +36,19 @@ OPAQUE_CHARS = 256
 ITEM_CHARS = 64
 REFERENCE_CHARS = 8
 
-# The run's deadline (time.monotonic()), in the thread rendering a batch.
-DEADLINE: ContextVar[float | None] = ContextVar("template_deadline", default=None)
 
-
-class Budget:
-    """What all the items of one request (or job) may still build, in characters: every text a
+class Run:
+    """The bounds of one request's (or job's) rendering, shared by all its items: its deadline
+    (time.monotonic()) and its budget, what it may still build, in characters — every text a
     template operation, call or filter makes, every list it makes (ITEM_CHARS an item) and every
-    item's output, counted as made — what is thrown away too — so that many values, each
-    within its bound, cannot add up to unbounded memory."""
+    item's output, counted as made (what is thrown away too), so that many values, each within
+    its bound, cannot add up to unbounded memory. One object, so that a filter looks up both at
+    once."""
 
-    __slots__ = ("left", "total")
+    __slots__ = ("deadline", "left", "total")
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, deadline: float | None, total: int) -> None:
+        self.deadline = math.inf if deadline is None else deadline
         self.left = self.total = total
 
     def spend(self, size: int) -> None:
@@ -62,14 +63,14 @@ class Budget:
         )
 
 
-# The budget of the request rendering in this thread (none outside template_render).
-BUDGET: ContextVar[Budget | None] = ContextVar("template_budget", default=None)
+# The run rendering in this thread (none outside template_render).
+RUN: ContextVar[Run | None] = ContextVar("template_run", default=None)
 
 
 def spend(size: int) -> None:
-    budget = BUDGET.get()
-    if budget is not None:
-        budget.spend(size)
+    run = RUN.get()
+    if run is not None:
+        run.spend(size)
 
 
 # How text is made of a value: `str()`, `repr()`, or JSON (Jinja's `tojson`, HTML-safe).
@@ -84,8 +85,8 @@ _NUMBER = re.compile(r"\d+")
 
 
 def check_time() -> None:
-    deadline = DEADLINE.get()
-    if deadline is not None and time.monotonic() > deadline:
+    run = RUN.get()
+    if run is not None and time.monotonic() > run.deadline:
         raise out_of_time()
 
 

@@ -34,11 +34,9 @@ from bridge.errors import ProcessorFailed, Timeout, ValidationFailed
 from bridge.items import Item
 from bridge.processors.registry import Context, processor
 from bridge.processors.template_limits import (
-    BUDGET,
-    DEADLINE,
     MAX_OUTPUT_CHARS,
-    Budget,
-    spend,
+    RUN,
+    Run,
 )
 from bridge.processors.template_sandbox import Sandbox
 from bridge.settings import Settings
@@ -153,25 +151,25 @@ def template_render(items: list[Item], params: TemplateParams, ctx: Context) -> 
     template = load(params, ctx.settings)
     field = params.output_field
     results: list[Any] = []
-    deadline = DEADLINE.set(ctx.deadline)
-    budget = BUDGET.set(Budget(ctx.settings.template_budget_chars))
+    run = Run(ctx.deadline, ctx.settings.template_budget_chars)
+    token = RUN.set(run)
     try:
         for item in items:
             if ctx.past_deadline():  # the caller has had its timeout: free the thread
                 raise Timeout(f"template_render stopped at item {item.index}: out of time")
             try:
-                text = _render(template, {**item.json, "json": item.json, "index": item.index})
+                variables = {**item.json, "json": item.json, "index": item.index}
+                text = _render(template, variables, run)
             except Exception as exc:  # a template can raise anything: {{ 1 / 0 }}, …
                 results.append(ProcessorFailed(f"{type(exc).__name__}: {exc}"))
                 continue
             results.append({**item.json, field: text} if params.keep_input else {field: text})
     finally:
-        BUDGET.reset(budget)
-        DEADLINE.reset(deadline)
+        RUN.reset(token)
     return results
 
 
-def _render(template: Template, variables: dict[str, Any]) -> str:
+def _render(template: Template, variables: dict[str, Any], run: Run) -> str:
     """The rendered text, counted as it is produced so that a loop cannot build more than
     MAX_OUTPUT_CHARS, and paid for from the budget; read PARTS parts at a time (a part-by-part
     Python loop cost a sixth of a short render), each batch counted before it is joined. Most
@@ -185,7 +183,9 @@ def _render(template: Template, variables: dict[str, Any]) -> str:
         size += built
         if size > MAX_OUTPUT_CHARS:
             raise SecurityError(f"the output is longer than {MAX_OUTPUT_CHARS:,} characters")
-        spend(built)
+        run.left -= built
+        if run.left < 0:
+            raise run.spent()
         if len(chunk) < PARTS:  # the parts have run out
             if not chunks:
                 return "".join(chunk)

@@ -11,7 +11,7 @@ hold a worker thread or the memory for good (a thread cannot be stopped from out
   text; the output of macros, blocks and `{% set %}` blocks as it is produced; anything a call
   returns;
 - all together: what each of those builds, and each item's output, is paid for from the
-  request's budget (template_limits.Budget), so many values each within its bound do not add up
+  request's budget (template_limits.Run), so many values each within its bound do not add up
   to unbounded memory;
 - time: every loop step, call, filter, test and attribute lookup checks the run's
   deadline, and so do the filters that loop over a whole value (template_filters).

@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from bridge.processors.template_limits import Run
 from bridge.processors.template_render import _render, environment
 from bridge.settings import Settings
 from tests.conftest import ClientFactory, pool_calls_end, token
@@ -377,4 +378,5 @@ def test_the_output_is_read_whole_whatever_its_number_of_parts(count: int) -> No
     template = environment(None, strict=False, autoescape=False).from_string(
         "{% for i in range(n) %}<{{ i }}{% endfor %}"
     )
-    assert _render(template, {"n": count}) == template.render(n=count)
+    run = Run(deadline=None, total=1_000_000)
+    assert _render(template, {"n": count}, run) == template.render(n=count)
