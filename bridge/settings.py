@@ -178,6 +178,12 @@ class Settings(BaseModel):
     max_items: int = Field(100_000, ge=1)
     processors: tuple[str, ...] = ()
     templates_dir: Path | None = None
+    template_budget_chars: int = Field(
+        32_000_000,
+        ge=10_000_000,
+        description="characters the templates of one request (or job) may build in all, "
+        "transient text and every item's output included",
+    )
 
     smtp_host: str | None = None
     smtp_port: int | None = Field(None, ge=1, le=65535)

@@ -25,8 +25,9 @@ from jinja2.nodes import EvalContext
 from markupsafe import Markup, escape
 
 from bridge.processors.template_limits import (
-    DEADLINE,
     MAX_OUTPUT_CHARS,
+    REFERENCE_CHARS,
+    RUN,
     check_items,
     check_numbers,
     check_size,
@@ -36,6 +37,7 @@ from bridge.processors.template_limits import (
     escaped_size,
     out_of_time,
     printf_size,
+    spend,
     text_size,
 )
 
@@ -237,12 +239,12 @@ def _measured(
     """`guarded` for a filter that only makes text of its value (`lower`, `format`, `replace`…),
     with the checks written out: most templates call one or two of these for every item, where
     each call of a check cost about as much as the filter itself."""
-    deadline_of, now = DEADLINE.get, time.monotonic
+    run_of, now = RUN.get, time.monotonic
 
     @functools.wraps(function)
     def measured(*args: Any, **kwargs: Any) -> Any:
-        deadline = deadline_of()
-        if deadline is not None and now() > deadline:
+        run = run_of()
+        if run is not None and now() > run.deadline:
             raise out_of_time()
         value = args[skip]
         if times and not isinstance(value, str):
@@ -251,6 +253,10 @@ def _measured(
             check_size(estimate(value, *args[skip + 1 :], **kwargs))
         result = function(*args, **kwargs)
         if type(result) is str and len(result) <= MAX_OUTPUT_CHARS:
+            if run is not None:  # `checked`'s payment, written out
+                run.left -= len(result)
+                if run.left < 0:
+                    raise run.spent()
             return result
         return checked(result)
 
@@ -376,6 +382,7 @@ def sum_(
         check_time()
         count += len(value) if isinstance(value, Sized) else 0
         check_items(count)
+        spend(REFERENCE_CHARS * count)
         total = total + value
     return total
 

@@ -7,6 +7,7 @@ Every bound raises Jinja's `SecurityError`, which fails the item with a message 
 from __future__ import annotations
 
 import functools
+import math
 import re
 import time
 from collections.abc import ItemsView, KeysView, Mapping, Sequence, ValuesView
@@ -29,8 +30,48 @@ FLOAT_CHARS = 24  # the longest float: -1.7976931348623157e+308 (and True, False
 # default `<module.Class object at 0x…>` and Jinja's own short representations.
 OPAQUE_CHARS = 256
 
-# The run's deadline (time.monotonic()), in the thread rendering a batch.
-DEADLINE: ContextVar[float | None] = ContextVar("template_deadline", default=None)
+# What one item of a list, tuple or dict costs of the budget: a call or filter may fill it with
+# new objects (`split`, `batch`, `|list`), each some fifty bytes; `+` and `*` only copy
+# references to objects paid for already.
+ITEM_CHARS = 64
+REFERENCE_CHARS = 8
+
+
+class Run:
+    """The bounds of one request's (or job's) rendering, shared by all its items: its deadline
+    (time.monotonic()) and its budget, what it may still build, in characters — every text a
+    template operation, call or filter makes, every list it makes (ITEM_CHARS an item) and every
+    item's output, counted as made (what is thrown away too), so that many values, each within
+    its bound, cannot add up to unbounded memory. One object, so that a filter looks up both at
+    once."""
+
+    __slots__ = ("deadline", "left", "total")
+
+    def __init__(self, deadline: float | None, total: int) -> None:
+        self.deadline = math.inf if deadline is None else deadline
+        self.left = self.total = total
+
+    def spend(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise self.spent()
+
+    def spent(self) -> SecurityError:
+        return SecurityError(
+            f"the request's templates built over {self.total:,} characters in all "
+            "(BRIDGE_TEMPLATE_BUDGET_CHARS)"
+        )
+
+
+# The run rendering in this thread (none outside template_render).
+RUN: ContextVar[Run | None] = ContextVar("template_run", default=None)
+
+
+def spend(size: int) -> None:
+    run = RUN.get()
+    if run is not None:
+        run.spend(size)
+
 
 # How text is made of a value: `str()`, `repr()`, or JSON (Jinja's `tojson`, HTML-safe).
 Style = Literal["str", "repr", "json"]
@@ -44,8 +85,8 @@ _NUMBER = re.compile(r"\d+")
 
 
 def check_time() -> None:
-    deadline = DEADLINE.get()
-    if deadline is not None and time.monotonic() > deadline:
+    run = RUN.get()
+    if run is not None and time.monotonic() > run.deadline:
         raise out_of_time()
 
 
@@ -66,11 +107,26 @@ def check_items(count: int) -> None:
 
 
 def checked(value: Any) -> Any:
-    """`value`, unless it is a text or list over its limit (its length costs nothing to read)."""
+    """`value` (a call's or filter's answer), unless it is a text or list over its limit (its
+    length costs nothing to read); a text, list, tuple or dict is paid for from the budget."""
     if isinstance(value, str):
         check_size(len(value))
+        spend(len(value))
     elif isinstance(value, list | tuple):
         check_items(len(value))
+        spend(ITEM_CHARS * len(value))
+    elif isinstance(value, dict):
+        spend(ITEM_CHARS * len(value))
+    return value
+
+
+def copied(value: Any) -> Any:
+    """`value` (what `+`, `*` or `%` made), paid for from the budget: a text by its characters,
+    a list or tuple by its references (its items are paid for already)."""
+    if isinstance(value, str):
+        spend(len(value))
+    elif isinstance(value, list | tuple):
+        spend(REFERENCE_CHARS * len(value))
     return value
 
 

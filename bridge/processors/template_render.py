@@ -33,7 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from bridge.errors import ProcessorFailed, Timeout, ValidationFailed
 from bridge.items import Item
 from bridge.processors.registry import Context, processor
-from bridge.processors.template_limits import DEADLINE, MAX_OUTPUT_CHARS
+from bridge.processors.template_limits import (
+    MAX_OUTPUT_CHARS,
+    RUN,
+    Run,
+)
 from bridge.processors.template_sandbox import Sandbox
 from bridge.settings import Settings
 
@@ -142,39 +146,46 @@ def load(params: TemplateParams, settings: Settings) -> Template:
 @processor("template_render", params=TemplateParams, batch=True)
 def template_render(items: list[Item], params: TemplateParams, ctx: Context) -> list[Any]:
     """Renders a Jinja2 template for every item; the item's fields are the template's variables
-    (also as `json`, with `index` its position)."""
+    (also as `json`, with `index` its position). All the items share one budget of text built
+    (BRIDGE_TEMPLATE_BUDGET_CHARS): once it is spent, each item left fails."""
     template = load(params, ctx.settings)
     field = params.output_field
     results: list[Any] = []
-    deadline = DEADLINE.set(ctx.deadline)
+    run = Run(ctx.deadline, ctx.settings.template_budget_chars)
+    token = RUN.set(run)
     try:
         for item in items:
             if ctx.past_deadline():  # the caller has had its timeout: free the thread
                 raise Timeout(f"template_render stopped at item {item.index}: out of time")
             try:
-                text = _render(template, {**item.json, "json": item.json, "index": item.index})
+                variables = {**item.json, "json": item.json, "index": item.index}
+                text = _render(template, variables, run)
             except Exception as exc:  # a template can raise anything: {{ 1 / 0 }}, …
                 results.append(ProcessorFailed(f"{type(exc).__name__}: {exc}"))
                 continue
             results.append({**item.json, field: text} if params.keep_input else {field: text})
     finally:
-        DEADLINE.reset(deadline)
+        RUN.reset(token)
     return results
 
 
-def _render(template: Template, variables: dict[str, Any]) -> str:
+def _render(template: Template, variables: dict[str, Any], run: Run) -> str:
     """The rendered text, counted as it is produced so that a loop cannot build more than
-    MAX_OUTPUT_CHARS; read PARTS parts at a time (a part-by-part Python loop cost a sixth of a
-    short render), each batch counted before it is joined. Most templates yield fewer parts
-    than that: one batch, joined once."""
+    MAX_OUTPUT_CHARS, and paid for from the budget; read PARTS parts at a time (a part-by-part
+    Python loop cost a sixth of a short render), each batch counted before it is joined. Most
+    templates yield fewer parts than that: one batch, joined once."""
     parts = template.root_render_func(template.new_context(variables))
     chunks: list[str] = []
     size = 0
     while True:
         chunk = list(itertools.islice(parts, PARTS))
-        size += sum(map(len, chunk))
+        built = sum(map(len, chunk))
+        size += built
         if size > MAX_OUTPUT_CHARS:
             raise SecurityError(f"the output is longer than {MAX_OUTPUT_CHARS:,} characters")
+        run.left -= built
+        if run.left < 0:
+            raise run.spent()
         if len(chunk) < PARTS:  # the parts have run out
             if not chunks:
                 return "".join(chunk)

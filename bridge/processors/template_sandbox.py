@@ -10,6 +10,9 @@ hold a worker thread or the memory for good (a thread cannot be stopped from out
   before they build (an estimate of the result's length); printed values before they are made
   text; the output of macros, blocks and `{% set %}` blocks as it is produced; anything a call
   returns;
+- all together: what each of those builds, and each item's output, is paid for from the
+  request's budget (template_limits.Run), so many values each within its bound do not add up
+  to unbounded memory;
 - time: every loop step, call, filter, test and attribute lookup checks the run's
   deadline, and so do the filters that loop over a whole value (template_filters).
 """
@@ -54,9 +57,11 @@ from bridge.processors.template_limits import (
     check_time,
     checked,
     comparable,
+    copied,
     escaped_size,
     field_size,
     printf_size,
+    spend,
     text_size,
 )
 
@@ -120,7 +125,9 @@ def _printable(eval_ctx: EvalContext, value: Any) -> Any:
 def joined(values: tuple[Any, ...], markup: bool) -> str:
     """`a ~ b ~ c`: Jinja's join (escaping as Markup needs), once the parts' text is measured."""
     check_time()
-    check_size(sum((escaped_size(v) if markup else text_size(v)) for v in values))
+    size = sum((escaped_size(v) if markup else text_size(v)) for v in values)
+    check_size(size)
+    spend(size)
     return markup_join(values) if markup else str_join(values)
 
 
@@ -140,6 +147,7 @@ class OutputBuffer(list[str]):
     def append(self, part: str) -> None:
         self.size += len(part)
         check_size(self.size)
+        spend(len(part))
         super().append(part)
         if len(self) - self.joined >= self.JOIN_PARTS:
             tail = "".join(self[self.joined :])
@@ -183,8 +191,9 @@ def clocked(iterable: Iterable[Any]) -> Iterator[Any]:
 
 
 class _Checkpoints(NodeTransformer):
-    """Rewrites a parsed template so that every loop checks the deadline at every step, and
-    what is compared (`==`, `<`, `in`…) or hashed (a dict's keys) is not too large to."""
+    """Rewrites a parsed template so that every loop checks the deadline at every step, what is
+    compared (`==`, `<`, `in`…) or hashed (a dict's keys) is not too large to, and a slice's
+    copy is paid for from the budget (Jinja slices without the environment's `getitem`)."""
 
     def visit_For(self, node: nodes.For) -> nodes.For:
         self.generic_visit(node)
@@ -196,6 +205,12 @@ class _Checkpoints(NodeTransformer):
         node.expr = _call("comparable", node.expr)
         for operand in node.ops:
             operand.expr = _call("comparable", operand.expr)
+        return node
+
+    def visit_Getitem(self, node: nodes.Getitem) -> nodes.Node:
+        self.generic_visit(node)
+        if isinstance(node.arg, nodes.Slice):  # `s[::-1]`, `l[1:]`: a copy, paid for
+            return _call("copied", node)
         return node
 
     def visit_Pair(self, node: nodes.Pair) -> nodes.Pair:
@@ -294,7 +309,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
                 check_size(len(left) + len(right))
             elif isinstance(left, list | tuple) and isinstance(right, list | tuple):
                 check_items(len(left) + len(right))
-        return super().call_binop(context, operator, left, right)
+        return copied(super().call_binop(context, operator, left, right))
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         check_time()

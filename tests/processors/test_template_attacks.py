@@ -244,3 +244,110 @@ async def test_an_attack_gets_a_clear_error_in_time_and_bounded_memory(
     assert ended, "the rendering thread is still running"
     assert took_s < 3 * TIMEOUT_S, f"{took_s:.1f} s"
     assert peak < MEMORY_BOUND, f"{peak / 1e6:.0f} MB"
+
+
+# Each value within its own bound, but many of them: only the request's budget of text built
+# (BRIDGE_TEMPLATE_BUDGET_CHARS) stops them. (template, items in the request)
+NS = "{% set ns = namespace(l=[], d={}) %}"
+BIG = "('x' * 999999 ~ i)"
+SUMS: list[tuple[str, str, int]] = [
+    (
+        "a list collecting capped texts",
+        NS + "{% for i in range(200) %}{% set ns.l = ns.l + [" + BIG + "] %}{% endfor %}"
+        "{{ ns.l|length }}",
+        1,
+    ),
+    (
+        "|list of capped texts",
+        "{{ range(200)|map('string')|map('center', 999999)|list|length }}",
+        1,
+    ),
+    ("|list of many texts", "{{ range(99999)|map('string')|map('center', 999)|list|length }}", 1),
+    (
+        "a dict collecting capped texts",
+        NS + "{% for i in range(200) %}{% set ns.d = dict(ns.d, **{i ~ '': " + BIG + "}) %}"
+        "{% endfor %}{{ ns.d|length }}",
+        1,
+    ),
+    (
+        "a macro's big output, collected",
+        NS + "{% macro m(i) %}{{ 'x' * 999999 }}{{ i }}{% endmacro %}{% for i in range(200) %}"
+        "{% set ns.l = ns.l + [m(i)] %}{% endfor %}{{ ns.l|length }}",
+        1,
+    ),
+    (
+        "set blocks, collected",
+        NS + "{% for i in range(200) %}{% set b %}{{ 'x' * 999999 }}{{ i }}{% endset %}"
+        "{% set ns.l = ns.l + [b] %}{% endfor %}{{ ns.l|length }}",
+        1,
+    ),
+    (
+        "slices, collected",
+        NS + S + "{% for i in range(200) %}{% set ns.l = ns.l + [s[i:]] %}{% endfor %}"
+        "{{ ns.l|length }}",
+        1,
+    ),
+    (
+        "lists of many small texts, collected",
+        NS + "{% for i in range(8) %}{% set ns.l = ns.l + [('ab ' * 333333).split()] %}"
+        "{% endfor %}{{ ns.l|length }}",
+        1,
+    ),
+    (
+        "many items, each building near the limit",
+        "{% for i in range(9) %}{% set t = 'x' * 999999 %}{% endfor %}",
+        20,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("template", "count"),
+    [pytest.param(template, count, id=what) for what, template, count in SUMS],
+)
+async def test_a_request_builds_at_most_its_budget_in_all(
+    client: TestClient, auth: dict[str, str], template: str, count: int
+) -> None:
+    body = {
+        "processing_type": "template_render",
+        "items": [{"json": {}}] * count,
+        "parameters": {"template": template, "keep_input": False},
+        "timeout_s": 10 * TIMEOUT_S,
+    }
+    tracemalloc.start()
+    try:
+        response = await client.post(EXECUTE, json=body, headers=auth)
+        answer = await response.json()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert response.status == 200, answer
+    messages = [error["message"] for error in answer["errors"]]
+    assert messages, "every item rendered"
+    assert all("characters in all" in message for message in messages), messages[0]
+    assert peak < MEMORY_BOUND, f"{peak / 1e6:.0f} MB"
+
+
+async def test_many_items_output_at_most_the_budget_in_all(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """Twenty items, each printing 9 M characters: past the budget the items fail, so the
+    request's peak memory is that of about one such item, not twenty."""
+    peaks = []
+    for count in (1, 20):
+        body = {
+            "processing_type": "template_render",
+            "items": [{"json": {}}] * count,
+            "parameters": {"template": "{% for i in range(9) %}{{ 'x' * 999999 }}{% endfor %}"},
+        }
+        tracemalloc.start()
+        try:
+            response = await client.post(EXECUTE, json=body, headers=auth)
+            answer = await response.json()
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert response.status == 200
+    assert len(answer["items"]) == 1
+    assert all("characters in all" in error["message"] for error in answer["errors"])
+    assert peaks[1] < 2 * peaks[0], f"{peaks[0] / 1e6:.0f} MB, then {peaks[1] / 1e6:.0f} MB"

@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from bridge.processors.template_limits import Run
 from bridge.processors.template_render import _render, environment
 from bridge.settings import Settings
 from tests.conftest import ClientFactory, pool_calls_end, token
@@ -112,7 +113,10 @@ async def test_the_sandbox_refuses_escapes(
         ("{{ '%1000000000d' % 1 }}", "over 10,000,000 characters"),
         ("{{ '{:1000000000}'.format(1) }}", "over 10,000,000 characters"),
         ("{{ '{x:1000000000}'.format_map({'x': 1}) }}", "over 10,000,000 characters"),
-        ("{% for i in range(99999) %}{{ 'a'.ljust(999999) }}{% endfor %}", "output is longer"),
+        (
+            "{% set a = 'a'.ljust(999999) %}{% for i in range(99999) %}{{ a }}{% endfor %}",
+            "output is longer",
+        ),
         ("{{ range(10**9)|list }}", "the most a template may ask for"),
         ("{{ (2 ** 49999) * (2 ** 49999) * (2 ** 49999) }}", "product of numbers"),
         ("{{ ['x' * 999999] * 999999 }}", "repetition over 1,000,000"),
@@ -140,6 +144,15 @@ async def test_a_template_cannot_exhaust_memory_or_a_worker(
     assert reason in answer["errors"][0]["message"]
     fine = await (await render(client, auth, items, template="Hi {{ name * 2 }}")).json()
     assert fine["items"][0]["json"]["rendered"] == "Hi AdaAda"
+
+
+async def test_range_is_at_most_100000_items(client: TestClient, auth: dict[str, str]) -> None:
+    """Jinja's sandbox limits `range` (docs/processors.md says so)."""
+    items = [{"json": {}}]
+    answer = await (await render(client, auth, items, template="{{ range(100001)|last }}")).json()
+    assert "larger than MAX_RANGE (100000)" in answer["errors"][0]["message"]
+    answer = await (await render(client, auth, items, template="{{ range(100000)|last }}")).json()
+    assert answer["items"][0]["json"]["rendered"] == "99999"
 
 
 async def test_no_placeholder_text(client: TestClient, auth: dict[str, str]) -> None:
@@ -365,4 +378,5 @@ def test_the_output_is_read_whole_whatever_its_number_of_parts(count: int) -> No
     template = environment(None, strict=False, autoescape=False).from_string(
         "{% for i in range(n) %}<{{ i }}{% endfor %}"
     )
-    assert _render(template, {"n": count}) == template.render(n=count)
+    run = Run(deadline=None, total=1_000_000)
+    assert _render(template, {"n": count}, run) == template.render(n=count)
