@@ -66,9 +66,11 @@ MAX_CACHED_SCHEMA_BYTES = 64 * 1024
 # by Python's `re` parser: in Python, holding the interpreter for seconds at megabytes, recursing
 # once per nested group. Longer ones are refused unread.
 MAX_PATTERN_CHARS = 10_000
-# Errors the checks of one item may produce, those anyOf/oneOf keep of every branch included: two
-# branches per level, 20 levels deep, held 2**20 errors (gigabytes) long before any deadline.
-MAX_ITEM_ERRORS = 10_000
+# Errors the checks of one item may keep, those anyOf/oneOf keep of every branch included (two
+# branches per level, 20 levels deep, held 2**20 errors — gigabytes — long before any deadline),
+# and all the items of one request (120 items of 10,000 wrong elements kept a million: ~1 GB).
+MAX_ITEM_ERRORS = 1_000
+MAX_REQUEST_ERRORS = 100_000
 # jsonschema writes the whole value into most messages: 100 failing checks of a 5 MB string made
 # a 500 MB answer. A message keeps this many characters.
 MAX_MESSAGE_CHARS = 300
@@ -83,7 +85,14 @@ _COUNTED = "_bridge_counted"  # set on an error once counted and shortened
 
 
 class TooManyErrors(Exception):
-    """One item's checks produced more than MAX_ITEM_ERRORS errors."""
+    """An item's checks kept more errors than it may."""
+
+
+class ErrorBudget:
+    """Errors the items of one request may still keep (MAX_REQUEST_ERRORS at first)."""
+
+    def __init__(self) -> None:
+        self.left = MAX_REQUEST_ERRORS
 
 
 class SchemaRefused(ValueError):
@@ -400,22 +409,35 @@ def _spend(errors: int) -> None:
     if left is not None:
         left[0] -= errors
         if left[0] < 0:
-            raise TooManyErrors(
-                f"the schema's checks of this item produced more than {MAX_ITEM_ERRORS:,} "
-                "errors (anyOf/oneOf keep every branch's); not validated further"
-            )
+            raise TooManyErrors
 
 
-def item_errors(validator: Any, record: Any) -> list[jsonschema.ValidationError]:
-    """Every error of one item; TooManyErrors past MAX_ITEM_ERRORS kept."""
-    token = _ERRORS_LEFT.set([MAX_ITEM_ERRORS])
+def item_errors(
+    validator: Any, record: Any, budget: ErrorBudget
+) -> tuple[list[jsonschema.ValidationError], str | None]:
+    """One item's errors, up to what the item and the request may keep, and why it stopped
+    there (None when it did not)."""
+    allowed = min(MAX_ITEM_ERRORS, budget.left)
+    left = [allowed]
+    token = _ERRORS_LEFT.set(left)
+    errors: list[jsonschema.ValidationError] = []
     try:
-        errors = []
         for error in validator.iter_errors(record):
             _spend(1)
             errors.append(error)
-        return errors
+        return errors, None
+    except TooManyErrors:
+        if allowed == MAX_ITEM_ERRORS:
+            return errors, (
+                f"more than {MAX_ITEM_ERRORS:,} errors in this item (anyOf/oneOf keep every "
+                "branch's); not validated further"
+            )
+        return errors, (
+            f"the request's items kept more than {MAX_REQUEST_ERRORS:,} errors; not validated "
+            "further"
+        )
     finally:
+        budget.left -= allowed - max(left[0], 0)
         _ERRORS_LEFT.reset(token)
 
 

@@ -59,16 +59,19 @@ class ValidationParams(BaseModel):
         return schema
 
 
-def _schema_problems(validator: Any, record: Any) -> list[dict[str, str]]:
+def _schema_problems(
+    validator: Any, record: Any, budget: json_schemas.ErrorBudget
+) -> list[dict[str, str]]:
     try:
-        return [
-            {"pointer": json_pointer(error.absolute_path), "message": error.message}
-            for error in json_schemas.item_errors(validator, record)
-        ]
+        errors, stopped = json_schemas.item_errors(validator, record, budget)
     except RecursionError:  # a recursive schema followed the item down past Python's limit
         return [{"pointer": "", "message": "nested too deeply to validate"}]
-    except json_schemas.TooManyErrors as exc:
-        return [{"pointer": "", "message": str(exc)}]
+    problems = [
+        {"pointer": json_pointer(error.absolute_path), "message": error.message} for error in errors
+    ]
+    if stopped is not None:
+        problems.append({"pointer": "", "message": stopped})
+    return problems
 
 
 def _parts(field: str) -> list[str]:
@@ -114,11 +117,12 @@ def _validate(
     resolver = DeadlineResolver(ctx.settings, ctx.deadline) if params.check_deliverability else None
     results: list[dict[str, Any]] = []
     invalid: list[dict[str, str]] = []
+    budget = json_schemas.ErrorBudget()
     for item in items:
         if ctx.past_deadline():  # the caller has had its timeout: free the thread
             raise Timeout(f"validation stopped at item {item.index}: out of time")
         record = orjson.loads(orjson.dumps(item.json))  # a copy we may normalise
-        problems = _schema_problems(validator, record) if validator else []
+        problems = _schema_problems(validator, record, budget) if validator else []
         for field in params.email_fields:
             problem = _check_email(record, field, params, resolver)
             if problem is not None:

@@ -205,7 +205,7 @@ async def test_branches_that_multiply_errors_stop_at_a_bound(
     assert response.status == 200, (await response.text())[:300]
     marked = (await response.json())["items"][0]["json"]["validation"]
     assert not marked["valid"]
-    assert "more than 10,000 errors" in marked["errors"][-1]["message"]
+    assert "more than 1,000 errors in this item" in marked["errors"][-1]["message"]
     assert took < 10, f"{took:.1f} s"
     assert peak < 200 * 2**20, f"{peak / 2**20:.0f} MiB"
 
@@ -258,3 +258,30 @@ async def test_an_items_value_checked_as_a_regex_is_bounded_and_only_marks_its_i
     assert marked["valid"] is False
     assert "is not a 'regex'" in marked["errors"][0]["message"]
     assert slowest_health < 1.0, f"/health took {slowest_health:.1f} s"
+
+
+async def test_errors_are_bounded_per_item_and_per_request(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """Errors of one item were bounded, but not of a request: 100 items of 10,000 wrong
+    elements kept a million errors (840 MB from a 2 MB body)."""
+    schema = {"properties": {"a": {"items": {"type": "string"}}}}
+    items = [{"json": {"a": [0] * 10_000}} for _ in range(120)]
+    body = io.BytesIO(orjson.dumps(request(schema, items, 60)))
+    headers = {**auth, "Content-Type": "application/json"}
+    tracemalloc.start()
+    try:
+        response = await client.post(EXECUTE, data=body, headers=headers)
+        answer = await response.json()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert response.status == 200
+    marks = [item["json"]["validation"] for item in answer["items"]]
+    assert all(not mark["valid"] for mark in marks)
+    first = marks[0]["errors"]
+    assert len(first) == 1_001 and "more than 1,000 errors" in first[-1]["message"]
+    kept = sum(len(mark["errors"]) for mark in marks)
+    assert kept <= 100_000 + len(marks), kept
+    assert "more than 100,000 errors" in marks[-1]["errors"][-1]["message"]
+    assert peak < 250 * 2**20, f"{peak / 2**20:.0f} MiB"
