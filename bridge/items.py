@@ -33,6 +33,9 @@ from bridge.errors import ValidationFailed, json_pointer
 # n8n's binary modes other than "default" keep the bytes outside the item; `data` holds a marker.
 _EXTERNAL_BINARY_MARKERS = frozenset({"filesystem", "filesystem-v2", "s3"})
 
+# orjson writes at most this many levels of nesting (its parser reads deeper JSON).
+MAX_JSON_DEPTH = 254
+
 
 def _refuse_bool(value: Any) -> Any:
     if isinstance(value, bool):
@@ -308,6 +311,9 @@ def split_serialisable(pairs: Iterable[tuple[int, Any]]) -> tuple[list[Any], lis
 
 
 def _unencodable(exc: TypeError) -> str:
-    if "Recursion limit" in str(exc):  # orjson writes at most 254 levels of nesting
-        return "output: nested deeper than 254 levels, more than JSON is written here; flatten it"
+    if "Recursion limit" in str(exc):
+        return (
+            f"output: nested deeper than {MAX_JSON_DEPTH} levels, more than JSON is written "
+            "here; flatten it"
+        )
     return f"output: {exc}"

@@ -317,6 +317,27 @@ async def test_an_oversize_report_is_refused_and_changes_nothing(
     assert [e["execution_id"] for e in events] == ["fits"]
 
 
+@pytest.mark.parametrize("field", ["data", "error"])
+async def test_a_report_nested_deeper_than_can_be_written_is_refused(
+    make_client: ClientFactory, settings: Settings, field: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JSON the parser takes may be nested deeper than the bridge can write (255 levels): such a
+    report was a 500 with a traceback; it is a 422 at its pointer, and nothing is published."""
+    client = await make_client()
+    everyone = admin(settings)
+    after = client.app[EVENTS].last_id
+    headers = {**everyone, "Content-Type": "application/json"}
+    raw = f'{{"status": "failed", "execution_id": "deep", "{field}": '
+    raw += '{"a": ' * 300 + "1" + "}" * 300 + "}"
+    refused = await client.post("/api/v1/callbacks/wf-deep", data=raw, headers=headers)
+    assert refused.status == 422, await refused.text()
+    error = (await refused.json())["error"]
+    assert [d["pointer"] for d in error["details"]] == [f"/{field}"]
+    assert "nested" in error["message"]
+    assert client.app[EVENTS].last_id == after  # nothing published
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 @pytest.mark.parametrize("processor", ["quote_error", "quote_crash"])
 async def test_a_long_error_text_is_cut_short_in_jobs_and_events(
     client: TestClient, settings: Settings, processor: str

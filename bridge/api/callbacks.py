@@ -16,6 +16,7 @@ from bridge.api.body import json_response, read_model
 from bridge.api.models import WEBHOOK_ID, IncomingCallback
 from bridge.auth import authorize, challenge
 from bridge.errors import AuthenticationFailed, PayloadTooLarge, ValidationFailed
+from bridge.items import MAX_JSON_DEPTH
 from bridge.jobs import JobRecord
 from bridge.keys import AUTH, DELIVERER, EVENTS, OUTBOX, PRINCIPAL, SETTINGS, STORE
 
@@ -77,9 +78,16 @@ async def receive(request: web.Request) -> web.Response:
 
 def _check_size(body: IncomingCallback, limit: int) -> None:
     """413 when `data` or `error` takes more than `limit` bytes as JSON: a report is kept on its
-    job and in the event log for days, and sent to every event stream and subscription."""
+    job and in the event log for days, and sent to every event stream and subscription; 422
+    when it cannot be written as JSON at all."""
     for field in ("data", "error"):
-        size = len(orjson.dumps(getattr(body, field)))
+        try:
+            size = len(orjson.dumps(getattr(body, field)))
+        except TypeError:  # the parser takes deeper JSON than the bridge can write back
+            raise ValidationFailed(
+                f"{field}: nested more than {MAX_JSON_DEPTH} levels deep",
+                details=[{"pointer": f"/{field}", "message": "nested too deeply"}],
+            ) from None
         if size > limit:
             raise PayloadTooLarge(
                 f"{field}: {size} bytes as JSON, more than BRIDGE_MAX_REPORT_BYTES ({limit})",
