@@ -54,6 +54,9 @@ MAX_HEADER_VALUE = 900
 # list headers, and a bound on what one item can make the bridge and the server carry.
 MAX_CUSTOM_HEADERS = 50
 MAX_CUSTOM_HEADER_BYTES = 16 * 1024  # names and values, UTF-8
+# Reply-To names where answers go (RFC 5322 §3.6.2: a list, but a handful at most in practice);
+# not recipients, so not under BRIDGE_SMTP_MAX_RECIPIENTS, but capped all the same.
+MAX_REPLY_TO = 10
 
 
 def header_text(value: str, field: str) -> str:
