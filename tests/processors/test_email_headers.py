@@ -493,6 +493,19 @@ async def test_reply_to_addresses_are_capped(client_for_sink: Any, sink: Sink) -
     assert len(sink.raw) == 1
 
 
+async def test_a_message_has_one_sender(client_for_sink: Any, sink: Sink) -> None:
+    client, headers = await client_for_sink(sink)
+    to = {"to": "you@example.org"}
+    senders = [f"me{n}@example.com" for n in range(2000)]
+    items = [{"json": {**to, "from": senders}}, {"json": {**to, "from": "a@example.com, b@c.org"}}]
+    answer = await (await send(client, headers, items, text="t")).json()
+    assert [e["index"] for e in answer["errors"]] == [0, 1], answer
+    assert all("give one sender" in e["message"] for e in answer["errors"])
+    response = await send(client, headers, [{"json": to}], **{"from": senders})
+    assert response.status == 422
+    assert sink.raw == []
+
+
 async def test_an_address_list_is_counted_before_it_is_parsed(
     client_for_sink: Any, sink: Sink
 ) -> None:
