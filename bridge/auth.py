@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import time
@@ -25,6 +26,8 @@ from typing import Any, Literal
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.utils import base64url_decode
+from multidict import MultiMapping
 
 from bridge.errors import AuthenticationFailed, Forbidden
 from bridge.settings import API_KEY_HASH_PREFIX, SCOPES, ConfigError, JwtKey, Settings
@@ -45,6 +48,9 @@ MAX_TIME = 253402300800
 # certificate thumbprints some identity providers add (`x5t`, Azure AD) only name a key, and
 # are not used either.
 HEADER_FIELDS = frozenset({"alg", "kid", "typ", "x5t", "x5t#S256"})
+# The credential headers: a request carries at most one of each (a proxy that reads the last of
+# two must never see another caller than the bridge, which would read the first).
+CREDENTIAL_HEADERS = ("Authorization", "X-API-Key")
 # `typ`, compared as a media type (RFC 7515 §4.1.9): a JWT, or an RFC 9068 access token.
 TOKEN_TYPES = frozenset({"jwt", "at+jwt"})
 # Verified tokens are remembered by their exact text until they expire, so a client that reuses
@@ -136,6 +142,10 @@ class Authenticator:
         self._verified: OrderedDict[str, _Verified] = OrderedDict()
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        if isinstance(headers, MultiMapping):  # a request's headers (tests pass plain dicts)
+            for name in CREDENTIAL_HEADERS:
+                if len(headers.getall(name, ())) > 1:
+                    raise self._invalid(f"the {name} header is sent twice; send it once")
         authorization = headers.get("Authorization")
         if authorization is not None:
             if not _PRINTABLE_ASCII(authorization):
@@ -193,6 +203,10 @@ class Authenticator:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:  # not only DecodeError: a `kid` that is no string
             raise self._invalid(f"the token is not a well-formed JWT ({exc})") from None
+        try:
+            _no_member_twice(token)
+        except ValueError as exc:
+            raise self._invalid(str(exc)) from None
         self._check_header(header)
         key = self._select_key(header.get("kid"))
         if header.get("alg") != key.alg:
@@ -237,6 +251,9 @@ class Authenticator:
                 f"the token's header field {unknown[0][:32]!r} is not accepted (accepted: "
                 f"{', '.join(sorted(HEADER_FIELDS))})"
             )
+        for name, value in header.items():
+            if not isinstance(value, str):
+                raise self._invalid(f"the token's header field {name!r} must be a string")
         kind = header.get("typ")
         if kind is not None and (
             not isinstance(kind, str)
@@ -272,6 +289,35 @@ class Authenticator:
         if not matched:
             raise self._invalid("the API key is not valid")
         return Principal("api-key:" + digest.hex()[:12], self._api_key_scopes, "api_key")
+
+
+class _MemberTwice(Exception):
+    """A JSON object of the token names a member twice."""
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in found:
+            raise _MemberTwice(f"the token names {name[:32]!r} twice in one JSON object")
+        found[name] = value
+    return found
+
+
+def _no_member_twice(token: str) -> None:
+    """ValueError when the JOSE header or the claims name a member twice, at any depth.
+
+    PyJWT's JSON decoding keeps the last one; RFC 7519 §4 allows that or refusing, and RFC 8725
+    asks for no reinterpretation: `{"exp":"x","exp":1}` is refused, whichever member a reader
+    would take. Segments that are not base64url JSON are left to PyJWT, which says what is wrong.
+    """
+    for segment in token.split(".")[:2]:
+        try:
+            json.loads(base64url_decode(segment), object_pairs_hook=_unique)
+        except _MemberTwice as exc:
+            raise ValueError(str(exc)) from None
+        except ValueError:  # binascii.Error and UnicodeDecodeError among them
+            pass
 
 
 def _check_times(claims: Mapping[str, Any]) -> None:

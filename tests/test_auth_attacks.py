@@ -21,6 +21,7 @@ from typing import Any
 import jwt
 import pytest
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 from standardwebhooks.webhooks import Webhook
 
 from bridge import auth as auth_module
@@ -69,8 +70,21 @@ def with_claims(raw: str) -> str:
 
 def raw_claims(**raw: str) -> str:
     """claims() with some values given as raw JSON text."""
+    return with_claims(raw_claims_text(**raw))
+
+
+def raw_claims_text(**raw: str) -> str:
+    """claims() as JSON text, some values given as raw JSON text (which may name a member again)."""
     values = {k: json.dumps(v) for k, v in claims().items()} | raw
-    return with_claims("{" + ",".join(f'"{k}":{v}' for k, v in values.items()) + "}")
+    return "{" + ",".join(f'"{k}":{v}' for k, v in values.items()) + "}"
+
+
+def raw_header(raw: str) -> str:
+    """Signed with the right secret, with the header as raw JSON text."""
+    head = b64(raw.encode())
+    body = b64(json.dumps(claims()).encode())
+    signature = hmac.new(SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(signature)}"
 
 
 def alg_none() -> str:
@@ -147,6 +161,37 @@ ATTACKS: dict[str, tuple[Callable[[], str], str]] = {
     "cty JWT (nested)": (lambda: with_header({"kid": "default", "cty": "JWT"}), "'cty'"),
     "typ JWE": (lambda: with_header({"kid": "default", "typ": "JWE"}), "typ"),
     "typ of another kind": (lambda: with_header({"kid": "default", "typ": "dpop+jwt"}), "typ"),
+    # RFC 7519 §4 / RFC 8725: a member named twice is refused, never "the last one wins"
+    "exp twice": (
+        lambda: with_claims(raw_claims_text(exp=f'"x","exp":{NOW + 3600}')),
+        "'exp' twice",
+    ),
+    "scope twice": (
+        lambda: with_claims(raw_claims_text(scope='"status","scope":"admin"')),
+        "'scope' twice",
+    ),
+    "a nested member twice": (
+        lambda: with_claims(raw_claims_text(extra='{"a":1,"a":2}')),
+        "'a' twice",
+    ),
+    "kid twice in the header": (
+        lambda: raw_header('{"alg":"HS256","kid":"other","kid":"default"}'),
+        "'kid' twice",
+    ),
+    "alg twice in the header": (
+        lambda: raw_header('{"alg":"none","alg":"HS256","kid":"default"}'),
+        "'alg' twice",
+    ),
+    # header fields the bridge allows are strings, of no other type
+    "x5t holding an object": (
+        lambda: with_header({"kid": "default", "x5t": {"a": 1}}),
+        "'x5t' must be a string",
+    ),
+    "x5t#S256 holding a list": (
+        lambda: with_header({"kid": "default", "x5t#S256": ["a"]}),
+        "'x5t#S256' must be a string",
+    ),
+    "typ holding a number": (lambda: with_header({"kid": "default", "typ": 1}), "'typ'"),
 }
 
 
@@ -189,6 +234,32 @@ async def test_a_forged_or_invalid_token_is_refused_with_401(
         'Bearer realm="n8n-bridge", error="invalid_token"'
     )
     await nothing_submitted(app_client, settings, "wf-attack")
+
+
+@pytest.mark.parametrize(
+    ("name", "values"),
+    [
+        ("Authorization", ["good", "good"]),
+        ("Authorization", ["good", "Bearer not-a-token"]),
+        ("Authorization", ["Bearer not-a-token", "good"]),
+        ("X-API-Key", [API_KEY, API_KEY]),
+        ("X-API-Key", [API_KEY, "wrong"]),
+        ("X-API-Key", ["wrong", API_KEY]),
+        ("x-api-key", [API_KEY, API_KEY]),
+    ],
+)
+async def test_a_credential_header_sent_twice_is_refused_with_401(
+    app_client: TestClient, settings: Settings, name: str, values: list[str]
+) -> None:
+    """A proxy in front may read the last of two headers, the bridge the first: a request that
+    carries two is refused, so the two can never disagree on who is calling."""
+    good = f"Bearer {token(settings)}"
+    headers = CIMultiDict((name, good if value == "good" else value) for value in values)
+    job = {"processing_type": "echo", "mode": "async", "workflow_id": "wf-twice", "items": []}
+    response = await app_client.post(EXECUTE, json=job, headers=headers)
+    error = await shared_error(response, 401, "auth")
+    assert "twice" in error["message"], error
+    await nothing_submitted(app_client, settings, "wf-twice")
 
 
 async def test_a_wrong_api_key_is_refused_with_401(

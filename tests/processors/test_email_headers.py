@@ -13,6 +13,7 @@ from bridge.processors.email_headers import (
     MAX_CUSTOM_HEADER_BYTES,
     MAX_CUSTOM_HEADERS,
     MAX_HEADER_VALUE,
+    MAX_REPLY_TO,
     header_text,
 )
 from tests.processors.conftest import send
@@ -370,3 +371,150 @@ async def test_format_characters_in_file_and_display_names_are_refused(
     assert [e["index"] for e in answer["errors"]] == [0, 1, 2], answer
     assert all("format character" in e["message"] for e in answer["errors"]), answer
     assert len(sink.raw) == 1
+
+
+CJK = "\u4e00"  # 3 octets in UTF-8: 9 characters once percent-encoded (RFC 2231), 4 in base64
+
+
+async def test_every_header_line_fits_the_smtp_limit_once_encoded(
+    client_for_sink: Any, sink: Sink
+) -> None:
+    """Non-ASCII text is encoded on the wire (RFC 2047 words, RFC 2231 percent-encoding), 3 to
+    9 times its length in characters: a value under the character caps can still make a line
+    longer than the 998 octets an SMTP server takes. Such an item fails with an error naming
+    its field; the others go out, with every line within 998 — no item is refused by the
+    server."""
+    client, headers = await client_for_sink(sink)
+    to = {"to": "you@example.org"}
+    long_name = CJK * 250 + ".pdf"  # within 255 and 900 characters: 2,250 octets encoded
+    shown = CJK * 600
+    items = [
+        {"json": to, "binary": {"doc": _blob(fileName=long_name)}},
+        {"json": {"to": f"{shown} <you@example.org>"}},
+        {"json": {**to, "from": f"{shown} <me@example.com>"}},
+        {"json": {**to, "reply_to": f"{shown} <help@example.org>"}},
+        {"json": {**to, "cc": [f"{shown} <boss@example.org>"]}},
+        # These fold into lines of their own and go out:
+        {"json": {**to, "subject": CJK * MAX_HEADER_VALUE}},
+        {"json": {**to, "headers": {"X-Note": CJK * MAX_HEADER_VALUE}}},
+        {"json": to, "binary": {"doc": _blob(fileName=CJK * 90 + ".pdf")}},
+        {"json": {"to": f"{CJK * 150} <you@example.org>"}},
+    ]
+    answer = await (await send(client, headers, items, text="t")).json()
+    errors = {e["index"]: e for e in answer["errors"]}
+    assert sorted(errors) == [0, 1, 2, 3, 4], answer
+    for index, field in enumerate(["file name", "`to`", "`from`", "`reply_to`", "`cc`"]):
+        assert errors[index]["code"] == "validation", errors[index]
+        assert field in errors[index]["message"] and "998" in errors[index]["message"]
+    assert len(sink.raw) == 4
+    for raw in sink.raw:
+        assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+
+
+INVISIBLE = [
+    "\u3164",  # Hangul filler (Lo, default ignorable)
+    "\u115f",  # Hangul choseong filler
+    "\u1160",  # Hangul jungseong filler
+    "\uffa0",  # halfwidth Hangul filler
+    "\u2800",  # braille pattern blank (So): shows as a blank
+    "\u034f",  # combining grapheme joiner (Mn, default ignorable)
+    "\u17b4",  # Khmer vowel inherent aq
+    "\u180b",  # Mongolian free variation selector
+    "\ufe0f",  # variation selector 16
+    "\U000e0041",  # tag latin capital A
+    "\U000e0100",  # variation selector 17
+]
+
+
+@pytest.mark.parametrize("invisible", INVISIBLE, ids=[f"U+{ord(c):04X}" for c in INVISIBLE])
+async def test_invisible_characters_in_file_and_display_names_are_refused(
+    client_for_sink: Any, sink: Sink, invisible: str
+) -> None:
+    """Unicode's default ignorable code points (shown as nothing) and blanks such as the
+    braille blank: `ㅤㅤ.exe` would look like `.exe`, `Bank\u034f` like `Bank`."""
+    client, headers = await client_for_sink(sink)
+    to = {"to": "you@example.org"}
+    code = f"U+{ord(invisible):04X}"
+    items = [
+        {"json": to, "binary": {"doc": _blob(fileName=f"{invisible * 2}.exe")}},
+        {"json": to, "binary": {"doc": _blob(fileName=f"invoice{invisible}.pdf")}},
+        {"json": {"to": f"Bank{invisible} <you@example.org>"}},
+        {"json": {**to, "from": f"{invisible} <ann@example.org>"}},
+        {"json": {**to, "reply_to": f"Help{invisible} <help@example.org>"}},
+        {"json": to, "binary": {"doc": _blob(fileName="\ud55c\uae00 \u3131.txt")}},  # 한글 ㄱ
+    ]
+    answer = await (await send(client, headers, items, text="t")).json()
+    assert [e["index"] for e in answer["errors"]] == [0, 1, 2, 3, 4], answer
+    assert all(code in e["message"] for e in answer["errors"]), answer
+    response = await send(client, headers, [{"json": to}], **{"from": f"Ann{invisible} <a@b.org>"})
+    assert response.status == 422
+    assert len(sink.raw) == 1
+
+
+@pytest.mark.parametrize("blank", [" ", "\u3000", "\u00a0\u2003", "\u3000 \u3000"])
+async def test_a_name_that_is_only_blank_is_refused(
+    client_for_sink: Any, sink: Sink, blank: str
+) -> None:
+    client, headers = await client_for_sink(sink)
+    to = {"to": "you@example.org"}
+    items = [
+        {"json": to, "binary": {"doc": _blob(fileName=blank)}},
+        {"json": {"to": f'"{blank}" <you@example.org>'}},
+        {"json": {**to, "from": f'"{blank}" <ann@example.org>'}},
+        {"json": {"to": "Ann Smith\u00a0Jr <you@example.org>"}},
+    ]
+    answer = await (await send(client, headers, items, text="t")).json()
+    assert [e["index"] for e in answer["errors"]] == [0, 1, 2], answer
+    assert all("blank" in e["message"] for e in answer["errors"]), answer
+    assert len(sink.raw) == 1
+
+
+async def test_reply_to_addresses_are_capped(client_for_sink: Any, sink: Sink) -> None:
+    """Reply-To names where answers go, not recipients: at most MAX_REPLY_TO addresses, counted
+    before any is validated, in the parameters (422) and in an item."""
+    client, headers = await client_for_sink(sink)
+    to = {"to": "you@example.org"}
+    many = [f"help{n}@example.org" for n in range(2000)]
+    items = [
+        {"json": {**to, "reply_to": many}},
+        {"json": {**to, "reply_to": ", ".join(many[: MAX_REPLY_TO + 1])}},
+        {"json": {**to, "reply_to": many[:MAX_REPLY_TO]}},
+    ]
+    answer = await (await send(client, headers, items, text="t")).json()
+    assert [e["index"] for e in answer["errors"]] == [0, 1], answer
+    assert all(
+        f"at most {MAX_REPLY_TO}" in e["message"] and "reply_to" in e["message"]
+        for e in answer["errors"]
+    )
+    response = await send(client, headers, [{"json": to}], reply_to=many)
+    assert response.status == 422
+    (detail,) = (await response.json())["error"]["details"]
+    assert detail["pointer"] == "/parameters/reply_to"
+    assert len(sink.raw) == 1
+
+
+async def test_a_message_has_one_sender(client_for_sink: Any, sink: Sink) -> None:
+    client, headers = await client_for_sink(sink)
+    to = {"to": "you@example.org"}
+    senders = [f"me{n}@example.com" for n in range(2000)]
+    items = [{"json": {**to, "from": senders}}, {"json": {**to, "from": "a@example.com, b@c.org"}}]
+    answer = await (await send(client, headers, items, text="t")).json()
+    assert [e["index"] for e in answer["errors"]] == [0, 1], answer
+    assert all("give one sender" in e["message"] for e in answer["errors"])
+    response = await send(client, headers, [{"json": to}], **{"from": senders})
+    assert response.status == 422
+    assert sink.raw == []
+
+
+async def test_an_address_list_is_counted_before_it_is_parsed(
+    client_for_sink: Any, sink: Sink
+) -> None:
+    """to, cc and bcc of 10,000 addresses each fail at once, without validating them all."""
+    client, headers = await client_for_sink(sink, smtp_max_recipients=3)
+    many = [f"p{n}@example.org" for n in range(10_000)]
+    items = [{"json": {field: many}} for field in ("to", "cc", "bcc")]
+    items.append({"json": {"to": ", ".join(many[:4])}})
+    answer = await (await send(client, headers, items, text="t")).json()
+    assert [e["index"] for e in answer["errors"]] == [0, 1, 2, 3], answer
+    assert all("BRIDGE_SMTP_MAX_RECIPIENTS (3)" in e["message"] for e in answer["errors"])
+    assert sink.raw == []
