@@ -31,6 +31,7 @@ import backoff
 
 from bridge.aio import stop_tasks
 from bridge.breaker import Breakers, host_of
+from bridge.given_url import as_called
 from bridge.http_client import failure, status_text
 from bridge.items import dumps
 from bridge.metrics import Metrics
@@ -222,7 +223,11 @@ class Deliverer:
             headers["Content-Type"] = "application/json"
         try:
             async with self._session.request(
-                delivery.method, url, data=body or None, headers=headers, allow_redirects=False
+                delivery.method,
+                as_called(url),
+                data=body or None,
+                headers=headers,
+                allow_redirects=False,
             ) as response:
                 status = response.status
                 after = retry_after(response.headers.get("Retry-After"))

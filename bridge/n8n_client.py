@@ -15,6 +15,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from bridge import given_url
 from bridge.breaker import Breakers, host_of
@@ -69,7 +70,8 @@ class N8nClient:
                 "URL, or set BRIDGE_N8N_URL",
                 details=[{"pointer": POINTER, "message": "not an absolute URL"}],
             )
-        base = self._settings.n8n_url.rstrip("/") + "/"
+        # The operator's URL in the form the client sends (encoded), the webhook's path as given.
+        base = str(URL(self._settings.n8n_url)).rstrip("/") + "/"
         url = urljoin(base, webhook.lstrip("/"))
         if not url.startswith(base):
             raise _bad_webhook(webhook, "a path stays under BRIDGE_N8N_URL")
@@ -128,7 +130,7 @@ class N8nClient:
         if body is not None:
             headers = {**headers, "Content-Type": "application/json"}
         async with self._session.request(
-            method, url, data=body, headers=headers, timeout=timeout
+            method, given_url.as_called(url), data=body, headers=headers, timeout=timeout
         ) as response:
             status = response.status
             if not 200 <= status < 300:  # not read: its text is never shown

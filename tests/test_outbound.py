@@ -654,6 +654,56 @@ NOT_AS_GIVEN = [
     "/x\x00",
     "/é",
     "/" + "a" * 2048,
+    # a decoded `?`, `#` or `;` ends the segment for a server that decodes the path first
+    "/a/..%3F/x",
+    "/a/..%3f/x",
+    "/a/..%23/x",
+    "/a/..%253F/x",
+    "/a/..%3B/x",
+    # NUL, controls, trailing spaces and dots: trimmed by some servers (IIS, Windows)
+    "/a/..%00/x",
+    "/a/%2e%2e%00/x",
+    "/a/..%2500/x",
+    "/a/..%20/x",
+    "/a/..%09/x",
+    "/a/%20..%20/x",
+    "/a/.%20./x",
+    "/a/..%0b/x",
+    "/a/..%c2%85/x",
+    "/a/..%e2%80%a8/x",
+    "/a/...../x",
+    "/a/.../x",
+    "/a/x%00y/x",  # a NUL anywhere
+    "/a/x%7fy/x",
+    "/a/x%1by/x",
+    # `%` not starting two hex digits: the client re-encodes it, so another URL is called
+    "/a/%U002E%U002E/x",
+    "/a/%u002E%u002e/x",
+    "/a/%u2215..%u2215x",
+    "/a/%zz/x",
+    "/a/%/x",
+    "/a/x%2",
+    "/a?q=%",
+    "/a?",  # an empty query: the client drops the `?`
+    "/a?#f",
+    # dots and slashes that NFKC or a server's Unicode folding turns into `.` and `/`
+    "/a/%ef%bc%8e%ef%bc%8e/x",  # full-width full stop
+    "/a/%e3%80%82%e3%80%82/x",  # ideographic full stop
+    "/a/%ef%bd%a1%ef%bd%a1/x",  # half-width ideographic full stop
+    "/a/%e2%80%a4%e2%80%a4/x",  # one dot leader
+    "/a/%ef%b9%92./x",  # small full stop
+    "/a/x%e2%88%95..%e2%88%95x",  # division slash
+    "/a/x%e2%81%84..%e2%81%84x",  # fraction slash
+    "/a/x%ef%bc%8f..%ef%bc%8fx",  # full-width solidus
+    "/a/x%ef%bc%bc..%ef%bc%bcx",  # full-width reverse solidus
+    "/a/%25ef%25bc%258e%25ef%25bc%258e/x",  # and encoded twice
+    # not RFC 3986 characters: sent as they are or re-encoded, either way not as given
+    '/a/"x"',
+    "/a/<x>",
+    "/a/{x}",
+    "/a/x|y",
+    "/a/x^y",
+    "/a/`x`",
 ]
 
 
@@ -694,3 +744,35 @@ async def test_every_door_takes_an_ordinary_url_as_given(
     headers = admin(settings) if door == "subscription" else auth
     response = await client.post(path, json=body, headers=headers)
     assert response.status in (200, 201, 202), await response.text()
+
+
+# Given URLs that are called: each exactly as given, byte for byte (path and query as the
+# server receives them) — the HTTP client neither decodes, re-encodes nor normalises them.
+AS_GIVEN = [
+    "webhook-waiting/a..b/.x/%C3%A9;v=1?signature=s%2E",
+    "webhook/%c3%a9/x%2Ey",  # lower-case hex, an encoded unreserved character
+    "webhook/a%7Eb/%41?q=%7e&r=%2F",
+    "webhook/..x/x..",
+    "webhook/a.b./.c",
+    "webhook/%20x/a%20b",
+    "webhook/a+b/c%2Bd/'(x)'*!$,=:@/~_-",
+    "webhook/%25/x",  # an encoded percent sign
+    "webhook/u%40x/cb",
+    "webhook/x?a=1&a=2&b=%3B;c",
+]
+
+
+@embedded_only
+@pytest.mark.parametrize("door", ["callback", "webhook"])
+async def test_every_accepted_url_is_called_byte_for_byte(
+    client: TestClient, auth: dict[str, str], target: Target, door: str
+) -> None:
+    urls = [target.url("/") + path for path in AS_GIVEN]
+    for url in urls:
+        path, body, _ = _door(door, url)
+        response = await client.post(path, json=body, headers=auth)
+        assert response.status in (200, 202), (url, await response.text())
+    received = await target.wait_for(len(urls))
+    sent = sorted(call.raw_path for call in received)
+    origin = target.url("/").rstrip("/")
+    assert sent == sorted(url.removeprefix(origin) for url in urls)

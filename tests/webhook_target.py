@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestServer
 class Received:
     method: str
     path: str
+    raw_path: str  # the request target as it came on the wire: path and query, undecoded
     query: dict[str, str]
     query_string: str
     headers: dict[str, str]
@@ -43,6 +44,7 @@ class Target:
                 Received(
                     request.method,
                     request.path,
+                    request.raw_path,
                     dict(request.query),
                     request.query_string,
                     dict(request.headers),

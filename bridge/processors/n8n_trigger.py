@@ -74,9 +74,37 @@ RESERVED_PREFIXES = (
     "x-envoy-",
     "x-bridge-",
     "webhook-",
+    # what a cloud front end, platform or proxy asserts to the service behind it
+    "cf-",
+    "x-amzn-",
+    "x-goog-",
+    "x-ms-",
+    "x-azure-",
+    "x-arr-",
+    "x-now-",
+    "x-vercel-",
+    "x-nginx-",
+    "fly-",
+    "x-appengine-",
+    "x-cloud-",
 )
-# A word that names a network address or host: Client-IP, X-Remote-Addr, X-Backend-Host, …
-ADDRESS_WORDS = frozenset({"ip", "ips", "ipv4", "ipv6", "addr", "address", "host"})
+# A word that names what a proxy asserts about the request or its sender: a network address or
+# host (Client-IP, X-Backend-Host), scheme or TLS (X-Scheme, X-ARR-SSL, Https), port, path or
+# route (X-Script-Name, X-Request-URI), method, server name, an authenticated identity
+# (X-Auth-Request-User, X-Amzn-Oidc-Identity), a client certificate and its check
+# (X-SSL-Client-Verify), the client's country.
+ADDRESS_WORDS = frozenset(
+    {
+        *("ip", "ips", "ipv4", "ipv6", "addr", "address", "host", "hostname", "socketip"),
+        *("scheme", "proto", "protocol", "http", "https", "ssl", "tls", "port"),
+        *("uri", "url", "path", "route", "routing", "matches", "script", "ingress", "invoke"),
+        *("method", "server", "country", "prefix"),
+        *("user", "userid", "username", "email", "identity", "principal", "oidc"),
+        *("authenticated", "assertion", "webauth", "cert", "certificate", "verify", "dn"),
+    }
+)
+# Names with such a word that are ordinary requests' own: the client's software, not its user.
+ORDINARY_HEADERS = frozenset({"user-agent"})
 # Inside the name with its separators removed: X-ClientIP, X-Originating-IP, Remote-User,
 # X-HTTP-Host-Override, X-Url-Scheme, …
 RESERVED_PARTS = (
@@ -98,6 +126,8 @@ def reserved(name: str) -> bool:
     client address, by the list or by rule."""
     words = [word for word in _WORD_BREAK.split(name.lower()) if word]
     dashed, joined = "-".join(words), "".join(words)
+    if dashed in ORDINARY_HEADERS:
+        return False
     return (
         dashed in RESERVED_HEADERS
         or f"{dashed}-".startswith(RESERVED_PREFIXES)
@@ -143,11 +173,9 @@ class TriggerParams(BaseModel):
         default_factory=dict,
         max_length=MAX_HEADERS,
         description="extra request headers (up to 20; not Host, Content-*, Transfer-Encoding, "
-        "Connection, Upgrade, TE, Trailer, Expect, Via, Proxy-*, Max-Forwards, names that speak "
-        "for a client address or forwarding (a word ip/addr/address/host, or forwarded, remote, "
-        "client-ip, originating, real-ip, X-Forwarded-*, True-Client-*, CF-Connecting-*), the "
-        "path, host and method overrides of proxies (X-Original-*, X-Rewrite-*, *override*, "
-        "X-Envoy-*), the bridge's own X-Bridge-*, X-Trace-ID, Idempotency-Key, webhook-*)",
+        "Connection, Upgrade, TE, Trailer, Expect, Via, Proxy-*, Max-Forwards, the bridge's own "
+        "X-Bridge-*, X-Trace-ID, Idempotency-Key, webhook-*, nor any name that speaks for what a "
+        "proxy in front of n8n asserts: see docs/security.md; User-Agent is allowed)",
     )
     result_field: str = Field("n8n", min_length=1, description="where n8n's answer goes")
 

@@ -166,6 +166,59 @@ ADDRESS_OR_OVERRIDE_HEADERS = [
     "X-Source-Addr",
     "Content-Language",
     "Content-Range",
+    # the client address a cloud front end asserts
+    "X-Azure-SocketIP",
+    "Cf-IPCountry",
+    # the scheme, host, port, path or method a proxy or framework serves
+    "X-Scheme",
+    "X-Https",
+    "Https",
+    "X-ARR-SSL",
+    "X-Proto",
+    "X-Protocol",
+    "X-Forwarded-Proto",
+    "X-Script-Name",
+    "X-Ingress-Path",
+    "X-Request-URI",
+    "X-Invoke-Path",
+    "X-Now-Route-Matches",
+    "X-Routing-Key",
+    "X-Hostname",
+    "X-Port",
+    "X-Server-Port",
+    "X-Server-Name",
+    "X-Method",
+    "X_Request_Url",
+    "X-Vercel-Deployment-Url",
+    "X-Nginx-Proxy",
+    "Fly-Client-IP",
+    "X-AppEngine-Country",
+    # the identity an authenticating proxy asserts
+    "X-Auth-Request-User",
+    "X-Auth-Request-Email",
+    "X-WEBAUTH-USER",
+    "X-Authenticated-User",
+    "X-Authenticated-Userid",
+    "X-Amzn-Oidc-Identity",
+    "X-Amzn-Oidc-Data",
+    "X-Amzn-Trace-Id",
+    "Cf-Access-Jwt-Assertion",
+    "Cf-Access-Authenticated-User-Email",
+    "X-Goog-Authenticated-User-Email",
+    "X-Ms-Client-Principal-Name",
+    "X-MS-CLIENT-PRINCIPAL",
+    "X-User",
+    "X-Email",
+    "X-Forwarded-User",
+    "X-Principal",
+    "X-Identity",
+    # the client certificate a TLS-terminating proxy verified
+    "X-SSL-Client-Verify",
+    "X-SSL-Client-Cert",
+    "X-Client-Cert",
+    "Ssl-Client-Verify",
+    "X-TLS-Client-Cert",
+    "X-Client-Verify",
 ]
 
 
@@ -217,6 +270,19 @@ BAD_WEBHOOKS = [
     "webhook/%2e./admin",
     "webhook/x\ny",
     "webhook/x y",
+    "webhook/..%3F/admin",  # a decoded `?` or `#` ends the segment
+    "webhook/..%23/admin",
+    "webhook/..%00/admin",  # NUL, controls, trailing spaces and dots are trimmed by some
+    "webhook/%2e%2e%00/admin",
+    "webhook/..%20/admin",
+    "webhook/..%09/admin",
+    "webhook/..%2500/admin",
+    "webhook/...../admin",
+    "webhook/%U002E%U002E/admin",  # re-encoded by the client: not the URL given
+    "webhook/%ef%bc%8e%ef%bc%8e/admin",  # NFKC: ..
+    "webhook/%e3%80%82%e3%80%82/admin",  # ideographic full stops
+    "webhook/x%u2215..%u2215admin",  # a division slash for a separator
+    "webhook/x%e2%88%95..%e2%88%95admin",
 ]
 
 
@@ -259,8 +325,15 @@ async def test_ordinary_headers_go_out(
         "X-Zip-Code": "75001",
         "X-Tenant": "t",
         "If-Match": '"e"',
+        "If-None-Match": '"f"',
+        "X-Correlation-Id": "c1",
+        "Accept-Encoding": "identity",
+        "X-Customer-Id": "42",
+        "X-Signature": "sig",
+        "X-Hub-Signature-256": "sha256=x",
     }
     body = trigger(target.url(), [{}], headers=headers)
     assert (await client.post(EXECUTE, json=body, headers=auth)).status == 200
     [call] = target.received
-    assert {name: call.headers[name] for name in headers} == headers
+    received = {name.lower(): value for name, value in call.headers.items()}
+    assert {name: received.get(name.lower()) for name in headers} == headers
