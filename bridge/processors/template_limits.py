@@ -35,6 +35,11 @@ OPAQUE_CHARS = 256
 # references to objects paid for already.
 ITEM_CHARS = 64
 REFERENCE_CHARS = 8
+# What any other object a call makes costs (a generator, a cycler, a dict view, a loop or a
+# `caller` kept as a value: some two to four hundred bytes each), and a macro defined where it
+# may be defined again and again (in a loop or a macro): its function and closure.
+OBJECT_CHARS = 256
+MACRO_CHARS = 512
 
 
 class Run:
@@ -108,25 +113,44 @@ def check_items(count: int) -> None:
 
 def checked(value: Any) -> Any:
     """`value` (a call's or filter's answer), unless it is a text or list over its limit (its
-    length costs nothing to read); a text, list, tuple or dict is paid for from the budget."""
+    length costs nothing to read); whatever new it is, it is paid for from the budget: a text
+    by its characters, a list, tuple, dict or namespace by its items (and the container itself),
+    a number by its bytes, any other object (a generator, a cycler…) OBJECT_CHARS."""
+    kind = type(value)
     if isinstance(value, str):
         check_size(len(value))
         spend(len(value))
     elif isinstance(value, list | tuple):
         check_items(len(value))
-        spend(ITEM_CHARS * len(value))
+        spend(ITEM_CHARS * (len(value) + 1))
     elif isinstance(value, dict):
-        spend(ITEM_CHARS * len(value))
+        spend(ITEM_CHARS * (len(value) + 2))  # a dict's table is larger than a list's
+    elif kind is int:
+        spend(value.bit_length() // 8)
+    elif isinstance(value, Namespace):
+        spend(ITEM_CHARS * (len(object.__getattribute__(value, "_Namespace__attrs")) + 4))
+    elif not (value is None or kind is bool or kind is float or isinstance(value, Undefined)):
+        spend(ITEM_CHARS if kind is range else OBJECT_CHARS)
+    return value
+
+
+def built(value: Any, cost: int) -> Any:
+    """`value` (a list, tuple or dict written in the template, or a `loop` or `caller` kept as a
+    value), paid for from the budget: `cost`, worked out when the template is compiled."""
+    spend(cost)
     return value
 
 
 def copied(value: Any) -> Any:
-    """`value` (what `+`, `*` or `%` made), paid for from the budget: a text by its characters,
-    a list or tuple by its references (its items are paid for already)."""
+    """`value` (what `+`, `*`, `**` or `%` made), paid for from the budget: a text by its
+    characters, a list or tuple by its references (its items are paid for already), a number
+    by its bytes."""
     if isinstance(value, str):
         spend(len(value))
     elif isinstance(value, list | tuple):
         spend(REFERENCE_CHARS * len(value))
+    elif type(value) is int:
+        spend(value.bit_length() // 8)
     return value
 
 

@@ -48,9 +48,14 @@ from bridge.processors.template_filters import (
     replaced_size,
 )
 from bridge.processors.template_limits import (
+    ITEM_CHARS,
+    MACRO_CHARS,
     MAX_OUTPUT_CHARS,
     MAX_POWER_BITS,
     MAX_SIZE,
+    OBJECT_CHARS,
+    REFERENCE_CHARS,
+    built,
     check_items,
     check_numbers,
     check_size,
@@ -168,6 +173,20 @@ class _BoundedCodeGenerator(CodeGenerator):
         frame.buffer = self.temporary_identifier()
         self.writeline(f"{frame.buffer} = environment.output_buffer()")
 
+    def visit_Call(self, node: nodes.Call, frame: Frame, forward_caller: bool = False) -> None:
+        # The checks `_Checkpoints` adds are called directly, not as the template's calls are
+        # (through the sandbox's `call`, which would check and pay for their answer again).
+        callee = node.node
+        if not (isinstance(callee, nodes.ImportedName) and callee.importname in _CHECKS):
+            super().visit_Call(node, frame, forward_caller=forward_caller)
+            return
+        self.visit(callee, frame)
+        self.write("(")
+        for index, argument in enumerate(node.args):
+            self.write(", " if index else "")
+            self.visit(argument, frame)
+        self.write(")")
+
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         # The join Jinja picks: markup_join when autoescaping, decided at run time when a
         # `{% autoescape %}` block makes it volatile.
@@ -192,37 +211,118 @@ def clocked(iterable: Iterable[Any]) -> Iterator[Any]:
 
 class _Checkpoints(NodeTransformer):
     """Rewrites a parsed template so that every loop checks the deadline at every step, what is
-    compared (`==`, `<`, `in`…) or hashed (a dict's keys) is not too large to, and a slice's
-    copy is paid for from the budget (Jinja slices without the environment's `getitem`)."""
+    compared (`==`, `<`, `in`…) or hashed (a dict's keys) is not too large to, and what the
+    template makes without a call is paid for from the budget: a slice's copy (Jinja slices
+    without the environment's `getitem`), a list, tuple or dict written in it, a `loop` or
+    `caller` kept as a value, a macro defined again at every step of a loop or call."""
+
+    def __init__(self) -> None:
+        self._repeated = 0  # how many loops, macros, call blocks and blocks we are inside
 
     def visit_For(self, node: nodes.For) -> nodes.For:
-        self.generic_visit(node)
-        node.iter = _call("clocked", node.iter)
+        self._visit_repeated(node)
+        node.iter = _call(clocked, node.iter)
         return node
+
+    def visit_Macro(self, node: nodes.Macro) -> nodes.Node | list[nodes.Node]:
+        repeated = self._repeated > 0
+        self._visit_repeated(node)
+        if not repeated:  # defined once a render (at the top, in an `if`): nothing to pay
+            return node
+        cost = nodes.Const(MACRO_CHARS, lineno=node.lineno)
+        return [node, nodes.ExprStmt(_call(spend, cost), lineno=node.lineno)]
+
+    def visit_CallBlock(self, node: nodes.CallBlock) -> nodes.CallBlock:
+        self._visit_repeated(node)
+        return node
+
+    def visit_Block(self, node: nodes.Block) -> nodes.Block:
+        self._visit_repeated(node)  # `{{ self.name() }}` runs a block again
+        return node
+
+    def _visit_repeated(self, node: nodes.Node) -> None:
+        self._repeated += 1
+        try:
+            self.generic_visit(node)
+        finally:
+            self._repeated -= 1
 
     def visit_Compare(self, node: nodes.Compare) -> nodes.Compare:
         self.generic_visit(node)
-        node.expr = _call("comparable", node.expr)
+        node.expr = _call(comparable, node.expr)
         for operand in node.ops:
-            operand.expr = _call("comparable", operand.expr)
+            operand.expr = _call(comparable, operand.expr)
         return node
 
     def visit_Getitem(self, node: nodes.Getitem) -> nodes.Node:
-        self.generic_visit(node)
+        self._visit_owned(node)
         if isinstance(node.arg, nodes.Slice):  # `s[::-1]`, `l[1:]`: a copy, paid for
-            return _call("copied", node)
+            return _call(copied, node)
         return node
+
+    def visit_Getattr(self, node: nodes.Getattr) -> nodes.Getattr:
+        self._visit_owned(node)
+        return node
+
+    def visit_Call(self, node: nodes.Call) -> nodes.Call:
+        self._visit_owned(node)
+        return node
+
+    def _visit_owned(self, node: nodes.Getitem | nodes.Getattr | nodes.Call) -> None:
+        """`loop.index`, `caller()`: the loop or caller used, not kept, so not paid for."""
+        owner = node.node
+        self.generic_visit(node)
+        if isinstance(owner, nodes.Name) and owner.name in _KEPT_OBJECTS:
+            node.node = owner
+
+    def visit_Name(self, node: nodes.Name) -> nodes.Expr:
+        if node.ctx == "load" and node.name in _KEPT_OBJECTS:
+            return _call(built, node, nodes.Const(OBJECT_CHARS))
+        return node
+
+    def visit_List(self, node: nodes.List) -> nodes.Expr:
+        self.generic_visit(node)
+        return _call(built, node, nodes.Const(ITEM_CHARS + _items_cost(node.items)))
+
+    def visit_Tuple(self, node: nodes.Tuple) -> nodes.Expr:
+        self.generic_visit(node)
+        if node.ctx != "load":  # `{% for a, b in … %}`, `{% set a, b = … %}`
+            return node
+        return _call(built, node, nodes.Const(ITEM_CHARS + _items_cost(node.items)))
+
+    def visit_Dict(self, node: nodes.Dict) -> nodes.Expr:
+        self.generic_visit(node)
+        parts = [part for pair in node.items for part in (pair.key, pair.value)]
+        return _call(built, node, nodes.Const(2 * ITEM_CHARS + _items_cost(parts)))
 
     def visit_Pair(self, node: nodes.Pair) -> nodes.Pair:
         self.generic_visit(node)
-        node.key = _call("comparable", node.key)
+        node.key = _call(comparable, node.key)
         return node
 
 
-def _call(function: str, argument: Any) -> nodes.Call:
-    """A call of this module's `function` on an expression of the template."""
-    name = nodes.ImportedName(f"{__name__}.{function}", lineno=argument.lineno)
-    return nodes.Call(name, [argument], [], None, None, lineno=argument.lineno)
+# The objects Jinja makes for a template that it may keep as values.
+_KEPT_OBJECTS = frozenset({"loop", "caller"})
+
+
+def _items_cost(items: Sequence[nodes.Expr]) -> int:
+    """What the items of a list, tuple or dict written in a template cost: a constant is made
+    with the code, so only its reference is new; anything else may be a new object."""
+    return sum(REFERENCE_CHARS if isinstance(item, nodes.Const) else ITEM_CHARS for item in items)
+
+
+def _call(function: Callable[..., Any], *arguments: nodes.Node) -> nodes.Call:
+    """A call of `function` (imported by name) on expressions of the template."""
+    lineno = arguments[0].lineno
+    name = nodes.ImportedName(_name(function), lineno=lineno)
+    return nodes.Call(name, list(arguments), [], None, None, lineno=lineno)
+
+
+def _name(function: Callable[..., Any]) -> str:
+    return f"{function.__module__}.{function.__name__}"
+
+
+_CHECKS = frozenset(_name(check) for check in (clocked, comparable, copied, built, spend))
 
 
 class _Counting(Formatter):

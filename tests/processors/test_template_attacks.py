@@ -250,6 +250,37 @@ async def test_an_attack_gets_a_clear_error_in_time_and_bounded_memory(
 # (BRIDGE_TEMPLATE_BUDGET_CHARS) stops them. (template, items in the request)
 NS = "{% set ns = namespace(l=[], d={}) %}"
 BIG = "('x' * 999999 ~ i)"
+# A million steps, each keeping a new object chained to those before ({} is the object).
+KEEP = (
+    "{{% set ns = namespace(l=none) %}}"
+    "{{% macro m() %}}{{% set ns.l = [ns.l, caller] %}}{{% endmacro %}}"
+    "{{% for i in range(1000) %}}{{% for j in range(1000) %}}{{% set ns.l = {} %}}"
+    "{{% endfor %}}{{% endfor %}}x"
+)
+KEPT = [
+    ("kept: list literals", "[ns.l, i, j]"),
+    ("kept: empty list literals", "[[], ns.l]"),
+    ("kept: tuple literals", "(ns.l, i, j)"),
+    ("kept: dict literals", '{"a": ns.l, "b": i, "c": j}'),
+    ("kept: empty dict literals", "[{}, ns.l]"),
+    ("kept: dict() with keywords", "dict(a=ns.l)"),
+    ("kept: namespace()", "namespace(a=ns.l)"),
+    ("kept: large numbers", "[ns.l, 2 ** 49999 + j]"),
+    ("kept: generators", "[ns.l, range(3)|map('string')]"),
+    ("kept: dict views", "[ns.l, {}.items()]"),
+    ("kept: ranges", "[ns.l, range(j)]"),
+    ("kept: batches", "[ns.l, range(3)|batch(1)|list]"),
+    ("kept: groups", "[ns.l, [1, 2, 3]|groupby('real')]"),
+    ("kept: sorted dicts", "[ns.l, {1: 2, 3: 4}|dictsort]"),
+    ("kept: cyclers", "[ns.l, cycler(i)]"),
+    # (`ns.l %}…{% set x = 0`: statements in the loop's body)
+    (
+        "kept: loops",
+        "ns.l %}{% for k in [0] %}{% set ns.l = [ns.l, loop] %}{% endfor %}{% set x = 0",
+    ),
+    ("kept: callers", "ns.l %}{% call m() %}{% endcall %}{% set x = 0"),
+    ("kept: macros", "ns.l %}{% macro n() %}{% endmacro %}{% set ns.l = [ns.l, n] %}{% set x = 0"),
+]
 SUMS: list[tuple[str, str, int]] = [
     (
         "a list collecting capped texts",
@@ -293,6 +324,9 @@ SUMS: list[tuple[str, str, int]] = [
         "{% endfor %}{{ ns.l|length }}",
         1,
     ),
+    # Objects the template makes without a call, kept: a million steps of a nested loop, each
+    # keeping a new one chained to the last (from outside testers: 1 GB in 20 s).
+    *((what, KEEP.format(value), 1) for what, value in KEPT),
     (
         "many items, each building near the limit",
         "{% for i in range(9) %}{% set t = 'x' * 999999 %}{% endfor %}",
