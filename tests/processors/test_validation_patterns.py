@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import pool_calls_end
@@ -19,6 +20,19 @@ from tests.conftest import pool_calls_end
 EXECUTE = "/api/v1/workflow/execute"
 BACKTRACKS = "^(a|aa)+$"  # exponential in `re` and in `regex` alike
 SLOW = "a" * 40 + "b"  # `re`: about 20 s holding the GIL here; `regex`: longer, but cut off
+
+
+async def polling_health(
+    client: TestClient, answer: asyncio.Task[ClientResponse]
+) -> tuple[ClientResponse, float]:
+    """The answer, and the slowest `/health` answer while it was awaited."""
+    slowest = 0.0
+    while not answer.done():
+        asked = time.monotonic()
+        assert (await client.get("/health")).status == 200
+        slowest = max(slowest, time.monotonic() - asked)
+        await asyncio.sleep(0.05)
+    return await answer, slowest
 
 
 def request(schema: Any, items: list[Any], timeout_s: float) -> dict[str, Any]:
@@ -53,13 +67,7 @@ async def test_a_backtracking_pattern_stops_at_the_deadline_and_the_daemon_keeps
     answer = asyncio.create_task(
         client.post(EXECUTE, json=request(schema, [{"json": record}], 1), headers=auth)
     )
-    slowest_health = 0.0
-    while not answer.done():
-        asked = time.monotonic()
-        assert (await client.get("/health")).status == 200
-        slowest_health = max(slowest_health, time.monotonic() - asked)
-        await asyncio.sleep(0.05)
-    response = await answer
+    response, slowest_health = await polling_health(client, answer)
     assert response.status == 504, await response.text()
     assert (await response.json())["error"]["code"] == "timeout"
     assert time.monotonic() - started < 6, "the answer came long after the 1 s deadline"
@@ -246,13 +254,7 @@ async def test_an_items_value_checked_as_a_regex_is_bounded_and_only_marks_its_i
     answer = asyncio.create_task(
         client.post(EXECUTE, data=_body(schema, {"p": value}, 5), headers=headers)
     )
-    slowest_health = 0.0
-    while not answer.done():
-        asked = time.monotonic()
-        assert (await client.get("/health")).status == 200
-        slowest_health = max(slowest_health, time.monotonic() - asked)
-        await asyncio.sleep(0.05)
-    response = await answer
+    response, slowest_health = await polling_health(client, answer)
     assert response.status == 200, (await response.text())[:300]
     marked = (await response.json())["items"][0]["json"]["validation"]
     assert marked["valid"] is False
