@@ -6,10 +6,16 @@ A data directory that already exists with looser permissions is left as it is, w
 it may be a volume's root or a directory shared on purpose, which the bridge has no business
 changing; the files in it are 0600 all the same. Files of the bridge's own that are looser (left
 by an older version) are tightened.
+
+One process writes a data directory: `hold(path)` takes an OS lock (flock) on its `bridge.lock`
+for as long as the process keeps the descriptor; a crash lets go of it with the process. A second
+embedded instance on the same directory would otherwise re-run the first's running jobs and
+collide with its writes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from pathlib import Path
@@ -17,6 +23,11 @@ from pathlib import Path
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 _OTHERS = 0o077  # any permission for the group or for others
+LOCK_FILE = "bridge.lock"
+
+
+class InUse(Exception):
+    """Another process holds the data directory; its message names the directory and the pid."""
 
 
 def private_dir(path: Path) -> str | None:
@@ -42,3 +53,21 @@ def private_file(path: Path) -> None:
             os.fchmod(fd, FILE_MODE)
     finally:
         os.close(fd)
+
+
+def hold(directory: Path) -> int:
+    """The descriptor holding `directory`'s lock, the pid written in its file; InUse when
+    another process holds it."""
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise InUse(
+            f"{directory} is in use by another n8n-bridge (pid {holder}): one instance per "
+            "data directory (run more on Redis, BRIDGE_REDIS_URL)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

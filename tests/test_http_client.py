@@ -12,6 +12,7 @@ import logging
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -163,7 +164,7 @@ async def test_a_gzip_bomb_is_cut_off_not_inflated(
 
 @embedded_only
 async def test_an_answer_within_the_limit_is_returned_and_the_limit_is_a_setting(
-    make_client: ClientFactory, auth: dict[str, str], raw_server: StartRaw
+    make_client: ClientFactory, auth: dict[str, str], raw_server: StartRaw, tmp_path: Path
 ) -> None:
     server = await raw_server(
         answer(
@@ -173,7 +174,8 @@ async def test_an_answer_within_the_limit_is_returned_and_the_limit_is_a_setting
     client = await make_client()
     body = await (await client.post(EXECUTE, json=trigger(server.url(), [{}]), headers=auth)).json()
     assert len(body["items"][0]["json"]["n8n"]["response"]["big"]) == 3000
-    small = await make_client(outbound_max_response_bytes=2048)
+    # A second bridge beside the first: a data directory of its own (one writer per directory)
+    small = await make_client(outbound_max_response_bytes=2048, data_dir=tmp_path / "small")
     body = await (await small.post(EXECUTE, json=trigger(server.url(), [{}]), headers=auth)).json()
     assert "(2048 bytes)" in body["errors"][0]["message"]
 

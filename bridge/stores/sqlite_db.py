@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any
 
 import aiosqlite
 
+from bridge import datadir
 from bridge.datadir import private_dir, private_file
+from bridge.settings import ConfigError
 from bridge.stores.batching import REMOVED, Batch, GroupCommit
 from bridge.stores.sqlite_schema import MIGRATIONS
 
@@ -42,12 +45,17 @@ class Database(GroupCommit):
         self.path = path
         self._tables = {table.name: table for table in tables}
         self._db: aiosqlite.Connection | None = None
+        self._lock: int | None = None  # the data directory's lock, held while open
         self.writing = asyncio.Lock()  # every write: no statement may land inside a batch
 
     async def open(self) -> None:
         warning = private_dir(self.path.parent)
         if warning:
             log.warning(warning)
+        try:
+            self._lock = datadir.hold(self.path.parent)
+        except datadir.InUse as exc:
+            raise ConfigError(f"BRIDGE_DATA_DIR: {exc}") from None
         # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the
         # database file's permissions; those of an older version are tightened below.
         private_file(self.path)
@@ -85,6 +93,9 @@ class Database(GroupCommit):
         if self._db is not None:
             await self._db.close()
             self._db = None
+        if self._lock is not None:
+            os.close(self._lock)  # lets go of the lock
+            self._lock = None
 
     async def _write(self, batch: Batch) -> None:
         db = self.conn
