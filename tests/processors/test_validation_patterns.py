@@ -35,6 +35,27 @@ async def polling_health(
     return await answer, slowest
 
 
+async def post_measured(
+    client: TestClient, auth: dict[str, str], body: dict[str, Any]
+) -> tuple[int, bytes, float, int]:
+    """Status, answer, seconds and the peak of memory traced while the request was answered
+    (the app runs in this process)."""
+    headers = {**auth, "Content-Type": "application/json"}
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        response = await client.post(EXECUTE, data=io.BytesIO(orjson.dumps(body)), headers=headers)
+        answer = await response.read()
+        return (
+            response.status,
+            answer,
+            time.monotonic() - started,
+            tracemalloc.get_traced_memory()[1],
+        )
+    finally:
+        tracemalloc.stop()
+
+
 def request(schema: Any, items: list[Any], timeout_s: float) -> dict[str, Any]:
     return {
         "processing_type": "validation",
@@ -201,17 +222,10 @@ async def test_branches_that_multiply_errors_stop_at_a_bound(
         for i in range(20)
     }
     schema = {"$defs": {**defs, "l20": {"const": "nope"}}, "$ref": "#/$defs/l0"}
-    headers = {**auth, "Content-Type": "application/json"}
-    tracemalloc.start()
-    try:
-        started = time.monotonic()
-        response = await client.post(EXECUTE, data=_body(schema, {"a": 1}), headers=headers)
-        took = time.monotonic() - started
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert response.status == 200, (await response.text())[:300]
-    marked = (await response.json())["items"][0]["json"]["validation"]
+    body = request(schema, [{"json": {"a": 1}}], 20)
+    status, answer, took, peak = await post_measured(client, auth, body)
+    assert status == 200, answer[:300]
+    marked = orjson.loads(answer)["items"][0]["json"]["validation"]
     assert not marked["valid"]
     assert "more than 1,000 errors in this item" in marked["errors"][-1]["message"]
     assert took < 10, f"{took:.1f} s"
@@ -224,16 +238,9 @@ async def test_error_messages_do_not_repeat_a_large_value(
     """jsonschema puts the whole value in most messages: 100 failing checks of a 5 MB string
     made a 500 MB answer."""
     schema = {"properties": {"a": {"allOf": [{"format": "date"}] * 100}}}
-    headers = {**auth, "Content-Type": "application/json"}
-    tracemalloc.start()
-    try:
-        body = _body(schema, {"a": "2" * 5_000_000})
-        response = await client.post(EXECUTE, data=body, headers=headers)
-        text = await response.read()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert response.status == 200
+    body = request(schema, [{"json": {"a": "2" * 5_000_000}}], 20)
+    status, text, _, peak = await post_measured(client, auth, body)
+    assert status == 200
     assert len(text) < 6_000_000 + 100 * 1_000, len(text)  # the value once, then short messages
     assert peak < 200 * 2**20, f"{peak / 2**20:.0f} MiB"
 
@@ -269,17 +276,9 @@ async def test_errors_are_bounded_per_item_and_per_request(
     elements kept a million errors (840 MB from a 2 MB body)."""
     schema = {"properties": {"a": {"items": {"type": "string"}}}}
     items = [{"json": {"a": [0] * 10_000}} for _ in range(120)]
-    body = io.BytesIO(orjson.dumps(request(schema, items, 60)))
-    headers = {**auth, "Content-Type": "application/json"}
-    tracemalloc.start()
-    try:
-        response = await client.post(EXECUTE, data=body, headers=headers)
-        answer = await response.json()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert response.status == 200
-    marks = [item["json"]["validation"] for item in answer["items"]]
+    status, answer, _, peak = await post_measured(client, auth, request(schema, items, 60))
+    assert status == 200
+    marks = [item["json"]["validation"] for item in orjson.loads(answer)["items"]]
     assert all(not mark["valid"] for mark in marks)
     first = marks[0]["errors"]
     assert len(first) == 1_001 and "more than 1,000 errors" in first[-1]["message"]
