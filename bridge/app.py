@@ -42,6 +42,7 @@ from bridge.keys import (
     RUNNER,
     SERVICES,
     SETTINGS,
+    SIGNER,
     STORE,
     SUBSCRIPTIONS,
     WORKERS,
@@ -57,7 +58,8 @@ from bridge.services import Services
 from bridge.settings import Settings
 from bridge.smtp import SmtpPool
 from bridge.subscriptions import Subscriptions
-from bridge.webhooks import Delivery
+from bridge.webhook_attempt import HttpAttempt
+from bridge.webhooks import Delivery, Signer
 from bridge.worker import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -142,10 +144,21 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     async def delivery_ended(delivery: Delivery, delivered: bool, reason: str | None) -> None:
         await app[WORKERS].callback_ended(delivery, delivered, reason)
 
+    async def delivery_waiting(delivery: Delivery) -> None:
+        await app[WORKERS].callback_waiting(delivery)
+
+    secret = settings.callback_secret
+    signer = app[SIGNER] = Signer(secret.get_secret_value() if secret else None)
     deliverer = app[DELIVERER] = Deliverer(
-        settings, app[OUTBOX], app[HTTP], app[BREAKERS], metrics, delivery_ended
+        settings,
+        app[OUTBOX],
+        HttpAttempt(app[HTTP], signer),
+        app[BREAKERS],
+        metrics,
+        delivery_ended,
+        delivery_waiting,
     )
-    if not deliverer.signer.enabled:
+    if not signer.enabled:
         log.warning("BRIDGE_CALLBACK_SECRET is not set: callbacks and event webhooks go unsigned")
 
     def deliver_to_subscribers(event: Event) -> None:

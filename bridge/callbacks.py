@@ -1,49 +1,37 @@
 """Delivering webhooks — job callbacks and event deliveries — from the outbox.
 
 A delivery is in the outbox (the database) before it is first sent and leaves it only when the
-target took it (2xx) or when it becomes a dead letter. Retried with exponential backoff and full
-jitter (`backoff`), honouring Retry-After, on connection errors, timeouts, 5xx, 429 and 409 (n8n
-answers 409 "is running already" when a callback races ahead of the execution's wait being saved);
-404, 410 and other 4xx end it at once. A circuit breaker per host spares a host that is down. On
-start-up, whatever the outbox still holds is sent again — with the same `webhook-id`, so a
-receiver can drop a repeat.
+target took it (2xx) or when it becomes a dead letter. On start-up, whatever the outbox still
+holds is sent again — with the same `webhook-id`, so a receiver can drop a repeat.
 
-GET callbacks (n8n's Wait node resumes on GET by default) carry no body: the outcome travels in
-the query (`job_id`, `status`, `workflow_id`, `execution_id`, `duration_ms`, `item_count`,
-`error_count`), the signature covers that query string, and the items are fetched from
-`GET /api/v1/workflow/status/{job_id}`.
+The schedule of one delivery is its own: after a failed attempt it waits its back-off (full
+jitter, bridge/retry.py) or the target's Retry-After, whichever is longer (capped), and nothing
+another delivery does cuts that short. Only a wait *because the host's circuit breaker is open*
+ends early — when a probe of the host succeeds. What each answer means is in
+bridge/webhook_attempt.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Protocol
-from urllib.parse import urlencode, urlsplit
-
-import aiohttp
-import backoff
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from bridge.aio import stop_tasks
-from bridge.breaker import Breakers, host_of
-from bridge.given_url import as_called
-from bridge.http_client import failure, status_text
-from bridge.items import dumps
+from bridge.breaker import Breaker, Breakers, host_of
 from bridge.metrics import Metrics
-from bridge.outbound import OutboundRefused
 from bridge.redact import redact_url
+from bridge.retry import retry_delay
 from bridge.settings import Settings
-from bridge.webhooks import Delivery, Signer
+from bridge.webhook_attempt import ATTEMPT_OUTCOMES, AttemptOutcome, GiveUp, Retry
+from bridge.webhooks import Delivery, WaitReason
 
 log = logging.getLogger(__name__)
-
-RETRY_STATUSES = frozenset({408, 409, 425, 429})
-GET_FIELDS = ("job_id", "status", "workflow_id", "execution_id", "duration_ms")
 
 
 class Outbox(Protocol):
@@ -58,35 +46,17 @@ class Outbox(Protocol):
 
 # Called when a delivery ends: (delivery, delivered?, reason)
 Outcome = Callable[[Delivery, bool, str | None], Awaitable[None]]
+# Called when a delivery starts to wait for its next attempt (its `next_attempt_at` is set)
+Waiting = Callable[[Delivery], Awaitable[None]]
+# One attempt: returns when delivered, raises Retry or GiveUp (bridge/webhook_attempt.py)
+Attempt = Callable[[Delivery], Awaitable[None]]
 
 
-class Retry(Exception):
-    def __init__(self, reason: str, after_s: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.after_s = after_s
-
-
-class GiveUp(Exception):
-    pass
-
-
-def retry_delay(attempt: int, base_s: float, cap_s: float) -> float:
-    """Full-jitter exponential backoff for the `attempt`-th retry (1-based)."""
-    waits = backoff.expo(base=2, factor=base_s, max_value=cap_s)
-    next(waits)  # the generator's first step primes it
-    return float(backoff.full_jitter(next(itertools.islice(waits, attempt - 1, None))))
-
-
-def retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds, from delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value.strip())
-    with contextlib.suppress(TypeError, ValueError):
-        return max(email.utils.parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-    return None
+@dataclass(frozen=True)
+class Wait:
+    host: str
+    reason: WaitReason
+    until: float  # Unix time
 
 
 class Deliverer:
@@ -94,26 +64,58 @@ class Deliverer:
         self,
         settings: Settings,
         outbox: Outbox,
-        session: aiohttp.ClientSession,
+        attempt: Attempt,
         breakers: Breakers,
         metrics: Metrics,
         on_end: Outcome,
+        on_wait: Waiting,
     ) -> None:
         self._settings = settings
         self._outbox = outbox
-        self._session = session
+        self._attempt = attempt
         self._breakers = breakers
         self._metrics = metrics
         self._on_end = on_end
-        secret = settings.callback_secret
-        self.signer = Signer(secret.get_secret_value() if secret else None)
+        self._on_wait = on_wait
         self._gate = asyncio.Semaphore(settings.callback_concurrency)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._sending: Counter[str] = Counter()  # by host
+        self._waits: dict[str, Wait] = {}  # by delivery id
         self._stopping = False
+        for kind in ("callback", "event"):  # every series exists from start-up, at 0
+            for outcome in ATTEMPT_OUTCOMES:
+                metrics.webhook_attempts.labels(kind, outcome)
+            for ended in ("delivered", "dead_letter"):
+                metrics.webhooks.labels(kind, ended)
+            metrics.webhook_retries.labels(kind)
 
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+    def hosts(self) -> dict[str, dict[str, Any]]:
+        """Per host: its breaker, the deliveries being sent, and those waiting, by why, with
+        the earliest next attempt (`/admin/status`)."""
+        shown: dict[str, dict[str, Any]] = {}
+
+        def entry(host: str) -> dict[str, Any]:
+            if host not in shown:
+                shown[host] = {
+                    "breaker": self._breakers.for_host(host).state,
+                    "sending": self._sending[host],
+                    "waiting": {"backoff": 0, "retry_after": 0, "breaker_open": 0},
+                    "next_attempt_at": None,
+                }
+            return shown[host]
+
+        for host in self._sending:
+            entry(host)
+        for wait in self._waits.values():
+            row = entry(wait.host)
+            row["waiting"][wait.reason] += 1
+            first = row["next_attempt_at"]
+            row["next_attempt_at"] = wait.until if first is None else min(first, wait.until)
+        return shown
 
     async def resume(self) -> int:
         """Send again whatever the outbox still holds (after a restart)."""
@@ -152,100 +154,90 @@ class Deliverer:
             await self._outbox.flush()
 
     async def _deliver(self, delivery: Delivery) -> None:
+        host = host_of(delivery.url)
+        breaker = self._breakers.for_host(host)
         max_attempts = self._settings.callback_max_attempts
         while True:
-            host = host_of(delivery.url)
-            breaker = self._breakers.for_host(host)
-            wait = breaker.wait_s()
-            if wait:
-                reason, delay = f"circuit open for {host}", wait
-            else:
-                delivery = delivery.model_copy(update={"attempts": delivery.attempts + 1})
-                try:
-                    async with self._gate:
+            if wait_s := breaker.wait_s():
+                await self._wait(delivery, breaker, "breaker_open", wait_s, f"{host} is failing")
+                continue
+            delivery = delivery.model_copy(update={"attempts": delivery.attempts + 1})
+            try:
+                async with self._gate:
+                    self._sending[host] += 1
+                    try:
                         await self._attempt(delivery)
-                except GiveUp as exc:
-                    breaker.succeeded()  # the host answered: it is up
-                    await self._end(delivery, False, str(exc))
-                    return
-                except Retry as exc:
+                    finally:
+                        self._sending[host] -= 1
+                        if not self._sending[host]:
+                            del self._sending[host]
+            except GiveUp as exc:
+                self._count(delivery, exc.outcome)
+                breaker.succeeded()  # the host answered, or was never called: not its failure
+                await self._end(delivery, False, str(exc))
+                return
+            except Retry as exc:
+                self._count(delivery, exc.outcome)
+                if exc.host_failed:
                     breaker.failed()
-                    if delivery.attempts >= max_attempts:
-                        await self._end(
-                            delivery, False, f"{exc.reason} (after {delivery.attempts} attempts)"
-                        )
-                        return
-                    reason = exc.reason
-                    delay = max(
-                        retry_delay(
-                            delivery.attempts,
-                            self._settings.retry_base_s,
-                            self._settings.callback_retry_max_s,
-                        ),
-                        min(exc.after_s or 0.0, self._settings.callback_retry_max_s),
-                    )
                 else:
-                    breaker.succeeded()
-                    await self._end(delivery, True, None)
+                    breaker.succeeded()  # it answered: up, this resource is just not ready
+                if delivery.attempts >= max_attempts:
+                    reason = f"{exc.reason} (after {delivery.attempts} attempts)"
+                    await self._end(delivery, False, reason)
                     return
-                delivery = delivery.model_copy(update={"last_error": reason})
-                self._outbox.put(delivery)
-            self._metrics.webhook_retries.labels(delivery.kind).inc()
+                cap = self._settings.callback_retry_max_s
+                backoff = retry_delay(delivery.attempts, self._settings.retry_base_s, cap)
+                after = min(exc.after_s or 0.0, cap)
+                self._metrics.webhook_retries.labels(delivery.kind).inc()
+                delivery = delivery.model_copy(update={"last_error": exc.reason})
+                if after > backoff:
+                    await self._wait(delivery, None, "retry_after", after, exc.reason)
+                else:
+                    await self._wait(delivery, None, "backoff", backoff, exc.reason)
+            else:
+                self._count(delivery, "delivered")
+                breaker.succeeded()
+                await self._end(delivery, True, None)
+                return
+
+    async def _wait(
+        self,
+        delivery: Delivery,
+        breaker: Breaker | None,
+        reason: WaitReason,
+        seconds: float,
+        why: str,
+    ) -> None:
+        """Wait `seconds` before the next attempt — less only when waiting for the host's
+        breaker and it changes. The outbox and the job show until when, and why."""
+        until = time.time() + seconds
+        waiting = delivery.model_copy(update={"next_attempt_at": until, "waiting_for": reason})
+        self._outbox.put(waiting)
+        self._waits[delivery.id] = Wait(host_of(delivery.url), reason, until)
+        try:
             log.info(
-                "%s %s to %s: %s; next try in %.1f s",
+                "%s %s to %s: %s; next try in %.3f s",
                 delivery.kind,
                 delivery.id,
                 redact_url(delivery.url),
-                reason,
-                delay,
+                why,
+                seconds,
                 extra={"job_id": delivery.job_id, "trace_id": delivery.trace_id},
             )
-            await breaker.pause(delay)
+            try:
+                await self._on_wait(waiting)
+            except Exception:
+                log.exception("while delivery %s waits", delivery.id)
+            if breaker is None:
+                await asyncio.sleep(seconds)
+            else:
+                await breaker.until_changed(seconds)
+        finally:
+            self._waits.pop(delivery.id, None)
 
-    async def _attempt(self, delivery: Delivery) -> None:
-        url, body = delivery.url, b""
-        if delivery.method == "GET":
-            query = urlencode(
-                {k: v for k in GET_FIELDS if (v := delivery.body.get(k)) is not None}
-                | {
-                    "item_count": len(delivery.body.get("items") or ()),
-                    "error_count": len(delivery.body.get("errors") or ()),
-                }
-            )
-            url += ("&" if urlsplit(url).query else "?") + query
-            signed = query.encode()
-        else:
-            body = signed = dumps(delivery.body)
-        headers = self.signer.headers(delivery.id, signed)
-        if delivery.trace_id:
-            headers["X-Trace-ID"] = delivery.trace_id
-        if body:
-            headers["Content-Type"] = "application/json"
-        try:
-            async with self._session.request(
-                delivery.method,
-                as_called(url),
-                data=body or None,
-                headers=headers,
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                after = retry_after(response.headers.get("Retry-After"))
-                # Only n8n's 409 is read, a little: whether the execution has finished.
-                finished = status == 409 and b"finished" in (await response.content.read(300))
-        except OutboundRefused as exc:  # BRIDGE_OUTBOUND_*: no retry changes that
-            raise GiveUp(f"not sent: {exc}") from None
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise Retry(failure(exc)) from None
-        if 200 <= status < 300:
-            return
-        # The bridge's words only: the target's answer is never quoted (it may be anything).
-        message = status_text(status)
-        if finished:  # n8n: the execution has finished; it will never take this
-            raise GiveUp(f"{message}: n8n says the execution has finished")
-        if status >= 500 or status in RETRY_STATUSES:
-            raise Retry(message, after)
-        raise GiveUp(message)
+    def _count(self, delivery: Delivery, outcome: AttemptOutcome) -> None:
+        self._metrics.webhook_attempts.labels(delivery.kind, outcome).inc()
 
     async def _end(self, delivery: Delivery, delivered: bool, reason: str | None) -> None:
         if delivered:
@@ -253,7 +245,13 @@ class Deliverer:
             self._metrics.webhooks.labels(delivery.kind, "delivered").inc()
         else:
             dead = delivery.model_copy(
-                update={"state": "dead", "last_error": reason, "dead_at": time.time()}
+                update={
+                    "state": "dead",
+                    "last_error": reason,
+                    "dead_at": time.time(),
+                    "next_attempt_at": None,
+                    "waiting_for": None,
+                }
             )
             self._outbox.put(dead)
             self._metrics.webhooks.labels(delivery.kind, "dead_letter").inc()

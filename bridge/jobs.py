@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.redact import redact_url
+from bridge.webhooks import WaitReason
 
 MAX_STORED_ERRORS = 100
 
@@ -77,6 +78,16 @@ class Callback(BaseModel):
     state: CallbackState = "pending"
     attempts: int = 0
     last_error: str | None = None
+    next_attempt_at: float | None = Field(
+        None,
+        description="while a failed attempt waits to be retried: when the next one is due "
+        "(Unix time; earlier only if it waits for the host's breaker and the host recovers)",
+    )
+    waiting_for: WaitReason | None = Field(
+        None,
+        description="why it waits: its back-off, the target's Retry-After, or the "
+        "host's circuit breaker being open",
+    )
     delivered_at: float | None = None
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from bridge.settings import Settings
     from bridge.stores.base import Store
     from bridge.subscriptions import Subscriptions
+    from bridge.webhooks import Signer
     from bridge.worker import WorkerPool
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -44,6 +45,7 @@ HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http")
 BREAKERS: web.AppKey[Breakers] = web.AppKey("breakers")
 OUTBOUND: web.AppKey[OutboundGuard] = web.AppKey("outbound")
 DELIVERER: web.AppKey[Deliverer] = web.AppKey("deliverer")
+SIGNER: web.AppKey[Signer] = web.AppKey("signer")
 WORKERS: web.AppKey[WorkerPool] = web.AppKey("workers")
 SERVICES: web.AppKey[Services] = web.AppKey("services")
 

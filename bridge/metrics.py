@@ -78,6 +78,13 @@ class Metrics:
             ["kind", "outcome"],
             registry=self.registry,
         )
+        self.webhook_attempts = Counter(
+            "bridge_webhook_attempts",
+            "Webhook attempts, by kind and outcome (delivered, connection_error, timeout, "
+            "server_error, throttled, not_ready, finished, rejected, refused)",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
         self.webhook_retries = Counter(
             "bridge_webhook_retries",
             "Webhook attempts that will be tried again, by kind",

@@ -19,11 +19,11 @@ from yarl import URL
 
 from bridge import given_url
 from bridge.breaker import Breakers, host_of
-from bridge.callbacks import retry_after, retry_delay
 from bridge.errors import IntegrationFailed, ValidationFailed
 from bridge.http_client import ResponseTooLarge, failure, read_capped, status_text
 from bridge.outbound import OutboundGuard, OutboundRefused, refuse_url
 from bridge.redact import redact_url
+from bridge.retry import retry_after, retry_delay
 from bridge.settings import Settings
 
 RETRY_STATUSES = frozenset({408, 425, 429})

@@ -20,6 +20,9 @@ from bridge.redact import redact_url
 
 DeliveryKind = Literal["callback", "event", "job"]
 DeliveryState = Literal["pending", "dead"]
+# Why a delivery waits for its next attempt: its own back-off after a failed attempt, the
+# target's Retry-After (when longer), or the host's circuit breaker being open.
+WaitReason = Literal["backoff", "retry_after", "breaker_open"]
 
 
 class Delivery(BaseModel):
@@ -38,6 +41,10 @@ class Delivery(BaseModel):
     attempts: int = 0
     created_at: float = Field(default_factory=time.time)
     last_error: str | None = None
+    next_attempt_at: float | None = Field(
+        None, description="while it waits: the next attempt is due then (Unix time)"
+    )
+    waiting_for: WaitReason | None = None
     dead_at: float | None = None
 
     def shown(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from bridge.aio import stop_tasks
-from bridge.callbacks import Deliverer, retry_delay
+from bridge.callbacks import Deliverer
 from bridge.errors import BridgeError, Conflict, Internal, NotFound, Overloaded, Unavailable
 from bridge.events import EventBus
 from bridge.execution import Submission, split_outcomes
@@ -36,6 +36,7 @@ from bridge.metrics import Metrics
 from bridge.processors.registry import Context, Registry
 from bridge.queues.base import Entry, JobQueue, QueueFull
 from bridge.redact import redact_url
+from bridge.retry import retry_delay
 from bridge.router import JobTraits, Router, with_default
 from bridge.runner import Runner
 from bridge.services import Services
@@ -459,6 +460,26 @@ class WorkerPool:
             },
         )
 
+    async def callback_waiting(self, delivery: Delivery) -> None:
+        """Show on the job how its callback's delivery went so far and when it is tried next."""
+        if delivery.kind != "callback" or delivery.job_id is None:
+            return
+        job = self._callbacks.get(delivery.job_id) or await self._store.get(delivery.job_id)
+        if job is None or job.callback is None:
+            return
+        state = job.callback.model_copy(
+            update={
+                "attempts": delivery.attempts,
+                "last_error": delivery.last_error,
+                "next_attempt_at": delivery.next_attempt_at,
+                "waiting_for": delivery.waiting_for,
+            }
+        )
+        job = job.model_copy(update={"callback": state})
+        if delivery.job_id in self._callbacks:
+            self._callbacks[delivery.job_id] = job
+        await self._store.save(job)
+
     async def callback_ended(self, delivery: Delivery, delivered: bool, reason: str | None) -> None:
         """Record how a job's callback went on the job, and publish it."""
         if delivery.kind != "callback" or delivery.job_id is None:
@@ -470,6 +491,8 @@ class WorkerPool:
                     "state": "delivered" if delivered else "failed",
                     "attempts": delivery.attempts,
                     "last_error": reason,
+                    "next_attempt_at": None,
+                    "waiting_for": None,
                     "delivered_at": time.time() if delivered else None,
                 }
             )

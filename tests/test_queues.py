@@ -9,10 +9,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bridge.breaker import Breaker
-from bridge.callbacks import retry_after, retry_delay
 from bridge.keys import EVENTS, WORKERS
 from bridge.queues.base import Entry, QueueFull
 from bridge.queues.memory import MemoryQueue
+from bridge.retry import retry_after, retry_delay
 from bridge.router import QueueConfig, Router, RouteRule
 from tests.conftest import ClientFactory
 from tests.plugins import sample
@@ -149,14 +149,35 @@ def test_retry_timing() -> None:
     assert retry_after("soon") is None and retry_after(None) is None
 
 
-async def test_a_success_wakes_what_waits_for_the_host() -> None:
-    """Deliveries backing off from a host that was down go as soon as one call succeeds,
-    not after the rest of their back-off (30 s with the default breaker)."""
-    breaker = Breaker(failures_to_open=1, reset_s=30)
+async def test_what_waits_for_a_breaker_wakes_when_it_changes_and_only_then() -> None:
+    """Waiters on an open breaker wake when a probe closes it, or when a probe fails (to wait
+    for the next); a success while it is closed wakes nothing — a delivery's own back-off is
+    not a breaker wait. A probe that never reports is given up after `reset_s`."""
+    clock = [0.0]
+    breaker = Breaker(failures_to_open=1, reset_s=30, clock=lambda: clock[0])
     breaker.failed()
-    waiting = [asyncio.create_task(breaker.pause(30)) for _ in range(3)]
+    waiting = [asyncio.create_task(breaker.until_changed(60)) for _ in range(3)]
     await asyncio.sleep(0.01)
-    assert not any(task.done() for task in waiting)
+    clock[0] = 30.0
+    assert breaker.wait_s() == 0  # the probe
+    assert breaker.wait_s() == 30  # the others wait for it
+    breaker.failed()  # the probe failed: the breaker opens again, the waiters wait anew
+    await asyncio.wait_for(asyncio.gather(*waiting), 1)
+    assert breaker.state == "open" and breaker.wait_s() == 30
+
+    waiting = [asyncio.create_task(breaker.until_changed(60)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    clock[0] = 60.0
+    assert breaker.wait_s() == 0  # the next probe…
+    clock[0] = 90.0
+    assert breaker.wait_s() == 0  # …never reported: another is let through
     breaker.succeeded()
     await asyncio.wait_for(asyncio.gather(*waiting), 1)
     assert breaker.state == "closed"
+
+    untouched = asyncio.create_task(breaker.until_changed(0.2))
+    await asyncio.sleep(0.01)
+    breaker.succeeded()  # closed already: not a change
+    await asyncio.sleep(0.05)
+    assert not untouched.done()
+    await untouched

@@ -39,7 +39,10 @@ async def status(request: web.Request) -> web.Response:
             "drained": _drained(app),
             "workers": {"in_flight": workers.in_flight, "queued": workers.queued},
             "threads": app[RUNNER].thread_status(),
-            "deliveries": {"in_flight": app[DELIVERER].in_flight},
+            "deliveries": {
+                "in_flight": app[DELIVERER].in_flight,
+                "hosts": app[DELIVERER].hosts(),
+            },
             "dead_letters": await _dead_letter_count(request),
             "breakers": app[BREAKERS].states(),
             "last_event_id": app[EVENTS].last_id,

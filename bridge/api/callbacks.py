@@ -18,7 +18,7 @@ from bridge.auth import authorize, challenge
 from bridge.errors import AuthenticationFailed, PayloadTooLarge, ValidationFailed
 from bridge.items import MAX_JSON_DEPTH
 from bridge.jobs import JobRecord
-from bridge.keys import AUTH, DELIVERER, EVENTS, OUTBOX, PRINCIPAL, SETTINGS, STORE
+from bridge.keys import AUTH, EVENTS, OUTBOX, PRINCIPAL, SETTINGS, SIGNER, STORE
 
 _WEBHOOK_ID = re.compile(WEBHOOK_ID["schema"]["pattern"])
 
@@ -33,7 +33,7 @@ async def receive(request: web.Request) -> web.Response:
             details=[{"pointer": "/headers/webhook-id", "message": "not a webhook id"}],
         )
     if "webhook-signature" in request.headers:
-        signer = request.app[DELIVERER].signer
+        signer = request.app[SIGNER]
         if not signer.enabled:
             raise AuthenticationFailed(
                 "signed callbacks need BRIDGE_CALLBACK_SECRET on the bridge; send a JWT instead",
