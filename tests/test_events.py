@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -39,12 +40,16 @@ async def run_job(client: TestClient, auth: dict[str, str], workflow_id: str) ->
     return str(answer["job_id"])
 
 
-async def read_events(response: Any, count: int) -> list[dict[str, Any]]:
-    """Parse `count` SSE events from a streaming response."""
+async def read_until(
+    response: Any, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 10
+) -> list[dict[str, Any]]:
+    """Parse SSE events from a streaming response until `done(events)`; each line must come
+    within `timeout` seconds."""
     events: list[dict[str, Any]] = []
     current: dict[str, Any] = {}
-    while len(events) < count:
-        line = (await asyncio.wait_for(response.content.readline(), 10)).decode().rstrip("\n")
+    while not done(events):
+        line = (await asyncio.wait_for(response.content.readline(), timeout)).decode()
+        line = line.rstrip("\n")
         if not line:
             if "data" in current:
                 events.append(current)
@@ -53,6 +58,11 @@ async def read_events(response: Any, count: int) -> list[dict[str, Any]]:
             name, _, value = line.partition(": ")
             current[name] = orjson.loads(value) if name == "data" else value
     return events
+
+
+async def read_events(response: Any, count: int) -> list[dict[str, Any]]:
+    """Parse `count` SSE events from a streaming response."""
+    return await read_until(response, lambda events: len(events) >= count)
 
 
 async def test_sse_streams_filtered_events_and_resumes(

@@ -4,8 +4,8 @@ dead-lettered and lost printed (lost must be 0):
 - the disk under the SQLite database fills up (a real daemon whose file-size limit is lowered
   with prlimit, as a full disk would refuse writes), then has room again.
 
-Elsewhere: SIGKILL mid-batch, embedded (tests/test_recovery.py) and on Redis
-(tests/test_redis_instances.py); Redis stopped and restarted (tests/test_redis.py); the
+Elsewhere: SIGKILL mid-batch, on both backends (tests/test_backend_conformance.py) and of one
+of two Redis instances (tests/test_redis_instances.py); Redis stopped and restarted (tests/test_redis.py); the
 callback target down, then up (tests/test_worker.py); an SMTP server dropping connections
 (tests/processors/test_email_send.py).
 """
