@@ -76,7 +76,9 @@ def each_job_ended(job_ids: set[str]) -> Any:
     """A `read_until` condition: every one of these jobs' callbacks has an outcome event."""
 
     def done(frames: list[dict[str, Any]]) -> bool:
-        return job_ids <= {f["data"]["job_id"] for f in frames if f["event"].startswith("callback.")}
+        return job_ids <= {
+            f["data"]["job_id"] for f in frames if f["event"].startswith("callback.")
+        }
 
     return done
 
@@ -139,7 +141,10 @@ async def test_each_job_s_events_come_in_causal_order_in_the_log_sse_and_webhook
     assert subscribed.status == 201
     async with client.get("/api/v1/events?workflow_id=wf-order", headers=auth) as live:
         jobs = await asyncio.gather(
-            *(post_job(client, auth, order_job(n, target.url(f"/cb/{n}"))) for n in range(ORDER_JOBS))
+            *(
+                post_job(client, auth, order_job(n, target.url(f"/cb/{n}")))
+                for n in range(ORDER_JOBS)
+            )
         )
         # Queued jobs (the sleepers hold both slots for a second), and a running sleeper.
         for job_id in (*jobs[10::10], jobs[0]):
@@ -320,6 +325,10 @@ async def test_status_documents_and_their_transitions_are_the_same(
         "duration_ms": True,
         "output_count": 2,
         "callback": {**running["callback"], "state": "delivered", "attempts": 1},
+        "items": [
+            {"json": {"slept": 0.3}, "pairedItem": {"item": 0}},
+            {"json": {"slept": 0.3}, "pairedItem": {"item": 1}},
+        ],
     }
     delivered_at = {**completed["callback"], "delivered_at": True}
     # (the first may be seen queued, and its end before its callback's, if the poll is quick)
@@ -332,10 +341,16 @@ async def test_status_documents_and_their_transitions_are_the_same(
         "status": "cancelled",
         "finished_at": True,
         "error": {"code": "cancelled", "message": "cancelled", "retryable": False},
+        "items": [],
     }
     assert second_seen[-1] == {
         **ended,
-        "callback": {**ended["callback"], "state": "delivered", "attempts": 1, "delivered_at": True},
+        "callback": {
+            **ended["callback"],
+            "state": "delivered",
+            "attempts": 1,
+            "delivered_at": True,
+        },
     }
 
 
