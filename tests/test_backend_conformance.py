@@ -2,6 +2,9 @@
 delivery of their callbacks, recovery after a crash, the status document — must be the same on
 the embedded backend (SQLite, in-process queues) and on Redis. Every test takes conftest's
 `backend` fixture, so a difference between the backends fails a test here.
+
+The "Order" paragraph of docs/background-jobs.md is checked here (the events of jobs that end
+every way, and after a SIGKILL) and in test_faults (the events of jobs refused with 503).
 """
 
 from __future__ import annotations
