@@ -119,6 +119,8 @@ class Embedded:
     async def start(
         self, bus: EventBus, workers: WorkerPool, subs: Subscriptions, deliverer: Deliverer
     ) -> None:
+        # Before the resume: the events it publishes (jobs failed as dead) reach subscribers.
+        self._event_log.start(bus.deliver, bus.interested)
         await workers.resume(await self._unfinished())
         await deliverer.resume()
 

@@ -1,11 +1,15 @@
 """The event bus: typed events, persisted in an ordered log, fanned out to in-process listeners.
 
-`publish` appends the event to the log (ids increase), and the bus hands it to every listener's
-bounded buffer without waiting: a slow listener never slows a publisher. An event is encoded once
+`publish` appends the event to the log (ids increase): it is written with the next group commit,
+together with whatever the publisher saves next — so a job's event is committed with the step that
+lets the job's next step run, and comes before that step's event. Once written, the log hands the
+event to the bus (`deliver`, in id order), which puts it in every listener's bounded buffer without
+waiting: a slow listener never slows a publisher. Nobody sees an event that was not committed, and
+an event withdrawn before its commit (its job was refused) is never seen. An event is encoded once
 as a Server-Sent Events frame, and every listener holds that same frame. The embedded log gives
 the event its id at once; the shared (Redis) log gives it one when it is written, and every
-instance gets every event — whichever instance published it — from the log (`deliver`); the hooks
-run only where the event was published. A listener's buffer is bounded by events
+instance gets every event — whichever instance published it — from the log; the hooks run only
+where the event was published. A listener's buffer is bounded by events
 (LISTENER_BUFFER) and by bytes; one that would go past either has fallen behind: the bus lets it
 go at once (its buffer emptied, the events counted in `bridge_events_dropped`) and tells it, so a
 Server-Sent Events stream ends and its client resumes from the log with `Last-Event-ID` —
@@ -58,9 +62,15 @@ class EventLog(Protocol):
     @property
     def last_id(self) -> int: ...
 
-    def append(self, type: EventType, fields: dict[str, Any]) -> Event | None:
-        """Record the event (written with the next group commit); the event with its id, or
-        None when the id comes later (the shared log delivers it then)."""
+    def append(self, type: EventType, fields: dict[str, Any]) -> str:
+        """Record the event, written with the next group commit; a key that `withdraw` takes."""
+
+    def withdraw(self, key: str) -> None:
+        """Take back an appended event that has not been committed yet."""
+
+    def start(self, deliver: Callable[[Event, bool], None], wanted: Callable[[bool], bool]) -> None:
+        """From now on, hand every committed event to `deliver(event, published_here)`, in id
+        order — when `wanted(published_here)`."""
 
     async def since(
         self,
@@ -150,10 +160,13 @@ class EventBus:
         self.hooks: list[Callable[[Event], None]] = []  # called for every event, in order
         self.hooks_wanted: Callable[[], bool] = lambda: bool(self.hooks)
 
-    def publish(self, type: EventType, **fields: Any) -> None:
-        event = self._log.append(type, {"at": time.time(), **fields})
-        if event is not None:
-            self.deliver(event, published_here=True)
+    def publish(self, type: EventType, **fields: Any) -> str:
+        """Into the log, with the next commit; a key for `withdraw`."""
+        return self._log.append(type, {"at": time.time(), **fields})
+
+    def withdraw(self, key: str) -> None:
+        """Take back a published event before its commit: nobody will see it."""
+        self._log.withdraw(key)
 
     def interested(self, published_here: bool) -> bool:
         """Whether an event would reach anyone: a listener, or (published here) a hook."""

@@ -112,6 +112,7 @@ class WorkerPool:
         self._running: dict[str, Running] = {}
         self._cancelling: set[str] = set()
         self._reserving: dict[str, asyncio.Future[JobRecord]] = {}
+        self._accepting: dict[str, asyncio.Future[None]] = {}  # job id → done when committed
         # job id → (record as queued, items, params, request size)
         self._decoded: dict[str, tuple[JobRecord, list[Any], Any, int]] = {}
         self._callbacks: dict[str, JobRecord] = {}  # finished jobs whose callback is under way
@@ -218,13 +219,17 @@ class WorkerPool:
         if fits and submission.params is not None:
             self._decoded[job.job_id] = (job, submission.items, submission.params, len(request))
             self._decoded_bytes += len(request)
+        # The event and the entry first: both are written in the same transaction as the job,
+        # so neither the job's entry nor its next event is seen without it and this event. An
+        # in-process worker that takes the entry before the commit waits for it (`_run`).
+        queued = self._publish("workflow.queued", job, queue=queue)
         self._reserved[queue] += 1
+        accepting = self._accepting[job.job_id] = asyncio.get_running_loop().create_future()
         try:
-            # The entry first: a shared queue writes it in the same transaction as the job. An
-            # in-process worker that takes it before the commit finds the job all the same.
             self.queues[queue].put(Entry(job.job_id, job.priority), force=True)
             await self._store.save(job, durable=True, request=request)
         except Exception as exc:
+            self._bus.withdraw(queued)
             self._store.withdraw(job)
             self._forget_decoded(job.job_id)
             log.error("job %s could not be saved: %s", job.job_id, exc)
@@ -233,7 +238,8 @@ class WorkerPool:
             ) from None
         finally:
             self._reserved[queue] -= 1
-        self._publish("workflow.queued", job, queue=queue)
+            del self._accepting[job.job_id]
+            accepting.set_result(None)
         log.debug("job %s queued in %r (%d items)", job.job_id, queue, job.item_count)
         return job
 
@@ -277,6 +283,9 @@ class WorkerPool:
         """Run the job of a queue entry; the entry ends once the job is settled (a cancelled
         or cut run's entry is ended by `cancel` or handed back by `stop`)."""
         try:
+            accepting = self._accepting.get(entry.job_id)
+            if accepting is not None:  # taken before its job's commit: a refused job never runs
+                await asyncio.shield(accepting)
             kept = self._forget_decoded(entry.job_id)  # still here: not cancelled, not run yet
             job = kept[0] if kept is not None else await self._store.get(entry.job_id)
             if job is not None and job.status is JobStatus.RUNNING and entry.deliveries > 1:
@@ -389,6 +398,7 @@ class WorkerPool:
         errors: list[ItemError] | None = None,
         error: BridgeError | None = None,
     ) -> JobRecord:
+        self._forget_decoded(job.job_id)  # a job cancelled while it waited must not run
         errors = errors or []
         items, errors = encode_outputs(outputs or [], errors)
         done = job.advance(
@@ -413,7 +423,17 @@ class WorkerPool:
         )
         delivery = self._callback_delivery(done, items, errors) if done.callback else None
         if delivery is not None:
-            self._deliverer.record(delivery)  # committed with the outcome, in one transaction
+            self._deliverer.record(delivery)
+        # The event too is committed with the outcome and the callback, in one transaction: a
+        # crash leaves none without the others, and the callback's own event comes after it.
+        self._publish(
+            f"workflow.{status.value}",
+            done,
+            duration_ms=done.duration_ms,
+            output_count=done.output_count,
+            error_count=done.error_count,
+            error=done.error.model_dump() if done.error else None,
+        )
         await asyncio.shield(self._store.save(done, durable=True, result=result))
         if delivery is not None:
             self._callbacks[done.job_id] = done
@@ -425,14 +445,6 @@ class WorkerPool:
             (done.duration_ms or 0) / 1000,
             done.item_count - len(errors),
             len(errors),
-        )
-        self._publish(
-            f"workflow.{status.value}",
-            done,
-            duration_ms=done.duration_ms,
-            output_count=done.output_count,
-            error_count=done.error_count,
-            error=done.error.model_dump() if done.error else None,
         )
         return done
 
@@ -505,8 +517,8 @@ class WorkerPool:
             data={"url": redact_url(delivery.url), "attempts": delivery.attempts, "reason": reason},
         )
 
-    def _publish(self, type: Any, job: JobRecord, **data: Any) -> None:
-        self._bus.publish(
+    def _publish(self, type: Any, job: JobRecord, **data: Any) -> str:
+        return self._bus.publish(
             type,
             job_id=job.job_id,
             workflow_id=job.workflow_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -39,12 +40,16 @@ async def run_job(client: TestClient, auth: dict[str, str], workflow_id: str) ->
     return str(answer["job_id"])
 
 
-async def read_events(response: Any, count: int) -> list[dict[str, Any]]:
-    """Parse `count` SSE events from a streaming response."""
+async def read_until(
+    response: Any, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 10
+) -> list[dict[str, Any]]:
+    """Parse SSE events from a streaming response until `done(events)`; each line must come
+    within `timeout` seconds."""
     events: list[dict[str, Any]] = []
     current: dict[str, Any] = {}
-    while len(events) < count:
-        line = (await asyncio.wait_for(response.content.readline(), 10)).decode().rstrip("\n")
+    while not done(events):
+        line = (await asyncio.wait_for(response.content.readline(), timeout)).decode()
+        line = line.rstrip("\n")
         if not line:
             if "data" in current:
                 events.append(current)
@@ -53,6 +58,11 @@ async def read_events(response: Any, count: int) -> list[dict[str, Any]]:
             name, _, value = line.partition(": ")
             current[name] = orjson.loads(value) if name == "data" else value
     return events
+
+
+async def read_events(response: Any, count: int) -> list[dict[str, Any]]:
+    """Parse `count` SSE events from a streaming response."""
+    return await read_until(response, lambda events: len(events) >= count)
 
 
 async def test_sse_streams_filtered_events_and_resumes(
@@ -85,20 +95,7 @@ async def test_sse_refuses_unknown_types_and_bad_ids(
 
 
 async def test_a_slow_listener_never_blocks_the_publisher(settings: Settings) -> None:
-    class Log:
-        last_id = 0
-
-        def append(self, type: Any, fields: dict[str, Any]) -> Any:
-            from bridge.events import Event
-
-            self.last_id += 1
-            return Event(id=self.last_id, type=type, **fields)
-
-        async def since(self, *args: Any, **kwargs: Any) -> list[Any]:
-            return []
-
-    metrics = Metrics(None)
-    bus = EventBus(Log(), metrics)
+    bus, metrics = _bus()
     slow = bus.listen(lambda event: True)
     for _ in range(1500):  # more than the listener's buffer; nobody reads it
         bus.publish("workflow.queued", workflow_id="wf")
@@ -369,18 +366,30 @@ async def test_a_long_error_text_is_cut_short_in_jobs_and_events(
 
 
 def _bus() -> tuple[EventBus, Metrics]:
+    """A bus on a log that commits each event at once."""
+
     class Log:
         last_id = 0
+        deliver: Callable[[Event, bool], None]
 
-        def append(self, type: Any, fields: dict[str, Any]) -> Any:
+        def append(self, type: Any, fields: dict[str, Any]) -> str:
             self.last_id += 1
-            return Event(id=self.last_id, type=type, **fields)
+            self.deliver(Event(id=self.last_id, type=type, **fields), True)
+            return str(self.last_id)
+
+        def withdraw(self, key: str) -> None:
+            raise AssertionError("committed already")
+
+        def start(self, deliver: Callable[[Event, bool], None], wanted: Any) -> None:
+            self.deliver = deliver
 
         async def since(self, *args: Any, **kwargs: Any) -> list[Any]:
             return []
 
-    metrics = Metrics(None)
-    return EventBus(Log(), metrics), metrics
+    log, metrics = Log(), Metrics(None)
+    bus = EventBus(log, metrics)
+    log.start(bus.deliver, bus.interested)
+    return bus, metrics
 
 
 async def test_a_listener_is_bounded_by_bytes_and_let_go_when_it_falls_behind() -> None:

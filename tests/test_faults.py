@@ -4,8 +4,8 @@ dead-lettered and lost printed (lost must be 0):
 - the disk under the SQLite database fills up (a real daemon whose file-size limit is lowered
   with prlimit, as a full disk would refuse writes), then has room again.
 
-Elsewhere: SIGKILL mid-batch, embedded (tests/test_recovery.py) and on Redis
-(tests/test_redis_instances.py); Redis stopped and restarted (tests/test_redis.py); the
+Elsewhere: SIGKILL mid-batch, on both backends (tests/test_backend_conformance.py) and of one
+of two Redis instances (tests/test_redis_instances.py); Redis stopped and restarted (tests/test_redis.py); the
 callback target down, then up (tests/test_worker.py); an SMTP server dropping connections
 (tests/processors/test_email_send.py).
 """
@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from tests.daemon import Daemon
+from tests.test_events import read_until
 
 API_KEY = "faults-api-key-0123456789abcdef"
 AUTH = {"X-API-Key": API_KEY}
@@ -71,6 +72,10 @@ async def until_settled(
         await asyncio.sleep(0.2)
 
 
+def ended(events: list[dict[str, Any]]) -> set[str]:
+    return {e["data"]["job_id"] for e in events if e["event"] == "workflow.completed"}
+
+
 def largest_file(directory: Path) -> int:
     return max(path.stat().st_size for path in directory.rglob("*") if path.is_file())
 
@@ -83,7 +88,10 @@ async def test_a_full_disk_refuses_new_jobs_clearly_and_corrupts_nothing(tmp_pat
     accepted: list[str] = []
     refusals: list[dict[str, Any]] = []
     try:
-        async with aiohttp.ClientSession(headers=AUTH) as session:
+        async with (
+            aiohttp.ClientSession(headers=AUTH) as session,
+            session.get(f"{daemon.url}/api/v1/events?workflow_id=wf-faults") as stream,
+        ):
             # No file of the daemon may grow past its size now + 300 KiB: the disk is "full".
             limit = largest_file(tmp_path / "data") + 300 * 1024
             resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, hard))
@@ -115,6 +123,9 @@ async def test_a_full_disk_refuses_new_jobs_clearly_and_corrupts_nothing(tmp_pat
                             break
                     await asyncio.sleep(0.1)
             counted = await until_settled(session, daemon.url, accepted)
+            # Events reach streams once committed: those of the refused jobs never did.
+            seen = await read_until(stream, lambda events: set(accepted) <= ended(events))
+            assert {e["data"]["job_id"] for e in seen} == set(accepted)
             async with session.get(f"{daemon.url}/admin/status") as answer:
                 dead = (await answer.json())["dead_letters"]
     finally:

@@ -6,7 +6,8 @@ durability (`flush` waits for that commit, and every write that came before ride
 otherwise within FLUSH_INTERVAL_S. An object stays readable from memory (`pending`) until it is
 written, so what was saved is visible the moment it was saved. A batch that fails is kept and
 tried again (newer writes of the same key win); `withdraw` takes back a write whose caller gave
-up on it (a background job answered with 503 must not be accepted later).
+up on it (a background job answered with 503 must not be accepted later). Once a batch is
+committed, each of `committed` is called with it, batch after batch in the order of the writes.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class GroupCommit:
         self._urgent = asyncio.Event()  # someone waits for a commit, or the batch is full
         self._writer: asyncio.Task[None] | None = None
         self.failing: Exception | None = None  # why the last batch failed, until one succeeds
+        self.committed: list[Callable[[Batch], None]] = []
 
     def _empty(self) -> Batch:
         return {kind: {} for kind in self._kinds}
@@ -147,6 +149,11 @@ class GroupCommit:
                     log.info("writes go through again")
                 self.failing = None
                 self._in_flight = self._empty()
+                for hook in self.committed:
+                    try:
+                        hook(batch)
+                    except Exception:  # a hook's bug must not stop the writer
+                        log.exception("after a commit")
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_result(None)

@@ -111,7 +111,7 @@ class RedisEventLog:
     def last_id(self) -> int:
         return self._last_id
 
-    def append(self, type: EventType, fields: dict[str, Any]) -> None:
+    def append(self, type: EventType, fields: dict[str, Any]) -> str:
         """Into the next batch; the event gets its id there, and reaches listeners (here and
         on every instance) through the tail."""
         self._count += 1
@@ -119,6 +119,10 @@ class RedisEventLog:
         self._db.put(
             "events", str(self._count), (orjson.dumps({"type": type, **fields}), fields["at"])
         )
+        return str(self._count)
+
+    def withdraw(self, key: str) -> None:
+        self._db.withdraw("events", key)
 
     def start(self, deliver: Callable[[Event, bool], None], wanted: Callable[[bool], bool]) -> None:
         """Tail the log: every new event goes to `deliver(event, published_here)` — when

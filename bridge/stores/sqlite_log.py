@@ -4,10 +4,11 @@ record of incoming webhook-ids, on the embedded database (`sqlite_db`)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bridge.events import Event, EventType
+from bridge.stores.batching import Batch
 from bridge.stores.sqlite_db import Database, Table
 from bridge.subscriptions import Subscription
 from bridge.webhooks import Delivery
@@ -41,7 +42,8 @@ TABLES = (
 
 
 class SqliteEventLog:
-    """Events with increasing ids, kept for `retention_s` and at most `max_events`."""
+    """Events with increasing ids, kept for `retention_s` and at most `max_events`. An event
+    gets its id when appended and reaches listeners once its batch is committed, as on Redis."""
 
     def __init__(self, db: Database, retention_s: float, max_events: int) -> None:
         self._db = db
@@ -57,13 +59,27 @@ class SqliteEventLog:
     def last_id(self) -> int:
         return self._last_id
 
-    def append(self, type: EventType, fields: dict[str, Any]) -> Event:
+    def append(self, type: EventType, fields: dict[str, Any]) -> str:
         self._last_id += 1
         # The bus builds `fields` from typed records; validating them again costs more than the
         # rest of publishing an event.
         event = Event.model_construct(id=self._last_id, type=type, **fields)
         self._db.put("events", str(event.id), event)
-        return event
+        return str(event.id)
+
+    def withdraw(self, key: str) -> None:
+        self._db.withdraw("events", key)
+
+    def start(self, deliver: Callable[[Event, bool], None], wanted: Callable[[bool], bool]) -> None:
+        """Hand every committed event to `deliver` (all are published here), in id order."""
+
+        def committed(batch: Batch) -> None:
+            events = batch.get("events")
+            if events and wanted(True):
+                for event in events.values():
+                    deliver(event, True)
+
+        self._db.committed.append(committed)
 
     async def since(
         self,
