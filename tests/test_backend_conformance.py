@@ -257,7 +257,14 @@ BASE = {
     "reported": None,
     "retry_at": None,
 }
-PENDING = {"state": "pending", "attempts": 0, "last_error": None, "delivered_at": False}
+PENDING = {
+    "state": "pending",
+    "attempts": 0,
+    "last_error": None,
+    "next_attempt_at": None,
+    "waiting_for": None,
+    "delivered_at": False,
+}
 
 
 async def watch(
