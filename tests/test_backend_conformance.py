@@ -10,8 +10,10 @@ every way, and after a SIGKILL) and in test_faults (the events of jobs refused w
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import signal
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,9 +23,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from standardwebhooks.webhooks import Webhook
+from yarl import URL
 
 from bridge.events import EVENT_TYPES
 from bridge.settings import Settings
+from bridge.webhook_attempt import ATTEMPT_OUTCOMES
 from tests.conftest import ClientFactory, token
 from tests.daemon import Daemon
 from tests.test_events import read_until
@@ -218,6 +222,125 @@ async def test_callbacks_are_signed_and_taken_once_each_with_one_webhook_id(
         assert callback["state"] == "delivered" and callback["delivered_at"] is not None
     await asyncio.sleep(0.3)
     assert len(target.received) == len(jobs) + 3  # nothing more once each was taken
+
+
+ANNOUNCED = re.compile(r"^callback (cb_\S+) to .*; next try in ([0-9.]+) s$")
+
+
+async def test_a_failing_callback_keeps_its_own_schedule_beside_successful_ones(
+    tmp_path: Path, target: Target, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """One job's callback path answers 503 twenty times while a stream of other jobs' callbacks
+    to the same host are taken. It is delivered on its 21st attempt, and no wait is cut short
+    by the others' successes: each lasts what the bridge announced in its log (and no more than
+    the schedule's bound, min(cap, base·2^(n-1))). Today's failure was 12 attempts in 0.93 s."""
+    base, cap = 0.02, 0.3
+    target.by_path["/slow"] = [503] * 20
+    daemon_env = backend_env(tmp_path, backend, request) | {
+        "BRIDGE_RETRY_BASE_S": str(base),
+        "BRIDGE_CALLBACK_RETRY_MAX_S": str(cap),
+        "BRIDGE_CALLBACK_MAX_ATTEMPTS": "25",
+        "BRIDGE_BREAKER_FAILURES": "100",  # the breaker is not what is tested here
+    }
+    auth = headers(tmp_path)
+    async with aiohttp.ClientSession() as session, Daemon(daemon_env) as daemon:
+        slow = await submit(session, daemon, auth, 0, target.url("/slow"))
+        others = 0
+
+        def slow_calls() -> list[Any]:
+            return [r for r in target.received if r.path == "/slow"]
+
+        while len(slow_calls()) < 21:  # a stream of successes meanwhile, one every 20 ms
+            await submit(session, daemon, auth, others + 1, target.url("/ok"))
+            others += 1
+            await asyncio.sleep(0.02)
+            assert others < 1500, f"not delivered: {len(slow_calls())} attempts so far"
+        async with session.get(
+            f"{daemon.url}/api/v1/workflow/status/{slow}", headers=auth
+        ) as response:
+            callback = (await response.json())["callback"]
+        announced = [
+            float(m[2])
+            for record in daemon.records()
+            if (m := ANNOUNCED.match(record.get("msg", ""))) and m[1] == f"cb_{slow}"
+        ]
+    calls = slow_calls()
+    assert len(calls) == 21 and {c.headers["webhook-id"] for c in calls} == {f"cb_{slow}"}
+    assert callback["state"] == "delivered" and callback["attempts"] == 21
+    assert callback["next_attempt_at"] is None and callback["waiting_for"] is None
+    assert others >= 20, "the stream of other callbacks did not run beside it"
+    gaps = [b.at - a.at for a, b in itertools.pairwise(calls)]
+    assert len(announced) == len(gaps) == 20
+    for n, (gap, said) in enumerate(zip(gaps, announced, strict=True), start=1):
+        # measured where they arrive: a loaded machine may delay one arrival by some ms
+        assert gap >= said - 0.03, f"wait {n} cut short: {gap:.3f} s of the {said:.3f} s announced"
+        assert said <= min(cap, base * 2 ** (n - 1)) + 0.001, f"wait {n} beyond the schedule"
+    assert sum(gaps) >= sum(announced) - 0.05
+
+
+async def wait_until(check: Any, timeout: float = 10) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("not in time")
+
+
+async def test_a_waiting_callback_says_when_and_why(
+    make_client: ClientFactory,
+    settings: Settings,
+    auth: dict[str, str],
+    target: Target,
+    unused_tcp_port: int,
+) -> None:
+    """While a callback waits, its job shows the attempts so far, the last error, when the next
+    attempt is due and why; `/admin/status` shows per host the deliveries waiting, by why, and
+    its breaker; the attempts metric counts by outcome, every series there from start-up."""
+    client = await make_client(retry_base_s=0.01, breaker_failures=1, breaker_reset_s=60)
+    metrics = await (await client.get("/metrics")).text()
+    for kind in ("callback", "event"):
+        for outcome in ATTEMPT_OUTCOMES:
+            assert f'attempts_total{{kind="{kind}",outcome="{outcome}"}} 0.0' in metrics
+    target.by_path["/later"] = [503]
+    target.headers = {"Retry-After": "30"}
+    down = f"http://127.0.0.1:{unused_tcp_port}/hook"  # nothing listens there
+    body = {"processing_type": "echo", "mode": "async", "items": [{"json": {}}]}
+    later = await post_job(client, auth, {**body, "callback_url": target.url("/later")})
+    first_down = await post_job(client, auth, {**body, "callback_url": down})
+
+    async def waiting(job_id: str, why: str) -> bool:
+        return (await status_of(client, auth, job_id))["callback"]["waiting_for"] == why
+
+    await wait_until(lambda: waiting(later, "retry_after"))
+    await wait_until(lambda: waiting(first_down, "breaker_open"))
+    second_down = await post_job(client, auth, {**body, "callback_url": down})
+    await wait_until(lambda: waiting(second_down, "breaker_open"))
+    now = time.time()
+
+    shown = {j: (await status_of(client, auth, j))["callback"] for j in (later, second_down)}
+    assert shown[later]["state"] == "pending" and shown[later]["attempts"] == 1
+    assert shown[later]["last_error"] == "HTTP 503 Service Unavailable"
+    assert now + 25 < shown[later]["next_attempt_at"] < now + 31
+    assert shown[second_down]["attempts"] == 0  # the open breaker spares the host: not sent
+    assert now + 50 < shown[second_down]["next_attempt_at"] < now + 61
+
+    response = await client.get("/admin/status", headers=admin(settings))
+    hosts = (await response.json())["deliveries"]["hosts"]
+    assert hosts[f"127.0.0.1:{URL(target.url()).port}"] == {
+        "breaker": "open",  # one failure opens a breaker here; its own Retry-After is sooner
+        "sending": 0,
+        "waiting": {"backoff": 0, "retry_after": 1, "breaker_open": 0},
+        "next_attempt_at": shown[later]["next_attempt_at"],
+    }
+    assert hosts[f"127.0.0.1:{unused_tcp_port}"] | {"next_attempt_at": None} == {
+        "breaker": "open",
+        "sending": 0,
+        "waiting": {"backoff": 0, "retry_after": 0, "breaker_open": 2},
+        "next_attempt_at": None,
+    }
+    metrics = await (await client.get("/metrics")).text()
+    assert 'attempts_total{kind="callback",outcome="server_error"} 1.0' in metrics
+    assert 'attempts_total{kind="callback",outcome="connection_error"} 1.0' in metrics
 
 
 # ---- status -----------------------------------------------------------------------------------

@@ -176,6 +176,8 @@ async def test_a_delivery_keeps_its_own_schedule_while_others_to_the_host_succee
 ) -> None:
     b = bench(Host(scripts={"slow": [unavailable()] * 11}))
     b.send("slow")
+    await asyncio.sleep(0.0001)
+    assert b.deliverer.hosts()["n8n.test:5678"]["waiting"]["backoff"] == 1
     sent = await stream_of_successes(b, seconds=1200, every_s=0.5)
     await b.until_ended("slow", *(f"ok-{n}" for n in range(sent)))
 

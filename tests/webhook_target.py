@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,14 +23,16 @@ class Received:
     query_string: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 @dataclass
 class Target:
     server: TestServer | None = None
     received: list[Received] = field(default_factory=list)
-    # Statuses to answer, in order; once used up, 200.
+    # Statuses to answer, in order; once used up, 200. `by_path` first, for its paths.
     script: list[int] = field(default_factory=list)
+    by_path: dict[str, list[int]] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -38,7 +41,8 @@ class Target:
         return str(self.server.make_url(path))
 
     async def handle(self, request: web.Request) -> web.Response:
-        status = self.script.pop(0) if self.script else 200
+        script = self.by_path.get(request.path, self.script)
+        status = script.pop(0) if script else 200
         async with self.arrived:
             self.received.append(
                 Received(
