@@ -19,6 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,7 +35,8 @@ from tests.conftest import SECRET
 pytestmark = pytest.mark.looptime
 
 HOST = "http://n8n.test:5678"
-BASE, CAP, MAX_ATTEMPTS = 1.0, 300.0, 12
+BASE, CAP, MAX_ATTEMPTS = 1.0, 300.0, 12  # the defaults, as docs/background-jobs.md states them
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "background-jobs.md"
 
 # A scripted answer: None is a 2xx; an exception is raised as the attempt's outcome.
 Answer = Exception | None
@@ -121,12 +123,7 @@ def bench() -> Iterator[Callable[..., Bench]]:
     def make(host: Host | None = None, **overrides: Any) -> Bench:
         settings = Settings.model_validate(
             {
-                "jwt_secret": SECRET,
-                "retry_base_s": BASE,
-                "callback_retry_max_s": CAP,
-                "callback_max_attempts": MAX_ATTEMPTS,
-                "breaker_failures": 5,
-                "breaker_reset_s": 30.0,
+                "jwt_secret": SECRET,  # every other setting at its default
                 **overrides,
             }
         )
@@ -171,6 +168,19 @@ async def stream_of_successes(bench: Bench, seconds: float, every_s: float = 0.0
     return sent
 
 
+async def test_the_documented_schedule_is_the_default_one() -> None:  # async: looptime marks all
+    defaults = Settings.model_validate({"jwt_secret": SECRET})
+    assert (defaults.retry_base_s, defaults.callback_retry_max_s) == (BASE, CAP)
+    assert defaults.callback_max_attempts == MAX_ATTEMPTS
+    assert (defaults.breaker_failures, defaults.breaker_reset_s) == (5, 30.0)
+    bounds = [bound(n) for n in range(1, MAX_ATTEMPTS)]
+    assert bounds == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]
+    text = " ".join(DOCS.read_text().split())
+    assert "the bounds are 1, 2, 4, … 256 s, then 300 s" in text
+    most, mean = sum(bounds) / 60, sum(bounds) / 2 / 60
+    assert f"at most {most:.1f} minutes ({mean:.1f} on average)" in text
+
+
 async def test_a_delivery_keeps_its_own_schedule_while_others_to_the_host_succeed(
     bench: Callable[..., Bench],
 ) -> None:
@@ -209,6 +219,11 @@ async def test_waits_are_full_jitter_exponential_and_capped(bench: Callable[...,
         assert not delivered and reason == "503 Service Unavailable (after 12 attempts)"
         for n, gap in enumerate(b.gaps(delivery_id), start=1):
             ratios[n].append(gap / bound(n))
+    totals = [sum(b.gaps(delivery_id)) for delivery_id in ids]
+    assert max(totals) <= sum(bound(n) for n in range(1, MAX_ATTEMPTS))
+    assert statistics.mean(totals) == pytest.approx(
+        sum(bound(n) for n in range(1, 12)) / 2, rel=0.05
+    )
     for n, drawn in ratios.items():
         assert all(0 <= r <= 1.0001 for r in drawn), n
         # uniform on [0, 1]: mean 1/2, quartiles 1/4 and 3/4 (300 draws: ±0.05 is > 3 sd)
