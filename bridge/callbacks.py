@@ -240,30 +240,32 @@ class Deliverer:
         self._metrics.webhook_attempts.labels(delivery.kind, outcome).inc()
 
     async def _end(self, delivery: Delivery, delivered: bool, reason: str | None) -> None:
-        if delivered:
-            self._outbox.done(delivery.id)
-            self._metrics.webhooks.labels(delivery.kind, "delivered").inc()
-        else:
-            dead = delivery.model_copy(
-                update={
-                    "state": "dead",
-                    "last_error": reason,
-                    "dead_at": time.time(),
-                    "next_attempt_at": None,
-                    "waiting_for": None,
-                }
-            )
-            self._outbox.put(dead)
-            self._metrics.webhooks.labels(delivery.kind, "dead_letter").inc()
-            log.warning(
-                "%s %s to %s is a dead letter: %s",
-                delivery.kind,
-                delivery.id,
-                redact_url(delivery.url),
-                reason,
-                extra={"job_id": delivery.job_id, "trace_id": delivery.trace_id},
-            )
+        """Record the outcome (the job's callback state, its event) first, then take the delivery
+        out of the outbox: a crash between the two sends it again rather than lose the event."""
         try:
             await self._on_end(delivery, delivered, reason)
         except Exception:
             log.exception("after delivery %s", delivery.id)
+        if delivered:
+            self._outbox.done(delivery.id)
+            self._metrics.webhooks.labels(delivery.kind, "delivered").inc()
+            return
+        dead = delivery.model_copy(
+            update={
+                "state": "dead",
+                "last_error": reason,
+                "dead_at": time.time(),
+                "next_attempt_at": None,
+                "waiting_for": None,
+            }
+        )
+        self._outbox.put(dead)
+        self._metrics.webhooks.labels(delivery.kind, "dead_letter").inc()
+        log.warning(
+            "%s %s to %s is a dead letter: %s",
+            delivery.kind,
+            delivery.id,
+            redact_url(delivery.url),
+            reason,
+            extra={"job_id": delivery.job_id, "trace_id": delivery.trace_id},
+        )

@@ -62,12 +62,15 @@ def bound(attempt: int, base: float = BASE, cap: float = CAP) -> float:
 class MemoryOutbox:
     def __init__(self) -> None:
         self.kept: dict[str, Delivery] = {}
+        self.log: list[tuple[str, str]] = []  # ("put" | "done" | "ended", delivery id)
 
     def put(self, delivery: Delivery) -> None:
         self.kept[delivery.id] = delivery
+        self.log.append(("put", delivery.id))
 
     def done(self, delivery_id: str) -> None:
         self.kept.pop(delivery_id, None)
+        self.log.append(("done", delivery_id))
 
     async def flush(self) -> None:
         pass
@@ -136,6 +139,7 @@ def bench() -> Iterator[Callable[..., Bench]]:
 
         async def on_end(delivery: Delivery, delivered: bool, reason: str | None) -> None:
             ended[delivery.id] = (delivered, reason, loop.time())
+            outbox.log.append(("ended", delivery.id))
             an_end.set()
             an_end.clear()
 
@@ -363,6 +367,25 @@ async def test_a_breaker_closing_wakes_only_what_waited_for_it(
     assert b.gaps("own") == [pytest.approx(200.0, abs=0.02)]
     assert [why for _, _, why in b.waits["own"]] == ["retry_after"]
     assert any(why == "breaker_open" for waits in b.waits.values() for _, _, why in waits)
+
+
+async def test_an_outcome_is_recorded_before_the_outbox_lets_go(
+    bench: Callable[..., Bench],
+) -> None:
+    """The job's callback state and its event come before the delivery leaves the outbox (or
+    turns dead there): a crash in between sends it again rather than lose them."""
+    b = bench(Host(scripts={"gone": [GiveUp("404 Not Found", "rejected")]}))
+    b.send("taken")
+    b.send("gone")
+    await b.until_ended("taken", "gone")
+    assert [op for op in b.outbox.log if op[1] == "taken"][-2:] == [
+        ("ended", "taken"),
+        ("done", "taken"),
+    ]
+    assert [op for op in b.outbox.log if op[1] == "gone"][-2:] == [
+        ("ended", "gone"),
+        ("put", "gone"),
+    ]
 
 
 async def test_every_attempt_is_counted_by_outcome(bench: Callable[..., Bench]) -> None:
