@@ -58,8 +58,8 @@ class Plan:
     down_s: float = 20.0
     retry_base_s: float = 1.0
     retry_max_s: float = 300.0
-    breaker_failures: int = 30
-    breaker_reset_s: float = 10.0
+    breaker_failures: int = 5  # the bridge's defaults
+    breaker_reset_s: float = 30.0
     min_gap_s: float = 0.0  # the schedule's shortest wait between two attempts
     concurrency: int = 64
     timeout_s: float = 600.0
