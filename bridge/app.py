@@ -144,8 +144,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     async def delivery_ended(delivery: Delivery, delivered: bool, reason: str | None) -> None:
         await app[WORKERS].callback_ended(delivery, delivered, reason)
 
-    async def delivery_waiting(delivery: Delivery) -> None:
-        await app[WORKERS].callback_waiting(delivery)
+    async def delivery_progress(delivery: Delivery) -> None:
+        await app[WORKERS].callback_progress(delivery)
 
     secret = settings.callback_secret
     signer = app[SIGNER] = Signer(secret.get_secret_value() if secret else None)
@@ -156,7 +156,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         app[BREAKERS],
         metrics,
         delivery_ended,
-        delivery_waiting,
+        delivery_progress,
     )
     if not signer.enabled:
         log.warning("BRIDGE_CALLBACK_SECRET is not set: callbacks and event webhooks go unsigned")
@@ -192,7 +192,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 async def _purge(app: web.Application) -> AsyncIterator[None]:
     """Remove finished jobs, old events and dead letters past their retention, now and then, in
-    small chunks; keep the dead-letter gauge current."""
+    small chunks."""
     settings = app[SETTINGS]
     interval = min(settings.job_retention_s / 10, settings.sync_job_retention_s / 10, 300.0)
 
@@ -208,7 +208,6 @@ async def _purge(app: web.Application) -> AsyncIterator[None]:
                 removed += await app[OUTBOX].purge(now)
                 if removed:
                     log.info("removed %d expired record(s)", removed)
-                app[METRICS].dead_letters.set(await app[OUTBOX].count_dead())
             except Exception:
                 log.exception("clean-up failed; trying again later")
             await asyncio.sleep(interval)

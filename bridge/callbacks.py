@@ -46,8 +46,9 @@ class Outbox(Protocol):
 
 # Called when a delivery ends: (delivery, delivered?, reason)
 Outcome = Callable[[Delivery, bool, str | None], Awaitable[None]]
-# Called when a delivery starts to wait for its next attempt (its `next_attempt_at` is set)
-Waiting = Callable[[Delivery], Awaitable[None]]
+# Called when a delivery starts to wait for its next attempt (`next_attempt_at` and
+# `waiting_for` set), and when the wait is over and the attempt goes (both None again)
+Progress = Callable[[Delivery], Awaitable[None]]
 # One attempt: returns when delivered, raises Retry or GiveUp (bridge/webhook_attempt.py)
 Attempt = Callable[[Delivery], Awaitable[None]]
 
@@ -68,7 +69,7 @@ class Deliverer:
         breakers: Breakers,
         metrics: Metrics,
         on_end: Outcome,
-        on_wait: Waiting,
+        on_progress: Progress,
     ) -> None:
         self._settings = settings
         self._outbox = outbox
@@ -76,7 +77,7 @@ class Deliverer:
         self._breakers = breakers
         self._metrics = metrics
         self._on_end = on_end
-        self._on_wait = on_wait
+        self._on_progress = on_progress
         self._gate = asyncio.Semaphore(settings.callback_concurrency)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._sending: Counter[str] = Counter()  # by host
@@ -157,10 +158,15 @@ class Deliverer:
         host = host_of(delivery.url)
         breaker = self._breakers.for_host(host)
         max_attempts = self._settings.callback_max_attempts
+        waited = False
         while True:
             if wait_s := breaker.wait_s():
                 await self._wait(delivery, breaker, "breaker_open", wait_s, f"{host} is failing")
+                waited = True
                 continue
+            if waited:  # what showed the wait is told it is over: the attempt goes now
+                await self._progress(delivery)
+                waited = False
             delivery = delivery.model_copy(update={"attempts": delivery.attempts + 1})
             try:
                 async with self._gate:
@@ -195,6 +201,7 @@ class Deliverer:
                     await self._wait(delivery, None, "retry_after", after, exc.reason)
                 else:
                     await self._wait(delivery, None, "backoff", backoff, exc.reason)
+                waited = True
             else:
                 self._count(delivery, "delivered")
                 breaker.succeeded()
@@ -225,16 +232,19 @@ class Deliverer:
                 seconds,
                 extra={"job_id": delivery.job_id, "trace_id": delivery.trace_id},
             )
-            try:
-                await self._on_wait(waiting)
-            except Exception:
-                log.exception("while delivery %s waits", delivery.id)
+            await self._progress(waiting)
             if breaker is None:
                 await asyncio.sleep(seconds)
             else:
                 await breaker.until_changed(seconds)
         finally:
             self._waits.pop(delivery.id, None)
+
+    async def _progress(self, delivery: Delivery) -> None:
+        try:
+            await self._on_progress(delivery)
+        except Exception:
+            log.exception("recording the progress of delivery %s", delivery.id)
 
     def _count(self, delivery: Delivery, outcome: AttemptOutcome) -> None:
         self._metrics.webhook_attempts.labels(delivery.kind, outcome).inc()

@@ -33,7 +33,7 @@ AttemptOutcome = Literal[
     "throttled",  # 429
     "not_ready",  # 409 "is running already" (n8n has not saved the wait yet), 425
     "finished",  # 409: n8n says the execution has finished; it will never take this
-    "rejected",  # 404, 410, any other 4xx, 3xx
+    "rejected",  # 404, 410, any other 4xx (another 409 too), 3xx
     "refused",  # not sent: BRIDGE_OUTBOUND_* does not allow the URL
 ]
 ATTEMPT_OUTCOMES: tuple[AttemptOutcome, ...] = (
@@ -109,8 +109,8 @@ class HttpAttempt:
             ) as response:
                 status = response.status
                 after = retry_after(response.headers.get("Retry-After"))
-                # Only n8n's 409 is read, a little: whether the execution has finished.
-                finished = status == 409 and b"finished" in (await response.content.read(300))
+                # Only n8n's 409 is read, a little: is the execution running, or finished?
+                conflict = (await response.content.read(300)).lower() if status == 409 else b""
         except OutboundRefused as exc:  # BRIDGE_OUTBOUND_*: no retry changes that
             raise GiveUp(f"not sent: {exc}", "refused") from None
         except TimeoutError as exc:
@@ -121,14 +121,14 @@ class HttpAttempt:
             return
         # The bridge's words only: the target's answer is never quoted (it may be anything).
         message = status_text(status)
-        if finished:
+        if b"finished" in conflict:
             raise GiveUp(f"{message}: n8n says the execution has finished", "finished")
+        if b"running" in conflict or status == 425:
+            raise Retry(message, "not_ready", after)
         if status >= 500:
             raise Retry(message, "server_error", after)
         if status == 429:
             raise Retry(message, "throttled", after)
         if status == 408:
             raise Retry(message, "timeout", after)
-        if status in (409, 425):
-            raise Retry(message, "not_ready", after)
-        raise GiveUp(message, "rejected")
+        raise GiveUp(message, "rejected")  # any other 409 too: retrying does not change it

@@ -472,8 +472,9 @@ class WorkerPool:
             },
         )
 
-    async def callback_waiting(self, delivery: Delivery) -> None:
-        """Show on the job how its callback's delivery went so far and when it is tried next."""
+    async def callback_progress(self, delivery: Delivery) -> None:
+        """Show on the job how its callback's delivery goes: pending, the attempts so far, the
+        last error, and — while it waits — when it is tried next and why."""
         if delivery.kind != "callback" or delivery.job_id is None:
             return
         job = self._callbacks.get(delivery.job_id) or await self._store.get(delivery.job_id)
@@ -481,6 +482,7 @@ class WorkerPool:
             return
         state = job.callback.model_copy(
             update={
+                "state": "pending",
                 "attempts": delivery.attempts,
                 "last_error": delivery.last_error,
                 "next_attempt_at": delivery.next_attempt_at,

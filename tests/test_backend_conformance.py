@@ -343,6 +343,52 @@ async def test_a_waiting_callback_says_when_and_why(
     assert 'attempts_total{kind="callback",outcome="connection_error"} 1.0' in metrics
 
 
+async def test_a_callback_being_sent_shows_no_wait_and_a_replay_shows_pending(
+    make_client: ClientFactory, settings: Settings, auth: dict[str, str], target: Target
+) -> None:
+    """An attempt under way is not shown as a wait; a dead letter counts in bridge_dead_letters at
+    once; replayed, its job's callback is pending again (not failed) while it is retried."""
+    client = await make_client(retry_base_s=0.01, callback_max_attempts=2, breaker_failures=100)
+    body = {"processing_type": "echo", "mode": "async", "items": [{"json": {}}]}
+    target.headers = {"Retry-After": "1"}
+    target.by_path["/slow"] = [503]
+    target.hold_s["/slow"] = 1.5  # every call there is answered after 1.5 s
+    slow = await post_job(client, auth, {**body, "callback_url": target.url("/slow")})
+
+    async def callback(job_id: str) -> dict[str, Any]:
+        return (await status_of(client, auth, job_id))["callback"]  # type: ignore[no-any-return]
+
+    async def sending_again() -> bool:  # the second attempt has reached the target
+        return len([r for r in target.received if r.path == "/slow"]) == 2
+
+    await wait_until(sending_again, timeout=15)
+    shown = await callback(slow)
+    assert shown["state"] == "pending" and shown["attempts"] == 1
+    assert shown["next_attempt_at"] is None and shown["waiting_for"] is None
+    await wait_until(lambda: _state_is(client, auth, slow, "delivered"), timeout=15)
+
+    target.by_path["/dead"] = [404, 503]  # a dead letter; replayed: one 503, then taken
+    dead = await post_job(client, auth, {**body, "callback_url": target.url("/dead")})
+    await wait_until(lambda: _state_is(client, auth, dead, "failed"), timeout=15)
+    metrics = await (await client.get("/metrics")).text()
+    assert "bridge_dead_letters 1.0" in metrics
+    response = await client.post(f"/admin/dead-letters/cb_{dead}/replay", headers=admin(settings))
+    assert response.status == 200, await response.text()
+    shown = await callback(dead)
+    assert shown["state"] == "pending" and shown["attempts"] == 0
+    await wait_until(lambda: _state_is(client, auth, dead, "pending", waiting="retry_after"))
+    await wait_until(lambda: _state_is(client, auth, dead, "delivered"), timeout=15)
+    metrics = await (await client.get("/metrics")).text()
+    assert "bridge_dead_letters 0.0" in metrics
+
+
+async def _state_is(
+    client: TestClient, auth: dict[str, str], job_id: str, state: str, waiting: str | None = None
+) -> bool:
+    shown = (await status_of(client, auth, job_id))["callback"]
+    return bool(shown["state"] == state and (waiting is None or shown["waiting_for"] == waiting))
+
+
 # ---- status -----------------------------------------------------------------------------------
 
 VOLATILE = ("job_id", "trace_id", "created_at", "started_at", "finished_at", "duration_ms")

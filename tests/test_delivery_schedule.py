@@ -104,6 +104,7 @@ class Bench:
     ended: dict[str, tuple[bool, str | None, float]]
     an_end: asyncio.Event  # set (and cleared again) whenever a delivery ends
     waits: dict[str, list[tuple[float, float, str]]]  # (loop time, seconds, why)
+    goes: dict[str, list[float]]  # when a wait was over and the next attempt went
 
     def send(self, delivery_id: str, url: str = f"{HOST}/webhook-waiting/1") -> None:
         self.deliverer.send(Delivery(id=delivery_id, kind="callback", url=url, job_id=delivery_id))
@@ -134,6 +135,7 @@ def bench() -> Iterator[Callable[..., Bench]]:
         loop = asyncio.get_running_loop()
         ended: dict[str, tuple[bool, str | None, float]] = {}
         waits: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+        goes: dict[str, list[float]] = defaultdict(list)
 
         an_end = asyncio.Event()
 
@@ -143,17 +145,21 @@ def bench() -> Iterator[Callable[..., Bench]]:
             an_end.set()
             an_end.clear()
 
-        async def on_wait(delivery: Delivery) -> None:
-            assert delivery.next_attempt_at is not None and delivery.waiting_for is not None
+        async def on_progress(delivery: Delivery) -> None:
+            if delivery.waiting_for is None:  # the wait is over: the attempt goes now
+                assert delivery.next_attempt_at is None
+                goes[delivery.id].append(loop.time())
+                return
+            assert delivery.next_attempt_at is not None
             seconds = delivery.next_attempt_at - time.time()  # real time barely moves here
             waits[delivery.id].append((loop.time(), seconds, delivery.waiting_for))
 
         outbox = MemoryOutbox()
         breakers = Breakers(settings.breaker_failures, settings.breaker_reset_s, loop.time)
         metrics = Metrics(None)
-        deliverer = Deliverer(settings, outbox, host, breakers, metrics, on_end, on_wait)
+        deliverer = Deliverer(settings, outbox, host, breakers, metrics, on_end, on_progress)
         made.append(deliverer)
-        return Bench(host, deliverer, metrics, outbox, ended, an_end, waits)
+        return Bench(host, deliverer, metrics, outbox, ended, an_end, waits, goes)
 
     yield make
     for deliverer in made:
@@ -200,6 +206,7 @@ async def test_a_delivery_keeps_its_own_schedule_while_others_to_the_host_succee
     gaps = b.gaps("slow")
     announced = [seconds for _, seconds, why in b.waits["slow"]]
     assert [why for _, _, why in b.waits["slow"]] == ["backoff"] * 11
+    assert b.goes["slow"] == b.host.attempts["slow"][1:]  # each wait said over as it went
     for n, (gap, said) in enumerate(zip(gaps, announced, strict=True), start=1):
         assert gap == pytest.approx(said, abs=0.02), f"attempt {n + 1} came early"
         assert 0 <= gap <= bound(n) + 0.02

@@ -216,6 +216,7 @@ async def test_callback_retries_keep_the_webhook_id(
     """Down (connection refused is covered by 503s here), then 409 'is running already', then up."""
     client = await make_client(callback_secret=SECRET, retry_base_s=0.01)
     target.script = [503, 503, 409]
+    target.texts = {409: '{"code": 409, "message": "The execution \\"1\\" is running already."}'}
     target.headers = {"Retry-After": "0"}
     accepted = await (
         await client.post(EXECUTE, json=job("echo", callback_url=target.url()), headers=auth)

@@ -33,6 +33,8 @@ class Target:
     # Statuses to answer, in order; once used up, 200. `by_path` first, for its paths.
     script: list[int] = field(default_factory=list)
     by_path: dict[str, list[int]] = field(default_factory=dict)
+    hold_s: dict[str, float] = field(default_factory=dict)  # by path: answer only after that
+    texts: dict[int, str] = field(default_factory=dict)  # by status; else "ok" or "nope"
     headers: dict[str, str] = field(default_factory=dict)
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -56,9 +58,11 @@ class Target:
                 )
             )
             self.arrived.notify_all()
+        if request.path in self.hold_s:  # recorded as it arrives, answered later
+            await asyncio.sleep(self.hold_s[request.path])
         return web.Response(
             status=status,
-            text="ok" if status < 300 else "nope",
+            text=self.texts.get(status, "ok" if status < 300 else "nope"),
             headers=self.headers if status >= 300 else None,
         )
 

@@ -99,16 +99,11 @@ async def replay(request: web.Request) -> web.Response:
         outbox.done(letter_id)
         answer["job_id"] = job.job_id
     else:
-        request.app[DELIVERER].send(
-            letter.model_copy(
-                update={
-                    "state": "pending",
-                    "attempts": 0,
-                    "dead_at": None,
-                    "created_at": time.time(),
-                }
-            )
+        again = letter.model_copy(
+            update={"state": "pending", "attempts": 0, "dead_at": None, "created_at": time.time()}
         )
+        await request.app[WORKERS].callback_progress(again)  # its job's callback: pending again
+        request.app[DELIVERER].send(again)
     return json_response(answer)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiohttp import web
 
 from bridge import __version__
 from bridge.api.body import json_response
-from bridge.keys import LIFECYCLE, METRICS, OPENAPI, SETTINGS, STORE
+from bridge.keys import LIFECYCLE, METRICS, OPENAPI, OUTBOX, SETTINGS, STORE
 from bridge.metrics import CONTENT_TYPE
 
 
@@ -36,7 +38,10 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
+    metrics = request.app[METRICS]
+    with contextlib.suppress(Exception):  # the store cannot answer: the last count stands
+        metrics.dead_letters.set(await request.app[OUTBOX].count_dead())
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def openapi(request: web.Request) -> web.Response:
