@@ -138,7 +138,10 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     they take up what the last run left, on shutdown they stop within the bound."""
     settings, store, metrics = app[SETTINGS], app[STORE], app[METRICS]
     bus = app[EVENTS] = EventBus(app[EVENT_LOG], metrics)
-    subscriptions = app[SUBSCRIPTIONS] = Subscriptions(app[BACKEND].subscriptions)
+    event_log = app[EVENT_LOG]
+    subscriptions = app[SUBSCRIPTIONS] = Subscriptions(
+        app[BACKEND].subscriptions, event_log.newest_id, lambda: event_log.last_id
+    )
     await subscriptions.load()
 
     async def delivery_ended(delivery: Delivery, delivered: bool, reason: str | None) -> None:

@@ -26,7 +26,7 @@ from bridge.stores import redis_log, sqlite, sqlite_log
 from bridge.stores.base import Store
 from bridge.stores.redis_db import RedisDb, consumer_name
 from bridge.stores.sqlite_db import Database
-from bridge.subscriptions import SubscriptionStore
+from bridge.subscriptions import Subscription, SubscriptionStore
 from bridge.webhooks import Delivery
 
 if TYPE_CHECKING:
@@ -199,6 +199,17 @@ class Redis:
             bus.publish("backend.up" if up else "backend.down", data={"reason": reason})
 
         self.db.on_change.append(changed)
+
+        async def catch_up(learned: list[Subscription], upto: int) -> None:
+            """Another instance's new subscriptions: the events published here since each was
+            made, up to where the hooks had got without it."""
+            for subscription in learned:
+                after = subscription.after_event_id
+                for event in await self._event_log.published_here(after, upto):
+                    for delivery in subs.deliveries_for(event, among=[subscription]):
+                        deliverer.send(delivery)
+
+        subs.on_learned = catch_up
         self._event_log.start(bus.deliver, bus.interested)
         self.keeper.start()
         await deliverer.resume()

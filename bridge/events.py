@@ -62,6 +62,9 @@ class EventLog(Protocol):
     @property
     def last_id(self) -> int: ...
 
+    async def newest_id(self) -> int:
+        """The id of the newest event committed, by any instance."""
+
     def append(self, type: EventType, fields: dict[str, Any]) -> str:
         """Record the event, written with the next group commit; a key that `withdraw` takes."""
 

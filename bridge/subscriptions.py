@@ -8,6 +8,7 @@ delivered only events of those workflows, and only tokens whose limit covers it 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from functools import cached_property
 from typing import Any, Protocol
 
@@ -46,6 +47,11 @@ class Subscription(SubscriptionRequest):
         description="the workflow limit of the token that made it: only these workflows' "
         "events are delivered (null: every workflow's)",
     )
+    after_event_id: int = Field(
+        0,
+        description="the newest event when it was made: every matching event after it is "
+        "delivered, whichever instance published it",
+    )
 
     @cached_property
     def limit(self) -> WorkflowLimit | None:
@@ -76,14 +82,34 @@ class SubscriptionStore(Protocol):
 
 
 class Subscriptions:
-    """The subscriptions, cached in memory so that publishing an event costs no query."""
+    """The subscriptions, cached in memory so that publishing an event costs no query.
 
-    def __init__(self, store: SubscriptionStore) -> None:
+    On a shared backend another instance's new subscription is learned at the next `load`; the
+    events this instance published since it was made were handed to the hooks without it, so
+    `on_learned(subscriptions, upto)` is told to deliver them: those with ids up to `upto`, the
+    last event the hooks had seen when the cache changed (later ones reach it by the hooks)."""
+
+    def __init__(
+        self,
+        store: SubscriptionStore,
+        newest_id: Callable[[], Awaitable[int]],
+        position: Callable[[], int],
+    ) -> None:
         self._store = store
+        self._newest_id = newest_id
+        self._position = position
         self._by_id: dict[str, Subscription] = {}
+        self._loaded = False
+        self.on_learned: Callable[[list[Subscription], int], Awaitable[None]] | None = None
 
     async def load(self) -> None:
-        self._by_id = {s.id: s for s in await self._store.all()}
+        found = await self._store.all()
+        learned = [s for s in found if s.id not in self._by_id] if self._loaded else []
+        self._by_id = {s.id: s for s in found}
+        upto = self._position()  # no await since the cache changed: the hooks saw up to here
+        self._loaded = True
+        if learned and self.on_learned is not None:
+            await self.on_learned(learned, upto)
 
     async def add(
         self, request: SubscriptionRequest, limit: WorkflowLimit | None = None
@@ -91,6 +117,7 @@ class Subscriptions:
         subscription = Subscription(
             id=new_id(),
             workflows=None if limit is None else limit.entries(),
+            after_event_id=await self._newest_id(),
             **request.model_dump(),
         )
         await self._store.add(subscription)
@@ -110,10 +137,13 @@ class Subscriptions:
         self._by_id.pop(subscription_id, None)
         return await self._store.remove(subscription_id)
 
-    def deliveries_for(self, event: Event) -> list[Delivery]:
-        """One delivery per subscription that wants `event`; the id is stable per pair. The
-        deliveries share one body (the event's values are not copied per subscription)."""
-        wanting = [s for s in self._by_id.values() if s.wants(event)]
+    def deliveries_for(
+        self, event: Event, among: Iterable[Subscription] | None = None
+    ) -> list[Delivery]:
+        """One delivery per subscription (of all, or `among`) that wants `event`; the id is
+        stable per pair. The deliveries share one body (the event's values are not copied)."""
+        candidates = self._by_id.values() if among is None else among
+        wanting = [s for s in candidates if s.wants(event)]
         if not wanting:
             return []
         body = event.model_dump(mode="json")

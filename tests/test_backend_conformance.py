@@ -389,6 +389,35 @@ async def _state_is(
     return bool(shown["state"] == state and (waiting is None or shown["waiting_for"] == waiting))
 
 
+async def test_a_new_subscription_gets_every_later_event_of_every_instance(
+    make_client: ClientFactory,
+    backend: str,
+    tmp_path: Path,
+    settings: Settings,
+    auth: dict[str, str],
+    target: Target,
+) -> None:
+    """Events published right after a subscription's 201 — by the instance that made it or by
+    another on the same Redis, before that one has learned of it — each reach it once."""
+    first = await make_client(data_dir=tmp_path / "first")
+    second = await make_client(data_dir=tmp_path / "second") if backend == "redis" else first
+    wanted = {"url": target.url("/events"), "events": ["workflow.completed"], "workflow_id": "wf-s"}
+    response = await first.post("/api/v1/subscriptions", json=wanted, headers=admin(settings))
+    assert response.status == 201
+    made = await response.json()
+    listed = await (await second.get("/api/v1/subscriptions", headers=admin(settings))).json()
+    assert [s["id"] for s in listed["subscriptions"]] == [made["id"]]  # at once, on both
+    body = {"processing_type": "echo", "mode": "async", "workflow_id": "wf-s"}
+    jobs = [
+        await post_job(client, auth, {**body, "items": [{"json": {"n": n}}]})
+        for n, client in enumerate([first, second] * 5)
+    ]
+    calls = await target.wait_for(len(jobs), timeout=15)
+    await asyncio.sleep(2.5)  # past the instances' reload of subscriptions: nothing comes twice
+    delivered = Counter(json_of(call)["job_id"] for call in target.received)
+    assert delivered == Counter(jobs), f"{len(calls)} calls"
+
+
 # ---- status -----------------------------------------------------------------------------------
 
 VOLATILE = ("job_id", "trace_id", "created_at", "started_at", "finished_at", "duration_ms")

@@ -142,25 +142,29 @@ async def subscribe(request: web.Request) -> web.Response:
 
 async def list_subscriptions(request: web.Request) -> web.Response:
     limit = limit_of(request)
+    await request.app[SUBSCRIPTIONS].load()  # those another instance made a moment ago too
     subscriptions = [s for s in request.app[SUBSCRIPTIONS].all() if s.visible_to(limit)]
     return json_response({"subscriptions": [s.shown() for s in subscriptions]})
 
 
-def _subscription(request: web.Request) -> Subscription:
+async def _subscription(request: web.Request) -> Subscription:
     """The subscription of the path, if this credential may see it; else 404, as if unknown."""
     subscription_id = request.match_info["subscription_id"]
-    subscription = request.app[SUBSCRIPTIONS].get(subscription_id)
+    subscriptions = request.app[SUBSCRIPTIONS]
+    if subscriptions.get(subscription_id) is None:
+        await subscriptions.load()  # another instance may have made it a moment ago
+    subscription = subscriptions.get(subscription_id)
     if subscription is None or not subscription.visible_to(limit_of(request)):
         raise NotFound(f"no subscription {subscription_id!r}")
     return subscription
 
 
 async def get_subscription(request: web.Request) -> web.Response:
-    return json_response(_subscription(request).shown())
+    return json_response((await _subscription(request)).shown())
 
 
 async def unsubscribe(request: web.Request) -> web.Response:
-    subscription_id = _subscription(request).id
+    subscription_id = (await _subscription(request)).id
     if not await request.app[SUBSCRIPTIONS].remove(subscription_id):
         raise NotFound(f"no subscription {subscription_id!r}")
     return json_response({"deleted": subscription_id})

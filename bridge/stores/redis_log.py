@@ -111,6 +111,23 @@ class RedisEventLog:
     def last_id(self) -> int:
         return self._last_id
 
+    async def newest_id(self) -> int:
+        return int(await self._db.redis.get(key("events", "seq")) or 0)
+
+    async def published_here(self, after: int, until: int) -> list[Event]:
+        """The events this instance published with ids in (after, until], oldest first."""
+        me = self._consumer.encode()
+        found: list[Event] = []
+        start = f"({after}-0"
+        while True:
+            entries = await self._db.redis.xrange(
+                key("events"), start, f"{until}-0", count=SCAN_CHUNK
+            )
+            found += [_event(i, fields) for i, fields in entries if fields[b"o"] == me]
+            if len(entries) < SCAN_CHUNK:
+                return found
+            start = f"({entries[-1][0].decode()}"
+
     def append(self, type: EventType, fields: dict[str, Any]) -> str:
         """Into the next batch; the event gets its id there, and reaches listeners (here and
         on every instance) through the tail."""

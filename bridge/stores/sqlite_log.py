@@ -59,6 +59,9 @@ class SqliteEventLog:
     def last_id(self) -> int:
         return self._last_id
 
+    async def newest_id(self) -> int:
+        return self._last_id  # one instance: every id it gave is or will be committed in order
+
     def append(self, type: EventType, fields: dict[str, Any]) -> str:
         self._last_id += 1
         # The bus builds `fields` from typed records; validating them again costs more than the
