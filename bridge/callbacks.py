@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,6 +53,18 @@ Progress = Callable[[Delivery], Awaitable[None]]
 Attempt = Callable[[Delivery], Awaitable[None]]
 
 
+@contextlib.contextmanager
+def _counted(counter: Counter[str], host: str) -> Iterator[None]:
+    """`host` counted in `counter` while the block runs."""
+    counter[host] += 1
+    try:
+        yield
+    finally:
+        counter[host] -= 1
+        if not counter[host]:
+            del counter[host]
+
+
 @dataclass(frozen=True)
 class Wait:
     host: str
@@ -81,6 +93,7 @@ class Deliverer:
         self._gate = asyncio.Semaphore(settings.callback_concurrency)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._sending: Counter[str] = Counter()  # by host
+        self._queued: Counter[str] = Counter()  # by host: due, waiting for a sending slot
         self._waits: dict[str, Wait] = {}  # by delivery id
         self._stopping = False
         for kind in ("callback", "event"):  # every series exists from start-up, at 0
@@ -95,8 +108,9 @@ class Deliverer:
         return len(self._tasks)
 
     def hosts(self) -> dict[str, dict[str, Any]]:
-        """Per host: its breaker, the deliveries being sent, and those waiting, by why, with
-        the earliest next attempt (`/admin/status`)."""
+        """Per host: its breaker, the deliveries being sent, those due but waiting for one of
+        the BRIDGE_CALLBACK_CONCURRENCY sending slots, and those waiting for their next attempt,
+        by why, with the earliest next attempt (`/admin/status`)."""
         shown: dict[str, dict[str, Any]] = {}
 
         def entry(host: str) -> dict[str, Any]:
@@ -104,12 +118,13 @@ class Deliverer:
                 shown[host] = {
                     "breaker": self._breakers.for_host(host).state,
                     "sending": self._sending[host],
+                    "queued": self._queued[host],
                     "waiting": {"backoff": 0, "retry_after": 0, "breaker_open": 0},
                     "next_attempt_at": None,
                 }
             return shown[host]
 
-        for host in self._sending:
+        for host in (*self._sending, *self._queued):
             entry(host)
         for wait in self._waits.values():
             row = entry(wait.host)
@@ -169,14 +184,13 @@ class Deliverer:
                 waited = False
             delivery = delivery.model_copy(update={"attempts": delivery.attempts + 1})
             try:
-                async with self._gate:
-                    self._sending[host] += 1
-                    try:
+                with _counted(self._queued, host):
+                    await self._gate.acquire()
+                try:
+                    with _counted(self._sending, host):
                         await self._attempt(delivery)
-                    finally:
-                        self._sending[host] -= 1
-                        if not self._sending[host]:
-                            del self._sending[host]
+                finally:
+                    self._gate.release()
             except GiveUp as exc:
                 self._count(delivery, exc.outcome)
                 breaker.succeeded()  # the host answered, or was never called: not its failure

@@ -26,6 +26,7 @@ from standardwebhooks.webhooks import Webhook
 from yarl import URL
 
 from bridge.events import EVENT_TYPES
+from bridge.keys import EVENTS
 from bridge.settings import Settings
 from bridge.webhook_attempt import ATTEMPT_OUTCOMES
 from tests.conftest import ClientFactory, token
@@ -329,12 +330,14 @@ async def test_a_waiting_callback_says_when_and_why(
     assert hosts[f"127.0.0.1:{URL(target.url()).port}"] == {
         "breaker": "open",  # one failure opens a breaker here; its own Retry-After is sooner
         "sending": 0,
+        "queued": 0,
         "waiting": {"backoff": 0, "retry_after": 1, "breaker_open": 0},
         "next_attempt_at": shown[later]["next_attempt_at"],
     }
     assert hosts[f"127.0.0.1:{unused_tcp_port}"] | {"next_attempt_at": None} == {
         "breaker": "open",
         "sending": 0,
+        "queued": 0,
         "waiting": {"backoff": 0, "retry_after": 0, "breaker_open": 2},
         "next_attempt_at": None,
     }
@@ -380,6 +383,8 @@ async def test_a_callback_being_sent_shows_no_wait_and_a_replay_shows_pending(
     await wait_until(lambda: _state_is(client, auth, dead, "delivered"), timeout=15)
     metrics = await (await client.get("/metrics")).text()
     assert "bridge_dead_letters 0.0" in metrics
+    events = await client.app[EVENTS].since(0, types=["callback.failed", "callback.delivered"])
+    assert [e.type for e in events if e.job_id == dead] == ["callback.failed", "callback.delivered"]
 
 
 async def _state_is(

@@ -85,10 +85,12 @@ class Host:
 
     scripts: dict[str, list[Answer]] = field(default_factory=dict)
     default: Callable[[], Answer] | None = None
+    hold_s: float = 0.0  # each attempt takes this long
     attempts: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     async def __call__(self, delivery: Delivery) -> None:
         self.attempts[delivery.id].append(asyncio.get_running_loop().time())
+        await asyncio.sleep(self.hold_s)
         script = self.scripts.get(delivery.id)
         answer = script.pop(0) if script else (self.default() if self.default else None)
         if answer is not None:
@@ -393,6 +395,22 @@ async def test_an_outcome_is_recorded_before_the_outbox_lets_go(
         ("ended", "gone"),
         ("put", "gone"),
     ]
+
+
+async def test_deliveries_due_wait_for_a_sending_slot_and_are_shown_so(
+    bench: Callable[..., Bench],
+) -> None:
+    b = bench(Host(hold_s=10.0), callback_concurrency=2)
+    ids = [f"q{n}" for n in range(5)]
+    for delivery_id in ids:
+        b.send(delivery_id)
+    await asyncio.sleep(1.0)
+    shown = b.deliverer.hosts()["n8n.test:5678"]
+    assert (shown["sending"], shown["queued"]) == (2, 3)
+    await b.until_ended(*ids)
+    starts = sorted(t for delivery_id in ids for t in b.host.attempts[delivery_id])
+    assert starts == [pytest.approx(t, abs=0.01) for t in (0, 0, 10, 10, 20)]
+    assert b.deliverer.hosts() == {}
 
 
 async def test_every_attempt_is_counted_by_outcome(bench: Callable[..., Bench]) -> None:
