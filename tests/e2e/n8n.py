@@ -1,8 +1,10 @@
-"""A real n8n 1.123 for tests: the CLI (import, execute) and the server (webhooks, waiting).
+"""A real n8n for tests — 1.123 on the machine's Node 20, or 2.x on Node 24 — its CLI (import,
+execute, activate) and its server (webhooks, waiting).
 
-The runtime is installed by scripts/test.sh (scripts/lib/n8n.sh) into a cached folder outside the
-repository; N8N_RUNTIME_DIR points at it. Each N8n has its own user folder (database, settings)
-and loads this repository's nodes through N8N_CUSTOM_EXTENSIONS.
+The runtimes are installed by scripts/test.sh (scripts/lib/n8n.sh) into cached folders outside
+the repository; N8N_RUNTIME_DIR, N8N2_RUNTIME_DIR and NODE24_DIR point at them. Each N8n has its
+own user folder (database, settings) and loads this repository's nodes through
+N8N_CUSTOM_EXTENSIONS.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +23,56 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES_DIST = ROOT / "n8n-nodes" / "dist"
-RUNTIME = Path(
-    os.environ.get("N8N_RUNTIME_DIR", Path.home() / ".cache" / "n8n-bridge" / "n8n-1.123.81")
+CACHE = Path.home() / ".cache" / "n8n-bridge"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One installed n8n version, and the Node it runs on (None: the machine's)."""
+
+    version: str
+    folder: Path
+    node_bin: Path | None = None
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+    @property
+    def n8n(self) -> Path:
+        return self.folder / "node_modules" / ".bin" / "n8n"
+
+
+RUNTIMES = (
+    Runtime("1.123.81", Path(os.environ.get("N8N_RUNTIME_DIR", CACHE / "n8n-1.123.81"))),
+    Runtime(
+        "2.41.1",
+        Path(os.environ.get("N8N2_RUNTIME_DIR", CACHE / "n8n-2.41.1")),
+        Path(os.environ.get("NODE24_DIR", CACHE / "node-24.22.3" / "package")) / "bin",
+    ),
 )
-N8N = RUNTIME / "node_modules" / ".bin" / "n8n"
 
 
-def missing() -> str | None:
+def missing(runtime: Runtime) -> str | None:
     """Why the end-to-end tests cannot run here, if they cannot."""
-    if not N8N.exists():
-        return f"n8n is not installed in {RUNTIME}: run scripts/test.sh (it installs it)"
+    if not runtime.n8n.exists():
+        return f"n8n is not installed in {runtime.folder}: run scripts/test.sh (it installs it)"
+    if runtime.node_bin is not None and not (runtime.node_bin / "node").exists():
+        return f"Node is not installed in {runtime.node_bin}: run scripts/test.sh"
     if not (NODES_DIST / "nodes" / "PythonBridge" / "PythonBridge.node.js").exists():
         return "the nodes are not built: run scripts/test.sh (npm run build in n8n-nodes/)"
     return None
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class N8n:
-    def __init__(self, home: Path, port: int) -> None:
+    def __init__(self, runtime: Runtime, home: Path, port: int) -> None:
+        self.runtime = runtime
         self.home = home
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -44,12 +81,10 @@ class N8n:
 
     @property
     def env(self) -> dict[str, str]:
-        return {
+        common = {
             **os.environ,
             "N8N_USER_FOLDER": str(self.home),
             "N8N_CUSTOM_EXTENSIONS": str(NODES_DIST),
-            "N8N_EXPRESSION_ENGINE": "legacy",
-            "N8N_RUNNERS_ENABLED": "false",
             "N8N_DIAGNOSTICS_ENABLED": "false",
             "N8N_PERSONALIZATION_ENABLED": "false",
             "N8N_VERSION_NOTIFICATIONS_ENABLED": "false",
@@ -57,14 +92,31 @@ class N8n:
             "N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS": "false",
             "N8N_PORT": str(self.port),
             "N8N_LISTEN_ADDRESS": "127.0.0.1",
-            "WEBHOOK_URL": f"{self.url}/",
             "DB_SQLITE_POOL_SIZE": "2",
+        }
+        if self.runtime.major == 1:
+            # isolated-vm does not build on Node 20 here: the legacy expression engine, no runners
+            return {
+                **common,
+                "N8N_EXPRESSION_ENGINE": "legacy",
+                "N8N_RUNNERS_ENABLED": "false",
+                "WEBHOOK_URL": f"{self.url}/",
+            }
+        assert self.runtime.node_bin is not None
+        return {
+            **common,
+            "PATH": f"{self.runtime.node_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+            "N8N_WEBHOOK_URL": f"{self.url}/",
+            "N8N_RUNNERS_BROKER_PORT": str(free_port()),  # the task runners' broker
         }
 
     def cli(self, *args: str, timeout: float = 180) -> str:
+        env = self.env
+        if self.runtime.major >= 2:  # a CLI run starts its own runners beside the server's
+            env["N8N_RUNNERS_BROKER_PORT"] = str(free_port())
         done = subprocess.run(
-            [str(N8N), *args],
-            env=self.env,
+            [str(self.runtime.n8n), *args],
+            env=env,
             cwd=self.home,
             capture_output=True,
             text=True,
@@ -89,12 +141,15 @@ class N8n:
         return orjson.loads(out[start:])  # type: ignore[no-any-return]
 
     def activate(self, workflow_id: str) -> None:
-        self.cli("update:workflow", f"--id={workflow_id}", "--active=true")
+        if self.runtime.major == 1:
+            self.cli("update:workflow", f"--id={workflow_id}", "--active=true")
+        else:  # 2.x: `update:workflow --active` is deprecated
+            self.cli("publish:workflow", f"--id={workflow_id}")
 
     async def start(self, timeout: float = 120) -> None:
         with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.server = await asyncio.create_subprocess_exec(
-                str(N8N), "start", env=self.env, cwd=self.home, stdout=log, stderr=log
+                str(self.runtime.n8n), "start", env=self.env, cwd=self.home, stdout=log, stderr=log
             )
         deadline = asyncio.get_running_loop().time() + timeout
         async with aiohttp.ClientSession() as session:

@@ -1,8 +1,8 @@
-"""The n8n nodes inside a real n8n 1.123, against a real bridge daemon.
+"""The n8n nodes inside a real n8n — every test in 1.123 and in 2.x — against a real bridge daemon.
 
-One n8n and one bridge serve the whole module: the example workflows of workflows/ are imported
-(their URLs pointed at a local sink), the bulk e-mail one runs with `n8n execute`, then `n8n start`
-serves the long-job and the failed-jobs-trigger ones.
+For each n8n version one n8n and one bridge serve all the tests: the example workflows of
+workflows/ are imported (their URLs pointed at a local sink), the bulk e-mail one runs with
+`n8n execute`, then `n8n start` serves the long-job and the failed-jobs-trigger ones.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bridge.auth import mint_token
 from bridge.settings import Settings
 from tests import smtp_server
 from tests.daemon import Daemon
-from tests.e2e.n8n import N8n, missing
+from tests.e2e.n8n import RUNTIMES, N8n, Runtime, missing
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "an-e2e-secret-that-is-long-enough-0123456789"
@@ -140,12 +140,17 @@ def example(name: str, sink: Sink) -> dict[str, Any]:
     return orjson.loads(text)  # type: ignore[no-any-return]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    reason = missing()
+@pytest_asyncio.fixture(
+    scope="module", loop_scope="module", params=RUNTIMES, ids=[r.version for r in RUNTIMES]
+)
+async def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[World]:
+    runtime: Runtime = request.param
+    reason = missing(runtime)
     if reason:
         pytest.fail(reason)
-    base = tmp_path_factory.mktemp("e2e")
+    base = tmp_path_factory.mktemp(f"e2e-{runtime.version}")
     sink = Sink()
     app = web.Application()
     app.router.add_post("/{name}", sink.handle)
@@ -168,7 +173,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             "BRIDGE_RETRY_BASE_S": "0.2",
         }
     ).start()
-    n8n = N8n(base / "n8n", smtp_server.free_port())
+    n8n = N8n(runtime, base / "n8n", smtp_server.free_port())
     n8n.home.mkdir()
     try:
         n8n.import_json(
