@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import sqlite3
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +166,41 @@ class N8n:
                 await asyncio.sleep(0.5)
         await self.stop()
         raise RuntimeError(f"n8n did not start:\n{self.log.read_text()[-3000:]}")
+
+    async def until_published(self, timeout: float = 120) -> None:
+        """2.x: wait until the server has activated every published workflow (their webhooks
+        and triggers). It does that after it says it is ready, from an outbox in its database
+        that it fills at start-up; 1.x activates them before."""
+        if self.runtime.major == 1:
+            return
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            with contextlib.closing(sqlite3.connect(self.home / ".n8n" / "database.sqlite")) as db:
+                published = {
+                    row[0]
+                    for row in db.execute(
+                        "SELECT id FROM workflow_entity WHERE activeVersionId IS NOT NULL"
+                    )
+                }
+                done = dict(
+                    db.execute(
+                        "SELECT workflowId, status FROM workflow_publication_outbox ORDER BY id"
+                    ).fetchall()
+                )
+            failed = {
+                w: status
+                for w, status in done.items()
+                if status not in ("pending", "completed", "in_progress")
+            }
+            if failed:
+                raise RuntimeError(
+                    f"n8n could not activate {failed}:\n{self.log.read_text()[-3000:]}"
+                )
+            if all(done.get(w) == "completed" for w in published):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"n8n did not activate {published}: {done}")
+            await asyncio.sleep(0.25)
 
     async def stop(self) -> None:
         if self.server is not None and self.server.returncode is None:

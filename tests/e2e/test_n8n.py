@@ -215,6 +215,7 @@ async def world(
         for workflow_id in ("bridgeLongJobWt1", "bridgeFailNotify"):
             n8n.activate(workflow_id)
         await n8n.start()
+        await n8n.until_published()
         yield World(n8n, bridge, sink, mail, bulk_run, probe_run)
     finally:
         await n8n.stop()
@@ -328,3 +329,18 @@ async def test_the_nodes_jobs_are_visible_only_to_tokens_of_their_workflow(world
             f"{world.bridge.url}/api/v1/status/{workflow_id}", headers=other
         ) as response:
             assert response.status == 403
+
+
+async def test_the_versions_tested_are_the_ones_installed_and_named() -> None:
+    """scripts/lib/n8n.sh installs the runtimes this suite runs in, and the READMEs name them."""
+    script = (ROOT / "scripts" / "lib" / "n8n.sh").read_text()
+    assert [r.version for r in RUNTIMES] == [
+        line.split("=")[1]
+        for line in script.splitlines()
+        if line.startswith("N8N") and "_VERSION=" in line
+    ]
+    nodes_readme = (ROOT / "n8n-nodes" / "README.md").read_text()
+    for runtime in RUNTIMES:
+        assert f"n8n {runtime.version}" in nodes_readme
+    readme = (ROOT / "README.md").read_text()
+    assert "1.123" in readme and "2.41" in readme
