@@ -39,8 +39,9 @@ async def ready(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
-    with contextlib.suppress(Exception):  # the store cannot answer: the last count stands
-        metrics.dead_letters.set(await request.app[OUTBOX].count_dead())
+    if not request.app[STORE].unavailable():  # known down: no scrape waits for it to time out
+        with contextlib.suppress(Exception):  # it cannot answer: the last count stands
+            metrics.dead_letters.set(await request.app[OUTBOX].count_dead())
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
