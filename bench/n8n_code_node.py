@@ -180,8 +180,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     workflow("benchBridgeNode01", "bench-bridge", args.items, bridge_node),
                 ],
             )
-            for workflow_id in ("benchCodeNode001", "benchBridgeNode01"):
-                n8n.activate(workflow_id)
+            n8n.activate(["benchCodeNode001", "benchBridgeNode01"])
             await n8n.start()
             database = n8n.home / ".n8n" / "database.sqlite"
             times: dict[str, list[float]] = {"Python Code": [], "Python Bridge": []}

@@ -1,16 +1,13 @@
-"""The n8n nodes inside a real n8n — every test in 1.123 and in 2.x — against a real bridge daemon.
+"""The example workflows and the nodes' workflow limits inside a real n8n — every test in 1.123 and
+in 2.x — against a real bridge daemon.
 
-For each n8n version one n8n and one bridge serve all the tests: the example workflows of
-workflows/ are imported (their URLs pointed at a local sink), the bulk e-mail one runs with
-`n8n execute`, then `n8n start` serves the long-job and the failed-jobs-trigger ones.
+The example workflows of workflows/ are imported (their URLs pointed at the local sink); the bulk
+e-mail one runs with `n8n execute`, the server runs the long-job and the failed-jobs-trigger ones.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,64 +15,35 @@ import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
-from aiohttp import web
 
 from bridge.auth import mint_token
-from bridge.settings import Settings
-from tests import smtp_server
-from tests.daemon import Daemon
-from tests.e2e.n8n import RUNTIMES, N8n, Runtime, missing
+from tests.e2e.conftest import SETTINGS, Env, World, bridge_headers
+from tests.e2e.n8n import RUNTIMES
+from tests.e2e.workflow import CREDENTIAL_ID
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = "an-e2e-secret-that-is-long-enough-0123456789"
-CALLBACK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-CREDENTIAL_ID = "pythonBridgeCred"
-# The failed-jobs trigger watches every workflow: a JWT-secret credential would limit it to its
-# own, so it has a credential of its own with an operator's token (no `workflows` claim).
-MONITOR_CREDENTIAL_ID = "pythonBridgeMonitor"
-
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)]
-
-
-@dataclass
-class Sink:
-    """Where the example workflows' Report and Notify nodes post."""
-
-    received: dict[str, list[Any]] = field(default_factory=dict)
-    url: str = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.received.setdefault(request.match_info["name"], []).append(await request.json())
-        return web.Response(text="ok")
-
-    async def wait(self, name: str, count: int, timeout: float = 90) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        while len(self.received.get(name, [])) < count:
-            assert time.monotonic() < deadline, f"{name}: {self.received.get(name)}"
-            await asyncio.sleep(0.2)
-        return self.received[name]
-
-
-@dataclass
-class World:
-    n8n: N8n
-    bridge: Daemon
-    sink: Sink
-    mail: smtp_server.Sink
-    bulk_run: dict[str, Any]
-    probe_run: dict[str, Any]
-
-    def bridge_headers(
-        self, scopes: str = "execute,status,admin", workflows: list[str] | None = None
-    ) -> dict[str, str]:
-        token = mint_token(SETTINGS, scopes.split(","), 300, workflows=workflows)
-        return {"Authorization": f"Bearer {token}"}
-
-
-SETTINGS = Settings.model_validate({"jwt_secret": SECRET})
-
 
 PROBE_ID = "bridgeProbeJobs"
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(600)]
+
+
+async def e2e_workflows(env: Env) -> list[dict[str, Any]]:
+    examples = [
+        example(name, env.sink_url)
+        for name in ("bulk-email.json", "long-job-resume.json", "notify-failed-jobs.json")
+    ]
+    return [*examples, await probe_workflow(env.bridge_url)]
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def bulk_run(world: World) -> dict[str, Any]:
+    return await asyncio.to_thread(world.n8n.execute, "bridgeBulkEmail1")
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def probe_run(world: World) -> dict[str, Any]:
+    return await asyncio.to_thread(world.n8n.execute, PROBE_ID)
 
 
 async def probe_workflow(bridge_url: str) -> dict[str, Any]:
@@ -131,97 +99,13 @@ async def probe_workflow(bridge_url: str) -> dict[str, Any]:
     }
 
 
-def example(name: str, sink: Sink) -> dict[str, Any]:
+def example(name: str, sink_url: str) -> dict[str, Any]:
     """A workflow of workflows/, for an n8n that loads the nodes from N8N_CUSTOM_EXTENSIONS
     (their types are CUSTOM.*) and posts to the local sink instead of example.com."""
     text = (ROOT / "workflows" / name).read_text()
     text = text.replace("n8n-nodes-python-bridge.", "CUSTOM.")
-    text = text.replace("https://example.com/", f"{sink.url}/")
+    text = text.replace("https://example.com/", f"{sink_url}/")
     return orjson.loads(text)  # type: ignore[no-any-return]
-
-
-@pytest_asyncio.fixture(
-    scope="module", loop_scope="module", params=RUNTIMES, ids=[r.version for r in RUNTIMES]
-)
-async def world(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[World]:
-    runtime: Runtime = request.param
-    reason = missing(runtime)
-    if reason:
-        pytest.fail(reason)
-    base = tmp_path_factory.mktemp(f"e2e-{runtime.version}")
-    sink = Sink()
-    app = web.Application()
-    app.router.add_post("/{name}", sink.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    sink.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    mail = smtp_server.Sink()
-    smtp = smtp_server.start(mail)
-    bridge = await Daemon(
-        {
-            "BRIDGE_DATA_DIR": str(base / "bridge"),
-            "BRIDGE_JWT_SECRET": SECRET,
-            "BRIDGE_CALLBACK_SECRET": CALLBACK_SECRET,
-            "BRIDGE_PROCESSORS": "tests.plugins.sample",
-            "BRIDGE_SMTP_HOST": "127.0.0.1",
-            "BRIDGE_SMTP_PORT": str(smtp.port),
-            "BRIDGE_SMTP_TLS": "none",
-            "BRIDGE_RETRY_BASE_S": "0.2",
-        }
-    ).start()
-    n8n = N8n(runtime, base / "n8n", smtp_server.free_port())
-    n8n.home.mkdir()
-    try:
-        n8n.import_json(
-            "credentials",
-            [
-                {
-                    "id": CREDENTIAL_ID,
-                    "name": "Python Bridge account",
-                    "type": "pythonBridgeApi",
-                    "data": {
-                        "baseUrl": bridge.url,
-                        "authentication": "jwtSecret",
-                        "jwtSecret": SECRET,
-                        "audience": "n8n-bridge",
-                        "issuer": "n8n-bridge",
-                        "callbackSecret": CALLBACK_SECRET,
-                    },
-                },
-                {
-                    "id": MONITOR_CREDENTIAL_ID,
-                    "name": "Python Bridge monitor",
-                    "type": "pythonBridgeApi",
-                    "data": {
-                        "baseUrl": bridge.url,
-                        "authentication": "bearerToken",
-                        "token": mint_token(SETTINGS, ["admin"], 86400),
-                        "callbackSecret": CALLBACK_SECRET,
-                    },
-                },
-            ],
-        )
-        workflows = [
-            example(name, sink)
-            for name in ("bulk-email.json", "long-job-resume.json", "notify-failed-jobs.json")
-        ]
-        n8n.import_json("workflow", [*workflows, await probe_workflow(bridge.url)])
-        bulk_run = n8n.execute("bridgeBulkEmail1")
-        probe_run = n8n.execute(PROBE_ID)
-        for workflow_id in ("bridgeLongJobWt1", "bridgeFailNotify"):
-            n8n.activate(workflow_id)
-        await n8n.start()
-        await n8n.until_published()
-        yield World(n8n, bridge, sink, mail, bulk_run, probe_run)
-    finally:
-        await n8n.stop()
-        await bridge.kill()
-        smtp.stop()
-        await runner.cleanup()
 
 
 def node_output(run: dict[str, Any], node: str) -> list[dict[str, Any]]:
@@ -230,9 +114,11 @@ def node_output(run: dict[str, Any], node: str) -> list[dict[str, Any]]:
     return task["data"]["main"][0]  # type: ignore[no-any-return]
 
 
-async def test_bulk_email_example_runs_with_n8n_execute(world: World) -> None:
+async def test_bulk_email_example_runs_with_n8n_execute(
+    world: World, bulk_run: dict[str, Any]
+) -> None:
     """Contacts → validation → template_render → email_send, run by `n8n execute --id`."""
-    run = world.bulk_run
+    run = bulk_run
     assert run["status"] == "success", run["data"]["resultData"].get("error")
     validated = node_output(run, "Validate contacts")
     assert [i["json"]["validation"]["valid"] for i in validated] == [True, True, False]
@@ -263,7 +149,7 @@ async def test_long_job_waits_and_is_resumed_by_the_callback(world: World) -> No
 async def test_trigger_subscribes_and_starts_on_a_failed_job(world: World) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(
-            f"{world.bridge.url}/api/v1/subscriptions", headers=world.bridge_headers()
+            f"{world.bridge.url}/api/v1/subscriptions", headers=bridge_headers()
         ) as response:
             subscriptions = (await response.json())["subscriptions"]
         [subscription] = subscriptions
@@ -276,7 +162,7 @@ async def test_trigger_subscribes_and_starts_on_a_failed_job(world: World) -> No
             "workflow_id": "wf-e2e",
         }
         async with session.post(
-            f"{world.bridge.url}/api/v1/workflow/execute", json=body, headers=world.bridge_headers()
+            f"{world.bridge.url}/api/v1/workflow/execute", json=body, headers=bridge_headers()
         ) as response:
             job_id = (await response.json())["job_id"]
     [alert] = await world.sink.wait("alerts", 1)
@@ -287,7 +173,7 @@ async def test_trigger_subscribes_and_starts_on_a_failed_job(world: World) -> No
 async def test_trigger_refuses_an_unsigned_event(world: World) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(
-            f"{world.bridge.url}/api/v1/subscriptions", headers=world.bridge_headers()
+            f"{world.bridge.url}/api/v1/subscriptions", headers=bridge_headers()
         ) as response:
             [subscription] = (await response.json())["subscriptions"]
         forged = {"id": 1, "type": "workflow.failed", "job_id": "forged", "data": {}}
@@ -298,21 +184,23 @@ async def test_trigger_refuses_an_unsigned_event(world: World) -> None:
     assert all(a["job_id"] != "forged" for a in world.sink.received.get("alerts", []))
 
 
-async def test_the_node_reads_its_workflows_jobs_and_no_others(world: World) -> None:
+async def test_the_node_reads_its_workflows_jobs_and_no_others(probe_run: dict[str, Any]) -> None:
     """The node's token is limited to the workflow it runs in: Get Job Status reads a job of that
     workflow, and another workflow's job is "no job" to it."""
-    [own] = node_output(world.probe_run, "Own job")
+    [own] = node_output(probe_run, "Own job")
     assert own["json"]["workflow_id"] == PROBE_ID and own["json"]["status"] == "completed"
-    [other] = node_output(world.probe_run, "Other job")
+    [other] = node_output(probe_run, "Other job")
     assert "no job" in other["json"]["error"], other
 
 
-async def test_the_nodes_jobs_are_visible_only_to_tokens_of_their_workflow(world: World) -> None:
+async def test_the_nodes_jobs_are_visible_only_to_tokens_of_their_workflow(
+    world: World, bulk_run: dict[str, Any]
+) -> None:
     """The jobs the node submitted are its workflow's: seen by a token limited to it, by no
     other."""
     workflow_id = "bridgeBulkEmail1"
-    own = world.bridge_headers("status", [workflow_id])
-    other = world.bridge_headers("status", ["bridgeLongJobWt1"])
+    own = bridge_headers("status", [workflow_id])
+    other = bridge_headers("status", ["bridgeLongJobWt1"])
     async with aiohttp.ClientSession() as session:
         async with session.get(
             f"{world.bridge.url}/api/v1/status/{workflow_id}", headers=own
