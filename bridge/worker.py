@@ -469,6 +469,8 @@ class WorkerPool:
                 "errors": [e.to_dict() for e in errors],
                 "error": job.error.model_dump() if job.error else None,
                 "duration_ms": job.duration_ms,
+                "item_count": job.item_count,
+                "trace_id": job.trace_id,
             },
         )
 

@@ -35,6 +35,8 @@ async def test_echo_returns_items_paired_with_their_inputs(
     assert isinstance(answer["items"][0]["json"]["n"], int)
     assert len(answer["job_id"]) == 32
     assert answer["duration_ms"] >= 0
+    # what a node needs to name a failure in the bridge's logs, beside the answer's items
+    assert answer["trace_id"] == response.headers["X-Trace-ID"]
 
 
 async def test_integers_keep_64_bits_and_larger_ones_are_read_as_floats(

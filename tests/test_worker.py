@@ -206,6 +206,8 @@ async def test_callback_is_signed_and_carries_the_result(
     assert body["workflow_id"] == "wf-1" and body["execution_id"] == "ex-1"
     assert body["items"] == [{"json": {"n": 1, "copy": 0}, "pairedItem": {"item": 0}}]
     assert body["errors"] == [] and body["duration_ms"] >= 0
+    # a failed job's node pairs its error with every input item, and names the trace
+    assert body["item_count"] == 1 and body["trace_id"] == "trace-cb-000001"
     done = await after_callback(client, auth, accepted["job_id"], "delivered")
     assert done["callback"]["state"] == "delivered" and done["callback"]["attempts"] == 1
 

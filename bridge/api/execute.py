@@ -182,6 +182,7 @@ async def _answer(
             field: orjson.Fragment(encoded),
             "errors": [error.to_dict() for error in errors],
             "duration_ms": result.job.duration_ms,
+            "trace_id": request[TRACE_ID],
         }
     )
     timings.mark("encode")

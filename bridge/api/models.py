@@ -103,6 +103,7 @@ class _Answer(BaseModel):
     status: JobStatus
     errors: list[ItemErrorModel] = Field(description="per-item errors, by input index")
     duration_ms: float
+    trace_id: str = Field(description="this request's trace id (also in X-Trace-ID)")
 
 
 class ExecuteResponse(_Answer):

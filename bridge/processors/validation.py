@@ -1,7 +1,9 @@
 """`validation`: JSON Schema checks of each item, and e-mail address checks and normalisation.
 
 Valid and invalid items both come back, each marked under `result_field` with its problems as JSON
-pointers into the item; or, with `on_invalid: "fail"`, any invalid item fails the request (422).
+pointers into the item; or, with `on_invalid: "item_error"`, each invalid item becomes a per-item
+error (the valid ones come back marked); or, with `on_invalid: "fail"`, any invalid item fails the
+request (422).
 """
 
 from __future__ import annotations
@@ -39,8 +41,12 @@ class ValidationParams(BaseModel):
     check_deliverability: bool = Field(
         False, description="also ask DNS whether the domain takes mail (slow; network)"
     )
-    on_invalid: Literal["mark", "fail"] = Field(
-        "mark", description="mark: invalid items come back marked; fail: the request fails"
+    on_invalid: Literal["mark", "item_error", "fail"] = Field(
+        "mark",
+        description=(
+            "mark: invalid items come back marked; item_error: each invalid item becomes a "
+            "per-item error (code validation), the valid ones come back; fail: the request fails"
+        ),
     )
     result_field: str = Field("validation", min_length=1)
 
@@ -102,6 +108,16 @@ def _check_email(
     return None
 
 
+def _item_error(problems: list[dict[str, str]]) -> ValidationFailed | None:
+    """An invalid item's per-item error: its problems, each after its pointer."""
+    if not problems:
+        return None
+    text = "; ".join(
+        f"{p['pointer']}: {p['message']}" if p["pointer"] else p["message"] for p in problems
+    )
+    return ValidationFailed(text, details=problems)
+
+
 @processor("validation", params=ValidationParams, batch=True)
 def validation(items: list[Item], params: ValidationParams, ctx: Context) -> list[Any]:
     """Checks items against a JSON Schema and checks e-mail addresses; marks the invalid ones."""
@@ -134,6 +150,8 @@ def _validate(
             for p in problems
         ]
         results.append(record)
+    if params.on_invalid == "item_error":
+        return [_item_error(r[params.result_field]["errors"]) or r for r in results]
     if invalid and params.on_invalid == "fail":
         count = sum(1 for r in results if not r[params.result_field]["valid"])
         raise ValidationFailed(

@@ -71,6 +71,28 @@ async def test_fail_mode_fails_the_request_with_pointers(
     ]
 
 
+async def test_item_error_mode_fails_only_the_invalid_items(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """One bad address does not spoil its batch: it alone becomes a per-item error (each problem
+    with its pointer), and the valid items come back as with "mark"."""
+    items = [
+        {"json": {"email": "a@example.com"}},
+        {"json": {"email": 5}},
+        {"json": {"email": "b@example.com"}},
+        {"json": {}},
+    ]
+    response = await validate(client, auth, items, schema=SCHEMA, on_invalid="item_error")
+    assert response.status == 200
+    answer = await response.json()
+    assert [i["pairedItem"]["item"] for i in answer["items"]] == [0, 2]
+    assert answer["items"][0]["json"]["validation"] == {"valid": True, "errors": []}
+    assert answer["errors"] == [
+        {"index": 1, "code": "validation", "message": "/email: 5 is not of type 'string'"},
+        {"index": 3, "code": "validation", "message": "'email' is a required property"},
+    ]
+
+
 async def test_an_invalid_schema_is_refused(client: TestClient, auth: dict[str, str]) -> None:
     response = await validate(client, auth, [], schema={"type": "no-such-type"})
     assert response.status == 422
