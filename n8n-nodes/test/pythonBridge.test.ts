@@ -10,7 +10,7 @@ import type {
 	INodeExecutionData,
 	IWebhookFunctions,
 } from 'n8n-workflow';
-import { NodeApiError } from 'n8n-workflow';
+import { NodeApiError, NodeOperationError } from 'n8n-workflow';
 
 import { PythonBridgeApi } from '../credentials/PythonBridgeApi.credentials';
 import { PythonBridgeTrigger } from '../nodes/PythonBridgeTrigger/PythonBridgeTrigger.node';
@@ -131,19 +131,36 @@ describe('Execute', () => {
 			const answer = echo(request).body as { items: unknown[]; errors: unknown[] };
 			answer.items.splice(1, 1);
 			answer.errors.push({ index: 1, code: 'processor_error', message: 'ValueError: odd' });
-			return { statusCode: 200, body: answer };
+			return { statusCode: 200, body: { ...answer, trace_id: 'trace-9' } };
 		};
 		const parameters = { processingType: 'x', options: {} };
 		const error = await execute(fakeExecute(items(3), parameters, failing).context).catch(
 			(e: unknown) => e,
 		);
-		assert.ok(error instanceof NodeApiError);
+		assert.ok(error instanceof NodeOperationError);
 		assert.equal(error.message, 'ValueError: odd');
 		assert.equal(error.context.itemIndex, 1);
+		assert.equal(
+			error.description,
+			'Code: processor_error · Item: 1 · Job ID: j · Trace ID: trace-9',
+		);
 		const tolerant = fakeExecute(items(3), parameters, failing, { continueOnFail: true });
 		const [out] = await execute(tolerant.context);
+		assert.deepEqual(out[1], {
+			json: {
+				message: 'ValueError: odd',
+				error: {
+					message: 'ValueError: odd',
+					code: 'processor_error',
+					item: 1,
+					job_id: 'j',
+					trace_id: 'trace-9',
+				},
+			},
+			pairedItem: { item: 1 },
+		});
 		assert.deepEqual(
-			out.map((item) => item.json.error ?? item.json.n),
+			out.map((item) => item.json.n ?? item.json.message),
 			[0, 'ValueError: odd', 2],
 		);
 	});
@@ -168,6 +185,24 @@ describe('Execute', () => {
 		assert.equal(error.message, "unknown processing_type 'ehco'; valid: echo");
 		assert.equal(error.httpCode, '422');
 		assert.match(String(error.description), /trace-123/);
+	});
+
+	it('gives every item of a batch an error item when the bridge cannot be reached', async () => {
+		const down = (): Reply => {
+			throw new Error('connect ECONNREFUSED 127.0.0.1:1');
+		};
+		const parameters = { processingType: 'echo', options: { batchSize: 2 } };
+		const fake = fakeExecute(items(3), parameters, down, { onError: 'continueErrorOutput' });
+		const [out] = await execute(fake.context);
+		assert.deepEqual(
+			out.map((item) => [item.pairedItem, (item.json.error as IDataObject).code]),
+			[0, 1, 2].map((item) => [{ item }, 'unreachable']),
+		);
+		assert.equal(out[0].json.message, 'The Python bridge at http://bridge:8080 cannot be reached');
+		assert.equal(
+			(out[0].json.error as IDataObject).description,
+			'connect ECONNREFUSED 127.0.0.1:1',
+		);
 	});
 
 	it('sends binary data as base64 and brings it back as binary', async () => {
@@ -261,18 +296,34 @@ describe('resume (the callback)', () => {
 		assert.deepEqual(answer, { noWebhookResponse: true });
 	});
 
-	it('gives an error item for a failed job', async () => {
+	it('gives every input of a failed job an error item', async () => {
 		const failed = {
 			job_id: 'j2',
 			status: 'failed',
 			error: { code: 'timeout', message: 'processor did not finish within 60 s' },
+			item_count: 3,
+			trace_id: 'trace-2',
 		};
 		const { context } = fakeWebhook(failed, signed(JSON.stringify(failed)));
 		const answer = await resume(context);
-		const [[item]] = answer.workflowData ?? [[]];
-		assert.match(String(item.json.error), /Background job j2 failed: processor did not finish/);
-		assert.equal(item.json.code, 'timeout');
-		assert.ok(item.error instanceof NodeApiError);
+		const [out] = answer.workflowData ?? [[]];
+		assert.deepEqual(
+			out.map((item) => item.pairedItem),
+			[0, 1, 2].map((item) => ({ item })),
+		);
+		const message = 'Background job j2 failed: processor did not finish within 60 s';
+		assert.deepEqual(out[2].json, {
+			message,
+			error: {
+				message,
+				code: 'timeout',
+				job_id: 'j2',
+				status: 'failed',
+				trace_id: 'trace-2',
+				description: 'Raise the node’s Timeout option, or send fewer items.',
+				item: 2,
+			},
+		});
 	});
 });
 

@@ -24,7 +24,7 @@ from bridge.auth import mint_token
 from bridge.settings import Settings
 from tests import smtp_server
 from tests.daemon import Daemon
-from tests.e2e.n8n import RUNTIMES, Execution, N8n, Runtime, missing
+from tests.e2e.n8n import RUNTIMES, STOPPED, Execution, N8n, Runtime, missing
 from tests.e2e.workflow import CREDENTIAL_ID, MANUAL, WEBHOOK
 
 SECRET = "an-e2e-secret-that-is-long-enough-0123456789"
@@ -80,15 +80,19 @@ class World:
     sink: Sink
     mail: smtp_server.Sink
 
-    async def run(self, path: str, body: Any = None, timeout: float = 120) -> Execution:
-        """Start the workflow of webhook `path` and wait for its execution to stop."""
+    async def run(
+        self, path: str, body: Any = None, timeout: float = 120, states: tuple[str, ...] = STOPPED
+    ) -> Execution:
+        """Start the workflow of webhook `path` and wait for its execution to stop (or to reach
+        one of `states`)."""
         before = self.n8n.newest_execution_id()
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
             session.post(f"{self.n8n.url}/webhook/{path}", json=body or {}) as response,
         ):
             await response.read()  # a failed workflow answers 500: its execution tells why
-        return await self.n8n.execution(before, timeout=timeout)
+        workflow_id = self.n8n.webhook_workflow(path)
+        return await self.n8n.execution(before, workflow_id, timeout=timeout, states=states)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:

@@ -65,6 +65,10 @@ def missing(runtime: Runtime) -> str | None:
     return None
 
 
+# The states of an execution that has stopped: finished, failed, or waiting for a resume call.
+STOPPED = ("success", "error", "crashed", "canceled", "waiting")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -213,23 +217,37 @@ class N8n:
     def database(self) -> Path:
         return self.home / ".n8n" / "database.sqlite"
 
+    def webhook_workflow(self, path: str) -> str:
+        """The id of the active workflow that webhook `path` starts."""
+        with contextlib.closing(sqlite3.connect(self.database)) as db:
+            row = db.execute(
+                "SELECT workflowId FROM webhook_entity WHERE webhookPath = ?", (path,)
+            ).fetchone()
+        if row is None:
+            raise RuntimeError(f"no active workflow has the webhook {path!r}")
+        return str(row[0])
+
     def newest_execution_id(self) -> int:
         with contextlib.closing(sqlite3.connect(self.database)) as db:
             (newest,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM execution_entity").fetchone()
         return int(newest)
 
     async def execution(
-        self, after: int, workflow_id: str | None = None, timeout: float = 60
+        self,
+        after: int,
+        workflow_id: str | None = None,
+        timeout: float = 60,
+        states: tuple[str, ...] = STOPPED,
     ) -> Execution:
-        """The first execution newer than `after` (of `workflow_id`, if given), once it has
-        stopped (finished, failed, or waiting for a resume call)."""
+        """The first execution newer than `after` (of `workflow_id`, if given), once it is in one
+        of `states` (by default: finished, failed, or waiting for a resume call)."""
         deadline = asyncio.get_running_loop().time() + timeout
         query = "SELECT e.id, e.status, e.workflowId, d.data FROM execution_entity e"
         query += " JOIN execution_data d ON d.executionId = e.id WHERE e.id > ?"
-        query += " AND e.status NOT IN ('new', 'running') ORDER BY e.id"
+        query += f" AND e.status IN ({', '.join('?' * len(states))}) ORDER BY e.id"
         while True:
             with contextlib.closing(sqlite3.connect(self.database)) as db:
-                rows = db.execute(query, (after,)).fetchall()
+                rows = db.execute(query, (after, *states)).fetchall()
             for execution_id, status, workflow, data in rows:
                 if workflow_id is None or workflow == workflow_id:
                     return Execution(int(execution_id), status, unflatten(orjson.loads(data)))

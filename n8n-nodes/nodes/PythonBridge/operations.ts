@@ -5,10 +5,11 @@ import type {
 	INodeExecutionData,
 	IWebhookFunctions,
 	IWebhookResponseData,
-	JsonObject,
 } from 'n8n-workflow';
 import { NodeApiError, NodeOperationError } from 'n8n-workflow';
 
+import type { Failure } from '../shared/failure';
+import { errorItem, failureError, failureOf } from '../shared/failure';
 import { refusedUnsigned } from '../shared/signature';
 import type { WireItem } from '../shared/transport';
 import { bridgeRequest, fromWire, toWire } from '../shared/transport';
@@ -29,6 +30,7 @@ interface ExecuteAnswer {
 	status: string;
 	items: WireItem[];
 	errors: ItemError[];
+	trace_id?: string;
 }
 
 interface Accepted {
@@ -39,15 +41,7 @@ interface Accepted {
 	created: boolean;
 }
 
-interface JobRecord extends IDataObject {
-	job_id: string;
-	status: string;
-	items?: WireItem[];
-	errors?: ItemError[];
-	error?: { code: string; message: string } | null;
-}
-
-/** What a callback brings (the bridge's callback body). */
+/** A finished job, as a callback brings it or its status tells it. */
 export interface CallbackBody {
 	job_id: string;
 	status: string;
@@ -55,7 +49,11 @@ export interface CallbackBody {
 	errors?: ItemError[];
 	error?: { code: string; message: string } | null;
 	duration_ms?: number;
+	item_count?: number;
+	trace_id?: string;
 }
+
+type JobRecord = CallbackBody & IDataObject;
 
 interface JobSettings {
 	processingType: string;
@@ -109,12 +107,22 @@ function tolerant(node: INode): boolean {
 	);
 }
 
-function itemError(node: INode, error: ItemError, offset: number): NodeApiError {
-	return new NodeApiError(node, error as unknown as JsonObject, {
+/** Where a processed batch or job came from: for naming its failed items. */
+interface Origin {
+	offset: number;
+	jobId?: string;
+	traceId?: string;
+}
+
+function itemFailure(error: ItemError, origin: Origin): Failure {
+	const failure: Failure = {
 		message: error.message,
-		description: `Item ${offset + error.index} failed in the Python bridge (${error.code})`,
-		itemIndex: offset + error.index,
-	});
+		code: error.code,
+		item: origin.offset + error.index,
+	};
+	if (origin.jobId) failure.job_id = origin.jobId;
+	if (origin.traceId) failure.trace_id = origin.traceId;
+	return failure;
 }
 
 /**
@@ -126,19 +134,17 @@ async function collect(
 	context: IExecuteFunctions | IWebhookFunctions,
 	items: WireItem[],
 	errors: ItemError[],
-	offset: number,
+	origin: Origin,
 	canThrow: boolean,
 ): Promise<INodeExecutionData[]> {
 	const node = context.getNode();
-	if (errors.length && canThrow && !tolerant(node)) throw itemError(node, errors[0], offset);
-	const out = await fromWire(context, items, offset);
+	if (errors.length && canThrow && !tolerant(node)) {
+		throw failureError(node, itemFailure(errors[0], origin));
+	}
+	const out = await fromWire(context, items, origin.offset);
 	if (!errors.length) return out; // the bridge answers in input order
 	for (const error of errors) {
-		out.push({
-			json: { error: error.message, code: error.code },
-			error: itemError(node, error, offset),
-			pairedItem: { item: offset + error.index },
-		});
+		out.push(errorItem(itemFailure(error, origin), origin.offset + error.index));
 	}
 	const position = (item: INodeExecutionData) =>
 		(item.pairedItem as { item: number } | undefined)?.item ?? 0;
@@ -187,13 +193,12 @@ async function runBatch(
 			body,
 			{ itemIndex: start },
 		);
-		return await collect(context, answer.items, answer.errors, start, true);
+		const origin = { offset: start, jobId: answer.job_id, traceId: answer.trace_id };
+		return await collect(context, answer.items, answer.errors, origin, true);
 	} catch (error) {
 		if (!tolerant(context.getNode())) throw asNodeError(context.getNode(), error);
-		return slice.map((_, index) => ({
-			json: { error: (error as Error).message, description: (error as NodeApiError).description },
-			pairedItem: { item: start + index },
-		}));
+		const failure = failureOf(error);
+		return slice.map((_, index) => errorItem(failure, start + index));
 	}
 }
 
@@ -239,7 +244,7 @@ export async function perJob(
 			out.push({ json: body, pairedItem: { item: index } });
 		} catch (error) {
 			if (!tolerant(context.getNode())) throw asNodeError(context.getNode(), error);
-			out.push({ json: { error: (error as Error).message }, pairedItem: { item: index } });
+			out.push(errorItem(failureOf(error), index));
 		}
 	}
 	return [out];
@@ -286,34 +291,30 @@ async function outcome(
 	job: CallbackBody,
 	canThrow: boolean,
 ): Promise<INodeExecutionData[]> {
+	const origin = { offset: 0, jobId: job.job_id, traceId: job.trace_id };
 	if (job.status === 'completed') {
-		return await collect(context, job.items ?? [], job.errors ?? [], 0, canThrow);
+		return await collect(context, job.items ?? [], job.errors ?? [], origin, canThrow);
 	}
-	const error = jobFailure(context.getNode(), job);
-	if (canThrow && !tolerant(context.getNode())) throw error;
-	return [
-		{
-			json: {
-				error: error.message,
-				code: job.error?.code ?? job.status,
-				job_id: job.job_id,
-				status: job.status,
-			},
-			error,
-			pairedItem: { item: 0 },
-		},
-	];
+	const failure = jobFailure(job);
+	if (canThrow && !tolerant(context.getNode())) throw failureError(context.getNode(), failure);
+	// The job failed as a whole: each of its input items gets an error item.
+	const count = Math.max(1, job.item_count ?? 1);
+	return Array.from({ length: count }, (_, item) => errorItem(failure, item));
 }
 
-function jobFailure(node: INode, job: CallbackBody): NodeApiError {
+function jobFailure(job: CallbackBody): Failure {
 	const reason = job.error?.message ?? `the job ended ${job.status}`;
-	return new NodeApiError(node, (job.error ?? {}) as JsonObject, {
+	const failure: Failure = {
 		message: `Background job ${job.job_id} ${job.status}: ${reason}`,
-		description:
-			job.error?.code === 'timeout'
-				? 'Raise the node’s Timeout option, or send fewer items.'
-				: undefined,
-	});
+		code: job.error?.code ?? job.status,
+		job_id: job.job_id,
+		status: job.status,
+	};
+	if (job.trace_id) failure.trace_id = job.trace_id;
+	if (job.error?.code === 'timeout') {
+		failure.description = 'Raise the node’s Timeout option, or send fewer items.';
+	}
+	return failure;
 }
 
 /**

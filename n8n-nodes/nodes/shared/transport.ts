@@ -7,10 +7,11 @@ import type {
 	INode,
 	INodeExecutionData,
 	IWebhookFunctions,
-	JsonObject,
+	NodeApiError,
 } from 'n8n-workflow';
-import { NodeApiError } from 'n8n-workflow';
 
+import type { Failure } from './failure';
+import { apiError } from './failure';
 import { tokenFor } from './jwt';
 
 export const CREDENTIALS = 'pythonBridgeApi';
@@ -77,11 +78,12 @@ export async function bridgeRequest<T = IDataObject>(
 			timeout: options.timeoutMs ?? 300_000,
 		})) as { statusCode: number; body: unknown };
 	} catch (error) {
-		throw new NodeApiError(context.getNode(), error as JsonObject, {
+		const failure: Failure = {
 			message: `The Python bridge at ${baseUrl} cannot be reached`,
+			code: 'unreachable',
 			description: (error as Error).message,
-			itemIndex: options.itemIndex,
-		});
+		};
+		throw apiError(context.getNode(), failure, {}, options.itemIndex);
 	}
 	if (response.statusCode >= 400 && !(options.allow ?? []).includes(response.statusCode)) {
 		throw bridgeError(context.getNode(), response.body, response.statusCode, options.itemIndex);
@@ -89,7 +91,7 @@ export async function bridgeRequest<T = IDataObject>(
 	return { status: response.statusCode, body: response.body as T };
 }
 
-/** A NodeApiError carrying the bridge's message, description, HTTP code and trace id. */
+/** The bridge's error answer as an error: its message, code, description, HTTP code and trace id. */
 export function bridgeError(
 	node: INode,
 	body: unknown,
@@ -97,18 +99,14 @@ export function bridgeError(
 	itemIndex?: number,
 ): NodeApiError {
 	const error = (body as { error?: BridgeErrorBody } | undefined)?.error;
-	const description = [
-		error?.description,
-		error?.trace_id ? `Trace ID: ${error.trace_id}` : undefined,
-	]
-		.filter(Boolean)
-		.join(' — ');
-	return new NodeApiError(node, ((body ?? {}) as JsonObject) ?? {}, {
+	const failure: Failure = {
 		message: error?.message ?? `The Python bridge answered HTTP ${status}`,
-		description: description || undefined,
-		httpCode: String(error?.http_code ?? status),
-		itemIndex,
-	});
+		code: error?.code ?? `http_${status}`,
+		http_code: error?.http_code ?? status,
+	};
+	if (error?.description) failure.description = error.description;
+	if (error?.trace_id) failure.trace_id = error.trace_id;
+	return apiError(node, failure, (body ?? {}) as IDataObject, itemIndex);
 }
 
 /** n8n items as the bridge takes them: binary data read and base64-encoded. */
