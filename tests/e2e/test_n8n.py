@@ -121,9 +121,13 @@ async def test_bulk_email_example_runs_with_n8n_execute(
     run = bulk_run
     assert run["status"] == "success", run["data"]["resultData"].get("error")
     validated = node_output(run, "Validate contacts")
-    assert [i["json"]["validation"]["valid"] for i in validated] == [True, True, False]
+    assert [i["json"]["validation"]["valid"] for i in validated] == [True, True]
     assert validated[0]["json"]["to"] == "Ada@example.com"  # normalised by the bridge
-    assert [i["pairedItem"] for i in validated] == [{"item": 0}, {"item": 1}, {"item": 2}]
+    assert [i["pairedItem"] for i in validated] == [{"item": 0}, {"item": 1}]
+    # only the invalid contact went to the error output, and on to the report of refusals
+    [refused] = node_output(run, "Invalid contacts")
+    assert refused["json"]["to"] == "not-an-address"
+    assert refused["json"]["reason"].startswith("/to: An email address must have an @-sign")
     rendered = node_output(run, "Render message")
     assert rendered[0]["json"]["text"].startswith("Hello Ada,")
     sent = node_output(run, "Send e-mail")
