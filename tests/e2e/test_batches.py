@@ -24,7 +24,7 @@ PARALLEL = 3
 # Outputs per input: zero, one or many, a batch of nothing but zeros (inputs 4-7), and a short
 # last batch (20-21).
 COPIES = [1, 0, 3, 1, 0, 0, 0, 0, 2, 1, 0, 5, 1, 1, 1, 1, 0, 2, 3, 0, 4, 1]
-SLOW_S = 2.0  # the first batch's delay: every later batch finishes before it
+SLOW_S = 3.0  # the first batch's delay: every later batch finishes before it
 
 
 def inputs() -> list[dict[str, Any]]:
