@@ -255,6 +255,49 @@ class N8n:
                 raise RuntimeError(f"no execution after {after} stopped within {timeout} s")
             await asyncio.sleep(0.2)
 
+    def execution_ids(self, after: int, workflow_id: str) -> list[int]:
+        """The executions of `workflow_id` newer than `after`, whatever their status."""
+        query = "SELECT id FROM execution_entity WHERE id > ? AND workflowId = ? ORDER BY id"
+        with contextlib.closing(sqlite3.connect(self.database)) as db:
+            return [int(row[0]) for row in db.execute(query, (after, workflow_id))]
+
+    def read(self, execution_id: int) -> Execution:
+        """One execution as stored now, whatever its status."""
+        query = "SELECT e.status, d.data FROM execution_entity e"
+        query += " JOIN execution_data d ON d.executionId = e.id WHERE e.id = ?"
+        with contextlib.closing(sqlite3.connect(self.database)) as db:
+            status, data = db.execute(query, (execution_id,)).fetchone()
+        return Execution(execution_id, status, unflatten(orjson.loads(data)))
+
+    async def running(self, after: int, workflow_id: str, timeout: float = 60) -> int:
+        """The id of the first execution of `workflow_id` newer than `after`, once it runs."""
+        query = "SELECT id FROM execution_entity WHERE id > ? AND workflowId = ?"
+        query += " AND status = 'running' ORDER BY id LIMIT 1"
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            with contextlib.closing(sqlite3.connect(self.database)) as db:
+                row = db.execute(query, (after, workflow_id)).fetchone()
+            if row is not None:
+                return int(row[0])
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"no execution of {workflow_id} after {after} ran")
+            await asyncio.sleep(0.1)
+
+    async def settled(self, execution_id: int, timeout: float = 120) -> Execution:
+        """The execution once it has ended: not running, and not waiting to be resumed."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (execution := self.read(execution_id)).status in ("new", "running", "waiting"):
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"execution {execution_id} is still {execution.status}")
+            await asyncio.sleep(0.2)
+        return execution
+
+    def resume_url(self, execution: Execution) -> str:
+        """What `$execution.resumeUrl` is for this execution: 2.x adds its resume token."""
+        url = f"{self.url}/webhook-waiting/{execution.id}"
+        token = execution.data.get("resumeToken")
+        return f"{url}?signature={token}" if token else url
+
     async def stop(self) -> None:
         if self.server is not None and self.server.returncode is None:
             self.server.terminate()

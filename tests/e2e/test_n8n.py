@@ -150,14 +150,18 @@ async def test_long_job_waits_and_is_resumed_by_the_callback(world: World) -> No
     assert all(r["amount"] == rows[i]["amount"] for i, r in enumerate(reports))
 
 
+def failed_jobs_trigger(subscriptions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The subscription of the failed-jobs example's trigger (other modules have triggers too)."""
+    return [s for s in subscriptions if "n8n workflow bridgeFailNotify," in s["description"]]
+
+
 async def test_trigger_subscribes_and_starts_on_a_failed_job(world: World) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(
             f"{world.bridge.url}/api/v1/subscriptions", headers=bridge_headers()
         ) as response:
             subscriptions = (await response.json())["subscriptions"]
-        assert len(subscriptions) == 1, subscriptions
-        [subscription] = subscriptions
+        [subscription] = failed_jobs_trigger(subscriptions)
         assert subscription["events"] == ["workflow.failed"]
         assert subscription["url"].startswith(f"{world.n8n.url}/webhook/")
         body = {
@@ -186,7 +190,7 @@ async def test_trigger_refuses_an_unsigned_event(world: World) -> None:
         async with session.get(
             f"{world.bridge.url}/api/v1/subscriptions", headers=bridge_headers()
         ) as response:
-            [subscription] = (await response.json())["subscriptions"]
+            [subscription] = failed_jobs_trigger((await response.json())["subscriptions"])
         forged = {"id": 1, "type": "workflow.failed", "job_id": "forged", "data": {}}
         async with session.post(subscription["url"], json=forged) as response:
             assert response.status == 401

@@ -25,12 +25,23 @@ BRIDGE = "CUSTOM.pythonBridge"
 TRIGGER = "CUSTOM.pythonBridgeTrigger"
 CODE = "n8n-nodes-base.code"
 NOOP = "n8n-nodes-base.noOp"
+SET = "n8n-nodes-base.set"
+WAIT = "n8n-nodes-base.wait"
 WEBHOOK = "n8n-nodes-base.webhook"
 MANUAL = "n8n-nodes-base.manualTrigger"
 
 # The settings of a node that sit beside its parameters (not inside them).
 NODE_SETTINGS = ("onError", "continueOnFail", "retryOnFail", "alwaysOutputData", "credentials")
-TYPE_VERSIONS = {CODE: 2, WEBHOOK: 2, NOOP: 1, MANUAL: 1, BRIDGE: 1, TRIGGER: 1}
+TYPE_VERSIONS = {
+    CODE: 2,
+    WEBHOOK: 2,
+    NOOP: 1,
+    MANUAL: 1,
+    BRIDGE: 1,
+    TRIGGER: 1,
+    SET: 3.4,
+    WAIT: 1.1,
+}
 
 
 def _uuid(*parts: str) -> str:
@@ -108,3 +119,17 @@ def items_code(items: list[dict[str, Any]]) -> str:
 
 def parameters_json(parameters: dict[str, Any]) -> str:
     return orjson.dumps(parameters).decode()
+
+
+def set_fields(**expressions: str) -> dict[str, Any]:
+    """A Set node's parameters: these string fields added to each item (its own fields kept)."""
+    assignments = [
+        {"id": _uuid("set", name), "name": name, "value": value, "type": "string"}
+        for name, value in expressions.items()
+    ]
+    return {
+        "mode": "manual",
+        "assignments": {"assignments": assignments},
+        "includeOtherFields": True,
+        "options": {},
+    }

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from bridge import Binary, Context, Item, processor
 from bridge.errors import IntegrationFailed
@@ -24,6 +25,34 @@ class Repeat(BaseModel):
 def repeat(item: Item, params: Repeat, ctx: Context) -> list[dict]:
     """One input gives `times` outputs (zero, one or many)."""
     return [{**item.json, "copy": n} for n in range(params.times)]
+
+
+@processor("fan_out")
+async def fan_out(item: Item, params: dict, ctx: Context) -> list[dict]:
+    """json.copies outputs for one input (zero, one or many), after json.delay seconds; the
+    outputs keep none of the input's fields, and say when they were made (the bridge's clock)."""
+    started = time.monotonic()
+    await asyncio.sleep(item.json.get("delay", 0))
+    done = time.monotonic()
+    return [{"copy": n, "started": started, "done": done} for n in range(item.json["copies"])]
+
+
+class Shown(BaseModel):
+    """Parameters of each simple type (n8n shows them as fields), and a list (JSON only)."""
+
+    model_config = ConfigDict(extra="forbid")
+    greeting: str = "hello"
+    times: int = 1
+    ratio: float = 1.0
+    loud: bool = False
+    tone: Literal["plain", "warm"] = "plain"
+    tags: list[str] = []
+
+
+@processor("show_params", params=Shown)
+def show_params(item: Item, params: Shown, ctx: Context) -> dict:
+    """The item's json.n, and the parameters the processor was given."""
+    return {"n": item.json.get("n"), "parameters": params.model_dump()}
 
 
 @processor("fail_odd")
