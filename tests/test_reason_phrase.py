@@ -14,9 +14,7 @@ async def test_an_error_s_reason_phrase_is_its_message(
     client = await make_client()
     wrong = Settings.model_validate({"jwt_secret": "another-secret-that-is-long-enough-0123456789"})
     token = mint_token(wrong, ["status"], 60)
-    refused = await client.get(
-        "/api/v1/processors", headers={"Authorization": f"Bearer {token}"}
-    )
+    refused = await client.get("/api/v1/processors", headers={"Authorization": f"Bearer {token}"})
     assert refused.status == 401
     assert refused.reason == "the token's signature does not verify"
     assert (await refused.json())["error"]["message"] == refused.reason
