@@ -36,6 +36,8 @@ NAME = "n8n-nodes-python-bridge"
 # would use that copy instead of n8n's own.
 INSTALL = "mkdir -p ~/.n8n/nodes && cd ~/.n8n/nodes && npm install --omit=peer {tarball}"
 DOCKERFILE = ROOT / "deploy" / "n8n-with-bridge-nodes.Dockerfile"
+README = PACKAGE / "README.md"
+PACK_FOLDER = "/tmp/bridge-nodes"  # where the README and the Dockerfile's comment pack to
 CREDENTIAL_ID = "installedBridgeCred"
 
 
@@ -149,3 +151,11 @@ async def test_the_docker_route_installs_the_same_tarball_into_the_tested_n8n(
     name = installed.tarball.name
     assert f"COPY --chown=node:node {name} /tmp/{name}" in dockerfile
     assert INSTALL.format(tarball=f"/tmp/{name}") in dockerfile
+
+
+async def test_the_readme_installs_the_tarball_npm_pack_makes(installed: Installed) -> None:
+    readme = README.read_text()
+    assert f"npm pack --pack-destination {PACK_FOLDER}" in readme
+    assert INSTALL.format(tarball=f"{PACK_FOLDER}/{installed.tarball.name}") in readme
+    assert f"`{installed.tarball.name}`" in readme
+    assert f"-t n8n-with-bridge-nodes {PACK_FOLDER}" in readme
