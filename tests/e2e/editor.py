@@ -122,9 +122,8 @@ class Editor:
     # Workflows: saved, then activated (published, in 2.x) — its webhooks and triggers go live.
     async def create_workflow(self, workflow: dict[str, Any]) -> dict[str, Any]:
         fields = ("name", "nodes", "connections", "settings")
-        return await self.call(  # type: ignore[no-any-return]
-            "POST", "/rest/workflows", {key: workflow[key] for key in fields}
-        )
+        body = {"active": False, **{key: workflow[key] for key in fields}}  # 1.x requires it
+        return await self.call("POST", "/rest/workflows", body)  # type: ignore[no-any-return]
 
     async def activate(self, saved: dict[str, Any]) -> dict[str, Any]:
         return await self.call(  # type: ignore[no-any-return]

@@ -5,18 +5,21 @@ the processor's Parameters fields, and the node's AI-agent tool variant (`…pyt
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from tests.e2e.conftest import World, bridge_headers
 from tests.e2e.editor import Editor, editor
-from tests.e2e.n8n import NODES_DIST
-from tests.e2e.workflow import BRIDGE, CREDENTIAL, CREDENTIAL_ID
+from tests.e2e.n8n import NODES_DIST, Execution
+from tests.e2e.workflow import BRIDGE, CREDENTIAL, CREDENTIAL_ID, Workflow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(600)]
 
@@ -118,3 +121,134 @@ async def test_the_tool_variant_is_listed_with_its_description_for_the_model(ui:
     described = tool_description()
     assert properties["toolDescription"]["default"] == described
     assert "`processor`" in described and "`parameters`" in described
+
+
+TOOL_ARGUMENTS = {"processor": "template_render", "parameters": {"template": "2 + 3 = {{ 2 + 3 }}"}}
+
+
+class FakeModel:
+    """An OpenAI-compatible chat model that calls the first tool it is offered once — with a
+    processor and its parameters — and then answers with what the tool returned."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    async def complete(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(body)
+        tool_results = [m for m in body["messages"] if m["role"] == "tool"]
+        message: dict[str, Any]
+        if tool_results:
+            message = {
+                "role": "assistant",
+                "content": f"The tool said: {tool_results[0]['content']}",
+            }
+            finish = "stop"
+        else:
+            call = {
+                "id": "call_1",
+                "type": "function",
+                "function": {
+                    "name": body["tools"][0]["function"]["name"],
+                    "arguments": orjson.dumps(TOOL_ARGUMENTS).decode(),
+                },
+            }
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            finish = "tool_calls"
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{len(self.requests)}",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        )
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def fake_model() -> AsyncIterator[tuple[FakeModel, str]]:
+    model = FakeModel()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", model.complete)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield model, f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    await runner.cleanup()
+
+
+def agent_workflow(path: str, model_credential: str) -> dict[str, Any]:
+    """Webhook → AI Agent, with a chat model and the Python Bridge Tool as it comes (the model
+    chooses the processor and its parameters)."""
+    wf = Workflow(f"agent-{path}", webhook=path)
+    wf.add(
+        "Agent",
+        "@n8n/n8n-nodes-langchain.agent",
+        typeVersion=3,
+        promptType="define",
+        text="={{ $json.body.question }}",
+        options={},
+    )
+    wf.add(
+        "Model",
+        "@n8n/n8n-nodes-langchain.lmChatOpenAi",
+        typeVersion=1.2,
+        model={"__rl": True, "mode": "id", "value": "fake-model"},
+        options={},
+        credentials={"openAiApi": {"id": model_credential, "name": "Fake model"}},
+    )
+    wf.add("Python Bridge Tool", TOOL, operation="execute", credentials=CREDENTIAL)
+    wf.wire("Webhook", "Agent")
+    wf.connections["Model"] = {
+        "ai_languageModel": [[{"node": "Agent", "type": "ai_languageModel", "index": 0}]]
+    }
+    wf.connections["Python Bridge Tool"] = {
+        "ai_tool": [[{"node": "Agent", "type": "ai_tool", "index": 0}]]
+    }
+    return wf.document()
+
+
+async def run_when_live(world: World, path: str, body: dict[str, Any]) -> Execution:
+    """Call a webhook that was just activated (it goes live a moment later) and return its run."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            before = world.n8n.newest_execution_id()
+            async with session.post(f"{world.n8n.url}/webhook/{path}", json=body) as response:
+                await response.read()
+                if response.status != 404:
+                    return await world.n8n.execution(before)
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"webhook {path} never went live")
+
+
+async def test_an_ai_agent_calls_the_tool_with_a_processor_and_its_parameters(
+    ui: Editor, world: World, fake_model: tuple[FakeModel, str]
+) -> None:
+    model, model_url = fake_model
+    credential = await ui.create_credential(
+        "Fake model", "openAiApi", {"apiKey": "sk-fake", "url": model_url}
+    )
+    path = f"e2e-agent-tool-{world.env.runtime.major}"
+    saved = await ui.create_workflow(agent_workflow(path, credential))
+    await ui.activate(saved)  # accepted: n8n validates the workflow and its tool node here
+
+    question = {"question": "What is 2 + 3? Use the tool."}
+    execution = await run_when_live(world, path, question)
+    assert execution.status == "success", execution
+    offered = model.requests[0]["tools"][0]["function"]
+    assert offered["description"] == tool_description()
+    assert set(offered["parameters"]["properties"]) == {"processor", "parameters"}
+    assert offered["parameters"]["required"] == ["processor", "parameters"] or set(
+        offered["parameters"]["required"]
+    ) == {"processor", "parameters"}
+    # The processor ran on one item — the agent's input item with the tool's input added — and
+    # the model read the items it put out.
+    [returned] = [m for m in model.requests[-1]["messages"] if m["role"] == "tool"]
+    [item] = orjson.loads(returned["content"])
+    assert item["body"] == question
+    assert {key: item[key] for key in TOOL_ARGUMENTS} == TOOL_ARGUMENTS
+    assert item["rendered"] == "2 + 3 = 5"
+    [answer] = execution.json("Agent")
+    assert "2 + 3 = 5" in answer["output"], answer

@@ -67,7 +67,7 @@ def pack(destination: Path) -> Path:
         check=True,
     )
     (packed,) = orjson.loads(done.stdout)
-    return destination / packed["filename"]
+    return destination / str(packed["filename"])
 
 
 def echo_workflow() -> dict[str, Any]:
