@@ -202,4 +202,21 @@ def error_response(request: web.Request, exc: BridgeError) -> web.Response:
         exc.code,
         exc.message,
     )
-    return json_response(exc.to_body(request[TRACE_ID]), status=exc.http_code, headers=exc.headers)
+    response = json_response(
+        exc.to_body(request[TRACE_ID]), status=exc.http_code, headers=exc.headers
+    )
+    response.set_status(exc.http_code, reason_phrase(exc.message))
+    return response
+
+
+_NOT_IN_REASON = re.compile(r"[^\x20-\x7e]+")
+_REASON_CHARS = 200
+
+
+def reason_phrase(message: str) -> str:
+    """The message as the status line's reason phrase — n8n's credential *Test* shows only that
+    of a failed request — in the characters a status line may hold, on one short line."""
+    shown = _NOT_IN_REASON.sub("?", message).strip()
+    if len(shown) > _REASON_CHARS:
+        shown = shown[: _REASON_CHARS - 3] + "..."
+    return shown or "error"

@@ -12,6 +12,7 @@ import { NodeConnectionTypes } from 'n8n-workflow';
 import { properties } from './description';
 import { execute, executeAndWait, perJob, resume, submit } from './operations';
 import { getProcessorFields, getProcessors } from './processors';
+import { withToolVariant } from './tool';
 
 /**
  * Execute in Background and Wait resumes through this webhook ($execution.resumeUrl), the pattern
@@ -48,7 +49,7 @@ export class PythonBridge implements INodeType {
 		usableAsTool: true,
 		credentials: [{ name: 'pythonBridgeApi', required: true }],
 		webhooks: RESUME_WEBHOOKS,
-		properties,
+		properties: withToolVariant(properties),
 	};
 
 	methods = {
