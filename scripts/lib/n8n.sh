@@ -74,9 +74,10 @@ check_nodes() {
         cd n8n-nodes || exit
         if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
             # npm ci, as n8n-nodes/README.md tells users: the lock file has every platform's
-            # optional packages, so it installs exactly what the lock says, anywhere.
+            # optional packages, so it installs exactly what the lock says, anywhere (and
+            # n8n-nodes/.npmrc turns off the dependencies' install scripts: one of them fails).
             echo "installing the node package's tools (npm ci)" >&2
-            npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+            npm ci --no-audit --no-fund --loglevel=error >/dev/null
         fi
         echo "== n8n-nodes: build, lint, unit tests" >&2
         npx --no-install n8n-node build >/dev/null
