@@ -12,15 +12,18 @@ Code node makes the order records, then one of
 Each workflow runs once to warm up, then `--runs` times, interleaved; the figures are the nodes'
 own `executionTime` from n8n's execution data.
 
-For (a) the bridge's own processing is read from its access log (`duration_ms` of each execute
-request, which ends at the line's timestamp): the wall-clock union of those intervals, i.e. the
-time during which the bridge was working on at least one of the node's requests. Batches run in
-parallel, so a sum of durations would count overlapping time twice; the bridge is one event loop,
-so it never does more than one request's work at any instant and the union is its real share.
-The node's own share is (a) minus that union. Targets: (a) at least 2x faster than (b), and the
-node's own share at most 25 % of (a).
+For (a) the bridge's own processing is read from its access log: each execute request's
+`duration_ms` (the handler's time, which its `Server-Timing` total also reports, plus the
+middleware), ending at the line's timestamp. The bridge's share is the wall-clock union of those
+intervals — the time during which it was working on at least one of the node's requests. Two
+batches are in flight at once, so the sum of the durations counts the time they overlap twice,
+while the bridge's Python runs one thread at a time (the GIL) and does not get through two
+requests faster than one after the other: the union is its real share. The node's own share —
+encoding, batching, n8n's HTTP helper, decoding, pairing — is (a) minus that union. Targets:
+(a) at least 2x faster than (b), and the node's own share at most 25 % of (a).
 
     bash bench/run.sh n8n_nodes [--n8n 2.41.1|1.123.81] [--items 10000] [--runs 3]
+        [--batch-size N] [--parallel N] [--cpu-prof DIR]
 """
 
 from __future__ import annotations
