@@ -197,6 +197,7 @@ def bridge_requests(log: Path) -> list[tuple[float, float]]:
 
 def share(spans: list[tuple[float, float]], window: tuple[float, float]) -> BridgeShare:
     """The requests that ended inside `window`, and the union of their intervals."""
+    # The log's timestamps are whole milliseconds: a request's end may read up to 1 ms late.
     inside = sorted((s, e) for s, e in spans if window[0] <= e <= window[1] + 0.002)
     result = BridgeShare(durations=[(e - s) * 1000 for s, e in inside])
     covered_to = float("-inf")
@@ -212,17 +213,16 @@ class ProfiledN8n(N8n):
     """An n8n server that writes V8 CPU profiles (of the main process and its task runners);
     made after the CLI runs (import, activate), which are not profiled."""
 
-    def __init__(self, runtime: Runtime, home: Path, port: int, profile_dir: Path | None) -> None:
+    def __init__(self, runtime: Runtime, home: Path, port: int, profile_dir: Path) -> None:
         super().__init__(runtime, home, port)
         self.profile_dir = profile_dir
 
     @property
     def env(self) -> dict[str, str]:
         env = super().env
-        if self.profile_dir is not None:
-            env["NODE_OPTIONS"] = " ".join(
-                [env.get("NODE_OPTIONS", ""), f"--cpu-prof --cpu-prof-dir={self.profile_dir}"]
-            ).strip()
+        env["NODE_OPTIONS"] = " ".join(
+            [env.get("NODE_OPTIONS", ""), f"--cpu-prof --cpu-prof-dir={self.profile_dir}"]
+        ).strip()
         return env
 
 
