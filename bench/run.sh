@@ -14,7 +14,7 @@ shift
 if [ "$name" = instructions ]; then  # counts a bridge's instructions with callgrind
     apt_ensure valgrind valgrind
 fi
-if [ "$name" = n8n_code_node ]; then  # a real n8n and the built nodes
+if [ "$name" = n8n_nodes ]; then  # a real n8n and the built nodes
     . scripts/lib/n8n.sh
     ensure_n8n
     check_nodes

@@ -104,8 +104,9 @@ export const properties: INodeProperties[] = [
 				name: 'batchSize',
 				type: 'number',
 				typeOptions: { minValue: 1 },
-				default: 500,
-				description: 'Items per request (Execute)',
+				default: 2000,
+				description:
+					'Items per request (Execute). Lower it for large items: a request may not exceed the bridge’s body limit (BRIDGE_MAX_BODY_BYTES, 16 MiB by default).',
 				displayOptions: { show: { '/operation': ['execute'] } },
 			},
 			{

@@ -75,7 +75,7 @@ function settingsOf(context: IExecuteFunctions): JobSettings {
 		idempotencyKey:
 			(options.idempotencyKey as string | undefined) ||
 			`${context.getExecutionId()}:${context.getNode().name}`,
-		batchSize: Math.max(1, (options.batchSize as number | undefined) ?? 500),
+		batchSize: Math.max(1, (options.batchSize as number | undefined) ?? 2000),
 		parallelBatches: Math.max(1, (options.parallelBatches as number | undefined) ?? 2),
 	};
 }

@@ -1,4 +1,5 @@
 import type {
+	ICredentialDataDecryptedObject,
 	IDataObject,
 	IExecuteFunctions,
 	IHookFunctions,
@@ -49,6 +50,22 @@ export interface RequestOptions {
 	timeoutMs?: number;
 }
 
+const credentialsRead = new WeakMap<BridgeContext, Promise<ICredentialDataDecryptedObject>>();
+
+/**
+ * The node's credentials, read once per run of the node (n8n makes a context for each run):
+ * n8n reads them from its database and decrypts them at every call, twice per request if left
+ * to itself, which cost Execute more than encoding its batches (see docs/benchmarks.md).
+ */
+function credentialsOf(context: BridgeContext): Promise<ICredentialDataDecryptedObject> {
+	let credentials = credentialsRead.get(context);
+	if (credentials === undefined) {
+		credentials = context.getCredentials(CREDENTIALS);
+		credentialsRead.set(context, credentials);
+	}
+	return credentials;
+}
+
 /** The one way to call the bridge: authenticated by the credential, failures as NodeApiError. */
 export async function bridgeRequest<T = IDataObject>(
 	context: BridgeContext,
@@ -57,7 +74,7 @@ export async function bridgeRequest<T = IDataObject>(
 	body?: IDataObject,
 	options: RequestOptions = {},
 ): Promise<{ status: number; body: T }> {
-	const credentials = await context.getCredentials(CREDENTIALS);
+	const credentials = await credentialsOf(context);
 	const baseUrl = String(credentials.baseUrl).replace(/\/$/, '');
 	const headers: IDataObject = {};
 	if (credentials.authentication === 'jwtSecret') {
@@ -67,16 +84,22 @@ export async function bridgeRequest<T = IDataObject>(
 	}
 	let response: { statusCode: number; body: unknown };
 	try {
-		response = (await context.helpers.httpRequestWithAuthentication.call(context, CREDENTIALS, {
-			method,
-			url: `${baseUrl}${path}`,
-			headers,
-			body,
-			json: true,
-			returnFullResponse: true,
-			ignoreHttpStatusErrors: true,
-			timeout: options.timeoutMs ?? 300_000,
-		})) as { statusCode: number; body: unknown };
+		response = (await context.helpers.httpRequestWithAuthentication.call(
+			context,
+			CREDENTIALS,
+			{
+				method,
+				url: `${baseUrl}${path}`,
+				headers,
+				body,
+				json: true,
+				returnFullResponse: true,
+				ignoreHttpStatusErrors: true,
+				timeout: options.timeoutMs ?? 300_000,
+			},
+			// The credentials read above: without them n8n reads them again for the request.
+			{ credentialsDecrypted: { id: '', name: CREDENTIALS, type: CREDENTIALS, data: credentials } },
+		)) as { statusCode: number; body: unknown };
 	} catch (error) {
 		const failure: Failure = {
 			message: `The Python bridge at ${baseUrl} cannot be reached`,
