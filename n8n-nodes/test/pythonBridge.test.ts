@@ -205,6 +205,25 @@ describe('Execute', () => {
 		);
 	});
 
+	it('names the job of a request whose job failed as a whole', async () => {
+		const failed = (): Reply => ({
+			statusCode: 500,
+			body: {
+				error: {
+					code: 'processor_error',
+					message: 'processor crashed',
+					http_code: 500,
+					trace_id: 'trace-5',
+					details: { job_id: 'job-5' },
+				},
+			},
+		});
+		const fake = fakeExecute(items(1), { processingType: 'crash', options: {} }, failed);
+		const error = await execute(fake.context).catch((e: unknown) => e);
+		assert.ok(error instanceof NodeApiError);
+		assert.equal(error.description, 'Code: processor_error · Job ID: job-5 · Trace ID: trace-5');
+	});
+
 	it('sends binary data as base64 and brings it back as binary', async () => {
 		const withFile: INodeExecutionData[] = [
 			{ json: {}, binary: { file: { data: '', mimeType: 'text/plain', fileName: 'a.txt' } } },
@@ -230,6 +249,8 @@ describe('Execute in Background and Wait', () => {
 			items(2),
 			{ processingType: 'echo', options: { timeout: 120 } },
 			() => ({ statusCode: 202, body: { job_id: 'j1', status: 'queued', created: true } }),
+			{},
+			{ callbackSecret: SECRET },
 		);
 		const before = Date.now();
 		const [out] = await executeAndWait(fake.context);
@@ -241,6 +262,43 @@ describe('Execute in Background and Wait', () => {
 		const waited = (fake.waitedUntil?.getTime() ?? 0) - before;
 		assert.ok(waited >= (120 + CALLBACK_GRACE_SECONDS) * 1000 - 50);
 		assert.equal(out.length, 2);
+	});
+});
+
+describe('resume URLs anyone could call', () => {
+	const accepted = (): Reply => ({
+		statusCode: 202,
+		body: { job_id: 'j1', status: 'queued', created: true },
+	});
+
+	it('refuses to wait on an unsigned resume URL (n8n 1.x) without a Callback Secret', async () => {
+		const fake = fakeExecute(items(1), { processingType: 'echo', options: {} }, accepted);
+		const error = await executeAndWait(fake.context).catch((e: unknown) => e);
+		assert.ok(error instanceof NodeOperationError);
+		assert.match(error.message, /needs the credential’s Callback Secret/);
+		assert.equal(fake.requests.length, 0); // nothing submitted
+	});
+
+	it('waits on a resume URL n8n signed (2.x), with or without a Callback Secret', async () => {
+		const fake = fakeExecute(items(1), { processingType: 'echo', options: {} }, accepted);
+		const signedUrl = 'http://n8n:5678/webhook-waiting/exec-7?signature=abc';
+		fake.context.evaluateExpression = () => signedUrl;
+		await executeAndWait(fake.context);
+		assert.equal((fake.requests[0].body as IDataObject).callback_url, signedUrl);
+	});
+});
+
+describe('as an AI agent’s tool', () => {
+	it('hands a failure to the model as an error item instead of throwing', async () => {
+		const refused = (): Reply => ({
+			statusCode: 422,
+			body: { error: { code: 'validation', message: 'unknown processor', http_code: 422 } },
+		});
+		const tool = { type: 'CUSTOM.pythonBridgeTool' };
+		const fake = fakeExecute(items(1), { processingType: 'nope', options: {} }, refused, tool);
+		const [[item]] = await execute(fake.context);
+		assert.equal(item.json.message, 'unknown processor');
+		assert.equal((item.json.error as IDataObject).code, 'validation');
 	});
 });
 

@@ -41,7 +41,7 @@ describe('the AI-agent tool variant', () => {
 		assert.notProperty(tool, 'descriptionType');
 		assert.equal(tool.operation, 'execute');
 		assert.match(String(tool.processingType), /^=\{\{ \$fromAI\('processor', /);
-		assert.match(String(tool.parametersJson), /^=\{\{ \$fromAI\('parameters', .*'json'\) \}\}$/);
+		assert.match(String(tool.parametersJson), /^=\{\{ \$fromAI\('parameters', .*'string'\) \}\}$/);
 	});
 
 	it('leaves the node itself as it is', () => {

@@ -32,6 +32,9 @@ CALLBACK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 # The failed-jobs trigger watches every workflow: a JWT-secret credential would limit it to its
 # own, so it has a credential of its own with an operator's token (no `workflows` claim).
 MONITOR_CREDENTIAL_ID = "pythonBridgeMonitor"
+# A JWT-secret credential without a Callback Secret: the node cannot tell the bridge's callbacks
+# from anyone else's.
+UNSIGNED_CREDENTIAL_ID = "pythonBridgeNoSecret"
 SETTINGS = Settings.model_validate({"jwt_secret": SECRET})
 MODULES = pytest.StashKey[list[ModuleType]]()
 
@@ -122,6 +125,12 @@ def _credentials(bridge_url: str) -> list[dict[str, Any]]:
                 "issuer": "n8n-bridge",
                 "callbackSecret": CALLBACK_SECRET,
             },
+        },
+        {
+            "id": UNSIGNED_CREDENTIAL_ID,
+            "name": "Python Bridge without callback secret",
+            "type": "pythonBridgeApi",
+            "data": {"baseUrl": bridge_url, "authentication": "jwtSecret", "jwtSecret": SECRET},
         },
         {
             "id": MONITOR_CREDENTIAL_ID,

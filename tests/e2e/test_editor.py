@@ -123,7 +123,11 @@ async def test_the_tool_variant_is_listed_with_its_description_for_the_model(ui:
     assert "`processor`" in described and "`parameters`" in described
 
 
-TOOL_ARGUMENTS = {"processor": "template_render", "parameters": {"template": "2 + 3 = {{ 2 + 3 }}"}}
+# The parameters are JSON text (n8n 2.x refuses an empty object for a `json` tool input).
+TOOL_ARGUMENTS = {
+    "processor": "template_render",
+    "parameters": '{"template": "2 + 3 = {{ 2 + 3 }}"}',
+}
 
 
 class FakeModel:

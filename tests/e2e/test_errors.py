@@ -42,6 +42,7 @@ FAILURES: dict[str, dict[str, Any]] = {
         "parametersJson": parameters_json({"email_fields": ["to"], "on_invalid": "fail"}),
     },
     "Status": {"operation": "getStatus", "jobId": "={{ 'no-such-job-' + $json.n }}"},
+    "Batch": {"operation": "execute", "processingType": "crash"},  # the job ran, failed whole
 }
 MODES = {"regular": "continueRegularOutput", "output": "continueErrorOutput", "stop": None}
 
@@ -95,6 +96,7 @@ FAILED = {  # failure → the input items that fail, and their error code
     "Validation": ([1, 3], "validation"),
     "Request": ([0, 1, 2, 3], "validation"),
     "Status": ([0, 1, 2, 3], "not_found"),
+    "Batch": ([0, 1, 2, 3], "processor_error"),
 }
 
 
@@ -142,9 +144,9 @@ async def test_failed_items_on_the_error_output(world: World, failure: str) -> N
     read = run.json("Read")
     assert [r["item"] for r in read] == failed and {r["code"] for r in read} == {code}
     assert all(r["trace_id"] and r["message"] for r in read)
-    if failure in ("Processor", "Validation"):  # a job ran: its id names it
+    if failure in ("Processor", "Validation", "Batch"):  # a job ran: its id names it
         assert all(r["job_id"] for r in read)
-    refused = {"Request": 422, "Status": 404}.get(failure)  # the whole call refused
+    refused = {"Request": 422, "Status": 404, "Batch": 500}.get(failure)  # the whole call failed
     errors = [item["json"]["error"] for item in run.output("Bridge", 1)]
     assert {e.get("http_code") for e in errors} == {refused}
     if failure == "Status":  # the bridge's advice, where it gives one
@@ -163,7 +165,9 @@ async def test_a_failed_item_stops_the_workflow_with_what_the_bridge_said(
     assert code in error["description"] and "Trace ID" in error["description"], error
     assert error["context"].get("itemIndex") == failed[0], error
     http_code = error.get("httpCode")
-    assert http_code in (None, "404", "422"), error  # an HTTP status, never the bridge's code
+    assert http_code in (None, "404", "422", "500"), error  # an HTTP status, never a code
+    if failure in ("Processor", "Validation", "Batch"):
+        assert "Job ID: " in error["description"], error
     assert "Passed" not in run.run_data
 
 

@@ -155,6 +155,8 @@ async def test_the_docker_route_installs_the_same_tarball_into_the_tested_n8n(
 
 async def test_the_readme_installs_the_tarball_npm_pack_makes(installed: Installed) -> None:
     readme = README.read_text()
+    # npm pack writes into a folder that exists: the README makes it first
+    assert f"mkdir -p {PACK_FOLDER} && cd n8n-nodes && npm ci && npm run build" in readme
     assert f"npm pack --pack-destination {PACK_FOLDER}" in readme
     assert INSTALL.format(tarball=f"{PACK_FOLDER}/{installed.tarball.name}") in readme
     assert f"`{installed.tarball.name}`" in readme

@@ -16,7 +16,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.webhooks import Signer
-from tests.e2e.conftest import CALLBACK_SECRET, Env, World, bridge_headers
+from tests.e2e.conftest import (
+    CALLBACK_SECRET,
+    UNSIGNED_CREDENTIAL_ID,
+    Env,
+    World,
+    bridge_headers,
+)
 from tests.e2e.n8n import Execution
 from tests.e2e.workflow import (
     BRIDGE,
@@ -34,6 +40,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session"), pytest
 RACE = "e2eResumeRace"
 RUNNING = "e2eResumeRunning"
 FORGED = "e2eResumeForged"
+UNSIGNED = "e2eResumeUnsigned"
 JOB_S = 8  # the forged test's job: long enough to try the resume URL while n8n waits
 
 
@@ -85,7 +92,12 @@ async def e2e_workflows(env: Env) -> list[dict[str, Any]]:
     # One output per input: the node after the wait reads each one's input through pairedItem.
     forged.add("After", SET, **set_fields(label="={{ $('Items').item.json.label }}"))
     forged.chain("Webhook", "Items", "Wait for job", "After")
+    unsigned = waiting(UNSIGNED, "e2e-resume-unsigned")
+    unsigned.nodes[-2]["credentials"] = {
+        "pythonBridgeApi": {"id": UNSIGNED_CREDENTIAL_ID, "name": "no callback secret"}
+    }
     return [
+        unsigned.document(),
         waiting(RACE, "e2e-resume-race", ballast).document(),
         waiting(RUNNING, "e2e-resume-running", slow).document(),
         forged.document(),
@@ -230,3 +242,22 @@ async def test_a_resume_call_not_from_the_bridge_is_refused_and_the_wait_goes_on
     assert ended.json("After") == [{"slept": JOB_S, "label": f"input {n}"} for n in (0, 1)]
     [job] = await jobs_of(world, FORGED, started.id)
     assert (job["callback"]["state"], job["callback"]["attempts"]) == ("delivered", 1)
+
+
+async def test_without_a_callback_secret_the_node_waits_only_on_a_signed_resume_url(
+    world: World,
+) -> None:
+    """n8n 1.x's resume URL is /webhook-waiting/<execution id>: without a Callback Secret anyone
+    who can reach n8n could resume the execution with items of their own, so the node refuses to
+    wait there and submits nothing. n8n 2.x signs the URL: the node waits, and is resumed."""
+    started = await world.run("e2e-resume-unsigned")
+    execution = await world.n8n.settled(started.id)
+    jobs = await jobs_of(world, UNSIGNED, started.id)
+    if world.env.runtime.major >= 2:
+        assert_resumed_once(execution, REPEATED)
+        assert [job["status"] for job in jobs] == ["completed"]
+        return
+    assert execution.status == "error"
+    assert execution.error is not None
+    assert "Callback Secret on this n8n" in execution.error["message"]
+    assert jobs == []

@@ -12,7 +12,7 @@ import type { Failure } from '../shared/failure';
 import { errorItem, failureError, failureOf } from '../shared/failure';
 import { refusedUnsigned } from '../shared/signature';
 import type { WireItem } from '../shared/transport';
-import { bridgeRequest, fromWire, toWire } from '../shared/transport';
+import { bridgeRequest, credentialsOf, fromWire, toWire } from '../shared/transport';
 import { parametersFor } from './processors';
 
 /** Waiting for a callback lasts the job's timeout plus this, for the callback's own retries. */
@@ -99,8 +99,12 @@ function asNodeError(node: INode, error: unknown): NodeApiError | NodeOperationE
 	return new NodeOperationError(node, error as Error);
 }
 
+/** Whether failures become error items: the node's "On Error" says so, or it runs as an AI
+ * agent's tool (the model reads the error item and can correct its call; a thrown error reaches
+ * the model as nothing). */
 function tolerant(node: INode): boolean {
 	return (
+		node.type.endsWith('Tool') ||
 		node.continueOnFail === true ||
 		node.onError === 'continueRegularOutput' ||
 		node.onError === 'continueErrorOutput'
@@ -255,6 +259,19 @@ export async function executeAndWait(context: IExecuteFunctions): Promise<INodeE
 	const items = context.getInputData();
 	const settings = settingsOf(context);
 	const resumeUrl = context.evaluateExpression('{{ $execution.resumeUrl }}', 0) as string;
+	const credentials = await credentialsOf(context);
+	if (!credentials.callbackSecret && !new URL(resumeUrl).searchParams.has('signature')) {
+		// n8n 1.x: the resume URL is guessable (/webhook-waiting/<execution id>); unsigned, any
+		// caller could resume this execution with items of its own.
+		throw new NodeOperationError(
+			context.getNode(),
+			'Execute in Background and Wait needs the credential’s Callback Secret on this n8n',
+			{
+				description:
+					'This n8n does not sign its resume URLs, so the node must check that the callback comes from the bridge: set the credential’s Callback Secret to the bridge’s BRIDGE_CALLBACK_SECRET.',
+			},
+		);
+	}
 	const timeoutSeconds = settings.timeoutSeconds || DEFAULT_WAIT_SECONDS;
 	const { body: accepted } = await bridgeRequest<Accepted>(
 		context,

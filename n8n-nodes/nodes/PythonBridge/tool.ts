@@ -10,8 +10,9 @@ import type { INodeProperties } from 'n8n-workflow';
 
 export const TOOL_DESCRIPTION =
 	'Runs a Python processor of n8n-bridge and returns the items it puts out. ' +
-	'Input: `processor`, the name of the processor to run, and `parameters`, a JSON object ' +
-	'with that processor’s parameters. The processor runs on one item that holds this input.';
+	'Input: `processor`, the name of the processor to run, and `parameters`, that processor’s ' +
+	'parameters as JSON text (`{}` when it takes none). The processor runs on one item that ' +
+	'holds this input. A failure comes back as `{message, error: {code, …}}`.';
 
 /** The tool variant's own description for the model; a property of that name replaces n8n's
  * generic "Tool Description" pair (auto/manual), whose automatic text is the node's subtitle. */
@@ -27,12 +28,14 @@ const toolDescription: INodeProperties = {
 	displayOptions: { show: { '@tool': [true] } },
 };
 
-/** In the tool, the model chooses the processor and its parameters unless the user fixes them. */
+/** In the tool, the model chooses the processor and its parameters unless the user fixes them.
+ * The parameters are JSON text: n8n 2.x refuses an empty object for a `json` input, and many
+ * processors take no parameters. */
 const MODEL_DEFAULTS: Record<string, string> = {
 	processingType:
 		"={{ $fromAI('processor', 'The name of the n8n-bridge processor to run', 'string') }}",
 	parametersJson:
-		"={{ $fromAI('parameters', 'The processor’s parameters, as a JSON object', 'json') }}",
+		"={{ $fromAI('parameters', 'The processor’s parameters as JSON text, {} for none', 'string') }}",
 };
 
 function shownOnlyWhen(property: INodeProperties, tool: boolean): INodeProperties {

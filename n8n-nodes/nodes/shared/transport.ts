@@ -57,7 +57,7 @@ const credentialsRead = new WeakMap<BridgeContext, Promise<ICredentialDataDecryp
  * n8n reads them from its database and decrypts them at every call, twice per request if left
  * to itself, which cost Execute more than encoding its batches (see docs/benchmarks.md).
  */
-function credentialsOf(context: BridgeContext): Promise<ICredentialDataDecryptedObject> {
+export function credentialsOf(context: BridgeContext): Promise<ICredentialDataDecryptedObject> {
 	let credentials = credentialsRead.get(context);
 	if (credentials === undefined) {
 		credentials = context.getCredentials(CREDENTIALS);
@@ -128,6 +128,8 @@ export function bridgeError(
 		http_code: error?.http_code ?? status,
 	};
 	if (error?.description) failure.description = error.description;
+	const jobId = (error?.details as { job_id?: unknown } | undefined)?.job_id;
+	if (typeof jobId === 'string') failure.job_id = jobId; // the job ran, then failed as a whole
 	if (error?.trace_id) failure.trace_id = error.trace_id;
 	return apiError(node, failure, (body ?? {}) as IDataObject, itemIndex);
 }
