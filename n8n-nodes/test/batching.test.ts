@@ -32,6 +32,7 @@ async function run(count: number, options: IDataObject) {
 			({ processingType: 'echo', parametersJson: '{}', options })[name] ?? fallback,
 		getNode: () => ({ name: 'Python Bridge', parameters: {} }),
 		getExecutionId: () => 'exec-1',
+		getInstanceId: () => 'instance-a',
 		getWorkflow: () => ({ id: 'wf-1' }),
 		getCredentials: async () => {
 			reads++;

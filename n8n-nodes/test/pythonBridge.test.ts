@@ -18,11 +18,13 @@ import {
 	CALLBACK_GRACE_SECONDS,
 	execute,
 	executeAndWait,
+	guarded,
+	perJob,
 	resume,
 } from '../nodes/PythonBridge/operations';
 import { fieldsOf } from '../nodes/PythonBridge/processors';
 import { mintToken } from '../nodes/shared/jwt';
-import { verifySignature } from '../nodes/shared/signature';
+import { callbackKey, RESUME_TAG, resumeTag, verifySignature } from '../nodes/shared/signature';
 
 const SECRET = 'whsec_' + Buffer.from('a dummy signing key for the unit tests').toString('base64');
 
@@ -64,6 +66,7 @@ function fakeExecute(
 		getNodeParameter: (name: string, _index: number, fallback?: unknown) => value(name) ?? fallback,
 		getNode: () => node(nodeExtra),
 		getExecutionId: () => 'exec-7',
+		getInstanceId: () => 'instance-a',
 		getWorkflow: () => ({ id: 'wf-1', name: 'wf', active: false }),
 		getCredentials: async () => ({ baseUrl: 'http://bridge:8080/', ...credentials }),
 		evaluateExpression: () => 'http://n8n:5678/webhook-waiting/exec-7',
@@ -116,14 +119,28 @@ describe('Execute', () => {
 			[0, 1, 2, 3, 4].map((n) => [n, { item: n }]),
 		);
 		const bodies = fake.requests.map((r) => r.body as IDataObject);
-		assert.deepEqual(bodies.map((b) => b.idempotency_key).sort(), [
-			'exec-7:Python Bridge:0',
-			'exec-7:Python Bridge:1',
-			'exec-7:Python Bridge:2',
-		]);
+		const keys = bodies.map((b) => String(b.idempotency_key)).sort();
+		assert.deepEqual(
+			keys.map((key) => key.replace(/:[0-9a-f]{24}:/, ':…:')),
+			['exec-7:Python Bridge:…:0', 'exec-7:Python Bridge:…:1', 'exec-7:Python Bridge:…:2'],
+		);
 		assert.deepEqual(bodies[0].parameters, { a: 1 });
 		assert.equal(bodies[0].mode, 'sync');
 		assert.equal(fake.requests[0].url, 'http://bridge:8080/api/v1/workflow/execute');
+	});
+
+	it('keys a run apart from the same execution ID in another n8n or workflow', async () => {
+		const keyOf = async (instance: string, workflow: string) => {
+			const fake = fakeExecute(items(1), { processingType: 'echo', options: {} }, echo);
+			fake.context.getInstanceId = () => instance;
+			fake.context.getWorkflow = () => ({ id: workflow, name: 'wf', active: false });
+			await execute(fake.context);
+			return (fake.requests[0].body as IDataObject).idempotency_key;
+		};
+		const key = await keyOf('staging', 'wf-1');
+		assert.equal(await keyOf('staging', 'wf-1'), key); // a retried node keeps its key
+		assert.notEqual(await keyOf('production', 'wf-1'), key);
+		assert.notEqual(await keyOf('staging', 'wf-2'), key);
 	});
 
 	it('fails with the bridge’s message for a failed item, or outputs it with continueOnFail', async () => {
@@ -256,7 +273,7 @@ describe('Execute in Background and Wait', () => {
 		const [out] = await executeAndWait(fake.context);
 		const body = fake.requests[0].body as IDataObject;
 		assert.equal(body.mode, 'async');
-		assert.equal(body.callback_url, 'http://n8n:5678/webhook-waiting/exec-7');
+		assert.equal(body.callback_url, `http://n8n:5678/webhook-waiting/exec-7?${RESUME_TAG}=${TAG}`);
 		assert.equal(body.callback_method, 'POST');
 		assert.equal(body.timeout_s, 120);
 		const waited = (fake.waitedUntil?.getTime() ?? 0) - before;
@@ -288,6 +305,58 @@ describe('resume URLs anyone could call', () => {
 	});
 });
 
+describe('a whole operation that fails, with On Error set', () => {
+	const down = (): Reply => {
+		throw new Error('connect ECONNREFUSED 127.0.0.1:1');
+	};
+	const continuing = { onError: 'continueErrorOutput' as const };
+
+	it('gives every input an error item instead of passing the inputs on', async () => {
+		const waiting = fakeExecute(
+			items(2),
+			{ processingType: 'echo', options: {} },
+			down,
+			continuing,
+			{ callbackSecret: SECRET },
+		);
+		const [out] = await guarded(waiting.context, executeAndWait);
+		assert.deepEqual(
+			out.map((item) => [item.pairedItem, (item.json.error as IDataObject).code]),
+			[0, 1].map((item) => [{ item }, 'unreachable']),
+		);
+		const badJson = fakeExecute(
+			items(1),
+			{ processingType: 'echo', parametersJson: '{not json', options: {} },
+			echo,
+			continuing,
+		);
+		const [[item]] = await guarded(badJson.context, execute);
+		assert.equal(item.json.message, 'Parameters (JSON) is not valid JSON');
+		assert.equal((item.json.error as IDataObject).code, 'node_error');
+	});
+
+	it('still stops the workflow without On Error', async () => {
+		const fake = fakeExecute(
+			items(1),
+			{ processingType: 'echo', options: {} },
+			down,
+			{},
+			{
+				callbackSecret: SECRET,
+			},
+		);
+		const error = await guarded(fake.context, executeAndWait).catch((e: unknown) => e);
+		assert.ok(error instanceof NodeApiError);
+	});
+
+	it('names a Job ID an expression left empty as empty, and asks the bridge nothing', async () => {
+		const fake = fakeExecute(items(1), { jobId: undefined }, echo, continuing);
+		const [[item]] = await guarded(fake.context, async (c) => await perJob(c, 'getStatus'));
+		assert.equal(item.json.message, 'Job ID is empty');
+		assert.equal(fake.requests.length, 0);
+	});
+});
+
 describe('as an AI agent’s tool', () => {
 	it('hands a failure to the model as an error item instead of throwing', async () => {
 		const refused = (): Reply => ({
@@ -312,11 +381,21 @@ function signed(body: string, id = 'cb_1', timestamp = Math.floor(Date.now() / 1
 	};
 }
 
-function fakeWebhook(body: IDataObject, headers: Record<string, string>) {
+/** The tag the node adds to the resume URL it gives the bridge, for execution `exec-7`. */
+const TAG = resumeTag(callbackKey(SECRET) as Buffer, 'exec-7', 'Python Bridge');
+
+function fakeWebhook(
+	body: IDataObject,
+	headers: Record<string, string>,
+	query: IDataObject = { [RESUME_TAG]: TAG },
+	secret: string = SECRET,
+) {
 	const sent: { status?: number; json?: unknown } = {};
 	const raw = JSON.stringify(body);
 	const context = {
 		getRequestObject: () => ({ body, headers, rawBody: Buffer.from(raw) }),
+		getQueryData: () => query,
+		getExecutionId: () => 'exec-7',
 		getResponseObject: () => ({
 			status(code: number) {
 				sent.status = code;
@@ -326,7 +405,7 @@ function fakeWebhook(body: IDataObject, headers: Record<string, string>) {
 				sent.json = value;
 			},
 		}),
-		getCredentials: async () => ({ callbackSecret: SECRET }),
+		getCredentials: async () => ({ callbackSecret: secret }),
 		getNode: () => node(),
 		helpers: { prepareBinaryData: async () => ({}) },
 	} as unknown as IWebhookFunctions;
@@ -345,6 +424,25 @@ describe('resume (the callback)', () => {
 		const { context } = fakeWebhook(completed, signed(JSON.stringify(completed)));
 		const answer = await resume(context);
 		assert.deepEqual(answer.workflowData, [[{ json: { n: 1 }, pairedItem: { item: 0 } }]]);
+	});
+
+	it('refuses a callback the bridge signed for another execution or job, and keeps waiting', async () => {
+		const body = JSON.stringify(completed);
+		const elsewhere = resumeTag(callbackKey(SECRET) as Buffer, 'exec-6', 'Python Bridge');
+		for (const query of [{}, { [RESUME_TAG]: elsewhere }, { [RESUME_TAG]: TAG.slice(1) }]) {
+			const { context, sent } = fakeWebhook(completed, signed(body), query);
+			assert.deepEqual(await resume(context), { noWebhookResponse: true });
+			assert.equal(sent.status, 401);
+			assert.match(String((sent.json as IDataObject).message), /not for this execution/);
+		}
+	});
+
+	it('refuses every callback while the Callback Secret is too short to be the bridge’s', async () => {
+		const weak = 'whsec_';
+		const { context, sent } = fakeWebhook(completed, signed(JSON.stringify(completed)), {}, weak);
+		assert.deepEqual(await resume(context), { noWebhookResponse: true });
+		assert.equal(sent.status, 401);
+		assert.match(String((sent.json as IDataObject).message), /Callback Secret is too short/);
 	});
 
 	it('refuses a bad signature and keeps waiting', async () => {

@@ -41,6 +41,7 @@ RACE = "e2eResumeRace"
 RUNNING = "e2eResumeRunning"
 FORGED = "e2eResumeForged"
 UNSIGNED = "e2eResumeUnsigned"
+UNSIGNED_OUT = "e2eResumeUnsignedOut"
 JOB_S = 8  # the forged test's job: long enough to try the resume URL while n8n waits
 
 
@@ -96,8 +97,12 @@ async def e2e_workflows(env: Env) -> list[dict[str, Any]]:
     unsigned.nodes[-2]["credentials"] = {
         "pythonBridgeApi": {"id": UNSIGNED_CREDENTIAL_ID, "name": "no callback secret"}
     }
+    unsigned_out = waiting(UNSIGNED_OUT, "e2e-resume-unsigned-out")
+    unsigned_out.nodes[-2]["credentials"] = unsigned.nodes[-2]["credentials"]
+    unsigned_out.nodes[-2]["onError"] = "continueErrorOutput"
     return [
         unsigned.document(),
+        unsigned_out.document(),
         waiting(RACE, "e2e-resume-race", ballast).document(),
         waiting(RUNNING, "e2e-resume-running", slow).document(),
         forged.document(),
@@ -182,8 +187,8 @@ async def test_the_bridge_retries_n8ns_409_and_the_execution_resumes_once(world:
         callback = job["callback"]
         assert (job["status"], callback["state"]) == ("completed", "delivered")
         # The node gave the bridge the resume URL; 2.x's carries its token (shown redacted).
-        signed_url = world.env.runtime.major >= 2
-        assert callback["url"].endswith(f"/webhook-waiting/{started.id}" + "?***" * signed_url)
+        # The node gave the bridge the resume URL with its tag (and 2.x's token): shown redacted.
+        assert callback["url"].endswith(f"/webhook-waiting/{started.id}?***")
         attempts.append(callback["attempts"])
         if callback["attempts"] > 1:
             break
@@ -225,6 +230,9 @@ async def test_a_resume_call_not_from_the_bridge_is_refused_and_the_wait_goes_on
     calls = [
         ("unsigned", url, content, {"Content-Type": "application/json"}, "not signed"),
         ("another key", url, *signed(forged_callback(), "whsec_" + "QW5vdGhlcktleQ=="), "match"),
+        # what anyone allowed to submit a job gets by naming this resume URL as its callback: a
+        # callback the bridge signed, without this execution's tag in the URL
+        ("another job's", url, *signed(forged_callback()), "not for this execution"),
     ]
     if world.env.runtime.major >= 2:
         bare = url.split("?")[0]
@@ -261,3 +269,24 @@ async def test_without_a_callback_secret_the_node_waits_only_on_a_signed_resume_
     assert execution.error is not None
     assert "Callback Secret on this n8n" in execution.error["message"]
     assert jobs == []
+
+
+async def test_with_on_error_a_node_that_cannot_wait_gives_error_items_not_its_inputs(
+    world: World,
+) -> None:
+    """*On Error: Continue (using error output)*: where the node cannot wait (n8n 1.x without a
+    Callback Secret) every input gets an error item on the error output — n8n would otherwise pass
+    the inputs on, on the main output, as if the job had run."""
+    started = await world.run("e2e-resume-unsigned-out")
+    execution = await world.n8n.settled(started.id)
+    assert execution.status == "success", execution.error
+    if world.env.runtime.major >= 2:
+        assert_resumed_once(execution, REPEATED)
+        return
+    assert execution.output("Wait for job") == []
+    errors = execution.output("Wait for job", 1)
+    assert [e["pairedItem"]["item"] for e in errors] == [0, 1, 2]
+    assert {e["json"]["error"]["code"] for e in errors} == {"node_error"}
+    assert "Callback Secret on this n8n" in errors[0]["json"]["message"]
+    assert "After" not in execution.run_data
+    assert await jobs_of(world, UNSIGNED_OUT, started.id) == []

@@ -10,7 +10,7 @@ import type {
 import { NodeConnectionTypes } from 'n8n-workflow';
 
 import { properties } from './description';
-import { execute, executeAndWait, perJob, resume, submit } from './operations';
+import { execute, executeAndWait, guarded, perJob, resume, submit } from './operations';
 import { getProcessorFields, getProcessors } from './processors';
 import { withToolVariant } from './tool';
 
@@ -63,9 +63,11 @@ export class PythonBridge implements INodeType {
 
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
 		const operation = this.getNodeParameter('operation', 0) as string;
-		if (operation === 'executeAndWait') return await executeAndWait(this);
-		if (operation === 'submit') return await submit(this);
-		if (operation === 'getStatus' || operation === 'cancel') return await perJob(this, operation);
-		return await execute(this);
+		if (operation === 'executeAndWait') return await guarded(this, executeAndWait);
+		if (operation === 'submit') return await guarded(this, submit);
+		if (operation === 'getStatus' || operation === 'cancel') {
+			return await guarded(this, async (context) => await perJob(context, operation));
+		}
+		return await guarded(this, execute);
 	}
 }

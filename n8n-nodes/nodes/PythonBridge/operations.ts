@@ -1,3 +1,5 @@
+import { createHash } from 'crypto';
+
 import type {
 	IDataObject,
 	IExecuteFunctions,
@@ -10,7 +12,7 @@ import { NodeApiError, NodeOperationError } from 'n8n-workflow';
 
 import type { Failure } from '../shared/failure';
 import { errorItem, failureError, failureOf } from '../shared/failure';
-import { refusedUnsigned } from '../shared/signature';
+import { callbackKey, refusedUnsigned, resumeTag, taggedResumeUrl } from '../shared/signature';
 import type { WireItem } from '../shared/transport';
 import { bridgeRequest, credentialsOf, fromWire, toWire } from '../shared/transport';
 import { parametersFor } from './processors';
@@ -72,12 +74,26 @@ function settingsOf(context: IExecuteFunctions): JobSettings {
 		parameters: parametersFor(context, 0),
 		priority: (options.priority as number | undefined) ?? 5,
 		timeoutSeconds: (options.timeout as number | undefined) ?? 0,
-		idempotencyKey:
-			(options.idempotencyKey as string | undefined) ||
-			`${context.getExecutionId()}:${context.getNode().name}`,
+		idempotencyKey: (options.idempotencyKey as string | undefined) || defaultKey(context),
 		batchSize: Math.max(1, (options.batchSize as number | undefined) ?? 2000),
 		parallelBatches: Math.max(1, (options.parallelBatches as number | undefined) ?? 2),
 	};
+}
+
+/**
+ * The default idempotency key: this run of this node, which a node retried by n8n keeps. Execution
+ * IDs count up from 1 in every n8n, so the key also holds this n8n instance and workflow (the same
+ * workflow in a staging and a production n8n would share keys otherwise); readable in front, a
+ * digest of all four behind.
+ */
+function defaultKey(context: IExecuteFunctions): string {
+	const executionId = context.getExecutionId();
+	const node = context.getNode().name;
+	const digest = createHash('sha256')
+		.update([context.getInstanceId(), context.getWorkflow().id ?? '', executionId, node].join('\n'))
+		.digest('hex')
+		.slice(0, 24);
+	return `${executionId}:${node.slice(0, 64)}:${digest}`;
 }
 
 function requestBody(context: IExecuteFunctions, settings: JobSettings): IDataObject {
@@ -155,6 +171,25 @@ async function collect(
 	return out.sort((a, b) => position(a) - position(b));
 }
 
+/**
+ * Runs one operation. When the node continues on fail, a failure of the whole operation (the
+ * bridge unreachable at submit, bad Parameters (JSON), no Callback Secret where one is needed)
+ * gives every input an error item: n8n itself would pass the input items on, unchanged, on the
+ * main output, as if they had been processed.
+ */
+export async function guarded(
+	context: IExecuteFunctions,
+	operation: (context: IExecuteFunctions) => Promise<INodeExecutionData[][]>,
+): Promise<INodeExecutionData[][]> {
+	try {
+		return await operation(context);
+	} catch (error) {
+		if (!tolerant(context.getNode())) throw asNodeError(context.getNode(), error);
+		const failure = failureOf(error);
+		return [context.getInputData().map((_, item) => errorItem(failure, item))];
+	}
+}
+
 /** Execute: the items in batches, some in parallel; results paired with their inputs. */
 export async function execute(context: IExecuteFunctions): Promise<INodeExecutionData[][]> {
 	const items = context.getInputData();
@@ -230,7 +265,8 @@ export async function perJob(
 	const out: INodeExecutionData[] = [];
 	for (let index = 0; index < items.length; index++) {
 		try {
-			const jobId = String(context.getNodeParameter('jobId', index)).trim();
+			const given = context.getNodeParameter('jobId', index) as unknown;
+			const jobId = given === undefined || given === null ? '' : String(given).trim();
 			if (!jobId) {
 				throw new NodeOperationError(context.getNode(), 'Job ID is empty', { itemIndex: index });
 			}
@@ -259,8 +295,8 @@ export async function executeAndWait(context: IExecuteFunctions): Promise<INodeE
 	const items = context.getInputData();
 	const settings = settingsOf(context);
 	const resumeUrl = context.evaluateExpression('{{ $execution.resumeUrl }}', 0) as string;
-	const credentials = await credentialsOf(context);
-	if (!credentials.callbackSecret && !new URL(resumeUrl).searchParams.has('signature')) {
+	const key = callbackKey((await credentialsOf(context)).callbackSecret);
+	if (!key && !new URL(resumeUrl).searchParams.has('signature')) {
 		// n8n 1.x: the resume URL is guessable (/webhook-waiting/<execution id>); unsigned, any
 		// caller could resume this execution with items of its own.
 		throw new NodeOperationError(
@@ -272,6 +308,11 @@ export async function executeAndWait(context: IExecuteFunctions): Promise<INodeE
 			},
 		);
 	}
+	// With a secret, the URL carries a tag of this execution and node: a callback the bridge
+	// signed for another job or execution (or a replay of one) is refused at resume.
+	const callbackUrl = key
+		? taggedResumeUrl(resumeUrl, resumeTag(key, context.getExecutionId(), context.getNode().name))
+		: resumeUrl;
 	const timeoutSeconds = settings.timeoutSeconds || DEFAULT_WAIT_SECONDS;
 	const { body: accepted } = await bridgeRequest<Accepted>(
 		context,
@@ -282,7 +323,7 @@ export async function executeAndWait(context: IExecuteFunctions): Promise<INodeE
 			timeout_s: timeoutSeconds,
 			mode: 'async',
 			items: (await toWire(context, items, 0)) as unknown as IDataObject[],
-			callback_url: resumeUrl,
+			callback_url: callbackUrl,
 			callback_method: 'POST',
 			idempotency_key: settings.idempotencyKey,
 		},
@@ -342,7 +383,7 @@ function jobFailure(job: CallbackBody): Failure {
  * output, n8n routes it there).
  */
 export async function resume(context: IWebhookFunctions): Promise<IWebhookResponseData> {
-	if (await refusedUnsigned(context)) return { noWebhookResponse: true };
+	if (await refusedUnsigned(context, true)) return { noWebhookResponse: true };
 	const body = context.getRequestObject().body as CallbackBody;
 	return { workflowData: [await outcome(context, body, false)] };
 }

@@ -31,7 +31,7 @@ export function verifySignature(
 	if (!Number.isFinite(seconds) || Math.abs(now / 1000 - seconds) > TOLERANCE_SECONDS) {
 		return 'webhook-timestamp is missing or more than 5 minutes off';
 	}
-	const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64');
+	const key = Buffer.from(secret.trim().replace(/^whsec_/, ''), 'base64');
 	const expected = createHmac('sha256', key).update(`${id}.${timestamp}.${content}`).digest();
 	for (const entry of signatures.split(' ')) {
 		const [version, value] = entry.split(',', 2);
@@ -42,18 +42,74 @@ export function verifySignature(
 	return 'the webhook signature does not match BRIDGE_CALLBACK_SECRET';
 }
 
+/** The bridge refuses a BRIDGE_CALLBACK_SECRET of fewer bytes: a shorter one is a mistake. */
+export const MIN_SECRET_BYTES = 24;
+
+/** The key of the credential's Callback Secret; undefined when none is set. Throws when it is
+ * set but too short to be the bridge's (e.g. `whsec_` alone would sign with an empty key). */
+export function callbackKey(secret: unknown): Buffer | undefined {
+	const text = typeof secret === 'string' ? secret.trim() : '';
+	if (!text) return undefined;
+	const key = Buffer.from(text.replace(/^whsec_/, ''), 'base64');
+	if (key.length < MIN_SECRET_BYTES) {
+		throw new Error(
+			`the credential’s Callback Secret is too short (${key.length} of at least ${MIN_SECRET_BYTES} bytes): set it to the bridge’s BRIDGE_CALLBACK_SECRET`,
+		);
+	}
+	return key;
+}
+
+/** The query parameter that ties a resume URL to its execution and node. */
+export const RESUME_TAG = 'bridge_resume';
+
+/** A tag only the holder of the Callback Secret can make, for one execution's waiting node: a
+ * callback the bridge signed for another job, or another execution, does not carry it. */
+export function resumeTag(key: Buffer, executionId: string, node: string): string {
+	return createHmac('sha256', key)
+		.update(`n8n-bridge resume\n${executionId}\n${node}`)
+		.digest('base64url');
+}
+
+/** The resume URL the bridge is given: n8n's, with this execution's tag added. */
+export function taggedResumeUrl(resumeUrl: string, tag: string): string {
+	const url = new URL(resumeUrl);
+	url.searchParams.set(RESUME_TAG, tag);
+	return url.toString();
+}
+
+function refuse(context: IWebhookFunctions, message: string): true {
+	context.getResponseObject().status(401).json({ message });
+	return true;
+}
+
 /**
  * With a Callback Secret in the credentials, answer 401 to a request whose signature is missing or
- * wrong. True when it was refused (nothing else must happen then).
+ * wrong — and, for a resume call (`tagged`), to one whose URL lacks this execution's tag. True when
+ * it was refused (nothing else must happen then).
  */
-export async function refusedUnsigned(context: IWebhookFunctions): Promise<boolean> {
+export async function refusedUnsigned(
+	context: IWebhookFunctions,
+	tagged = false,
+): Promise<boolean> {
 	const credentials = await context.getCredentials(CREDENTIALS);
-	const secret = credentials.callbackSecret as string | undefined;
-	if (!secret) return false;
+	let key: Buffer | undefined;
+	try {
+		key = callbackKey(credentials.callbackSecret);
+	} catch (error) {
+		return refuse(context, (error as Error).message);
+	}
+	if (!key) return false;
 	const request = context.getRequestObject();
 	const raw = (request as { rawBody?: Buffer }).rawBody?.toString() ?? JSON.stringify(request.body);
-	const reason = verifySignature(secret, request.headers, raw);
-	if (!reason) return false;
-	context.getResponseObject().status(401).json({ message: reason });
-	return true;
+	const reason = verifySignature(credentials.callbackSecret as string, request.headers, raw);
+	if (reason) return refuse(context, reason);
+	if (!tagged) return false;
+	const expected = Buffer.from(resumeTag(key, context.getExecutionId(), context.getNode().name));
+	const query = context.getQueryData() as Record<string, unknown>;
+	const given = Buffer.from(String(query[RESUME_TAG] ?? ''));
+	if (given.length === expected.length && timingSafeEqual(given, expected)) return false;
+	return refuse(
+		context,
+		'this callback is not for this execution (its resume URL is not this one)',
+	);
 }
