@@ -33,12 +33,32 @@ async def e2e_workflows(env: Env) -> list[dict[str, Any]]:
         example(name, env.sink_url)
         for name in ("bulk-email.json", "long-job-resume.json", "notify-failed-jobs.json")
     ]
-    return [*examples, await probe_workflow(env.bridge_url)]
+    return [*examples, changed_contacts(examples[0]), await probe_workflow(env.bridge_url)]
+
+
+CHANGED_ID = "bridgeBulkEmail2"
+
+
+def changed_contacts(bulk: dict[str, Any]) -> dict[str, Any]:
+    """The bulk e-mail example run again with a new contact at the top of its list."""
+    workflow = orjson.loads(orjson.dumps(bulk))
+    workflow["id"] = CHANGED_ID
+    [contacts] = [n for n in workflow["nodes"] if n["name"] == "Contacts"]
+    code = contacts["parameters"]["jsCode"]
+    zed = "{ json: { first_name: 'Zed', to: 'zed@example.com', plan: 'pro' } },"
+    contacts["parameters"]["jsCode"] = code.replace("return [", "return [\n  " + zed, 1)
+    assert zed in contacts["parameters"]["jsCode"]
+    return workflow  # type: ignore[no-any-return]
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def bulk_run(world: World) -> dict[str, Any]:
     return await asyncio.to_thread(world.n8n.execute, "bridgeBulkEmail1")
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def changed_run(world: World, bulk_run: dict[str, Any]) -> dict[str, Any]:
+    return await asyncio.to_thread(world.n8n.execute, CHANGED_ID)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -136,6 +156,22 @@ async def test_bulk_email_example_runs_with_n8n_execute(
     assert "your pro plan renews" in world.mail.messages[0].get_content() or (
         "your pro plan renews" in world.mail.messages[1].get_content()
     )
+
+
+async def test_the_bulk_email_example_mails_each_contact_once_however_the_list_changes(
+    world: World, bulk_run: dict[str, Any], changed_run: dict[str, Any]
+) -> None:
+    """Run again in the same month with a new contact at the top: only the new one is mailed —
+    each item has its own key (the month and the address), not its position."""
+    assert changed_run["status"] == "success", changed_run["data"]["resultData"].get("error")
+    sent = {i["json"]["to"]: i["json"]["email"] for i in node_output(changed_run, "Send e-mail")}
+    assert sent["zed@example.com"]["sent"] is True and not sent["zed@example.com"]["duplicate"]
+    assert sent["Ada@example.com"]["duplicate"] and sent["grace@example.com"]["duplicate"]
+    assert sorted(m["To"] for m in world.mail.messages) == [
+        "Ada@example.com",
+        "grace@example.com",
+        "zed@example.com",
+    ]
 
 
 async def test_long_job_waits_and_is_resumed_by_the_callback(world: World) -> None:

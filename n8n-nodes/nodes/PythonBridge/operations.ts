@@ -361,9 +361,12 @@ async function outcome(
 }
 
 function jobFailure(job: CallbackBody): Failure {
-	const reason = job.error?.message ?? `the job ended ${job.status}`;
+	const reason = job.error?.message;
 	const failure: Failure = {
-		message: `Background job ${job.job_id} ${job.status}: ${reason}`,
+		message:
+			reason && reason !== job.status
+				? `Background job ${job.job_id} ${job.status}: ${reason}`
+				: `Background job ${job.job_id} ${job.status}`,
 		code: job.error?.code ?? job.status,
 		job_id: job.job_id,
 		status: job.status,
