@@ -33,6 +33,7 @@ async function run(count: number, options: IDataObject) {
 		getNode: () => ({ name: 'Python Bridge', parameters: {} }),
 		getExecutionId: () => 'exec-1',
 		getInstanceId: () => 'instance-a',
+		evaluateExpression: () => 0,
 		getWorkflow: () => ({ id: 'wf-1' }),
 		getCredentials: async () => {
 			reads++;

@@ -122,7 +122,7 @@ describe('Execute', () => {
 		const keys = bodies.map((b) => String(b.idempotency_key)).sort();
 		assert.deepEqual(
 			keys.map((key) => key.replace(/:[0-9a-f]{24}:/, ':…:')),
-			['exec-7:Python Bridge:…:0', 'exec-7:Python Bridge:…:1', 'exec-7:Python Bridge:…:2'],
+			['exec-7:Python Bridge:0:…:0', 'exec-7:Python Bridge:0:…:1', 'exec-7:Python Bridge:0:…:2'],
 		);
 		assert.deepEqual(bodies[0].parameters, { a: 1 });
 		assert.equal(bodies[0].mode, 'sync');
@@ -382,7 +382,13 @@ function signed(body: string, id = 'cb_1', timestamp = Math.floor(Date.now() / 1
 }
 
 /** The tag the node adds to the resume URL it gives the bridge, for execution `exec-7`. */
-const TAG = resumeTag(callbackKey(SECRET) as Buffer, 'exec-7', 'Python Bridge');
+const PLACE = {
+	instanceId: 'instance-a',
+	workflowId: 'wf-1',
+	executionId: 'exec-7',
+	node: 'Python Bridge',
+};
+const TAG = resumeTag(callbackKey(SECRET) as Buffer, PLACE);
 
 function fakeWebhook(
 	body: IDataObject,
@@ -396,6 +402,8 @@ function fakeWebhook(
 		getRequestObject: () => ({ body, headers, rawBody: Buffer.from(raw) }),
 		getQueryData: () => query,
 		getExecutionId: () => 'exec-7',
+		getInstanceId: () => 'instance-a',
+		getWorkflow: () => ({ id: 'wf-1', name: 'wf', active: false }),
 		getResponseObject: () => ({
 			status(code: number) {
 				sent.status = code;
@@ -415,6 +423,8 @@ function fakeWebhook(
 describe('resume (the callback)', () => {
 	const completed = {
 		job_id: 'j1',
+		workflow_id: 'wf-1',
+		execution_id: 'exec-7',
 		status: 'completed',
 		items: [{ json: { n: 1 }, pairedItem: { item: 0 } }],
 		errors: [],
@@ -428,13 +438,35 @@ describe('resume (the callback)', () => {
 
 	it('refuses a callback the bridge signed for another execution or job, and keeps waiting', async () => {
 		const body = JSON.stringify(completed);
-		const elsewhere = resumeTag(callbackKey(SECRET) as Buffer, 'exec-6', 'Python Bridge');
+		const elsewhere = resumeTag(callbackKey(SECRET) as Buffer, { ...PLACE, executionId: 'exec-6' });
 		for (const query of [{}, { [RESUME_TAG]: elsewhere }, { [RESUME_TAG]: TAG.slice(1) }]) {
 			const { context, sent } = fakeWebhook(completed, signed(body), query);
 			assert.deepEqual(await resume(context), { noWebhookResponse: true });
 			assert.equal(sent.status, 401);
 			assert.match(String((sent.json as IDataObject).message), /not for this execution/);
 		}
+	});
+
+	it('refuses a tagged callback of a job of another workflow or execution', async () => {
+		for (const other of [{ workflow_id: 'wf-other' }, { execution_id: 'exec-6' }]) {
+			const body = { ...completed, ...other };
+			const { context, sent } = fakeWebhook(body, signed(JSON.stringify(body)));
+			assert.deepEqual(await resume(context), { noWebhookResponse: true });
+			assert.equal(sent.status, 401);
+			assert.match(String((sent.json as IDataObject).message), /another workflow or execution/);
+		}
+	});
+
+	it('keys each run of a node in a loop apart, and a retry alike', async () => {
+		const keyOfRun = async (run: number) => {
+			const fake = fakeExecute(items(1), { processingType: 'echo', options: {} }, echo);
+			fake.context.evaluateExpression = (expression: string) =>
+				expression.includes('$runIndex') ? run : 'http://n8n:5678/webhook-waiting/exec-7';
+			await execute(fake.context);
+			return (fake.requests[0].body as IDataObject).idempotency_key;
+		};
+		assert.equal(await keyOfRun(1), await keyOfRun(1));
+		assert.notEqual(await keyOfRun(1), await keyOfRun(0));
 	});
 
 	it('refuses every callback while the Callback Secret is too short to be the bridge’s', async () => {
@@ -455,6 +487,8 @@ describe('resume (the callback)', () => {
 	it('gives every input of a failed job an error item', async () => {
 		const failed = {
 			job_id: 'j2',
+			workflow_id: 'wf-1',
+			execution_id: 'exec-7',
 			status: 'failed',
 			error: { code: 'timeout', message: 'processor did not finish within 60 s' },
 			item_count: 3,

@@ -332,8 +332,8 @@ class Execution:
         outputs = self.task(node, run)["data"]["main"]
         return (outputs[output] or []) if output < len(outputs) else []
 
-    def json(self, node: str, output: int = 0) -> list[dict[str, Any]]:
-        return [item["json"] for item in self.output(node, output)]
+    def json(self, node: str, output: int = 0, run: int = 0) -> list[dict[str, Any]]:
+        return [item["json"] for item in self.output(node, output, run)]
 
     def paired(self, node: str, output: int = 0) -> list[int]:
         """The input index each item of `output` is paired with."""

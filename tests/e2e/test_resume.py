@@ -42,6 +42,7 @@ RUNNING = "e2eResumeRunning"
 FORGED = "e2eResumeForged"
 UNSIGNED = "e2eResumeUnsigned"
 UNSIGNED_OUT = "e2eResumeUnsignedOut"
+LOOP = "e2eResumeLoop"
 JOB_S = 8  # the forged test's job: long enough to try the resume URL while n8n waits
 
 
@@ -100,7 +101,23 @@ async def e2e_workflows(env: Env) -> list[dict[str, Any]]:
     unsigned_out = waiting(UNSIGNED_OUT, "e2e-resume-unsigned-out")
     unsigned_out.nodes[-2]["credentials"] = unsigned.nodes[-2]["credentials"]
     unsigned_out.nodes[-2]["onError"] = "continueErrorOutput"
+    # Loop Over Items, one item a round: the waiting node runs once per round.
+    loop = Workflow(LOOP, webhook="e2e-resume-loop")
+    loop.add("Items", CODE, jsCode=items_code([{"n": n} for n in range(3)]))
+    loop.add("Loop", "n8n-nodes-base.splitInBatches", typeVersion=3, batchSize=1, options={})
+    loop.add(
+        "Wait for job",
+        BRIDGE,
+        operation="executeAndWait",
+        processingType="repeat",
+        parametersJson=parameters_json({"times": 1}),
+    )
+    loop.add("Done", NOOP)
+    loop.chain("Webhook", "Items", "Loop")
+    loop.wire("Loop", "Done", output=0).wire("Loop", "Wait for job", output=1)
+    loop.wire("Wait for job", "Loop")
     return [
+        loop.document(),
         unsigned.document(),
         unsigned_out.document(),
         waiting(RACE, "e2e-resume-race", ballast).document(),
@@ -290,3 +307,15 @@ async def test_with_on_error_a_node_that_cannot_wait_gives_error_items_not_its_i
     assert "Callback Secret on this n8n" in errors[0]["json"]["message"]
     assert "After" not in execution.run_data
     assert await jobs_of(world, UNSIGNED_OUT, started.id) == []
+
+
+async def test_a_waiting_node_in_a_loop_runs_a_job_of_its_own_each_round(world: World) -> None:
+    """Each round of a loop is a run of its own: its own job, resumed with its own items (the
+    default idempotency key holds the run index; a retried node keeps it)."""
+    started = await world.run("e2e-resume-loop")
+    execution = await world.n8n.settled(started.id)
+    assert execution.status == "success", execution.error
+    rounds = [execution.json("Wait for job", run=r) for r in range(3)]
+    assert rounds == [[{"n": n, "copy": 0}] for n in range(3)]
+    jobs = await jobs_of(world, LOOP, started.id)
+    assert len(jobs) == 3 and {job["status"] for job in jobs} == {"completed"}

@@ -12,7 +12,13 @@ import { NodeApiError, NodeOperationError } from 'n8n-workflow';
 
 import type { Failure } from '../shared/failure';
 import { errorItem, failureError, failureOf } from '../shared/failure';
-import { callbackKey, refusedUnsigned, resumeTag, taggedResumeUrl } from '../shared/signature';
+import {
+	callbackKey,
+	refusedUnsigned,
+	resumePlace,
+	resumeTag,
+	taggedResumeUrl,
+} from '../shared/signature';
 import type { WireItem } from '../shared/transport';
 import { bridgeRequest, credentialsOf, fromWire, toWire } from '../shared/transport';
 import { parametersFor } from './processors';
@@ -81,19 +87,22 @@ function settingsOf(context: IExecuteFunctions): JobSettings {
 }
 
 /**
- * The default idempotency key: this run of this node, which a node retried by n8n keeps. Execution
- * IDs count up from 1 in every n8n, so the key also holds this n8n instance and workflow (the same
- * workflow in a staging and a production n8n would share keys otherwise); readable in front, a
- * digest of all four behind.
+ * The default idempotency key: this run of this node (the run index counts a looping node's runs),
+ * which a node retried by n8n keeps. Execution IDs count up from 1 in every n8n, so the key also
+ * holds this n8n instance and workflow (the same workflow in a staging and a production n8n would
+ * share keys otherwise); readable in front, a digest of instance, workflow, execution and node
+ * behind.
  */
 function defaultKey(context: IExecuteFunctions): string {
 	const executionId = context.getExecutionId();
 	const node = context.getNode().name;
+	// A node in a loop runs again in the same execution: each run is its own (a retry is not).
+	const run = Number(context.evaluateExpression('{{ $runIndex }}', 0)) || 0;
 	const digest = createHash('sha256')
 		.update([context.getInstanceId(), context.getWorkflow().id ?? '', executionId, node].join('\n'))
 		.digest('hex')
 		.slice(0, 24);
-	return `${executionId}:${node.slice(0, 64)}:${digest}`;
+	return `${executionId}:${node.slice(0, 64)}:${run}:${digest}`;
 }
 
 function requestBody(context: IExecuteFunctions, settings: JobSettings): IDataObject {
@@ -311,7 +320,7 @@ export async function executeAndWait(context: IExecuteFunctions): Promise<INodeE
 	// With a secret, the URL carries a tag of this execution and node: a callback the bridge
 	// signed for another job or execution (or a replay of one) is refused at resume.
 	const callbackUrl = key
-		? taggedResumeUrl(resumeUrl, resumeTag(key, context.getExecutionId(), context.getNode().name))
+		? taggedResumeUrl(resumeUrl, resumeTag(key, resumePlace(context)))
 		: resumeUrl;
 	const timeoutSeconds = settings.timeoutSeconds || DEFAULT_WAIT_SECONDS;
 	const { body: accepted } = await bridgeRequest<Accepted>(

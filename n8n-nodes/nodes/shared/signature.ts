@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'crypto';
 
-import type { IWebhookFunctions } from 'n8n-workflow';
+import type { IExecuteFunctions, IWebhookFunctions } from 'n8n-workflow';
 
 import { CREDENTIALS } from './transport';
 
@@ -62,11 +62,31 @@ export function callbackKey(secret: unknown): Buffer | undefined {
 /** The query parameter that ties a resume URL to its execution and node. */
 export const RESUME_TAG = 'bridge_resume';
 
-/** A tag only the holder of the Callback Secret can make, for one execution's waiting node: a
- * callback the bridge signed for another job, or another execution, does not carry it. */
-export function resumeTag(key: Buffer, executionId: string, node: string): string {
+/** What a resume tag binds: the n8n instance, the workflow, the execution and the waiting node. */
+export interface ResumePlace {
+	instanceId: string;
+	workflowId: string;
+	executionId: string;
+	node: string;
+}
+
+/** The place of the node running in `context` (at submit, or at resume). */
+export function resumePlace(context: IExecuteFunctions | IWebhookFunctions): ResumePlace {
+	return {
+		instanceId: context.getInstanceId(),
+		workflowId: String(context.getWorkflow().id ?? ''),
+		executionId: String(context.getExecutionId()),
+		node: context.getNode().name,
+	};
+}
+
+/** A tag only the holder of the Callback Secret can make, for one waiting node of one execution
+ * of one workflow in one n8n: a callback the bridge signed for another job, or another execution
+ * (here or in another n8n), does not carry it. */
+export function resumeTag(key: Buffer, place: ResumePlace): string {
+	const { instanceId, workflowId, executionId, node } = place;
 	return createHmac('sha256', key)
-		.update(`n8n-bridge resume\n${executionId}\n${node}`)
+		.update(['n8n-bridge resume', instanceId, workflowId, executionId, node].join('\n'))
 		.digest('base64url');
 }
 
@@ -104,12 +124,21 @@ export async function refusedUnsigned(
 	const reason = verifySignature(credentials.callbackSecret as string, request.headers, raw);
 	if (reason) return refuse(context, reason);
 	if (!tagged) return false;
-	const expected = Buffer.from(resumeTag(key, context.getExecutionId(), context.getNode().name));
+	const place = resumePlace(context);
+	const expected = Buffer.from(resumeTag(key, place));
 	const query = context.getQueryData() as Record<string, unknown>;
 	const given = Buffer.from(String(query[RESUME_TAG] ?? ''));
-	if (given.length === expected.length && timingSafeEqual(given, expected)) return false;
-	return refuse(
-		context,
-		'this callback is not for this execution (its resume URL is not this one)',
-	);
+	if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+		return refuse(
+			context,
+			'this callback is not for this execution (its resume URL is not this one)',
+		);
+	}
+	// The bridge signed what the job was submitted with: a job of another workflow or execution
+	// that names this resume URL (its tag leaked, e.g. from a proxy's log) is not this one's.
+	const body = request.body as { workflow_id?: unknown; execution_id?: unknown } | undefined;
+	if (body?.workflow_id !== place.workflowId || body?.execution_id !== place.executionId) {
+		return refuse(context, 'this callback is for a job of another workflow or execution');
+	}
+	return false;
 }
