@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from email import encoders
 from email.charset import QP, Charset
@@ -351,6 +352,27 @@ async def email_send(items: list[Item], params: EmailParams, ctx: Context) -> li
             pass
     keys = [key for item in items if (key := _key(item, params, ctx)) is not None]
     known = await services.ledger.lookup(keys) if keys and not params.dry_run else {}
-    return list(
-        await asyncio.gather(*(_send(item, params, ctx, services, known) for item in items))
-    )
+    # An item whose key an earlier item of this request has is that item's duplicate: it waits
+    # for it (claiming the key itself, it would meet a send of "unknown outcome" still going on).
+    firsts: dict[str, asyncio.Future[Any]] = {}
+
+    def start(item: Item) -> Awaitable[Any]:
+        key = _key(item, params, ctx)
+        if key is None or params.dry_run:
+            return _send(item, params, ctx, services, known)
+        if key in firsts:
+            return _same_as(item, params, firsts[key])
+        firsts[key] = asyncio.ensure_future(_send(item, params, ctx, services, known))
+        return firsts[key]
+
+    return list(await asyncio.gather(*(start(item) for item in items)))
+
+
+async def _same_as(item: Item, params: EmailParams, first: asyncio.Future[Any]) -> Any:
+    """The answer for an item with the key of an earlier item of the same request: the earlier
+    one's result, as a duplicate (or its failure)."""
+    outcome = await first
+    if isinstance(outcome, BaseException):
+        return outcome
+    result = outcome[params.result_field]
+    return {**item.json, params.result_field: {**result, "sent": False, "duplicate": True}}

@@ -171,6 +171,28 @@ async def test_a_retried_request_sends_nothing_twice_even_after_a_restart(
     assert len(sink.messages) == 4
 
 
+async def test_items_of_one_request_with_the_same_key_are_sent_once(
+    make_client: ClientFactory, settings: Settings, sink: Sink
+) -> None:
+    """A list that holds one contact twice (the same key: "Ada@…" and "ada@…" under a key of the
+    lower-cased address): the first is sent, the other answered as its duplicate — not failed
+    as a send "of unknown outcome" that the first was still making."""
+    headers = {"Authorization": f"Bearer {token(settings)}"}
+    client = await make_client(**smtp(sink))
+    items = contacts(3)
+    items[2]["json"]["idempotency_key"] = items[0]["json"]["idempotency_key"]
+    answer = await (await send(client, headers, items, subject="s", text="t")).json()
+    assert answer["errors"] == []
+    results = [i["json"]["email"] for i in answer["items"]]
+    assert [(r["sent"], r["duplicate"]) for r in results] == [
+        (True, False),
+        (True, False),
+        (False, True),
+    ]
+    assert results[2]["message_id"] == results[0]["message_id"]
+    assert len(sink.messages) == 2
+
+
 async def test_the_requests_idempotency_key_covers_items_without_their_own(
     client_for_sink: Any, sink: Sink
 ) -> None:
