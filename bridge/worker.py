@@ -471,6 +471,7 @@ class WorkerPool:
                 "duration_ms": job.duration_ms,
                 "item_count": job.item_count,
                 "trace_id": job.trace_id,
+                "callback_url": job.callback.url,
             },
         )
 

@@ -208,6 +208,8 @@ async def test_callback_is_signed_and_carries_the_result(
     assert body["errors"] == [] and body["duration_ms"] >= 0
     # a failed job's node pairs its error with every input item, and names the trace
     assert body["item_count"] == 1 and body["trace_id"] == "trace-cb-000001"
+    # signed with the rest: the receiver can check the callback was meant for the URL it came to
+    assert body["callback_url"] == target.url()
     done = await after_callback(client, auth, accepted["job_id"], "delivered")
     assert done["callback"]["state"] == "delivered" and done["callback"]["attempts"] == 1
 
