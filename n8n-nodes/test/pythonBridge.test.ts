@@ -387,14 +387,18 @@ const PLACE = {
 	workflowId: 'wf-1',
 	executionId: 'exec-7',
 	node: 'Python Bridge',
+	run: 0,
 };
-const TAG = resumeTag(callbackKey(SECRET) as Buffer, PLACE);
+const KEY = callbackKey(SECRET) as Buffer;
+const TAG = resumeTag(KEY, PLACE);
+const RESUME_URL = `http://n8n:5678/webhook-waiting/exec-7?${RESUME_TAG}=${TAG}`;
 
 function fakeWebhook(
 	body: IDataObject,
 	headers: Record<string, string>,
 	query: IDataObject = { [RESUME_TAG]: TAG },
 	secret: string = SECRET,
+	round = 0,
 ) {
 	const sent: { status?: number; json?: unknown } = {};
 	const raw = JSON.stringify(body);
@@ -413,6 +417,18 @@ function fakeWebhook(
 				sent.json = value;
 			},
 		}),
+		// the node's runs before the waiting one, as n8n hands them to the resume webhook (2.x
+		// leaves a placeholder without a status where the waiting run was)
+		runExecutionData: {
+			resultData: {
+				runData: {
+					'Python Bridge': [
+						...Array.from({ length: round }, () => ({ executionStatus: 'success' })),
+						{ startTime: 0, executionTime: 0, inputOverride: {} },
+					],
+				},
+			},
+		},
 		getCredentials: async () => ({ callbackSecret: secret }),
 		getNode: () => node(),
 		helpers: { prepareBinaryData: async () => ({}) },
@@ -425,6 +441,7 @@ describe('resume (the callback)', () => {
 		job_id: 'j1',
 		workflow_id: 'wf-1',
 		execution_id: 'exec-7',
+		callback_url: RESUME_URL,
 		status: 'completed',
 		items: [{ json: { n: 1 }, pairedItem: { item: 0 } }],
 		errors: [],
@@ -438,13 +455,35 @@ describe('resume (the callback)', () => {
 
 	it('refuses a callback the bridge signed for another execution or job, and keeps waiting', async () => {
 		const body = JSON.stringify(completed);
-		const elsewhere = resumeTag(callbackKey(SECRET) as Buffer, { ...PLACE, executionId: 'exec-6' });
+		const elsewhere = resumeTag(KEY, { ...PLACE, executionId: 'exec-6' });
 		for (const query of [{}, { [RESUME_TAG]: elsewhere }, { [RESUME_TAG]: TAG.slice(1) }]) {
 			const { context, sent } = fakeWebhook(completed, signed(body), query);
 			assert.deepEqual(await resume(context), { noWebhookResponse: true });
 			assert.equal(sent.status, 401);
 			assert.match(String((sent.json as IDataObject).message), /not for this execution/);
 		}
+	});
+
+	it('refuses a callback meant for another resume URL: another n8n’s, an earlier round’s', async () => {
+		const otherN8n = resumeTag(KEY, { ...PLACE, instanceId: 'instance-b' });
+		const elsewhere = {
+			...completed,
+			callback_url: `http://staging:5678/webhook-waiting/exec-7?${RESUME_TAG}=${otherN8n}`,
+		};
+		const { context, sent } = fakeWebhook(elsewhere, signed(JSON.stringify(elsewhere)));
+		assert.deepEqual(await resume(context), { noWebhookResponse: true });
+		assert.equal(sent.status, 401);
+		assert.match(String((sent.json as IDataObject).message), /meant for another resume URL/);
+		// The bridge retries round 0's callback while round 1 of a loop waits: refused.
+		const late = fakeWebhook(completed, signed(JSON.stringify(completed)), undefined, SECRET, 1);
+		assert.deepEqual(await resume(late.context), { noWebhookResponse: true });
+		assert.equal(late.sent.status, 401);
+		// Round 1's own callback is taken.
+		const round1 = `http://n8n:5678/webhook-waiting/exec-7?${RESUME_TAG}=${resumeTag(KEY, { ...PLACE, run: 1 })}`;
+		const own = { ...completed, callback_url: round1 };
+		const query = { [RESUME_TAG]: new URL(round1).searchParams.get(RESUME_TAG) };
+		const taken = fakeWebhook(own, signed(JSON.stringify(own)), query, SECRET, 1);
+		assert.ok((await resume(taken.context)).workflowData);
 	});
 
 	it('refuses a tagged callback of a job of another workflow or execution', async () => {
@@ -489,6 +528,7 @@ describe('resume (the callback)', () => {
 			job_id: 'j2',
 			workflow_id: 'wf-1',
 			execution_id: 'exec-7',
+			callback_url: RESUME_URL,
 			status: 'failed',
 			error: { code: 'timeout', message: 'processor did not finish within 60 s' },
 			item_count: 3,

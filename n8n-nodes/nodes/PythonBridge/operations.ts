@@ -97,12 +97,17 @@ function defaultKey(context: IExecuteFunctions): string {
 	const executionId = context.getExecutionId();
 	const node = context.getNode().name;
 	// A node in a loop runs again in the same execution: each run is its own (a retry is not).
-	const run = Number(context.evaluateExpression('{{ $runIndex }}', 0)) || 0;
+	const run = runIndex(context);
 	const digest = createHash('sha256')
 		.update([context.getInstanceId(), context.getWorkflow().id ?? '', executionId, node].join('\n'))
 		.digest('hex')
 		.slice(0, 24);
 	return `${executionId}:${node.slice(0, 64)}:${run}:${digest}`;
+}
+
+/** Which run of this node in its execution this is (a node in a loop runs once a round). */
+function runIndex(context: IExecuteFunctions): number {
+	return Number(context.evaluateExpression('{{ $runIndex }}', 0)) || 0;
 }
 
 function requestBody(context: IExecuteFunctions, settings: JobSettings): IDataObject {
@@ -320,7 +325,7 @@ export async function executeAndWait(context: IExecuteFunctions): Promise<INodeE
 	// With a secret, the URL carries a tag of this execution and node: a callback the bridge
 	// signed for another job or execution (or a replay of one) is refused at resume.
 	const callbackUrl = key
-		? taggedResumeUrl(resumeUrl, resumeTag(key, resumePlace(context)))
+		? taggedResumeUrl(resumeUrl, resumeTag(key, resumePlace(context, runIndex(context))))
 		: resumeUrl;
 	const timeoutSeconds = settings.timeoutSeconds || DEFAULT_WAIT_SECONDS;
 	const { body: accepted } = await bridgeRequest<Accepted>(

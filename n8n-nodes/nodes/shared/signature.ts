@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'crypto';
 
-import type { IExecuteFunctions, IWebhookFunctions } from 'n8n-workflow';
+import type { IExecuteFunctions, IRunExecutionData, IWebhookFunctions } from 'n8n-workflow';
 
 import { CREDENTIALS } from './transport';
 
@@ -62,31 +62,46 @@ export function callbackKey(secret: unknown): Buffer | undefined {
 /** The query parameter that ties a resume URL to its execution and node. */
 export const RESUME_TAG = 'bridge_resume';
 
-/** What a resume tag binds: the n8n instance, the workflow, the execution and the waiting node. */
+/** What a resume tag binds: the n8n instance, the workflow, the execution, the waiting node and
+ * its run (a node in a loop waits once a round, at the same resume URL). */
 export interface ResumePlace {
 	instanceId: string;
 	workflowId: string;
 	executionId: string;
 	node: string;
+	run: number;
 }
 
-/** The place of the node running in `context` (at submit, or at resume). */
-export function resumePlace(context: IExecuteFunctions | IWebhookFunctions): ResumePlace {
+/** Where the node running in `context` waits, in its run `run`. */
+export function resumePlace(
+	context: IExecuteFunctions | IWebhookFunctions,
+	run: number,
+): ResumePlace {
 	return {
 		instanceId: context.getInstanceId(),
 		workflowId: String(context.getWorkflow().id ?? ''),
 		executionId: String(context.getExecutionId()),
 		node: context.getNode().name,
+		run,
 	};
 }
 
-/** A tag only the holder of the Callback Secret can make, for one waiting node of one execution
- * of one workflow in one n8n: a callback the bridge signed for another job, or another execution
- * (here or in another n8n), does not carry it. */
+/** The run of this node that waits, at resume: n8n gives the resume webhook no run index of its
+ * own, but the execution's data it gets holds the node's runs before this one (n8n takes the
+ * waiting run out of it first; 2.x may leave a placeholder without a status in its place). */
+export function waitingRun(context: IWebhookFunctions): number {
+	const data = (context as unknown as { runExecutionData?: IRunExecutionData }).runExecutionData;
+	const runs = data?.resultData?.runData?.[context.getNode().name] ?? [];
+	return runs.filter((run) => run.executionStatus !== undefined).length;
+}
+
+/** A tag only the holder of the Callback Secret can make, for one run of one waiting node of one
+ * execution of one workflow in one n8n: a callback the bridge signed for another job, another
+ * round of a loop, or another execution (here or in another n8n), does not carry it. */
 export function resumeTag(key: Buffer, place: ResumePlace): string {
-	const { instanceId, workflowId, executionId, node } = place;
+	const { instanceId, workflowId, executionId, node, run } = place;
 	return createHmac('sha256', key)
-		.update(['n8n-bridge resume', instanceId, workflowId, executionId, node].join('\n'))
+		.update(['n8n-bridge resume', instanceId, workflowId, executionId, node, run].join('\n'))
 		.digest('base64url');
 }
 
@@ -95,6 +110,20 @@ export function taggedResumeUrl(resumeUrl: string, tag: string): string {
 	const url = new URL(resumeUrl);
 	url.searchParams.set(RESUME_TAG, tag);
 	return url.toString();
+}
+
+function tagOf(url: unknown): string {
+	try {
+		return new URL(String(url)).searchParams.get(RESUME_TAG) ?? '';
+	} catch {
+		return '';
+	}
+}
+
+function sameText(given: string, expected: string): boolean {
+	const a = Buffer.from(given);
+	const b = Buffer.from(expected);
+	return a.length === b.length && timingSafeEqual(a, b);
 }
 
 function refuse(context: IWebhookFunctions, message: string): true {
@@ -124,19 +153,24 @@ export async function refusedUnsigned(
 	const reason = verifySignature(credentials.callbackSecret as string, request.headers, raw);
 	if (reason) return refuse(context, reason);
 	if (!tagged) return false;
-	const place = resumePlace(context);
-	const expected = Buffer.from(resumeTag(key, place));
+	const place = resumePlace(context, waitingRun(context));
+	const expected = resumeTag(key, place);
 	const query = context.getQueryData() as Record<string, unknown>;
-	const given = Buffer.from(String(query[RESUME_TAG] ?? ''));
-	if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+	if (!sameText(String(query[RESUME_TAG] ?? ''), expected)) {
 		return refuse(
 			context,
 			'this callback is not for this execution (its resume URL is not this one)',
 		);
 	}
-	// The bridge signed what the job was submitted with: a job of another workflow or execution
-	// that names this resume URL (its tag leaked, e.g. from a proxy's log) is not this one's.
-	const body = request.body as { workflow_id?: unknown; execution_id?: unknown } | undefined;
+	// The bridge signed the URL it was given with the rest: a callback meant for another URL (an
+	// earlier round's, another n8n's) sent to this one is not this one's; nor is a job of another
+	// workflow or execution that names this URL.
+	const body = request.body as
+		| { workflow_id?: unknown; execution_id?: unknown; callback_url?: unknown }
+		| undefined;
+	if (!sameText(tagOf(body?.callback_url), expected)) {
+		return refuse(context, 'this callback was meant for another resume URL');
+	}
 	if (body?.workflow_id !== place.workflowId || body?.execution_id !== place.executionId) {
 		return refuse(context, 'this callback is for a job of another workflow or execution');
 	}
