@@ -48,8 +48,13 @@ class Delivery(BaseModel):
     dead_at: float | None = None
 
     def shown(self) -> dict[str, Any]:
-        """The delivery as `/admin/dead-letters` shows it: its URL redacted."""
-        return {**self.model_dump(mode="json"), "url": redact_url(self.url)}
+        """The delivery as `/admin/dead-letters` shows it: its URL redacted, in the body too (a
+        callback's body names the URL it is sent to)."""
+        shown = {**self.model_dump(mode="json"), "url": redact_url(self.url)}
+        body = shown.get("body")
+        if isinstance(body, dict) and isinstance(body.get("callback_url"), str):
+            shown["body"] = {**body, "callback_url": redact_url(body["callback_url"])}
+        return shown
 
 
 class Signer:
