@@ -136,6 +136,45 @@ async def test_a_stopping_instance_hands_its_running_job_to_another(
     assert (status["status"], status["attempts"], status["interruptions"]) == ("running", 2, 1)
 
 
+# ---- the job store ------------------------------------------------------------------------------
+
+
+async def test_a_jobs_report_is_kept_beside_it_and_goes_with_it(redis_url: str) -> None:
+    """A report saved while the job runs outlives the worker's next save, takes the job's
+    expiry when it ends, and is unlinked with it."""
+    from bridge.jobs import JobRecord, JobStatus
+    from bridge.stores.redis import RedisJobStore, kinds
+    from bridge.stores.redis_db import key
+
+    retention = {"async": 600.0, "sync": 60.0}
+    db = RedisDb(redis_url, kinds(retention))
+    await db.open()
+    try:
+        store = RedisJobStore(db, retention)
+        queued = JobRecord(
+            job_id="a" * 32,
+            status=JobStatus.QUEUED,
+            mode="async",
+            processing_type="echo",
+            workflow_id="wf-report",
+            created_at=time.time(),
+        )
+        await store.save(queued, durable=True)
+        running = queued.advance(JobStatus.RUNNING)
+        await store.save(running, durable=True)
+        await store.save_report(running.job_id, b'{"status": "success"}')
+        await store.save(running.advance(JobStatus.COMPLETED), durable=True)
+        got = await store.get(running.job_id)
+        assert got is not None and got.reported == {"status": "success"}
+        page, _ = await store.list_for_workflow("wf-report", limit=5)
+        assert [job.reported for job in page] == [{"status": "success"}]
+        assert 590 < await db.redis.ttl(key("job", running.job_id, "report")) <= 600
+        await store.purge_expired(time.time() + 601)
+        assert not await db.redis.exists(key("job", running.job_id, "report"))
+    finally:
+        await db.close()
+
+
 # ---- the streams themselves ---------------------------------------------------------------------
 
 

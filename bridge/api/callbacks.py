@@ -62,9 +62,7 @@ async def receive(request: web.Request) -> web.Response:
     if webhook_id and not await request.app[OUTBOX].first_time(seen_as):
         return json_response({"accepted": True, "duplicate": True})
     if job is not None:
-        await request.app[STORE].save(
-            job.model_copy(update={"reported": body.model_dump(mode="json")}), durable=True
-        )
+        await request.app[STORE].save_report(job.job_id, orjson.dumps(body.model_dump(mode="json")))
     failed = body.status in ("failed", "error")
     request.app[EVENTS].publish(
         "workflow.failed" if failed else "workflow.completed",

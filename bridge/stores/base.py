@@ -13,6 +13,13 @@ import orjson
 
 from bridge.jobs import JobRecord
 
+Data = Literal["request", "result", "report"]
+
+
+def with_report(job: JobRecord, report: bytes | None) -> JobRecord:
+    """The job as callers see it: with the report kept beside it, if any."""
+    return job if report is None else job.model_copy(update={"reported": orjson.loads(report)})
+
 
 class JobStore(Protocol):
     async def save(
@@ -30,10 +37,16 @@ class JobStore(Protocol):
     async def flush(self) -> None:
         """Return once everything saved so far is on disk."""
 
-    async def get(self, job_id: str) -> JobRecord | None: ...
+    async def save_report(self, job_id: str, report: bytes) -> None:
+        """Keep, durably, what n8n reported of the workflow the job started (JSON): beside the
+        record, so a worker saving the job meanwhile cannot write it away."""
 
-    async def get_data(self, job_id: str, which: Literal["request", "result"]) -> bytes | None:
-        """A background job's request (as it came) or result (`{"items", "errors"}` JSON)."""
+    async def get(self, job_id: str) -> JobRecord | None:
+        """The job, with its report (`reported`) if n8n sent one."""
+
+    async def get_data(self, job_id: str, which: Data) -> bytes | None:
+        """A background job's request (as it came), result (`{"items", "errors"}` JSON) or
+        report (what n8n reported, JSON)."""
 
     async def claim_idempotency_key(self, key: str, job_id: str) -> JobRecord | None:
         """Reserve a background job's idempotency key for `job_id`, which is saved next; the
@@ -54,8 +67,8 @@ class JobStore(Protocol):
         cursor: str | None = None,
         execution_id: str | None = None,
     ) -> tuple[list[JobRecord], str | None]:
-        """Jobs of a workflow (and execution), newest first, and the cursor of the next page
-        (None: last page). A cursor that this store did not hand out raises ValueError."""
+        """Jobs of a workflow (and execution), newest first, with their reports, and the cursor
+        of the next page (None: last page). A cursor this store did not hand out: ValueError."""
 
     async def purge_expired(self, now: float) -> int:
         """Delete finished jobs past their retention; returns how many went."""

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from bridge.errors import Conflict
 from bridge.jobs import JobRecord, JobStatus
-from bridge.stores.base import LedgerEntry, decode_cursor, encode_cursor
+from bridge.stores.base import Data, LedgerEntry, decode_cursor, encode_cursor, with_report
 from bridge.stores.redis_db import Command, Kind, RedisDb, key, num
 
 RESERVE_MS = 30_000  # how long an idempotency key waits for its job to be saved
@@ -39,7 +39,7 @@ for _, member in ipairs(gone) do
       redis.call('ZREM', ARGV[3] .. 'wfx:' .. job[2] .. ':' .. job[3], job[1])
     end
   end
-  redis.call('UNLINK', base, base .. ':request', base .. ':result')
+  redis.call('UNLINK', base, base .. ':request', base .. ':result', base .. ':report')
   redis.call('ZREM', KEYS[1], member)
 end
 return #gone
@@ -66,6 +66,7 @@ def kinds(retention_s: Mapping[str, float]) -> tuple[Kind, ...]:
         if ttl and job.finished_at is not None:  # finished: its data goes with it
             commands.append(["EXPIRE", base + ":request", num(ttl)])
             commands.append(["EXPIRE", base + ":result", num(ttl)])
+            commands.append(["EXPIRE", base + ":report", num(ttl)])
             member = orjson.dumps([job.job_id, job.workflow_id, job.execution_id])
             expires = job.finished_at + retention_s[job.mode]
             commands.append(["ZADD", key("expiring"), num(expires), member])
@@ -93,6 +94,7 @@ def kinds(retention_s: Mapping[str, float]) -> tuple[Kind, ...]:
     return (
         Kind("job_request", write_data("request")),
         Kind("job_result", write_data("result")),
+        Kind("job_report", write_data("report")),
         Kind("jobs", write_job),
         Kind("ledger_settle", write_settled),
     )
@@ -137,14 +139,20 @@ class RedisJobStore:
     async def flush(self) -> None:
         await self.db.flush()
 
+    async def save_report(self, job_id: str, report: bytes) -> None:
+        """Kept until the job's retention ends (a job still running sets its expiry when it
+        ends; one reported after its end has its key unlinked with the job's)."""
+        self.db.put("job_report", job_id, report)
+        await self.db.flush()
+
     async def get(self, job_id: str) -> JobRecord | None:
         found, job = self.db.pending("jobs", job_id)
-        if found:
-            return job  # type: ignore[no-any-return]
-        raw = await self.db.redis.get(key("job", job_id))
-        return JobRecord.model_validate_json(raw) if raw else None
+        if not found:
+            raw = await self.db.redis.get(key("job", job_id))
+            job = JobRecord.model_validate_json(raw) if raw else None
+        return with_report(job, await self.get_data(job_id, "report")) if job else None
 
-    async def get_data(self, job_id: str, which: Literal["request", "result"]) -> bytes | None:
+    async def get_data(self, job_id: str, which: Data) -> bytes | None:
         found, data = self.db.pending(f"job_{which}", job_id)
         if found:
             return data  # type: ignore[no-any-return]
@@ -201,10 +209,13 @@ class RedisJobStore:
                 for member, score in found
                 if after is None or (score, member.decode()) < after
             ]
-            records = (
-                await self.db.redis.mget([key("job", job_id) for job_id in ids]) if ids else []
-            )
-            jobs += [JobRecord.model_validate_json(raw) for raw in records if raw]
+            names = [key("job", job_id, *part) for job_id in ids for part in ((), ("report",))]
+            values = await self.db.redis.mget(names) if ids else []
+            jobs += [
+                with_report(JobRecord.model_validate_json(raw), report)
+                for raw, report in zip(values[::2], values[1::2], strict=True)
+                if raw
+            ]
             if len(found) < chunk:
                 break
         more = len(jobs) > limit

@@ -9,12 +9,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from bridge.jobs import JobRecord, JobStatus
-from bridge.stores.base import LedgerEntry, decode_cursor, encode_cursor
+from bridge.stores.base import Data, LedgerEntry, decode_cursor, encode_cursor, with_report
 from bridge.stores.sqlite_db import Database, Table
 
 LOOKUP_CHUNK = 500  # keys per query, well under SQLite's bound on parameters
@@ -57,6 +57,12 @@ def tables(retention_s: Mapping[str, float]) -> tuple[Table, ...]:
             lambda pair: pair,
         ),
         Table(
+            "job_report",
+            "INSERT INTO job_data (job_id, report) VALUES (?, ?)"
+            " ON CONFLICT (job_id) DO UPDATE SET report = excluded.report",
+            lambda pair: pair,
+        ),
+        Table(
             "ledger_settle",
             "UPDATE ledger SET state = 'sent', result = ?, updated_at = ? WHERE key = ?",
             lambda entry: (orjson.dumps(entry[1]), time.time(), entry[0]),
@@ -89,19 +95,22 @@ class SqliteJobStore:
     async def flush(self) -> None:
         await self._db.flush()
 
+    async def save_report(self, job_id: str, report: bytes) -> None:
+        self._db.put("job_report", job_id, (job_id, report))
+        await self._db.flush()
+
     async def get(self, job_id: str) -> JobRecord | None:
         found, job = self._db.pending("jobs", job_id)
-        if found:
-            return job  # type: ignore[no-any-return]
-        row = await self._db.fetch_one("SELECT record FROM jobs WHERE job_id = ?", (job_id,))
-        return JobRecord.model_validate_json(row[0]) if row else None
+        if not found:
+            row = await self._db.fetch_one("SELECT record FROM jobs WHERE job_id = ?", (job_id,))
+            job = JobRecord.model_validate_json(row[0]) if row else None
+        return with_report(job, await self.get_data(job_id, "report")) if job else None
 
-    async def get_data(self, job_id: str, which: Literal["request", "result"]) -> bytes | None:
-        """A background job's `request` (items and parameters) or `result` (its answer)."""
+    async def get_data(self, job_id: str, which: Data) -> bytes | None:
         found, pair = self._db.pending(f"job_{which}", job_id)
         if found:
             return pair[1] if pair else None
-        column = {"request": "request", "result": "result"}[which]
+        column = {"request": "request", "result": "result", "report": "report"}[which]
         row = await self._db.fetch_one(f"SELECT {column} FROM job_data WHERE job_id = ?", (job_id,))
         return bytes(row[0]) if row and row[0] is not None else None
 
@@ -135,7 +144,11 @@ class SqliteJobStore:
         execution_id: str | None = None,
     ) -> tuple[list[JobRecord], str | None]:
         await self._db.flush()
-        query = "SELECT record, created_at, job_id FROM jobs WHERE workflow_id = ?"
+        query = (
+            "SELECT record, created_at, job_id,"
+            " (SELECT report FROM job_data WHERE job_data.job_id = jobs.job_id)"
+            " FROM jobs WHERE workflow_id = ?"
+        )
         args: list[object] = [workflow_id]
         if execution_id is not None:
             query += " AND execution_id = ?"
@@ -147,7 +160,7 @@ class SqliteJobStore:
         query += " ORDER BY created_at DESC, job_id DESC LIMIT ?"
         args.append(limit + 1)
         found = await self._db.fetch_all(query, args)
-        jobs = [JobRecord.model_validate_json(row[0]) for row in found[:limit]]
+        jobs = [with_report(JobRecord.model_validate_json(row[0]), row[3]) for row in found[:limit]]
         more = len(found) > limit
         next_cursor = encode_cursor(found[limit - 1][1], found[limit - 1][2]) if more else None
         return jobs, next_cursor

@@ -68,4 +68,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX inbound_by_age ON inbound (received_at);
     """,
+    """
+    -- What n8n reported of the workflow a job started: beside the record, which its worker
+    -- rewrites, so a report that comes while the job runs is kept.
+    ALTER TABLE job_data ADD COLUMN report BLOB;
+    """,
 )

@@ -203,3 +203,19 @@ async def test_purge_removes_the_data_of_every_expired_job(
     assert await store.purge_expired(time.time() + 601) == 4
     with sqlite3.connect(store.db.path) as db:
         assert db.execute("SELECT count(*) FROM job_data").fetchone()[0] == 0
+
+
+async def test_a_jobs_report_outlives_its_workers_save_and_goes_with_it(
+    store: SqliteJobStore,
+) -> None:
+    running = job().model_copy(update={"mode": "async"})
+    await store.save(running, durable=True)
+    await store.save_report(running.job_id, b'{"status": "success"}')
+    await store.save(running.advance(JobStatus.COMPLETED), durable=True)
+    got = await store.get(running.job_id)
+    assert got is not None and got.reported == {"status": "success"}
+    page, _ = await store.list_for_workflow("wf", limit=5)
+    assert [record.reported for record in page] == [{"status": "success"}]
+    await store.purge_expired(time.time() + 601)
+    with sqlite3.connect(store.db.path) as db:
+        assert db.execute("SELECT count(*) FROM job_data").fetchone()[0] == 0
