@@ -20,6 +20,7 @@ more members; a float for any number (timings). Everything else must be equal.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,25 +93,32 @@ class Command:
 
 
 def commands(text: str) -> list[Command]:
-    """A shell block as commands, each with the output the page shows after it."""
+    """A shell block as commands (a command goes on while a line ends in `\\` or a quote is
+    open), each with the output the page shows after it."""
     found: list[Command] = []
     pending: list[str] = []
     for raw in text.split("\n"):
-        if pending:
-            pending.append(raw)
-            if not raw.rstrip().endswith("\\"):
-                found.append(Command("\n".join(pending), ""))
-                pending = []
-        elif raw.lstrip().startswith("#"):
-            if found and not raw.lstrip().startswith("#!"):
+        if not pending and raw.lstrip().startswith("#"):
+            if found:
                 body = raw.lstrip()[1:]
                 found[-1].expected += ("\n" if found[-1].expected else "") + body.removeprefix(" ")
-        elif raw.strip():
-            if raw.rstrip().endswith("\\"):
-                pending = [raw]
-            else:
-                found.append(Command(raw, ""))
+            continue
+        if not pending and not raw.strip():
+            continue
+        pending.append(raw)
+        if not raw.rstrip().endswith("\\") and _complete("\n".join(pending)):
+            found.append(Command("\n".join(pending), ""))
+            pending = []
+    assert not pending, f"an unfinished command: {pending}"
     return found
+
+
+def _complete(command: str) -> bool:
+    try:
+        shlex.split(command, comments=True)
+    except ValueError:  # no closing quotation
+        return False
+    return True
 
 
 # ---- loose JSON ---------------------------------------------------------------------------------

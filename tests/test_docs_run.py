@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import aiohttp
 import orjson
 import pytest
 
+from tests.conftest import ClientFactory
 from tests.doc_blocks import (
     KINDS,
     PAGES,
@@ -35,6 +37,8 @@ from tests.doc_blocks import (
     differences,
     loose_json,
 )
+from tests.test_events import read_events
+from tests.webhook_target import Target, json_of
 
 SHELL = {"bash", "sh"}
 DOC_ADDRESS = re.compile(r"(?:127\.0\.0\.1|localhost):8080")
@@ -135,6 +139,8 @@ class Checkout:
         # (with extras), and an install from here would point the venv at this folder.
         (ROOT / ".venv" / ".installed").touch(exist_ok=True)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+        # as installed: `n8n-bridge` on PATH
+        self.env["PATH"] = f"{self.folder / '.venv' / 'bin'}{os.pathsep}{self.env['PATH']}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -229,21 +235,21 @@ class Checkout:
             ["bash", "-c", script],
             cwd=self.folder,
             env=self.env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # what a user sees: an error is printed output too
             timeout=120,
             check=False,
         )
         parts = done.stdout.decode(errors="replace").split(EXIT)
-        stderr = done.stderr.decode(errors="replace")[-2000:]
         faults = []
         for index, step in enumerate(steps):
             if index + 1 >= len(parts):
-                faults.append(f"{block.where}: stopped before `{step.line}`: {stderr}")
+                faults.append(f"{block.where}: stopped before `{step.line}`: {parts[-1]}")
                 break
             output = parts[index] if index == 0 else parts[index].partition("\n")[2]
             status = int(parts[index + 1].partition("\n")[0])
             if status != 0:
-                faults.append(f"{block.where}: `{step.line}` exited {status}: {stderr}")
+                faults.append(f"{block.where}: `{step.line}` exited {status}: {output[-2000:]}")
             elif step.expected and (problem := _printed_differs(step.expected, output.strip())):
                 faults.append(f"{block.where}: `{step.line}`: {problem}")
         return faults
@@ -303,3 +309,70 @@ def _printed_differs(expected: str, printed: str) -> str | None:
         if not re.search(pattern, printed):
             return f"printed no line like {line.strip()!r}; printed:\n{printed[:1000]}"
     return None
+
+
+# ---- what the bridge sends, as the pages show it ------------------------------------------------
+
+CHECKED_HERE = (
+    "tests/test_docs_run.py::test_the_documented_callback_and_event_are_what_the_bridge_sends"
+)
+
+
+async def test_the_documented_callback_and_event_are_what_the_bridge_sends(
+    make_client: ClientFactory, auth: dict[str, str], target: Target
+) -> None:
+    callback, event = [b for b in blocks("docs/background-jobs.md") if b.arg == CHECKED_HERE]
+    client = await make_client()
+    body = {
+        "processing_type": "echo",
+        "mode": "async",
+        "items": [{"json": {"name": "Ada"}}],
+        "workflow_id": "wf-42",
+        "execution_id": "1077",
+        "callback_url": target.url(),
+    }
+    stream_url = "/api/v1/events?workflow_id=wf-42&type=workflow.completed&last_event_id=0"
+    async with client.get(stream_url, headers=auth) as stream:
+        assert (await client.post("/api/v1/workflow/execute", json=body, headers=auth)).ok
+        [sent] = await read_events(stream, 1)
+    [call] = await target.wait_for(1)
+    assert differences(loose_json(callback.text), json_of(call)) == []
+    assert differences(loose_json(event.text), {**sent["data"], "id": 1042}) == []  # ids vary
+
+
+async def test_the_configuration_examples_are_read_as_documented(tmp_path: Path) -> None:
+    """docs/configuration.md's key list and config file, their placeholders filled with real keys."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    from bridge.settings import load_settings
+
+    checked = "tests/test_docs_run.py::test_the_configuration_examples_are_read_as_documented"
+    keys, config = [b for b in blocks("docs/configuration.md") if b.arg == checked]
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    pem = serialization.Encoding.PEM
+    rsa_file = tmp_path / "partner.pem"
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    rsa_file.write_bytes(rsa_key.public_bytes(pem, public))
+    edge = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(pem, public).decode()
+    [assignment] = shlex.split(keys.text)
+    name, _, value = assignment.partition("=")
+    value = (
+        value.replace("…32 bytes or more…", "k" * 32)
+        .replace("/etc/bridge/partner.pem", str(rsa_file))
+        .replace('"-----BEGIN PUBLIC KEY-----\\n…"', orjson.dumps(edge).decode())
+    )
+    settings = load_settings(None, {name: value})
+    assert [(k.kid, k.alg) for k in settings.jwt_keys] == [
+        ("2026-11", "HS256"),
+        ("partner", "RS256"),
+        ("edge", "EdDSA"),
+    ]
+    file = tmp_path / "bridge.toml"
+    file.write_text(config.text.replace('secret = "…"', f'secret = "{"s" * 32}"'))
+    settings = load_settings(file, {})
+    assert (settings.env, settings.port, settings.processors) == (
+        "production",
+        8080,
+        ("my_company.processors",),
+    )
