@@ -1,4 +1,5 @@
-"""The code blocks of the project's documentation, and how an answer is held against one.
+"""The code blocks of the project's documentation (README.md, docs/, the nodes' README and the
+example's), and how an answer is held against one.
 
 A block is a fenced block whose info string names a language (`bash`, `sh`, `json`, `python`,
 `toml`); the line right before its fence says what the suite does with it:
@@ -29,7 +30,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ("README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")))
-PAGES += ("n8n-nodes/README.md",)
+PAGES += ("n8n-nodes/README.md", "examples/invoice_totals/README.md")
 LANGUAGES = {"bash", "sh", "json", "python", "toml"}
 KINDS = {"run", "serve", "file", "request", "response", "checked", "illustrative"}
 FENCE = re.compile(r"^(\s*)```(\w*)\s*$")

@@ -65,6 +65,10 @@ def test_every_block_says_what_the_suite_does_with_it() -> None:
             faults.append(f"{block.where}: say why it is illustrative only")
         elif block.kind == "checked" and (problem := _unknown_test(block.arg)):
             faults.append(f"{block.where}: {problem}")
+        elif block.kind == "run" and any(
+            "curl" in c.line and not c.expected for c in commands(block.text)
+        ):  # curl -s exits 0 on a 4xx: only the answer shown can fail
+            faults.append(f"{block.where}: show what its curl prints (`# …` lines after it)")
         elif block.kind == "request" and not REQUEST.match(block.arg):
             faults.append(f"{block.where}: `request METHOD /path`, not {block.arg!r}")
         elif block.kind == "response" and not RESPONSE.match(block.arg):
@@ -127,6 +131,7 @@ class Checkout:
     folder: Path
     env: dict[str, str] = field(default_factory=dict)
     daemon: asyncio.subprocess.Process | None = None
+    reader: asyncio.Task[None] | None = None
     printed: list[bytes] = field(default_factory=list)  # by the daemon's command
     url: str = ""
     last_request: tuple[str, str, bytes] | None = None
@@ -153,8 +158,9 @@ class Checkout:
                 await asyncio.wait_for(self.daemon.wait(), 15)
             except TimeoutError:
                 self.daemon.kill()
-                await self.daemon.wait()
-        self.daemon = None
+        if self.reader is not None:
+            await self.reader  # the pipe read to its end, the process reaped
+        self.daemon = self.reader = None
 
     async def do(self, block: Block) -> list[str]:
         if block.kind == "file":
@@ -191,10 +197,11 @@ class Checkout:
             command,
             cwd=self.folder,
             env={**self.env, "BRIDGE_PORT": str(port), "BRIDGE_LOG_FORMAT": "console"},
+            stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        reader = asyncio.create_task(self._read(self.daemon))
+        self.reader = reader = asyncio.create_task(self._read(self.daemon))
         self.url = f"http://127.0.0.1:{port}"
         where = block.where if block else "(the page's daemon)"
         async with aiohttp.ClientSession() as session:
