@@ -15,7 +15,7 @@ from aiohttp import web
 from bridge.aio import stop_tasks
 from bridge.api.edge import no_server_header
 from bridge.api.execute import decode_job_request
-from bridge.api.middleware import errors, observe
+from bridge.api.middleware import errors, observe, trace_header
 from bridge.api.routes import add_routes
 from bridge.auth import Authenticator
 from bridge.backends import open_backend
@@ -79,6 +79,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[OPENAPI] = build_spec(app[REGISTRY].names())
     add_routes(app)
     app.on_response_prepare.append(no_server_header)
+    app.on_response_prepare.append(trace_header)
     app.cleanup_ctx.extend([_backend, _runner, _http, _execution, _background, _purge])
     app.on_shutdown.append(_end_streams)
     return app

@@ -303,9 +303,17 @@ PATH_PATTERNS = {
 }
 
 
+def methods(route: Route) -> tuple[str, ...]:
+    """The methods a route answers: a GET also answers HEAD (monitors and load balancers probe
+    with it), by the same handler behind the same guard; aiohttp sends no body."""
+    return (route.method, "HEAD") if route.method == "GET" else (route.method,)
+
+
 def add_routes(app: web.Application) -> None:
     for route in ROUTES:
         path = route.path
         for name, pattern in PATH_PATTERNS.items():
             path = path.replace(f"{{{name}}}", f"{{{name}:{pattern}}}")
-        app.router.add_route(route.method, path, guarded(route))
+        handler = guarded(route)
+        for method in methods(route):
+            app.router.add_route(method, path, handler)
