@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from bridge.api.routes import ROUTES
 from bridge.auth import mint_token
 from bridge.ids import new_id
+from bridge.keys import EVENTS
 from bridge.settings import Settings
 from tests.conftest import API_KEY, token
 
@@ -89,5 +90,6 @@ async def test_head_of_the_event_stream_ends_at_once(
     head = await asyncio.wait_for(client.head("/api/v1/events", headers=auth), 5)
     assert head.status == 200
     assert head.headers["Content-Type"] == "text/event-stream"
+    assert not client.app[EVENTS].listeners  # no stream was opened
     bad = await client.head("/api/v1/events?type=nope", headers=auth)
     assert bad.status == 422  # checked as a GET is
