@@ -15,8 +15,8 @@ from aiohttp import web
 from bridge.aio import stop_tasks
 from bridge.api.edge import no_server_header
 from bridge.api.execute import decode_job_request
-from bridge.api.middleware import errors, observe
-from bridge.api.routes import add_routes
+from bridge.api.middleware import errors, observe, trace_header
+from bridge.api.routes import add_routes, served
 from bridge.auth import Authenticator
 from bridge.backends import open_backend
 from bridge.breaker import Breakers
@@ -53,6 +53,7 @@ from bridge.n8n_client import N8nClient
 from bridge.openapi import build_spec
 from bridge.outbound import OutboundGuard
 from bridge.processors.registry import Registry
+from bridge.router import with_default
 from bridge.runner import Runner
 from bridge.services import Services
 from bridge.settings import Settings
@@ -72,13 +73,19 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app[METRICS] = Metrics(settings.color)
-    app[AUTH] = Authenticator(settings)
     app[REGISTRY] = registry or Registry.load(settings.processors)
+    app[METRICS] = Metrics(
+        settings.color,
+        processors=app[REGISTRY].names(),
+        queues=[queue.name for queue in with_default(settings.queues)],
+        routes=served(),
+    )
+    app[AUTH] = Authenticator(settings)
     app[LIFECYCLE] = Lifecycle()
     app[OPENAPI] = build_spec(app[REGISTRY].names())
     add_routes(app)
     app.on_response_prepare.append(no_server_header)
+    app.on_response_prepare.append(trace_header)
     app.cleanup_ctx.extend([_backend, _runner, _http, _execution, _background, _purge])
     app.on_shutdown.append(_end_streams)
     return app

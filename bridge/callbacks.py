@@ -28,7 +28,7 @@ from bridge.metrics import Metrics
 from bridge.redact import redact_url
 from bridge.retry import retry_delay
 from bridge.settings import Settings
-from bridge.webhook_attempt import ATTEMPT_OUTCOMES, AttemptOutcome, GiveUp, Retry
+from bridge.webhook_attempt import AttemptOutcome, GiveUp, Retry
 from bridge.webhooks import Delivery, WaitReason
 
 log = logging.getLogger(__name__)
@@ -96,12 +96,6 @@ class Deliverer:
         self._queued: Counter[str] = Counter()  # by host: due, waiting for a sending slot
         self._waits: dict[str, Wait] = {}  # by delivery id
         self._stopping = False
-        for kind in ("callback", "event"):  # every series exists from start-up, at 0
-            for outcome in ATTEMPT_OUTCOMES:
-                metrics.webhook_attempts.labels(kind, outcome)
-            for ended in ("delivered", "dead_letter"):
-                metrics.webhooks.labels(kind, ended)
-            metrics.webhook_retries.labels(kind)
 
     @property
     def in_flight(self) -> int:

@@ -1,6 +1,12 @@
-"""Prometheus metrics, one registry per app (no process globals, so tests and apps stay apart)."""
+"""Prometheus metrics, one registry per app (no process globals, so tests and apps stay apart).
+
+Every series whose label values are known at start-up (the processors, the queues, the routes,
+modes, final states, outcomes, kinds) is there from start-up at 0: a panel or an alert over a
+series that does not exist yet shows "No data", not 0, and `rate()` misses the first event."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -13,6 +19,8 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge import __version__
+from bridge.jobs import FINISHED
+from bridge.webhook_attempt import ATTEMPT_OUTCOMES
 
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 PROCESSOR_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900)
@@ -22,9 +30,25 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # catalogue (docs/metrics.md) is the exact set of what /metrics exports.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # (untyped in prometheus_client)
 
+MODES = ("sync", "async")
+OUTCOMES = ("ok", "error")  # of a processor's job, of an item
+WEBHOOK_KINDS = ("callback", "event")
+WEBHOOK_ENDS = ("delivered", "dead_letter")
+BACKEND_STATES = ("up", "down")
+OVERRUN_OUTCOMES = ("abandoned", "kept")
+
 
 class Metrics:
-    def __init__(self, color: str | None) -> None:
+    def __init__(
+        self,
+        color: str | None,
+        *,
+        processors: Iterable[str] = (),
+        queues: Iterable[str] = (),
+        routes: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """`processors`, `queues` and `routes` (template, method): the label values known at
+        start-up, whose series start at 0."""
         self.registry = CollectorRegistry(auto_describe=True)
         Info("bridge_build", "Version and colour of this bridge", registry=self.registry).info(
             {"version": __version__, "color": color or ""}
@@ -162,6 +186,45 @@ class Metrics:
         self.dead_letters = Gauge(
             "bridge_dead_letters", "Dead letters kept", registry=self.registry
         )
+        self._start_at_zero(tuple(processors), tuple(queues), tuple(routes))
+
+    def _start_at_zero(
+        self,
+        processors: tuple[str, ...],
+        queues: tuple[str, ...],
+        routes: tuple[tuple[str, str], ...],
+    ) -> None:
+        """A child for every label set known now: `labels()` makes it, at 0."""
+        for route, method in routes:
+            self.request_seconds.labels(route, method)
+        for processor in processors:
+            self.job_retries.labels(processor)
+            for outcome in OUTCOMES:
+                self.processor_seconds.labels(processor, outcome)
+                self.processor_items.labels(processor, outcome)
+            for mode in MODES:
+                for status in sorted(FINISHED):
+                    self.jobs.labels(processor, mode, status)
+        for queue in queues:
+            for family in (
+                self.queue_depth,
+                self.queue_in_flight,
+                self.queue_oldest_wait,
+                self.queue_wait_seconds,
+                self.queue_run_seconds,
+                self.jobs_rejected,
+            ):
+                family.labels(queue)
+        for kind in WEBHOOK_KINDS:
+            self.webhook_retries.labels(kind)
+            for ended in WEBHOOK_ENDS:
+                self.webhooks.labels(kind, ended)
+            for attempt in ATTEMPT_OUTCOMES:
+                self.webhook_attempts.labels(kind, attempt)
+        for state in BACKEND_STATES:
+            self.backend_changes.labels(state)
+        for overrun in OVERRUN_OUTCOMES:
+            self.thread_pool_overruns.labels(overrun)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         # Labelled children are looked up once per label set: `labels()` costs more than the

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the tests need (.venv, packages, redis-server, haproxy, a real n8n, the node
-# package's tools) and run every check: ruff, shellcheck, mypy, the n8n nodes' build, lint and unit tests, and
-# the whole pytest suite (on both backends; end-to-end tests in n8n included). Extra arguments go
-# to pytest.
+# package's tools, the OpenAPI linter) and run every check: ruff, shellcheck, mypy, the n8n nodes'
+# build, lint and unit tests, and the whole pytest suite (on both backends; end-to-end tests in n8n
+# included). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/venv.sh
@@ -15,6 +15,12 @@ apt_ensure curl curl                  # the switch script's way to the bridges
 apt_ensure promtool prometheus        # checks and unit-tests the alert rules
 ensure_n8n
 check_nodes
+# Redocly CLI, which tests/test_openapi.py runs on the OpenAPI document: the lock's exact version.
+lint_tool=tools/openapi-lint
+if [ ! -d $lint_tool/node_modules ] || [ $lint_tool/package-lock.json -nt $lint_tool/node_modules/.package-lock.json ]; then
+    echo "installing the OpenAPI linter (npm ci)" >&2
+    (cd $lint_tool && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 
 echo "== ruff" >&2
 .venv/bin/ruff check bridge tests bench examples

@@ -137,3 +137,14 @@ async def test_ready_and_health(client: TestClient) -> None:
     draining = await client.get("/ready")
     assert draining.status == 503
     assert (await draining.json())["checks"]["accepting"] == "draining"
+
+
+async def test_an_event_stream_carries_its_trace_id(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """A stream's head is sent before its handler returns: the trace id is in it all the same."""
+    async with client.get(
+        "/api/v1/events", headers={**auth, "X-Trace-ID": "trace-of-a-stream"}
+    ) as stream:
+        assert stream.status == 200
+        assert stream.headers["X-Trace-ID"] == "trace-of-a-stream"

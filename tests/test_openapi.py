@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
+from pydantic import ValidationError
+
+from bridge.api.models import EventsQuery
+from bridge.app import create_app
+from bridge.events import EVENT_TYPES
+from bridge.keys import OPENAPI
+from bridge.settings import Settings
+from tests.daemon import ROOT
 
 EXECUTE = "/api/v1/workflow/execute"
+LINT = ROOT / "tools" / "openapi-lint"
 
 
 async def spec_of(client: TestClient) -> dict[str, Any]:
@@ -29,9 +43,158 @@ async def test_every_route_is_documented_and_nothing_else(client: TestClient) ->
     served = {
         (route.method, route.resource.canonical)
         for route in client.app.router.routes()
-        if route.method != "HEAD" and route.resource is not None
+        if route.resource is not None
     }
     assert documented == served
+    for path, operations in spec["paths"].items():
+        if "get" in operations:  # HEAD: the GET's answers, without their bodies
+            head = operations["head"]
+            assert head["responses"].keys() == operations["get"]["responses"].keys(), path
+            assert head["security"] == operations["get"]["security"], path
+            assert all("content" not in answer for answer in head["responses"].values()), path
+
+
+def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method, path, operation)
+        for path, methods in spec["paths"].items()
+        for method, operation in methods.items()
+    ]
+
+
+async def test_servers_license_tags_and_a_description_on_every_operation(
+    client: TestClient,
+) -> None:
+    spec = await spec_of(client)
+    assert spec["servers"] == [{"url": "/", "description": spec["servers"][0]["description"]}]
+    assert spec["info"]["license"] == {"name": "MIT", "identifier": "MIT"}
+    declared = {tag["name"]: tag.get("description") for tag in spec["tags"]}
+    assert all(declared.values())
+    used = set()
+    for method, path, operation in operations(spec):
+        assert operation["description"] and operation["summary"], (method, path)
+        used.update(operation["tags"])
+    assert used == set(declared)
+
+
+async def test_every_operation_lists_the_4xx_it_may_answer(client: TestClient) -> None:
+    """400 for a request that is not valid HTTP/1.1 (the edge answers it before any route),
+    401 and 403 behind a credential, 429 where a limit refuses, 503 where draining does."""
+    spec = await spec_of(client)
+    for method, path, operation in operations(spec):
+        statuses = set(operation["responses"])
+        assert "400" in statuses, (method, path)
+        if operation["security"]:
+            assert {"401", "403"} <= statuses, (method, path)
+    events = spec["paths"]["/api/v1/events"]["get"]["responses"]
+    assert {"422", "429"} <= set(events)
+    assert "503" in spec["paths"]["/ready"]["get"]["responses"]
+    assert "Retry-After" in events["429"]["headers"]
+
+
+async def test_the_schema_says_what_the_api_refuses(client: TestClient) -> None:
+    """What a fuzzer found the document could not say: URLs are absolute URIs, an event type
+    is one of the known ones, and callback_url goes only with mode async."""
+    schemas = (await spec_of(client))["components"]["schemas"]
+    assert schemas["SubscriptionRequest"]["properties"]["url"]["format"] == "uri"
+    assert schemas["Subscription"]["properties"]["url"]["format"] == "uri"
+    assert schemas["SubscriptionRequest"]["properties"]["events"]["items"]["enum"] == list(
+        EVENT_TYPES
+    )
+    for body in ("ExecuteRequest", "HybridRequest"):
+        url = schemas[body]["properties"]["callback_url"]["anyOf"][0]
+        assert url["format"] == "uri", body
+
+
+async def test_the_event_type_filter_is_documented_as_the_code_reads_it(
+    client: TestClient,
+) -> None:
+    spec = await spec_of(client)
+    parameter = next(
+        p for p in spec["paths"]["/api/v1/events"]["get"]["parameters"] if p["name"] == "type"
+    )
+    schema = parameter["schema"]["anyOf"][0]
+    first, second = EVENT_TYPES[0], EVENT_TYPES[-1]
+    samples = [
+        *EVENT_TYPES,
+        f"{first},{second}",
+        "",
+        f"{first},",
+        f",{first},,{second}",
+        "nope",
+        f"{first},nope",
+        f"{first}x",
+        f"x{first}",
+        f"{first} ",
+        ",".join([first] * 40),  # longer than 512 characters
+    ]
+    for sample in samples:
+        try:
+            EventsQuery.model_validate({"type": sample})
+            accepted = True
+        except ValidationError:
+            accepted = False
+        documented = jsonschema.Draft202012Validator(schema).is_valid(sample)
+        assert documented == accepted, sample
+
+
+async def test_callback_url_goes_only_with_mode_async(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    spec = await spec_of(client)
+    url = "https://n8n.example.com/webhook-waiting/1"
+    for mode, callback_url, valid in [
+        ("async", url, True),
+        (None, url, False),  # sync by default
+        ("sync", url, False),
+        ("sync", None, True),
+        (None, None, True),
+    ]:
+        body: dict[str, Any] = {"processing_type": "echo", "items": [{"json": {}}]}
+        if mode is not None:
+            body["mode"] = mode
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        schema = {"components": spec["components"], "$ref": "#/components/schemas/ExecuteRequest"}
+        assert jsonschema.Draft202012Validator(schema).is_valid(body) == valid, body
+        if not valid:  # and the API says the same
+            refused = await client.post(EXECUTE, json=body, headers=auth)
+            assert refused.status == 422, body
+
+
+def redocly() -> Path:
+    binary = LINT / "node_modules" / ".bin" / "redocly"
+    if not binary.exists():
+        raise RuntimeError(f"{binary} is missing: scripts/test.sh installs it (npm ci in {LINT})")
+    return binary
+
+
+def lint(spec: dict[str, Any], folder: Path) -> subprocess.CompletedProcess[str]:
+    document = folder / "openapi.json"
+    document.write_text(json.dumps(spec))
+    return subprocess.run(
+        [str(redocly()), "lint", "--config", str(LINT / "redocly.yaml"), str(document)],
+        cwd=folder,
+        env={**os.environ, "REDOCLY_TELEMETRY": "off", "REDOCLY_SUPPRESS_UPDATE_NOTICE": "true"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("backend", ["embedded"])
+def test_redocly_lint_finds_nothing(settings: Settings, tmp_path: Path) -> None:
+    """Every rule of Redocly CLI, as errors, but those tools/openapi-lint/redocly.yaml turns
+    off with a reason: no error, no warning, in the document a daemon with these settings
+    serves. Negative control: without its license, the same document fails."""
+    spec = create_app(settings)[OPENAPI]
+    linted = lint(spec, tmp_path)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+    assert "Woohoo! Your API description is valid." in linted.stdout + linted.stderr
+    info = {key: value for key, value in spec["info"].items() if key != "license"}
+    unlicensed = lint({**spec, "info": info}, tmp_path)
+    assert unlicensed.returncode != 0
+    assert "info-license" in unlicensed.stdout + unlicensed.stderr
 
 
 async def test_protected_routes_declare_security(client: TestClient) -> None:

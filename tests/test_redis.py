@@ -33,12 +33,15 @@ async def two_instances(make_client: ClientFactory, **overrides: Any) -> tuple[T
 
 
 async def completed_jobs(client: TestClient) -> float:
+    """Background jobs this instance completed, of every processor (each has its series)."""
     text = await (await client.get("/metrics")).text()
-    for line in text.splitlines():
-        wanted = 'mode="async"' in line and 'status="completed"' in line
-        if line.startswith("bridge_jobs_total{") and wanted:
-            return float(line.rpartition(" ")[2])
-    return 0.0
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("bridge_jobs_total{")
+        and 'mode="async"' in line
+        and 'status="completed"' in line
+    )
 
 
 @redis_only

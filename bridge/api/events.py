@@ -30,6 +30,11 @@ HEARTBEAT_S = 15.0
 GONE_CHECK_S = 1.0  # how often an idle stream looks whether its client is gone
 # Events replayed per read of the log: at most ~2 MiB at the largest reports, held while written.
 REPLAY_PAGE = 16
+STREAM_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -48,17 +53,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
         require_workflow(request, query.workflow_id, "/query/workflow_id")
     accepts = _accepts(request, matches(types, query.workflow_id))
     after = _last_event_id(request, query.last_event_id)
+    if request.method == "HEAD":  # the stream's head, checked as a GET's is; no stream
+        return web.StreamResponse(headers=STREAM_HEADERS)
     # Listen before replaying, so nothing published in between is missed; ids skip repeats.
     listener = bus.listen(accepts, settings.sse_buffer_bytes)
     loop = asyncio.get_running_loop()
     listener.on_behind = lambda: _cut_off(request)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
+    response = web.StreamResponse(headers=STREAM_HEADERS)
     try:
         await response.prepare(request)
         await response.write(b"retry: 2000\n\n")

@@ -1,6 +1,7 @@
 """The two middlewares: `observe` (trace id, metrics, access log) and `errors` (every failure
 becomes the shared error body; no stack trace, HTML page or exception text ever reaches a client,
-and a logged traceback never shows the request's header values)."""
+and a logged traceback never shows the request's header values); and `trace_header`, which
+writes the trace id into every answer's head."""
 
 from __future__ import annotations
 
@@ -89,7 +90,6 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         metrics.in_flight.dec()
     elapsed = time.perf_counter() - started
-    response.headers[TRACE_HEADER] = trace_id
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     metrics.observe_request(route, request.method, response.status, elapsed)
@@ -103,6 +103,13 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             extra={"status": response.status, "duration_ms": round(elapsed * 1000, 3)},
         )
     return response
+
+
+async def trace_header(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every answer carries its X-Trace-ID, a stream too, whose head is
+    sent before its handler returns."""
+    if TRACE_ID in request:
+        response.headers[TRACE_HEADER] = request[TRACE_ID]
 
 
 @web.middleware

@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+)
 
 from bridge.errors import ERROR_CODES
 from bridge.events import EVENT_TYPES
@@ -15,8 +22,13 @@ from bridge.items import NOT_BOOL, JsonInt, JsonObject, N8nBinary, N8nItem, Pair
 from bridge.jobs import ItemErrorModel, JobRecord, JobStatus
 from bridge.subscriptions import Subscription
 
-# Ids a client chooses: 1 to 256 characters, none a control character (NO_CONTROL).
-Id = Field(None, min_length=1, max_length=256, pattern=NO_CONTROL)
+
+def id_field(description: str | None = None) -> Any:
+    """An id a client chooses: 1 to 256 characters, none a control character (NO_CONTROL)."""
+    return Field(None, min_length=1, max_length=256, pattern=NO_CONTROL, description=description)
+
+
+Id = id_field()
 # Event ids are SQLite INTEGERs and the first half of Redis stream ids: 64-bit, signed.
 MAX_EVENT_ID = 2**63 - 1
 MAX_TIMESTAMP = 253402300800.0  # a Unix time before the year 10000
@@ -41,6 +53,14 @@ def _ascii_decimal(value: Any) -> Any:
 
 
 Digits = BeforeValidator(_ascii_digits)
+
+
+def _list_of(names: tuple[str, ...]) -> str:
+    """A pattern of comma-separated names, any of them empty."""
+    one = f"(?:{'|'.join(re.escape(name) for name in names)})?"
+    return f"^{one}(?:,{one})*$"
+
+
 # An event id, from the query or the Last-Event-ID header: the one parser of both.
 EventId = Annotated[int, Field(ge=0, le=MAX_EVENT_ID), Digits]
 Limit = Annotated[int, Field(ge=1, le=500), Digits]
@@ -49,7 +69,18 @@ Limit = Annotated[int, Field(ge=1, le=500), Digits]
 class _Submission(BaseModel):
     """What every execute-like request carries besides its items."""
 
-    model_config = ConfigDict(extra="forbid")
+    # A callback_url only with mode async (sync answers with the result): `_submission` refuses
+    # it otherwise, and the schema says so.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {
+                "properties": {"callback_url": {"type": "string"}},
+                "required": ["callback_url"],
+            },
+            "then": {"properties": {"mode": {"const": "async"}}, "required": ["mode"]},
+        },
+    )
 
     processing_type: str = Field(
         min_length=1, max_length=128, description="a processor name from GET /api/v1/processors"
@@ -137,17 +168,32 @@ class JobPage(BaseModel):
 class WorkflowJobsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    limit: Limit = 50
-    cursor: str | None = Field(None, max_length=512, pattern=r"^[A-Za-z0-9_-]*$")
-    execution_id: str | None = Id
+    limit: Limit = Field(50, description="jobs per page, at most 500")
+    cursor: str | None = Field(
+        None,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="next_cursor of the previous page",
+    )
+    execution_id: str | None = id_field("only the jobs of this n8n execution")
 
 
 class EventsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    workflow_id: str | None = Id
-    type: str | None = Field(
-        None, max_length=512, description="event types, comma-separated (default: all)"
+    workflow_id: str | None = id_field("only the events of this workflow")
+    # The schema says what `_known_types` accepts, for clients and fuzzers; the validator says
+    # which name is unknown and lists the known ones.
+    type: (
+        Annotated[
+            str,
+            Field(max_length=512),
+            WithJsonSchema({"type": "string", "maxLength": 512, "pattern": _list_of(EVENT_TYPES)}),
+        ]
+        | None
+    ) = Field(
+        None,
+        description=f"event types, comma-separated (default: all): {', '.join(EVENT_TYPES)}",
     )
     last_event_id: EventId | None = Field(
         None, description="resume after this event (the Last-Event-ID header wins)"
@@ -190,7 +236,7 @@ WEBHOOK_ID = header_parameter(
 class DeadLettersQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    limit: Limit = 50
+    limit: Limit = Field(50, description="dead letters per page, at most 500")
     before: (
         Annotated[
             float,

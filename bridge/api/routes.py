@@ -59,6 +59,7 @@ class Route:
     created: bool = False  # answers 201 with `response`
     cross_workflow: bool = False  # acts across workflows: refused to workflow-limited tokens
     headers: tuple[dict[str, Any], ...] = ()  # request headers it reads (OpenAPI parameters)
+    description: str = ""  # more than the summary; the spec adds what credential it needs
 
 
 ROUTES: tuple[Route, ...] = (
@@ -73,6 +74,9 @@ ROUTES: tuple[Route, ...] = (
         response=ExecuteResponse,
         also=(409, 429, 502, 503),
         accepted=Accepted,
+        description="mode sync: 200 with the output items, each paired with its input. mode "
+        "async: 202 with the job's id; the job runs in a queue and its outcome goes to "
+        "callback_url.",
     ),
     Route(
         "POST",
@@ -85,6 +89,8 @@ ROUTES: tuple[Route, ...] = (
         response=HybridResponse,
         also=(409, 429, 502, 503),
         accepted=Accepted,
+        description="The execute request with `data` (records, each one item's json) instead of "
+        "`items`; the answer has `data` instead of `items`.",
     ),
     Route(
         "GET",
@@ -95,6 +101,8 @@ ROUTES: tuple[Route, ...] = (
         "status",
         response=JobStatusResponse,
         also=(404,),
+        description="The job record; a finished background job's output items too. A token "
+        "limited to workflows gets 404 for another workflow's job.",
     ),
     Route(
         "DELETE",
@@ -105,6 +113,7 @@ ROUTES: tuple[Route, ...] = (
         "execute",
         response=JobRecord,
         also=(404, 409),
+        description="Answers the record, cancelled; 409 once the job has finished.",
     ),
     Route(
         "GET",
@@ -115,6 +124,7 @@ ROUTES: tuple[Route, ...] = (
         "status",
         query=WorkflowJobsQuery,
         response=JobPage,
+        description="Paginated: pass next_cursor back as cursor; null is the last page.",
     ),
     Route(
         "POST",
@@ -127,6 +137,8 @@ ROUTES: tuple[Route, ...] = (
         response=CallbackAck,
         signed=True,
         headers=(WEBHOOK_ID,),
+        description="Recorded with the job and published as an event; a repeated webhook-id "
+        "changes nothing.",
     ),
     Route(
         "GET",
@@ -136,8 +148,12 @@ ROUTES: tuple[Route, ...] = (
         "events",
         "status",
         query=EventsQuery,
+        also=(429,),
         media_type="text/event-stream",
         headers=(LAST_EVENT_ID,),
+        description="Each event as it happens, after those since Last-Event-ID. A stream that "
+        "falls behind is closed (resume with Last-Event-ID); past BRIDGE_SSE_MAX_STREAMS open "
+        "streams, 429.",
     ),
     Route(
         "POST",
@@ -149,6 +165,8 @@ ROUTES: tuple[Route, ...] = (
         body=SubscriptionRequest,
         response=Subscription,
         created=True,
+        description="Every event the subscription wants is POSTed to its URL, signed (Standard "
+        "Webhooks), retried, dead-lettered like a callback.",
     ),
     Route(
         "GET",
@@ -158,6 +176,7 @@ ROUTES: tuple[Route, ...] = (
         "events",
         "admin",
         response=SubscriptionList,
+        description="Their URLs shown redacted.",
     ),
     Route(
         "GET",
@@ -168,6 +187,7 @@ ROUTES: tuple[Route, ...] = (
         "admin",
         response=Subscription,
         also=(404,),
+        description="Its URL shown redacted.",
     ),
     Route(
         "DELETE",
@@ -178,6 +198,7 @@ ROUTES: tuple[Route, ...] = (
         "admin",
         response=Deleted,
         also=(404,),
+        description="No more events are sent to its URL.",
     ),
     Route(
         "GET",
@@ -187,6 +208,8 @@ ROUTES: tuple[Route, ...] = (
         "admin",
         "admin",
         cross_workflow=True,
+        description="Colour, version, draining, backend, queues, deliveries, dead letters, "
+        "circuit breakers.",
     ),
     Route(
         "GET",
@@ -197,6 +220,8 @@ ROUTES: tuple[Route, ...] = (
         "admin",
         query=DeadLettersQuery,
         cross_workflow=True,
+        description="Callbacks, event webhooks and jobs that gave up, their URLs redacted; page "
+        "with next_before.",
     ),
     Route(
         "POST",
@@ -205,8 +230,10 @@ ROUTES: tuple[Route, ...] = (
         "Send a dead webhook again, or run a dead job again",
         "admin",
         "admin",
-        also=(404, 409),
+        also=(404, 409, 429, 503),
         cross_workflow=True,
+        description="A webhook is sent again (the same webhook-id, its attempts from zero); a "
+        "dead job runs again as a new job, as POST /admin/jobs/{job_id}/retry runs it.",
     ),
     Route(
         "POST",
@@ -216,8 +243,9 @@ ROUTES: tuple[Route, ...] = (
         "admin",
         "admin",
         accepted=Accepted,
-        also=(404, 409, 429),
+        also=(404, 409, 429, 503),
         cross_workflow=True,
+        description="The new job answers 202 as an async execute does.",
     ),
     Route(
         "POST",
@@ -227,6 +255,7 @@ ROUTES: tuple[Route, ...] = (
         "admin",
         "admin",
         cross_workflow=True,
+        description="Running jobs finish; sync requests are still served.",
     ),
     Route(
         "DELETE",
@@ -237,6 +266,7 @@ ROUTES: tuple[Route, ...] = (
         "admin",
         also=(409,),
         cross_workflow=True,
+        description="409 once the bridge is shutting down.",
     ),
     Route(
         "GET",
@@ -246,8 +276,17 @@ ROUTES: tuple[Route, ...] = (
         "processors",
         "status",
         response=ProcessorList,
+        description="What processing_type takes, and the JSON Schema of each one's parameters.",
     ),
-    Route("GET", "/health", health.health, "Liveness", "operations", response=Health),
+    Route(
+        "GET",
+        "/health",
+        health.health,
+        "Liveness",
+        "operations",
+        response=Health,
+        description="200 while the process serves: version, colour, uptime.",
+    ),
     Route(
         "GET",
         "/ready",
@@ -256,6 +295,7 @@ ROUTES: tuple[Route, ...] = (
         "operations",
         response=Ready,
         also_ok=(503,),
+        description="For a load balancer: each check is ok, or says why not.",
     ),
     Route(
         "GET",
@@ -264,8 +304,17 @@ ROUTES: tuple[Route, ...] = (
         "Prometheus metrics",
         "operations",
         media_type="text/plain",
+        description="The Prometheus text format; docs/metrics.md lists every metric.",
     ),
-    Route("GET", "/api/v1/openapi.json", health.openapi, "This OpenAPI 3.1 document", "operations"),
+    Route(
+        "GET",
+        "/api/v1/openapi.json",
+        health.openapi,
+        "This OpenAPI 3.1 document",
+        "operations",
+        description="Generated from the route table; processing_type lists this bridge's "
+        "processors.",
+    ),
 )
 
 
@@ -303,9 +352,22 @@ PATH_PATTERNS = {
 }
 
 
+def methods(route: Route) -> tuple[str, ...]:
+    """The methods a route answers: a GET also answers HEAD (monitors and load balancers probe
+    with it), by the same handler behind the same guard; aiohttp sends no body."""
+    return (route.method, "HEAD") if route.method == "GET" else (route.method,)
+
+
+def served() -> list[tuple[str, str]]:
+    """Every (path template, method) the router answers."""
+    return [(route.path, method) for route in ROUTES for method in methods(route)]
+
+
 def add_routes(app: web.Application) -> None:
     for route in ROUTES:
         path = route.path
         for name, pattern in PATH_PATTERNS.items():
             path = path.replace(f"{{{name}}}", f"{{{name}:{pattern}}}")
-        app.router.add_route(route.method, path, guarded(route))
+        handler = guarded(route)
+        for method in methods(route):
+            app.router.add_route(method, path, handler)
