@@ -4,6 +4,7 @@ redis-server, its queues' streams, a Redis that goes away and comes back."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.conftest import ClientFactory
 from tests.redis_server import RedisServer
 from tests.test_events import admin
 from tests.test_worker import EXECUTE, finished, job
+from tests.webhook_target import Target, json_of
 
 # Apps on the Redis backend only (the parameter shadows the `backend` fixture of conftest).
 redis_only = pytest.mark.parametrize("backend", ["redis"])
@@ -135,6 +137,169 @@ async def test_a_stopping_instance_hands_its_running_job_to_another(
         await asyncio.sleep(0.02)
     assert (status["status"], status["attempts"], status["interruptions"]) == ("running", 2, 1)
 
+
+
+# ---- cancelling a job through any instance ------------------------------------------------------
+
+
+async def job_events(redis_url: str, job_id: str) -> list[str]:
+    """The types of one job's events in the shared log, in order."""
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        found = [orjson.loads(fields[b"b"]) for _, fields in await redis.xrange("bridge:events")]
+    finally:
+        await redis.aclose()
+    return [event["type"] for event in found if event.get("job_id") == job_id]
+
+
+async def queue_is_empty(redis_url: str) -> bool:
+    """No entry of the default queue is waiting, running or unacknowledged (cancel streams too)."""
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        streams = [f"bridge:q:default:{level}" for level in range(10)] + ["bridge:q:default:cancel"]
+        lengths = [await redis.xlen(stream) for stream in streams]
+        return sum(lengths) == 0 and await redis.zcard("bridge:q:delayed") == 0
+    finally:
+        await redis.aclose()
+
+
+async def until_running(client: TestClient, auth: dict[str, str], job_id: str) -> None:
+    for _ in range(400):
+        status = await (await client.get(f"/api/v1/workflow/status/{job_id}", headers=auth)).json()
+        if status["status"] == "running":
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"job {job_id} did not start: {status}")
+
+
+async def in_flight(client: TestClient, settings: Settings) -> int:
+    status = await (await client.get("/admin/status", headers=admin(settings))).json()
+    return int(status["queues"]["default"]["in_flight"])
+
+
+@redis_only
+async def test_a_cancel_through_another_instance_stops_the_job_where_it_runs(
+    make_client: ClientFactory,
+    settings: Settings,
+    auth: dict[str, str],
+    redis_url: str,
+    target: Target,
+) -> None:
+    a, b = await two_instances(make_client)
+    assert (await b.post("/admin/drain", headers=admin(settings))).status == 200  # a runs it
+    body = job("sleep", parameters={"seconds": 30}, callback_url=target.url())
+    job_id = (await (await a.post(EXECUTE, json=body, headers=auth)).json())["job_id"]
+    await until_running(a, auth, job_id)
+    asked = time.monotonic()
+    answer = await b.delete(f"/api/v1/workflow/{job_id}", headers=auth)
+    assert answer.status == 200, await answer.text()
+    assert (await answer.json())["status"] == "cancelled"
+    assert time.monotonic() - asked < 10
+    for _ in range(200):  # a's processor was stopped, not left to run its 30 s
+        if await in_flight(a, settings) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await in_flight(a, settings) == 0
+    [call] = await target.wait_for(1)
+    assert json_of(call)["status"] == "cancelled"
+    await asyncio.sleep(1.5)  # nothing else comes: no second outcome, no second callback
+    assert len(target.received) == 1
+    final = await (await b.get(f"/api/v1/workflow/status/{job_id}", headers=auth)).json()
+    assert final["status"] == "cancelled"
+    events = await job_events(redis_url, job_id)
+    assert [e for e in events if e.startswith("workflow.")] == [
+        "workflow.queued",
+        "workflow.started",
+        "workflow.cancelled",
+    ]
+    assert await queue_is_empty(redis_url)
+
+
+@redis_only
+async def test_a_job_waiting_for_another_instance_is_cancelled_at_once_and_never_runs(
+    make_client: ClientFactory, settings: Settings, auth: dict[str, str], redis_url: str
+) -> None:
+    a, b = await two_instances(make_client, queues=[{"name": "default", "concurrency": 1}])
+    assert (await b.post("/admin/drain", headers=admin(settings))).status == 200  # b takes none
+    sleeper = job("sleep", parameters={"seconds": 30})
+    first = (await (await a.post(EXECUTE, json=sleeper, headers=auth)).json())["job_id"]
+    await until_running(a, auth, first)
+    waiting = (await (await a.post(EXECUTE, json=job("echo"), headers=auth)).json())["job_id"]
+    answer = await b.delete(f"/api/v1/workflow/{waiting}", headers=auth)
+    assert answer.status == 200 and (await answer.json())["status"] == "cancelled"
+    stopped = await b.delete(f"/api/v1/workflow/{first}", headers=auth)
+    assert stopped.status == 200 and (await stopped.json())["status"] == "cancelled"
+    await asyncio.sleep(1.0)  # a is free now: the cancelled job must not run there
+    assert await job_events(redis_url, waiting) == ["workflow.queued", "workflow.cancelled"]
+    final = await (await a.get(f"/api/v1/workflow/status/{waiting}", headers=auth)).json()
+    assert (final["status"], final["attempts"]) == ("cancelled", 0)
+    assert await queue_is_empty(redis_url)
+
+
+@redis_only
+async def test_a_cancel_racing_the_jobs_own_end_answers_truly_and_keeps_one_outcome(
+    make_client: ClientFactory, auth: dict[str, str], redis_url: str, target: Target
+) -> None:
+    """Cancels sent through another instance about when each job ends by itself: each answer
+    is either 200 cancelled or 409 already completed, the job keeps that one outcome, and its
+    end event and its callback come once."""
+    a, b = await two_instances(make_client)
+    for n in range(12):
+        seconds = 0.2 + 0.05 * n
+        body = job("sleep", parameters={"seconds": seconds}, callback_url=target.url(f"/{n}"))
+        job_id = (await (await a.post(EXECUTE, json=body, headers=auth)).json())["job_id"]
+        await until_running(a, auth, job_id)
+        await asyncio.sleep(0.2)
+        answer = await b.delete(f"/api/v1/workflow/{job_id}", headers=auth)
+        said = await answer.json()
+        final = await finished(a, auth, job_id)
+        if answer.status == 200:
+            assert said["status"] == final["status"] == "cancelled"
+        else:
+            assert answer.status == 409, said
+            assert "already completed" in said["error"]["message"]
+            assert final["status"] == "completed"
+        await target.wait_for(n + 1)
+        ends = [e for e in await job_events(redis_url, job_id) if e.startswith("workflow.")]
+        assert ends[-1] == f"workflow.{final['status']}" and len(ends) == 3, ends
+    await asyncio.sleep(1.0)
+    callbacks = Counter(json_of(call)["job_id"] for call in target.received)
+    assert len(callbacks) == 12 and set(callbacks.values()) == {1}
+    assert await queue_is_empty(redis_url)
+
+
+@redis_only
+async def test_a_job_whose_instance_died_is_cancelled_by_the_one_taking_it_over(
+    make_client: ClientFactory,
+    settings: Settings,
+    auth: dict[str, str],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    from tests.daemon import Daemon
+    from tests.test_recovery import env
+
+    b = await make_client(redis_claim_idle_s=2)
+    assert (await b.post("/admin/drain", headers=admin(settings))).status == 200  # a runs it
+    daemon = Daemon(env(tmp_path / "a", BRIDGE_REDIS_URL=redis_url, BRIDGE_REDIS_CLAIM_IDLE_S="2"))
+    async with daemon as a, aiohttp.ClientSession() as session:
+        body = job("sleep", parameters={"seconds": 60})
+        async with session.post(f"{a.url}{EXECUTE}", json=body, headers=auth) as response:
+            job_id = (await response.json())["job_id"]
+        await until_running(b, auth, job_id)
+        a.signal(signal.SIGKILL)
+        await a.wait()
+        assert (await b.delete("/admin/drain", headers=admin(settings))).status == 200
+        answer = await b.delete(f"/api/v1/workflow/{job_id}", headers=auth)
+        assert answer.status in (200, 202), await answer.text()
+        final = await finished(b, auth, job_id)
+    assert final["status"] == "cancelled"
+    assert [e for e in await job_events(redis_url, job_id) if e.startswith("workflow.")] == [
+        "workflow.queued",
+        "workflow.started",
+        "workflow.cancelled",
+    ]
+    assert await queue_is_empty(redis_url)
 
 # ---- the job store ------------------------------------------------------------------------------
 
