@@ -138,7 +138,6 @@ async def test_a_stopping_instance_hands_its_running_job_to_another(
     assert (status["status"], status["attempts"], status["interruptions"]) == ("running", 2, 1)
 
 
-
 # ---- cancelling a job through any instance ------------------------------------------------------
 
 
@@ -153,12 +152,17 @@ async def job_events(redis_url: str, job_id: str) -> list[str]:
 
 
 async def queue_is_empty(redis_url: str) -> bool:
-    """No entry of the default queue is waiting, running or unacknowledged (cancel streams too)."""
+    """No entry of the default queue is left waiting, running or unacknowledged (its cancel
+    stream too), within a few seconds (an entry is acknowledged just after its job's end)."""
     redis = aioredis.Redis.from_url(redis_url)
+    streams = [f"bridge:q:default:{level}" for level in range(10)] + ["bridge:q:default:cancel"]
     try:
-        streams = [f"bridge:q:default:{level}" for level in range(10)] + ["bridge:q:default:cancel"]
-        lengths = [await redis.xlen(stream) for stream in streams]
-        return sum(lengths) == 0 and await redis.zcard("bridge:q:delayed") == 0
+        for _ in range(100):
+            lengths = [await redis.xlen(stream) for stream in streams]
+            if sum(lengths) == 0 and await redis.zcard("bridge:q:delayed") == 0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
     finally:
         await redis.aclose()
 
@@ -276,10 +280,12 @@ async def test_a_job_whose_instance_died_is_cancelled_by_the_one_taking_it_over(
     redis_url: str,
     tmp_path: Path,
 ) -> None:
+    """Nobody stops the job in time: 202, the cancel recorded; the instance that takes the
+    job over cancels it instead of running it."""
     from tests.daemon import Daemon
     from tests.test_recovery import env
 
-    b = await make_client(redis_claim_idle_s=2)
+    b = await make_client()  # takes over only after the default 30 s
     assert (await b.post("/admin/drain", headers=admin(settings))).status == 200  # a runs it
     daemon = Daemon(env(tmp_path / "a", BRIDGE_REDIS_URL=redis_url, BRIDGE_REDIS_CLAIM_IDLE_S="2"))
     async with daemon as a, aiohttp.ClientSession() as session:
@@ -289,10 +295,12 @@ async def test_a_job_whose_instance_died_is_cancelled_by_the_one_taking_it_over(
         await until_running(b, auth, job_id)
         a.signal(signal.SIGKILL)
         await a.wait()
-        assert (await b.delete("/admin/drain", headers=admin(settings))).status == 200
         answer = await b.delete(f"/api/v1/workflow/{job_id}", headers=auth)
-        assert answer.status in (200, 202), await answer.text()
-        final = await finished(b, auth, job_id)
+        assert answer.status == 202, await answer.text()
+        assert (await answer.json())["status"] == "running"
+        assert answer.headers["Location"] == f"/api/v1/workflow/status/{job_id}"
+    c = await make_client(redis_claim_idle_s=1)  # takes it over after 1 s
+    final = await finished(c, auth, job_id)
     assert final["status"] == "cancelled"
     assert [e for e in await job_events(redis_url, job_id) if e.startswith("workflow.")] == [
         "workflow.queued",
@@ -300,6 +308,7 @@ async def test_a_job_whose_instance_died_is_cancelled_by_the_one_taking_it_over(
         "workflow.cancelled",
     ]
     assert await queue_is_empty(redis_url)
+
 
 # ---- the job store ------------------------------------------------------------------------------
 
@@ -407,6 +416,67 @@ async def test_an_entry_nobody_renews_is_taken_over_and_counted(redis_url: str) 
         assert await second.reclaim(idle_ms=200) == 1
         taken = await second.get()
         assert (taken.job_id, taken.deliveries) == ("orphan", 2)
+    finally:
+        await db.close()
+
+
+async def test_a_cancel_takes_a_waiting_entry_out_of_line_and_flags_the_others(
+    redis_url: str,
+) -> None:
+    db, queue = await stream_queue(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        for job_id in ("first", "second", "third"):
+            queue.put(Entry(job_id, 5))
+        queue.later(Entry("retrying", 3), 60)
+        await db.flush()
+        taken = await queue.get()
+        assert (taken.job_id, taken.cancel_requested) == ("first", False)
+        assert await queue.withhold("first", 5) is None  # held by an instance: only recorded
+        withheld = await queue.withhold("third", 5)  # waiting: now held here, out of line
+        delayed = await queue.withhold("retrying", 3)  # waiting for its retry: the same
+        assert withheld is not None and delayed is not None
+        assert withheld.cancel_requested and (withheld.ref or "").startswith(queue.cancels)
+        assert await queue.withhold("elsewhere", 5) is None  # not here (yet): recorded
+        asked = ["first", "second", "third", "retrying", "elsewhere"]
+        assert await queue.cancel_requests(asked) == {"first", "third", "retrying", "elsewhere"}
+        queue.put(Entry("elsewhere", 5))
+        await db.flush()
+        second, flagged = await queue.get(), await queue.get()  # "third" is no longer there
+        assert (second.job_id, second.cancel_requested) == ("second", False)
+        assert (flagged.job_id, flagged.cancel_requested) == ("elsewhere", True)
+        for entry in (taken, withheld, delayed, second, flagged):
+            queue.ack(entry)
+        await db.flush()
+        assert sum([await client.xlen(s) for s in [*queue.streams, queue.cancels]]) == 0
+        assert await client.zcard("bridge:q:delayed") == 0
+    finally:
+        await client.aclose()
+        await db.close()
+
+
+async def test_a_withheld_entry_is_taken_over_or_handed_back_still_to_be_cancelled(
+    redis_url: str,
+) -> None:
+    db, first = await stream_queue(redis_url)
+    second = StreamQueue("q", 100, 60, db, "other-consumer")
+    try:
+        for job_id in ("orphaned", "handed-back"):
+            first.put(Entry(job_id, 2))
+        await db.flush()
+        orphaned = await first.withhold("orphaned", 2)
+        handed = await first.withhold("handed-back", 2)
+        assert orphaned is not None and handed is not None
+        first.release(handed)  # as a stop does: back in its level, where any instance takes it
+        first.held.clear()  # as if its instance had died before cancelling "orphaned"
+        await db.flush()
+        await asyncio.sleep(0.3)
+        assert await second.reclaim(idle_ms=200) == 1
+        taken = [await second.get(), await second.get()]
+        assert {(e.job_id, e.cancel_requested) for e in taken} == {
+            ("orphaned", True),
+            ("handed-back", True),
+        }
     finally:
         await db.close()
 

@@ -105,6 +105,7 @@ ROUTES: tuple[Route, ...] = (
         "execute",
         response=JobRecord,
         also=(404, 409),
+        also_ok=(202,),  # the instance running it (Redis backend) has not stopped it yet
     ),
     Route(
         "GET",
