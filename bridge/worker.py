@@ -59,6 +59,9 @@ RECENT_WEIGHT = 0.1  # of each new job in a queue's recent wait and run times (a
 # so a backlog of tiny jobs would otherwise keep ~1 GB within the byte budget (seen in the soak).
 DECODED_BUDGET_BYTES = 64 * 1024 * 1024
 DECODED_BUDGET_JOBS = 10_000
+# …and for this long: on a shared queue another instance may run (or cancel) a job accepted
+# here, and its decoded items would otherwise stay, filling the budget for good.
+DECODED_KEEP_S = 30.0
 
 
 def _refuse_cancel(job: JobRecord) -> None:
@@ -397,6 +400,17 @@ class WorkerPool:
         if kept is not None:
             self._decoded_bytes -= kept[3]
         return kept
+
+    def _drop_stale_decoded(self, accepted_before: float) -> None:
+        """Forget decoded items of jobs accepted before then (oldest first: kept in order);
+        a run that finds none reads the job's request from the store."""
+        stale = []
+        for job_id, kept in self._decoded.items():
+            if kept[0].created_at >= accepted_before:
+                break
+            stale.append(job_id)
+        for job_id in stale:
+            self._forget_decoded(job_id)
 
     def _observe(self, queue: str, what: str, seconds: float) -> None:
         """A job's wait or run time: into the histogram, and the queue's recent average."""
@@ -798,6 +812,7 @@ class WorkerPool:
 
     async def _monitor(self) -> None:
         while True:
+            self._drop_stale_decoded(time.time() - DECODED_KEEP_S)
             for queue in self.queues.values():
                 try:
                     await queue.refresh()

@@ -310,6 +310,32 @@ async def test_a_job_whose_instance_died_is_cancelled_by_the_one_taking_it_over(
     assert await queue_is_empty(redis_url)
 
 
+@redis_only
+async def test_items_kept_for_jobs_that_another_instance_ran_or_cancelled_are_let_go(
+    make_client: ClientFactory,
+    settings: Settings,
+    auth: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bridge import worker
+    from bridge.keys import WORKERS
+
+    monkeypatch.setattr(worker, "DECODED_KEEP_S", 0.5)
+    a, b = await two_instances(make_client)
+    assert (await a.post("/admin/drain", headers=admin(settings))).status == 200  # b runs all
+    ids = [
+        (await (await a.post(EXECUTE, json=job("echo"), headers=auth)).json())["job_id"]
+        for _ in range(5)
+    ]
+    for job_id in ids:
+        assert (await finished(b, auth, job_id))["status"] == "completed"
+    for _ in range(100):  # a kept their decoded items for a first run it never made
+        if not a.app[WORKERS]._decoded:
+            break
+        await asyncio.sleep(0.05)
+    assert not a.app[WORKERS]._decoded
+
+
 # ---- the job store ------------------------------------------------------------------------------
 
 
