@@ -368,7 +368,7 @@ class WorkerPool:
             outcomes = await run
         except asyncio.CancelledError:
             current = asyncio.current_task()
-            if current is not None and current.cancelling():
+            if job.job_id not in self._cancelling or (current and current.cancelling()):
                 raise  # the bridge is stopping: the job stays `running`, to run again
             await self._finish(job, JobStatus.CANCELLED)
             return

@@ -295,7 +295,9 @@ async def test_a_job_whose_instance_died_is_cancelled_by_the_one_taking_it_over(
         await until_running(b, auth, job_id)
         a.signal(signal.SIGKILL)
         await a.wait()
+        asked = time.monotonic()
         answer = await b.delete(f"/api/v1/workflow/{job_id}", headers=auth)
+        assert 4.5 <= time.monotonic() - asked < 30  # waited its 5 s for a stop
         assert answer.status == 202, await answer.text()
         assert (await answer.json())["status"] == "running"
         assert answer.headers["Location"] == f"/api/v1/workflow/status/{job_id}"
