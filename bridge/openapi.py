@@ -17,6 +17,8 @@ REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"{(\w+)}")
 
 ERROR_TEXT = {
+    202: "Cancel recorded; the instance running the job has not stopped it yet (the job as it "
+    "is, `queued` or `running`; Location: its status)",
     400: "Malformed request: not valid HTTP/1.1 (answered before any route), or a body that is "
     "not JSON",
     401: "Authentication missing or invalid (see WWW-Authenticate)",

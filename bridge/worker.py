@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 MAX_INTERRUPTIONS = 3
 MONITOR_INTERVAL_S = 1.0
+CANCEL_CHECK_S = 0.5  # how often an instance asks whether its running jobs were cancelled elsewhere
+CANCEL_WAIT_S = 5.0  # how long a cancel waits for the instance running the job to settle it
+CANCEL_POLL_S = 0.1  # …reading the job's record this often meanwhile
 STORE_RETRY_AFTER_S = 5
 RECENT_WEIGHT = 0.1  # of each new job in a queue's recent wait and run times (a moving average)
 # A job accepted here keeps its decoded items for its first run, saving a read and a decode;
@@ -56,6 +59,30 @@ RECENT_WEIGHT = 0.1  # of each new job in a queue's recent wait and run times (a
 # so a backlog of tiny jobs would otherwise keep ~1 GB within the byte budget (seen in the soak).
 DECODED_BUDGET_BYTES = 64 * 1024 * 1024
 DECODED_BUDGET_JOBS = 10_000
+# …and for this long: on a shared queue another instance may run (or cancel) a job accepted
+# here, and its decoded items would otherwise stay, filling the budget for good.
+DECODED_KEEP_S = 30.0
+
+
+def _refuse_cancel(job: JobRecord) -> None:
+    """Only a queued or running background job can be cancelled."""
+    if job.status.finished:
+        raise Conflict(
+            f"job {job.job_id} is already {job.status.value}; only queued or running jobs "
+            "can be cancelled"
+        )
+    if job.mode == "sync":
+        raise Conflict(f"job {job.job_id} is a sync job; its request is still being answered")
+
+
+def _cancelled(job: JobRecord | None, job_id: str) -> JobRecord:
+    """What a cancel answers: the job cancelled, or still queued or running (the request is
+    recorded); 409 if it ended by itself first."""
+    if job is None:
+        raise NotFound(f"no job {job_id!r}")
+    if job.status is not JobStatus.CANCELLED:
+        _refuse_cancel(job)
+    return job
 
 
 def _unavailable(reason: str) -> Unavailable:
@@ -110,7 +137,8 @@ class WorkerPool:
         self._reserved: Counter[str] = Counter()
         self.router = Router(tuple(self.configs.values()), settings.routes, self.queues)
         self._running: dict[str, Running] = {}
-        self._cancelling: set[str] = set()
+        self._processing: dict[str, asyncio.Task[Any]] = {}  # job id → its processor's run
+        self._cancelling: set[str] = set()  # running jobs to be cancelled
         self._reserving: dict[str, asyncio.Future[JobRecord]] = {}
         self._accepting: dict[str, asyncio.Future[None]] = {}  # job id → done when committed
         # job id → (record as queued, items, params, request size)
@@ -258,6 +286,7 @@ class WorkerPool:
                     )
                 )
         self._workers.append(asyncio.create_task(self._monitor(), name="queue-monitor"))
+        self._workers.append(asyncio.create_task(self._watch_cancels(), name="cancel-watch"))
 
     async def _work(self, queue: JobQueue) -> None:
         while not self._stopping:
@@ -278,22 +307,31 @@ class WorkerPool:
                 log.exception("job %s: unexpected failure in the worker", entry.job_id)
             finally:
                 self._running.pop(entry.job_id, None)
+                self._cancelling.discard(entry.job_id)
 
     async def _run(self, entry: Entry, queue: JobQueue) -> None:
-        """Run the job of a queue entry; the entry ends once the job is settled (a cancelled
-        or cut run's entry is ended by `cancel` or handed back by `stop`)."""
+        """Run the job of a queue entry — or cancel it, if that was asked for; the entry ends
+        once the job is settled (a cut run's entry is handed back by `stop`)."""
+        if entry.cancel_requested:
+            self._cancelling.add(entry.job_id)
         try:
             accepting = self._accepting.get(entry.job_id)
             if accepting is not None:  # taken before its job's commit: a refused job never runs
                 await asyncio.shield(accepting)
             kept = self._forget_decoded(entry.job_id)  # still here: not cancelled, not run yet
             job = kept[0] if kept is not None else await self._store.get(entry.job_id)
-            if job is not None and job.status is JobStatus.RUNNING and entry.deliveries > 1:
-                job = await self._interrupted(job)  # taken over from an instance that died
-            if job is not None and job.status is JobStatus.QUEUED:
-                await self._attempt(job, kept, queue)
-            # else: cancelled while it waited, gone, or settled already (its entry was handed
-            # out again after its outcome was saved)
+            # taken over from an instance that died
+            cut = job is not None and job.status is JobStatus.RUNNING and entry.deliveries > 1
+            if job is not None and entry.job_id in self._cancelling:
+                if job.status is JobStatus.QUEUED or cut:
+                    await self._finish(job, JobStatus.CANCELLED)
+            else:
+                if job is not None and cut:
+                    job = await self._interrupted(job)
+                if job is not None and job.status is JobStatus.QUEUED:
+                    await self._attempt(job, kept, queue)
+            # else: gone, or settled already (cancelled while it waited, or its entry was
+            # handed out again after its outcome was saved)
         except Exception:
             queue.abandon(entry)  # the store failed: whether the job was settled is unknown
             raise
@@ -311,26 +349,40 @@ class WorkerPool:
         except BridgeError as exc:
             await self._finish(job.advance(JobStatus.RUNNING), JobStatus.FAILED, error=exc)
             return
+        if job.job_id in self._cancelling:  # asked while its request was being read
+            await self._finish(job, JobStatus.CANCELLED)
+            return
         job = job.advance(JobStatus.RUNNING, retry_at=None)
         await self._store.save(job)
         self._publish("workflow.started", job, attempt=job.attempts)
         ctx = Context.for_job(job, self._settings, self._services)
         timeout_s = self._runner.timeout_for(spec, job.timeout_s, "async")
         started = time.perf_counter()
+        # The processor runs in a task of its own: a cancel stops it alone, and this task
+        # settles the job — once, whether its processor ended or was stopped.
+        run = asyncio.ensure_future(self._runner.run(spec, items, params, ctx, timeout_s))
+        self._processing[job.job_id] = run
+        if job.job_id in self._cancelling:  # asked while it was being marked running
+            run.cancel()
         try:
-            outcomes = await self._runner.run(spec, items, params, ctx, timeout_s)
+            outcomes = await run
         except asyncio.CancelledError:
-            if job.job_id not in self._cancelling:
+            current = asyncio.current_task()
+            if job.job_id not in self._cancelling or (current and current.cancelling()):
                 raise  # the bridge is stopping: the job stays `running`, to run again
             await self._finish(job, JobStatus.CANCELLED)
             return
         except BridgeError as exc:
             self._observe(queue.name, "run_s", time.perf_counter() - started)
-            if exc.retryable and job.attempts < job.max_attempts:
+            if job.job_id in self._cancelling:  # its end may be the cancel's doing: no retry
+                await self._finish(job, JobStatus.CANCELLED)
+            elif exc.retryable and job.attempts < job.max_attempts:
                 await self._retry(job, exc, queue)
             else:
                 await self._finish(job, JobStatus.FAILED, error=exc)
             return
+        finally:
+            del self._processing[job.job_id]
         self._observe(queue.name, "run_s", time.perf_counter() - started)
         outputs, errors = split_outcomes(outcomes)
         await self._finish(job, JobStatus.COMPLETED, outputs=outputs, errors=errors)
@@ -348,6 +400,17 @@ class WorkerPool:
         if kept is not None:
             self._decoded_bytes -= kept[3]
         return kept
+
+    def _drop_stale_decoded(self, accepted_before: float) -> None:
+        """Forget decoded items of jobs accepted before then (oldest first: kept in order);
+        a run that finds none reads the job's request from the store."""
+        stale = []
+        for job_id, kept in self._decoded.items():
+            if kept[0].created_at >= accepted_before:
+                break
+            stale.append(job_id)
+        for job_id in stale:
+            self._forget_decoded(job_id)
 
     def _observe(self, queue: str, what: str, seconds: float) -> None:
         """A job's wait or run time: into the histogram, and the queue's recent average."""
@@ -534,28 +597,60 @@ class WorkerPool:
     # ---- cancelling, retrying by hand --------------------------------------------------------
 
     async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a background job wherever it is: taken out of its queue and cancelled here if
+        it waits, stopped here if it runs here, else stopped by the instance that runs it (a
+        shared queue). The job as cancelled; or, if the instance running it has not settled it
+        within CANCEL_WAIT_S, as it is (still queued or running: the request stays recorded)."""
         job = await self._store.get(job_id)
         if job is None:
             raise NotFound(f"no job {job_id!r}")
-        if job.status.finished:
-            raise Conflict(
-                f"job {job_id} is already {job.status.value}; only queued or running jobs "
-                "can be cancelled"
-            )
-        if job.mode == "sync":
-            raise Conflict(f"job {job_id} is a sync job; its request is still being answered")
-        running = self._running.get(job_id)  # taken by a worker, perhaps since `get` above
+        _refuse_cancel(job)
+        queue = self._queue_of(job)
+        entry = await queue.withhold(job_id, job.priority)
+        if entry is not None:  # it waited: nobody else can take it now
+            current = await self._store.get(job_id)  # as of now (a retry may have moved it)
+            if current is not None and not current.status.finished:
+                current = await self._finish(current, JobStatus.CANCELLED)
+            queue.ack(entry)  # (an entry of a job settled already ends all the same)
+            return _cancelled(current, job_id)
+        running = self._running.get(job_id)
         if running is not None:
-            self._cancelling.add(job_id)
-            await stop_tasks([running.task])
-            self._cancelling.discard(job_id)
+            while not running.task.done():  # again, should a cancellation be lost (`aio`)
+                self._request_stop(job_id)
+                await asyncio.wait([running.task], timeout=CANCEL_POLL_S)
             found = await self._store.get(job_id)
-            assert found is not None
-            if not found.status.finished:  # cancelled before its processor had started
-                found = await self._finish(found, JobStatus.CANCELLED)
-            running.queue.ack(running.entry)
-            return found
-        return await self._finish(job, JobStatus.CANCELLED)
+        else:  # it runs on another instance, which stops it (`_watch_cancels`)
+            deadline = time.monotonic() + CANCEL_WAIT_S
+            found = await self._store.get(job_id)
+            while found is not None and not found.status.finished and time.monotonic() < deadline:
+                await asyncio.sleep(CANCEL_POLL_S)
+                found = await self._store.get(job_id)
+        return _cancelled(found, job_id)
+
+    def _request_stop(self, job_id: str) -> None:
+        """Have a job running here cancelled: its processor stopped, or never started."""
+        self._cancelling.add(job_id)
+        run = self._processing.get(job_id)
+        if run is not None and not run.cancelling():
+            run.cancel()
+
+    async def _watch_cancels(self) -> None:
+        """Stop the jobs running here that were cancelled through another instance: one
+        question per queue with running jobs every CANCEL_CHECK_S; none while nothing runs."""
+        while True:
+            await asyncio.sleep(CANCEL_CHECK_S)
+            by_queue: dict[str, list[str]] = {}
+            for job_id, run in self._running.items():
+                by_queue.setdefault(run.queue.name, []).append(job_id)
+            for name, job_ids in by_queue.items():
+                try:
+                    requested = await self.queues[name].cancel_requests(job_ids)
+                except Exception as exc:  # a shared queue's backend is down: ask next round
+                    log.debug("cancel requests of queue %r not read: %s", name, exc)
+                    continue
+                for job_id in requested:
+                    if job_id in self._running:
+                        self._request_stop(job_id)
 
     async def retry(self, job_id: str, trace_id: str) -> JobRecord:
         """A new job with the same request as a failed or cancelled one (admin)."""
@@ -717,6 +812,7 @@ class WorkerPool:
 
     async def _monitor(self) -> None:
         while True:
+            self._drop_stale_decoded(time.time() - DECODED_KEEP_S)
             for queue in self.queues.values():
                 try:
                     await queue.refresh()

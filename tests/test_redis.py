@@ -4,6 +4,7 @@ redis-server, its queues' streams, a Redis that goes away and comes back."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.conftest import ClientFactory
 from tests.redis_server import RedisServer
 from tests.test_events import admin
 from tests.test_worker import EXECUTE, finished, job
+from tests.webhook_target import Target, json_of
 
 # Apps on the Redis backend only (the parameter shadows the `backend` fixture of conftest).
 redis_only = pytest.mark.parametrize("backend", ["redis"])
@@ -139,6 +141,206 @@ async def test_a_stopping_instance_hands_its_running_job_to_another(
     assert (status["status"], status["attempts"], status["interruptions"]) == ("running", 2, 1)
 
 
+# ---- cancelling a job through any instance ------------------------------------------------------
+
+
+async def job_events(redis_url: str, job_id: str) -> list[str]:
+    """The types of one job's events in the shared log, in order."""
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        found = [orjson.loads(fields[b"b"]) for _, fields in await redis.xrange("bridge:events")]
+    finally:
+        await redis.aclose()
+    return [event["type"] for event in found if event.get("job_id") == job_id]
+
+
+async def queue_is_empty(redis_url: str) -> bool:
+    """No entry of the default queue is left waiting, running or unacknowledged (its cancel
+    stream too), within a few seconds (an entry is acknowledged just after its job's end)."""
+    redis = aioredis.Redis.from_url(redis_url)
+    streams = [f"bridge:q:default:{level}" for level in range(10)] + ["bridge:q:default:cancel"]
+    try:
+        for _ in range(100):
+            lengths = [await redis.xlen(stream) for stream in streams]
+            if sum(lengths) == 0 and await redis.zcard("bridge:q:delayed") == 0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+    finally:
+        await redis.aclose()
+
+
+async def until_running(client: TestClient, auth: dict[str, str], job_id: str) -> None:
+    for _ in range(400):
+        status = await (await client.get(f"/api/v1/workflow/status/{job_id}", headers=auth)).json()
+        if status["status"] == "running":
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"job {job_id} did not start: {status}")
+
+
+async def in_flight(client: TestClient, settings: Settings) -> int:
+    status = await (await client.get("/admin/status", headers=admin(settings))).json()
+    return int(status["queues"]["default"]["in_flight"])
+
+
+@redis_only
+async def test_a_cancel_through_another_instance_stops_the_job_where_it_runs(
+    make_client: ClientFactory,
+    settings: Settings,
+    auth: dict[str, str],
+    redis_url: str,
+    target: Target,
+) -> None:
+    a, b = await two_instances(make_client)
+    assert (await b.post("/admin/drain", headers=admin(settings))).status == 200  # a runs it
+    body = job("sleep", parameters={"seconds": 30}, callback_url=target.url())
+    job_id = (await (await a.post(EXECUTE, json=body, headers=auth)).json())["job_id"]
+    await until_running(a, auth, job_id)
+    asked = time.monotonic()
+    answer = await b.delete(f"/api/v1/workflow/{job_id}", headers=auth)
+    assert answer.status == 200, await answer.text()
+    assert (await answer.json())["status"] == "cancelled"
+    assert time.monotonic() - asked < 10
+    for _ in range(200):  # a's processor was stopped, not left to run its 30 s
+        if await in_flight(a, settings) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await in_flight(a, settings) == 0
+    [call] = await target.wait_for(1)
+    assert json_of(call)["status"] == "cancelled"
+    await asyncio.sleep(1.5)  # nothing else comes: no second outcome, no second callback
+    assert len(target.received) == 1
+    final = await (await b.get(f"/api/v1/workflow/status/{job_id}", headers=auth)).json()
+    assert final["status"] == "cancelled"
+    events = await job_events(redis_url, job_id)
+    assert [e for e in events if e.startswith("workflow.")] == [
+        "workflow.queued",
+        "workflow.started",
+        "workflow.cancelled",
+    ]
+    assert await queue_is_empty(redis_url)
+
+
+@redis_only
+async def test_a_job_waiting_for_another_instance_is_cancelled_at_once_and_never_runs(
+    make_client: ClientFactory, settings: Settings, auth: dict[str, str], redis_url: str
+) -> None:
+    a, b = await two_instances(make_client, queues=[{"name": "default", "concurrency": 1}])
+    assert (await b.post("/admin/drain", headers=admin(settings))).status == 200  # b takes none
+    sleeper = job("sleep", parameters={"seconds": 30})
+    first = (await (await a.post(EXECUTE, json=sleeper, headers=auth)).json())["job_id"]
+    await until_running(a, auth, first)
+    waiting = (await (await a.post(EXECUTE, json=job("echo"), headers=auth)).json())["job_id"]
+    answer = await b.delete(f"/api/v1/workflow/{waiting}", headers=auth)
+    assert answer.status == 200 and (await answer.json())["status"] == "cancelled"
+    stopped = await b.delete(f"/api/v1/workflow/{first}", headers=auth)
+    assert stopped.status == 200 and (await stopped.json())["status"] == "cancelled"
+    await asyncio.sleep(1.0)  # a is free now: the cancelled job must not run there
+    assert await job_events(redis_url, waiting) == ["workflow.queued", "workflow.cancelled"]
+    final = await (await a.get(f"/api/v1/workflow/status/{waiting}", headers=auth)).json()
+    assert (final["status"], final["attempts"]) == ("cancelled", 0)
+    assert await queue_is_empty(redis_url)
+
+
+@redis_only
+async def test_a_cancel_racing_the_jobs_own_end_answers_truly_and_keeps_one_outcome(
+    make_client: ClientFactory, auth: dict[str, str], redis_url: str, target: Target
+) -> None:
+    """Cancels sent through another instance about when each job ends by itself: each answer
+    is either 200 cancelled or 409 already completed, the job keeps that one outcome, and its
+    end event and its callback come once."""
+    a, b = await two_instances(make_client)
+    for n in range(12):
+        seconds = 0.2 + 0.05 * n
+        body = job("sleep", parameters={"seconds": seconds}, callback_url=target.url(f"/{n}"))
+        job_id = (await (await a.post(EXECUTE, json=body, headers=auth)).json())["job_id"]
+        await until_running(a, auth, job_id)
+        await asyncio.sleep(0.2)
+        answer = await b.delete(f"/api/v1/workflow/{job_id}", headers=auth)
+        said = await answer.json()
+        final = await finished(a, auth, job_id)
+        if answer.status == 200:
+            assert said["status"] == final["status"] == "cancelled"
+        else:
+            assert answer.status == 409, said
+            assert "already completed" in said["error"]["message"]
+            assert final["status"] == "completed"
+        await target.wait_for(n + 1)
+        ends = [e for e in await job_events(redis_url, job_id) if e.startswith("workflow.")]
+        assert ends[-1] == f"workflow.{final['status']}" and len(ends) == 3, ends
+    await asyncio.sleep(1.0)
+    callbacks = Counter(json_of(call)["job_id"] for call in target.received)
+    assert len(callbacks) == 12 and set(callbacks.values()) == {1}
+    assert await queue_is_empty(redis_url)
+
+
+@redis_only
+async def test_a_job_whose_instance_died_is_cancelled_by_the_one_taking_it_over(
+    make_client: ClientFactory,
+    settings: Settings,
+    auth: dict[str, str],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    """Nobody stops the job in time: 202, the cancel recorded; the instance that takes the
+    job over cancels it instead of running it."""
+    from tests.daemon import Daemon
+    from tests.test_recovery import env
+
+    b = await make_client()  # takes over only after the default 30 s
+    assert (await b.post("/admin/drain", headers=admin(settings))).status == 200  # a runs it
+    daemon = Daemon(env(tmp_path / "a", BRIDGE_REDIS_URL=redis_url, BRIDGE_REDIS_CLAIM_IDLE_S="2"))
+    async with daemon as a, aiohttp.ClientSession() as session:
+        body = job("sleep", parameters={"seconds": 60})
+        async with session.post(f"{a.url}{EXECUTE}", json=body, headers=auth) as response:
+            job_id = (await response.json())["job_id"]
+        await until_running(b, auth, job_id)
+        a.signal(signal.SIGKILL)
+        await a.wait()
+        asked = time.monotonic()
+        answer = await b.delete(f"/api/v1/workflow/{job_id}", headers=auth)
+        assert 4.5 <= time.monotonic() - asked < 30  # waited its 5 s for a stop
+        assert answer.status == 202, await answer.text()
+        assert (await answer.json())["status"] == "running"
+        assert answer.headers["Location"] == f"/api/v1/workflow/status/{job_id}"
+    c = await make_client(redis_claim_idle_s=1)  # takes it over after 1 s
+    final = await finished(c, auth, job_id)
+    assert final["status"] == "cancelled"
+    assert [e for e in await job_events(redis_url, job_id) if e.startswith("workflow.")] == [
+        "workflow.queued",
+        "workflow.started",
+        "workflow.cancelled",
+    ]
+    assert await queue_is_empty(redis_url)
+
+
+@redis_only
+async def test_items_kept_for_jobs_that_another_instance_ran_or_cancelled_are_let_go(
+    make_client: ClientFactory,
+    settings: Settings,
+    auth: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bridge import worker
+    from bridge.keys import WORKERS
+
+    monkeypatch.setattr(worker, "DECODED_KEEP_S", 0.5)
+    a, b = await two_instances(make_client)
+    assert (await a.post("/admin/drain", headers=admin(settings))).status == 200  # b runs all
+    ids = [
+        (await (await a.post(EXECUTE, json=job("echo"), headers=auth)).json())["job_id"]
+        for _ in range(5)
+    ]
+    for job_id in ids:
+        assert (await finished(b, auth, job_id))["status"] == "completed"
+    for _ in range(100):  # a kept their decoded items for a first run it never made
+        if not a.app[WORKERS]._decoded:
+            break
+        await asyncio.sleep(0.05)
+    assert not a.app[WORKERS]._decoded
+
+
 # ---- the job store ------------------------------------------------------------------------------
 
 
@@ -245,6 +447,67 @@ async def test_an_entry_nobody_renews_is_taken_over_and_counted(redis_url: str) 
         assert await second.reclaim(idle_ms=200) == 1
         taken = await second.get()
         assert (taken.job_id, taken.deliveries) == ("orphan", 2)
+    finally:
+        await db.close()
+
+
+async def test_a_cancel_takes_a_waiting_entry_out_of_line_and_flags_the_others(
+    redis_url: str,
+) -> None:
+    db, queue = await stream_queue(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        for job_id in ("first", "second", "third"):
+            queue.put(Entry(job_id, 5))
+        queue.later(Entry("retrying", 3), 60)
+        await db.flush()
+        taken = await queue.get()
+        assert (taken.job_id, taken.cancel_requested) == ("first", False)
+        assert await queue.withhold("first", 5) is None  # held by an instance: only recorded
+        withheld = await queue.withhold("third", 5)  # waiting: now held here, out of line
+        delayed = await queue.withhold("retrying", 3)  # waiting for its retry: the same
+        assert withheld is not None and delayed is not None
+        assert withheld.cancel_requested and (withheld.ref or "").startswith(queue.cancels)
+        assert await queue.withhold("elsewhere", 5) is None  # not here (yet): recorded
+        asked = ["first", "second", "third", "retrying", "elsewhere"]
+        assert await queue.cancel_requests(asked) == {"first", "third", "retrying", "elsewhere"}
+        queue.put(Entry("elsewhere", 5))
+        await db.flush()
+        second, flagged = await queue.get(), await queue.get()  # "third" is no longer there
+        assert (second.job_id, second.cancel_requested) == ("second", False)
+        assert (flagged.job_id, flagged.cancel_requested) == ("elsewhere", True)
+        for entry in (taken, withheld, delayed, second, flagged):
+            queue.ack(entry)
+        await db.flush()
+        assert sum([await client.xlen(s) for s in [*queue.streams, queue.cancels]]) == 0
+        assert await client.zcard("bridge:q:delayed") == 0
+    finally:
+        await client.aclose()
+        await db.close()
+
+
+async def test_a_withheld_entry_is_taken_over_or_handed_back_still_to_be_cancelled(
+    redis_url: str,
+) -> None:
+    db, first = await stream_queue(redis_url)
+    second = StreamQueue("q", 100, 60, db, "other-consumer")
+    try:
+        for job_id in ("orphaned", "handed-back"):
+            first.put(Entry(job_id, 2))
+        await db.flush()
+        orphaned = await first.withhold("orphaned", 2)
+        handed = await first.withhold("handed-back", 2)
+        assert orphaned is not None and handed is not None
+        first.release(handed)  # as a stop does: back in its level, where any instance takes it
+        first.held.clear()  # as if its instance had died before cancelling "orphaned"
+        await db.flush()
+        await asyncio.sleep(0.3)
+        assert await second.reclaim(idle_ms=200) == 1
+        taken = [await second.get(), await second.get()]
+        assert {(e.job_id, e.cancel_requested) for e in taken} == {
+            ("orphaned", True),
+            ("handed-back", True),
+        }
     finally:
         await db.close()
 

@@ -176,6 +176,47 @@ async def test_cancel_queued_and_running_jobs(
     assert unknown.status == 404
 
 
+async def test_a_job_waiting_for_its_retry_is_cancelled_at_once(
+    make_client: ClientFactory, auth: dict[str, str]
+) -> None:
+    client = await make_client(retry_base_s=300)
+    body = job("flaky", parameters={"failures": 5})
+    job_id = (await (await client.post(EXECUTE, json=body, headers=auth)).json())["job_id"]
+    for _ in range(400):
+        state = await (await client.get(f"/api/v1/workflow/status/{job_id}", headers=auth)).json()
+        if state["retry_at"] is not None:
+            break
+        await asyncio.sleep(0.025)
+    cancelled = await client.delete(f"/api/v1/workflow/{job_id}", headers=auth)
+    assert cancelled.status == 200 and (await cancelled.json())["status"] == "cancelled"
+    await asyncio.sleep(0.5)
+    final = await (await client.get(f"/api/v1/workflow/status/{job_id}", headers=auth)).json()
+    assert final["status"] == "cancelled"
+
+
+async def test_a_cancel_racing_the_jobs_end_answers_truly_and_keeps_one_outcome(
+    client: TestClient, auth: dict[str, str], target: Target
+) -> None:
+    """Cancels sent about when each job ends by itself: 200 cancelled or 409 already
+    completed, and the job keeps that one outcome and sends one callback."""
+    for n in range(10):
+        body = job("sleep", parameters={"seconds": 0.1}, callback_url=target.url(f"/{n}"))
+        job_id = (await (await client.post(EXECUTE, json=body, headers=auth)).json())["job_id"]
+        await asyncio.sleep(0.08 + 0.005 * n)
+        answer = await client.delete(f"/api/v1/workflow/{job_id}", headers=auth)
+        said = await answer.json()
+        final = await finished(client, auth, job_id)
+        if answer.status == 200:
+            assert said["status"] == final["status"] == "cancelled"
+        else:
+            assert answer.status == 409 and "already completed" in said["error"]["message"]
+            assert final["status"] == "completed"
+        [call] = [c for c in await target.wait_for(n + 1) if c.path == f"/{n}"]
+        assert json_of(call)["status"] == final["status"]
+    await asyncio.sleep(0.5)
+    assert len(target.received) == 10
+
+
 @pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "not a url"])
 async def test_a_callback_url_must_be_http(
     client: TestClient, auth: dict[str, str], url: str

@@ -113,7 +113,9 @@ ROUTES: tuple[Route, ...] = (
         "execute",
         response=JobRecord,
         also=(404, 409),
-        description="Answers the record, cancelled; 409 once the job has finished.",
+        description="Answers the record, cancelled; 409 once the job has finished; 202 while "
+        "the instance running it (Redis backend) has not stopped it yet.",
+        also_ok=(202,),  # the instance running it (Redis backend) has not stopped it yet
     ),
     Route(
         "GET",

@@ -45,8 +45,14 @@ def _items_of(result: bytes) -> bytes:
 
 
 async def cancel_job(request: web.Request) -> web.Response:
+    """200 with the job cancelled; 202 with it as it is while the instance that runs it has
+    not stopped it yet (the request is recorded; its status shows when it has)."""
     job = await request.app[WORKERS].cancel((await _job(request)).job_id)
-    return json_response(job.shown())
+    if job.status.finished:
+        return json_response(job.shown())
+    return json_response(
+        job.shown(), status=202, headers={"Location": f"/api/v1/workflow/status/{job.job_id}"}
+    )
 
 
 async def workflow_jobs(request: web.Request) -> web.Response:

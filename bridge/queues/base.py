@@ -18,6 +18,7 @@ class Entry:
     enqueued_at: float = field(default_factory=time.monotonic)
     ref: str | None = None  # the backend's handle (a Redis stream entry's id)
     deliveries: int = 1  # how many times it was handed out; more than 1: its last run was cut
+    cancel_requested: bool = False  # its job was asked to cancel before it was handed out
 
 
 class QueueFull(Exception):
@@ -54,6 +55,16 @@ class JobQueue(Protocol):
         """Give back an entry from `get` whose job was cut short by a stop, for another
         instance to run now; False when the backend keeps no queue beyond this process (the job
         is taken up again at the next start)."""
+
+    async def withhold(self, job_id: str, priority: int) -> Entry | None:
+        """A cancel of the job: its entry, if it waits in this queue (or for a retry), taken
+        out of line and handed to the caller as if by `get`; None if it does not wait here. A
+        shared queue also records the request, so that whichever instance holds the job or
+        takes it from now on finds it (`cancel_requested`) and cancels it instead of running it."""
+
+    async def cancel_requests(self, job_ids: list[str]) -> set[str]:
+        """Which of these jobs, taken from this queue, another instance has been asked to
+        cancel since (none for a queue that lives in this process)."""
 
     def unstarted(self) -> list[Entry]:
         """Entries this process took from a shared queue but has not started (a stop hands

@@ -22,6 +22,7 @@ class MemoryQueue:
         self._levels: list[deque[Entry]] = [deque() for _ in range(MAX_PRIORITY + 1)]
         self._depth = 0
         self._ready = asyncio.Event()
+        self._later: dict[str, tuple[asyncio.TimerHandle, Entry]] = {}  # retries, by job id
 
     @property
     def depth(self) -> int:
@@ -65,7 +66,28 @@ class MemoryQueue:
 
     def later(self, entry: Entry, delay_s: float) -> None:
         fresh = Entry(entry.job_id, entry.priority)
-        asyncio.get_running_loop().call_later(delay_s, lambda: self.put(fresh, force=True))
+
+        def due() -> None:
+            del self._later[fresh.job_id]
+            self.put(fresh, force=True)
+
+        self._later[fresh.job_id] = (asyncio.get_running_loop().call_later(delay_s, due), fresh)
+
+    async def withhold(self, job_id: str, priority: int) -> Entry | None:
+        waiting = self._later.pop(job_id, None)
+        if waiting is not None:
+            waiting[0].cancel()
+            return waiting[1]
+        fifo = self._levels[min(max(priority, 0), MAX_PRIORITY)]
+        for entry in fifo:
+            if entry.job_id == job_id:
+                fifo.remove(entry)
+                self._depth -= 1
+                return entry
+        return None
+
+    async def cancel_requests(self, job_ids: list[str]) -> set[str]:
+        return set()  # every cancel of this queue's jobs is made in this process
 
     def release(self, entry: Entry) -> bool:
         return False

@@ -17,6 +17,15 @@ instance (XCLAIM with min-idle-time, so only one wins) and run again there; afte
 MAX_INTERRUPTIONS cut runs it goes to the dead letters instead. Retries wait in one sorted set
 (`bridge:q:delayed`) until a mover script puts them back. A consumer of a stopped instance is
 deleted from the groups only once it holds no entry.
+
+Only the instance holding a job's entry writes the job, so a cancel sent to any instance goes
+through the entry (`WITHHOLD`): it records the request (`bridge:cancel:{job}`, for a day) and, if
+the entry still waits (in its stream, undelivered, or in the delayed set), moves it into the
+queue's cancel stream (`bridge:q:{queue}:cancel`) delivered to the asking instance, which then
+holds it like a taken entry and settles the job cancelled. An entry held elsewhere is settled by
+its holder: `TAKE` and a takeover flag an entry whose job has a request, and each instance asks
+now and then which of its running jobs have one (`cancel_requests`). An asking instance that dies
+leaves its cancel entry to be taken over like any other.
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ log = logging.getLogger(__name__)
 GROUP = "bridge"
 DELAYED_INTERVAL_S = 0.2
 MOVE_CHUNK = 500
+CANCEL_REQUEST_TTL_S = 24 * 3600  # far longer than a takeover (BRIDGE_REDIS_CLAIM_IDLE_S ≤ 1 h)
+SCAN_CHUNK = 1000  # entries WITHHOLD reads at a time while it looks for a waiting job
 
 _LUA_HELPERS = """
 local function last_delivered(stream, group)
@@ -68,8 +79,9 @@ local function now_ms()
 end
 """
 
-# KEYS: the queue's streams, lowest level first; ARGV: group, consumer, count, aging_ms.
-# Returns {{level, entry id, job id, waited ms}, …}, or {'wait', last delivered id per stream}.
+# KEYS: the queue's streams, lowest level first; ARGV: group, consumer, count, aging_ms, the
+# prefix of cancel requests. Returns {{level, entry id, job id, waited ms, cancel requested}, …},
+# or {'wait', last delivered id per stream}.
 TAKE = (
     _LUA_HELPERS
     + """
@@ -91,7 +103,8 @@ for _ = 1, count do
   local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
                          'STREAMS', KEYS[best], '>')
   local entry = got[1][2][1]
-  table.insert(taken, {best - 1, entry[1], entry[2][2], now - ms(entry[1])})
+  local requested = redis.call('EXISTS', ARGV[5] .. entry[2][2])
+  table.insert(taken, {best - 1, entry[1], entry[2][2], now - ms(entry[1]), requested})
   local after = redis.call('XRANGE', KEYS[best], '(' .. entry[1], '+', 'COUNT', 1)
   if #after > 0 then heads[best] = after[1][1] else heads[best] = nil end
 end
@@ -128,6 +141,39 @@ return {waiting, oldest, running}
 """
 )
 
+# KEYS: the job's stream, the delayed set, the queue's cancel stream, the job's cancel request;
+# ARGV: group, consumer, job id, its member of the delayed set, request TTL (s), scan chunk.
+# Records the request; if the job's entry waits, moves it to the cancel stream, delivered to the
+# consumer, and returns its id there (else nil). Reads the job's level up to its entry.
+WITHHOLD = (
+    _LUA_HELPERS
+    + """
+local group, consumer, job = ARGV[1], ARGV[2], ARGV[3]
+redis.call('SET', KEYS[4], '1', 'EX', ARGV[5])
+local found = redis.call('ZREM', KEYS[2], ARGV[4]) == 1
+if not found and redis.call('EXISTS', KEYS[1]) == 1 then
+  local after = last_delivered(KEYS[1], group)
+  while not found do
+    local chunk = redis.call('XRANGE', KEYS[1], '(' .. after, '+', 'COUNT', ARGV[6])
+    if #chunk == 0 then break end
+    for _, entry in ipairs(chunk) do
+      if entry[2][2] == job then
+        redis.call('XDEL', KEYS[1], entry[1])
+        found = true
+        break
+      end
+    end
+    after = chunk[#chunk][1]
+  end
+end
+if not found then return nil end
+redis.pcall('XGROUP', 'CREATE', KEYS[3], group, '$', 'MKSTREAM')  -- made before: BUSYGROUP
+redis.call('XADD', KEYS[3], '*', 'job', job)
+local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS', KEYS[3], '>')
+return got[1][2][1][1]
+"""
+)
+
 # KEYS[1]: the delayed set; ARGV: now (Unix s), chunk. Moves due retries to their streams.
 MOVE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
@@ -157,7 +203,7 @@ def _delay(commands: list[Command], job_id: str, due: tuple[float, str]) -> None
 def _release(commands: list[Command], ref: str, job: tuple[str, str]) -> None:
     stream, job_id = job
     _xadd(commands, job_id, stream)
-    _ack(commands, ref, stream)
+    _ack(commands, ref, ref.partition(" ")[0])
 
 
 # Writes that ride the backend's group commit (registered with the RedisDb).
@@ -179,8 +225,10 @@ class StreamQueue:
         self._db = db
         self._consumer = consumer
         self.streams = [key("q", name, str(level)) for level in range(MAX_PRIORITY + 1)]
+        self.cancels = key("q", name, "cancel")  # entries withheld from running, being cancelled
         self._take = db.redis.register_script(TAKE)
         self._stats = db.redis.register_script(STATS)
+        self._withhold = db.redis.register_script(WITHHOLD)
         self._buffer: deque[Entry] = deque()
         self._lock = asyncio.Lock()  # one taker at a time; the others wait for its haul
         self._waiting = 0  # callers of `get`: how many entries to take at once
@@ -233,7 +281,8 @@ class StreamQueue:
             await asyncio.sleep(BLOCK_MS / 1000)
             return
         taken = await self._take(
-            keys=self.streams, args=[GROUP, self._consumer, max(self._waiting, 1), self._aging_ms]
+            keys=self.streams,
+            args=[GROUP, self._consumer, max(self._waiting, 1), self._aging_ms, key("cancel", "")],
         )
         if taken and taken[0] == b"wait":
             ids = [raw.decode() for raw in taken[1:]]
@@ -244,12 +293,13 @@ class StreamQueue:
         now = time.monotonic()
         self._depth = max(self._depth - len(taken), 0)
         self._changes += 1
-        for level, entry_id, job_id, waited_ms in taken:
+        for level, entry_id, job_id, waited_ms, requested in taken:
             entry = Entry(
                 job_id.decode(),
                 level,
                 enqueued_at=now - waited_ms / 1000,
                 ref=f"{self.streams[level]} {entry_id.decode()}",
+                cancel_requested=bool(requested),
             )
             self.held[entry.ref or ""] = entry
             self._buffer.append(entry)
@@ -269,8 +319,32 @@ class StreamQueue:
     def release(self, entry: Entry) -> bool:
         assert entry.ref is not None
         self.held.pop(entry.ref, None)
-        self._db.put("release", entry.ref, (entry.ref.partition(" ")[0], entry.job_id))
+        stream = entry.ref.partition(" ")[0]
+        if stream == self.cancels:  # nobody takes from there: back where TAKE finds it
+            stream = self._stream(entry.priority)
+        self._db.put("release", entry.ref, (stream, entry.job_id))
         return True
+
+    async def withhold(self, job_id: str, priority: int) -> Entry | None:
+        stream = self._stream(priority)
+        delayed = orjson.dumps([stream, job_id]).decode()  # as `later` wrote it
+        entry_id = await self._withhold(
+            keys=[stream, key("q", "delayed"), self.cancels, key("cancel", job_id)],
+            args=[GROUP, self._consumer, job_id, delayed, CANCEL_REQUEST_TTL_S, SCAN_CHUNK],
+        )
+        if entry_id is None:
+            return None
+        self._depth = max(self._depth - 1, 0)
+        self._changes += 1
+        entry = Entry(
+            job_id, priority, ref=f"{self.cancels} {entry_id.decode()}", cancel_requested=True
+        )
+        self.held[entry.ref or ""] = entry
+        return entry
+
+    async def cancel_requests(self, job_ids: list[str]) -> set[str]:
+        found = await self._db.redis.mget([key("cancel", job_id) for job_id in job_ids])
+        return {job_id for job_id, value in zip(job_ids, found, strict=True) if value}
 
     def unstarted(self) -> list[Entry]:
         """Entries taken but not handed to a worker yet (a stop gives them back)."""
@@ -300,7 +374,7 @@ class StreamQueue:
     async def reclaim(self, idle_ms: int) -> int:
         """Claim entries nobody renewed for `idle_ms`; they run here next."""
         claimed = 0
-        for level, stream in enumerate(self.streams):
+        for level, stream in [*enumerate(self.streams), (MAX_PRIORITY, self.cancels)]:
             try:
                 stale = await self._db.redis.xpending_range(
                     stream, GROUP, min="-", max="+", count=100, idle=idle_ms
@@ -316,18 +390,20 @@ class StreamQueue:
                 for entry_id, fields in got:
                     if not fields:
                         continue
+                    job_id = fields[b"job"].decode()
                     log.warning(
                         "job %s of queue %r taken over from %s (idle %.0f s)",
-                        fields[b"job"].decode(),
+                        job_id,
                         self.name,
                         item["consumer"].decode(),
                         item["time_since_delivered"] / 1000,
                     )
                     entry = Entry(
-                        fields[b"job"].decode(),
+                        job_id,
                         level,
                         ref=f"{stream} {entry_id.decode()}",
                         deliveries=int(item["times_delivered"]) + 1,
+                        cancel_requested=bool(await self._db.redis.exists(key("cancel", job_id))),
                     )
                     self.held[entry.ref or ""] = entry
                     self._buffer.appendleft(entry)
@@ -336,7 +412,7 @@ class StreamQueue:
 
     async def forget_consumers(self, alive: Callable[[str], Awaitable[bool]]) -> None:
         """Delete consumers of stopped instances that hold no entry any more."""
-        for stream in self.streams:
+        for stream in [*self.streams, self.cancels]:
             try:
                 consumers = await self._db.redis.xinfo_consumers(stream, GROUP)
             except ResponseError:
@@ -362,7 +438,7 @@ class StreamKeeper:
 
     async def open(self) -> None:
         for queue in self._queues:
-            for stream in queue.streams:
+            for stream in [*queue.streams, queue.cancels]:
                 with contextlib.suppress(ResponseError):  # BUSYGROUP: made before
                     await self._db.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
         await self._mark_alive()
