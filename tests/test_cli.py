@@ -304,3 +304,25 @@ async def test_start_up_logs_never_show_the_redis_password(tmp_path: Path) -> No
         assert all(PASSWORD not in line for line in daemon.lines)
     finally:
         server.stop()
+
+
+async def test_the_tooling_names_exported_stop_no_command(tmp_path: Path) -> None:
+    """docs/operations.md exports BRIDGE_ADMIN_API_KEY for the switch script in the shell that
+    also starts bridges; compose's BRIDGE_VERSION and BRIDGE_PUBLIC_PORT may be exported too."""
+    tooling = {
+        "BRIDGE_ADMIN_API_KEY": "admin-key-0123456789",
+        "BRIDGE_ADMIN_TOKEN": "x.y.z",
+        "BRIDGE_VERSION": "1.2.3",
+        "BRIDGE_PUBLIC_PORT": "8000",
+        "BRIDGE_URL": "http://127.0.0.1:8000",
+    }
+    env = {**daemon_env(tmp_path, 5), **tooling}
+    for command in ("check-config", "token"):
+        result = run_cli(command, env=env)
+        assert result.returncode == 0, result.stderr
+    daemon = await Daemon(env).start()
+    daemon.signal()
+    assert await daemon.wait() == 0
+    typo = run_cli("check-config", env={**env, "BRIDGE_ADMIN_TOKENS": "x"})
+    assert typo.returncode == 2
+    assert typo.stderr.startswith("n8n-bridge: error: BRIDGE_ADMIN_TOKENS: unknown setting")
