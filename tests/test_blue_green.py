@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import os
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -354,3 +355,53 @@ async def test_negative_control_a_flip_without_draining_fails_requests(stack: St
     print(f"without draining: {len(load.failures)} failed of {load.sent}: {load.failures[:3]}")
     assert load.failures, "the load saw no failure: it could not see a bad switch either"
     assert load.ok["sync"] > 0  # green served the rest
+
+
+def run_script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The script with nothing to reach: a socket and colours that are not there."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")},
+        "HAPROXY_ADMIN_SOCKET": str(tmp_path / "no-such.sock"),
+        "BLUE_URL": "http://127.0.0.1:9",
+        "GREEN_URL": "http://127.0.0.1:9",
+        "SWITCH_LOCK_FILE": str(tmp_path / "switch.lock"),
+    }
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_the_usage_and_touches_nothing(tmp_path: Path, flag: str) -> None:
+    done = run_script(tmp_path, flag)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("Blue-green switch of n8n-bridge behind HAProxy")
+    assert done.stdout.endswith("See docs/operations.md (blue-green).\n")  # the whole header
+    for text in ("switch <blue|green>", "rollback", "status", "HAPROXY_ADMIN_SOCKET", "Exit codes"):
+        assert text in done.stdout
+    assert not (tmp_path / "switch.lock").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        ((), "no command"),
+        (("bogus",), "unknown command 'bogus'"),
+        (("switch",), "switch needs a colour: blue or green"),
+        (("switch", "purple"), "switch needs a colour: blue or green"),
+        (("switch", "green", "now"), "switch needs a colour: blue or green"),
+        (("status", "blue"), "status takes no argument"),
+        (("rollback", "green"), "rollback takes no argument"),
+    ],
+)
+def test_a_wrong_call_prints_the_usage_before_looking_at_anything(
+    tmp_path: Path, args: tuple[str, ...], reason: str
+) -> None:
+    """Usage errors exit 1, as the script's table of exit codes says: 2 is a failed health gate."""
+    done = run_script(tmp_path, *args)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith(f"usage: {SCRIPT} switch <blue|green> | rollback | status")
+    assert reason in done.stderr and "--help" in done.stderr
+    assert "socket" not in done.stderr  # it did not get that far
+    assert not (tmp_path / "switch.lock").exists()
