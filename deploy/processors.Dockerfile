@@ -7,8 +7,8 @@
 #   docker build -f deploy/processors.Dockerfile -t n8n-bridge:invoices examples/invoice_totals
 # and run it as a colour, without --build (that would build ./Dockerfile under this tag):
 #   BRIDGE_VERSION=invoices docker compose -f docker-compose.blue.yml up -d
-ARG BRIDGE_IMAGE=n8n-bridge:latest
-FROM ${BRIDGE_IMAGE}
+ARG BASE_IMAGE=n8n-bridge:latest
+FROM ${BASE_IMAGE}
 USER 0
 # The package's folder is mounted for the install only: none of its files stay in the image.
 RUN --mount=type=bind,target=/tmp/processors,rw \

@@ -17,7 +17,6 @@ import asyncio
 import itertools
 import os
 import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -357,8 +356,10 @@ async def test_negative_control_a_flip_without_draining_fails_requests(stack: St
     assert load.ok["sync"] > 0  # green served the rest
 
 
-def run_script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The script with nothing to reach: a socket and colours that are not there."""
+async def run_script(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """The script with nothing to reach: a socket and colours that are not there. (exit code,
+    stdout, stderr); async, as every test here: a sync test beside async ones leaves an event
+    loop unclosed (looptime asks pytest-asyncio's policy for one)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")},
         "HAPROXY_ADMIN_SOCKET": str(tmp_path / "no-such.sock"),
@@ -366,19 +367,27 @@ def run_script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "GREEN_URL": "http://127.0.0.1:9",
         "SWITCH_LOCK_FILE": str(tmp_path / "switch.lock"),
     }
-    return subprocess.run(
-        ["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=30
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        str(SCRIPT),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
-def test_help_prints_the_usage_and_touches_nothing(tmp_path: Path, flag: str) -> None:
-    done = run_script(tmp_path, flag)
-    assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout.startswith("Blue-green switch of n8n-bridge behind HAProxy")
-    assert done.stdout.endswith("See docs/operations.md (blue-green).\n")  # the whole header
+async def test_help_prints_the_usage_and_touches_nothing(tmp_path: Path, flag: str) -> None:
+    code, stdout, stderr = await run_script(tmp_path, flag)
+    assert (code, stderr) == (0, "")
+    assert stdout.startswith("Blue-green switch of n8n-bridge behind HAProxy")
+    assert stdout.endswith("See docs/operations.md (blue-green).\n")  # the whole header
     for text in ("switch <blue|green>", "rollback", "status", "HAPROXY_ADMIN_SOCKET", "Exit codes"):
-        assert text in done.stdout
+        assert text in stdout
     assert not (tmp_path / "switch.lock").exists()
 
 
@@ -394,14 +403,14 @@ def test_help_prints_the_usage_and_touches_nothing(tmp_path: Path, flag: str) ->
         (("rollback", "green"), "rollback takes no argument"),
     ],
 )
-def test_a_wrong_call_prints_the_usage_before_looking_at_anything(
+async def test_a_wrong_call_prints_the_usage_before_looking_at_anything(
     tmp_path: Path, args: tuple[str, ...], reason: str
 ) -> None:
     """Usage errors exit 1, as the script's table of exit codes says: 2 is a failed health gate."""
-    done = run_script(tmp_path, *args)
-    assert done.returncode == 1
-    assert done.stdout == ""
-    assert done.stderr.startswith(f"usage: {SCRIPT} switch <blue|green> | rollback | status")
-    assert reason in done.stderr and "--help" in done.stderr
-    assert "socket" not in done.stderr  # it did not get that far
+    code, stdout, stderr = await run_script(tmp_path, *args)
+    assert code == 1
+    assert stdout == ""
+    assert stderr.startswith(f"usage: {SCRIPT} switch <blue|green> | rollback | status")
+    assert reason in stderr and "--help" in stderr
+    assert "socket" not in stderr  # it did not get that far
     assert not (tmp_path / "switch.lock").exists()

@@ -211,10 +211,10 @@ def test_hadolint_finds_what_it_should(tmp_path: Path) -> None:
 
 def test_user_processors_come_in_a_derived_image_of_the_colours_image() -> None:
     derived = (ROOT / "deploy" / "processors.Dockerfile").read_text()
-    (default,) = re.findall(r"^ARG BRIDGE_IMAGE=(\S+)$", derived, re.M)
+    (default,) = re.findall(r"^ARG BASE_IMAGE=(\S+)$", derived, re.M)
     image = config("docker-compose.blue.yml")["services"]["bridge"]["image"]
     assert default == image  # n8n-bridge:latest, the colours' image when BRIDGE_VERSION is unset
-    assert re.search(r"^FROM \$\{BRIDGE_IMAGE\}$", derived, re.M)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", derived, re.M)
     users = re.findall(r"^USER (\S+)$", derived, re.M)
     base_user = re.findall(r"^USER (\S+)$", (ROOT / "Dockerfile").read_text(), re.M)[-1]
     assert users == ["0", base_user]  # root for the install only, then the bridge's own user

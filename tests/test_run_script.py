@@ -7,7 +7,6 @@ import asyncio
 import os
 import re
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -60,12 +59,15 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, "BRIDGE_PORT": str(free_port()), **extra}
 
 
-def run_to_the_end(
-    command: str, cwd: Path, env: dict[str, str]
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+async def run_to_the_end(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr). Every test here is async: a sync test beside async ones
+    leaves an event loop unclosed (looptime asks pytest-asyncio's policy for one)."""
+    process = await asyncio.create_subprocess_exec(
+        *args, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
 
 
 @asynccontextmanager
@@ -110,7 +112,7 @@ async def execute(url: str, headers: dict[str, str], body: dict[str, object]) ->
         return answer
 
 
-def test_the_readme_gives_the_command_this_file_runs() -> None:
+async def test_the_readme_gives_the_command_this_file_runs() -> None:
     section = readme_section("Write your own processor")
     assert f"```bash\n{COMMAND}\n```" in section
 
@@ -157,14 +159,16 @@ async def test_a_cpu_bound_processor_of_the_folder_runs_in_the_process_pool(
         ("BRIDGE_PORTT=1", "BRIDGE_PORTT: unknown setting"),
     ],
 )
-def test_a_bad_setting_stops_run_sh_with_its_one_line_before_any_banner(
+async def test_a_bad_setting_stops_run_sh_with_its_one_line_before_any_banner(
     workdir: Path, setting: str, error: str
 ) -> None:
-    done = run_to_the_end(f"{setting} scripts/run.sh", workdir, clean_env())
-    assert done.returncode == 2
-    assert done.stdout == ""  # no banner, no token
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("n8n-bridge: error: ")
-    assert error in done.stderr
+    code, stdout, stderr = await run_to_the_end(
+        "bash", "-c", f"{setting} scripts/run.sh", cwd=workdir, env=clean_env()
+    )
+    assert code == 2
+    assert stdout == ""  # no banner, no token
+    assert stderr.count("\n") == 1 and stderr.startswith("n8n-bridge: error: ")
+    assert error in stderr
     assert not (workdir / "data").exists()  # nothing made either
 
 
@@ -189,17 +193,15 @@ async def test_run_sh_starts_a_bridge_that_has_api_keys_only(workdir: Path) -> N
     assert not (workdir / "data" / "jwt_secret").exists()
 
 
-def test_the_console_script_finds_the_folder_s_modules_after_the_installed_ones(
+async def test_the_console_script_finds_the_folder_s_modules_after_the_installed_ones(
     workdir: Path,
 ) -> None:
     (workdir / "orjson.py").write_text("raise ImportError('a file of the folder was imported')\n")
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "n8n-bridge"), "check-config"],
+    code, _, stderr = await run_to_the_end(
+        str(Path(sys.executable).parent / "n8n-bridge"),
+        "check-config",
         cwd=workdir,
         env=clean_env(BRIDGE_PROCESSORS="my_processors"),
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
-    assert done.returncode == 0, done.stderr
-    assert "greet" in done.stderr.splitlines()[-1]  # processors: echo, ..., greet, ...
+    assert code == 0, stderr
+    assert "greet" in stderr.splitlines()[-1]  # processors: echo, ..., greet, ...
