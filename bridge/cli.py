@@ -158,6 +158,11 @@ def _serve(settings: Settings, notice: str | None) -> int:
 async def _run(app: web.Application, settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting, let in-flight requests finish within
     BRIDGE_SHUTDOWN_TIMEOUT_S, and close every resource."""
+    # First: a SIGTERM right after the "listening" line (a supervisor, a test) must drain too.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     runner = EdgeRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
@@ -179,10 +184,6 @@ async def _run(app: web.Application, settings: Settings) -> None:
             extra={"version": __version__, "env": settings.env},
         )
     flusher = asyncio.create_task(_flush_logs())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     app[LIFECYCLE].drain("signal received")
     log.info(
