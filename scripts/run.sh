@@ -9,6 +9,9 @@ root=$(cd -P "$(dirname "$0")/.." && pwd)  # -P: also when reached through a lin
 (cd "$root" && . scripts/lib/venv.sh && ensure_venv "")
 bridge=$root/.venv/bin/n8n-bridge
 
+for arg in "$@"; do
+    [[ $arg == -h || $arg == --help ]] && exec "$bridge" serve "$@"
+done
 # The settings first: a wrong one stops here with its one line, before any banner or token.
 settings=$("$bridge" check-config "$@")
 read -r host port < <("$root/.venv/bin/python" -c \

@@ -205,3 +205,11 @@ async def test_the_console_script_finds_the_folder_s_modules_after_the_installed
     )
     assert code == 0, stderr
     assert "greet" in stderr.splitlines()[-1]  # processors: echo, ..., greet, ...
+
+
+async def test_help_is_serve_s_help_with_no_banner(workdir: Path) -> None:
+    code, stdout, stderr = await run_to_the_end(
+        "bash", "-c", "scripts/run.sh --help", cwd=workdir, env=clean_env()
+    )
+    assert (code, stderr) == (0, "")
+    assert stdout.startswith("usage: n8n-bridge serve") and "--config" in stdout
