@@ -432,14 +432,13 @@ FIELD_NAMES = tuple(Settings.model_fields)
 # BRIDGE_* names of the project's tooling, not of the daemon: exported in the same shell as the
 # daemon's settings, they must not stop it; any other unknown BRIDGE_* name is a typo and does.
 # tests/test_settings.py finds every name the scripts, compose files and docs use in this list
-# or among the settings.
+# or among the settings, and each name of this list used there.
 TOOLING_NAMES = frozenset(
     {
         "BRIDGE_ADMIN_API_KEY",  # scripts/blue-green-switch.sh: its admin credential...
         "BRIDGE_ADMIN_TOKEN",  # ... or a JWT with the admin scope
         "BRIDGE_VERSION",  # docker-compose.{blue,green}.yml: the image's tag
         "BRIDGE_PUBLIC_PORT",  # docker-compose.shared.yml: HAProxy's port on the host
-        "BRIDGE_URL",  # the docs' shell examples: the bridge's address
     }
 )
 

@@ -314,7 +314,6 @@ async def test_the_tooling_names_exported_stop_no_command(tmp_path: Path) -> Non
         "BRIDGE_ADMIN_TOKEN": "x.y.z",
         "BRIDGE_VERSION": "1.2.3",
         "BRIDGE_PUBLIC_PORT": "8000",
-        "BRIDGE_URL": "http://127.0.0.1:8000",
     }
     env = {**daemon_env(tmp_path, 5), **tooling}
     for command in ("check-config", "token"):

@@ -205,6 +205,7 @@ def test_every_bridge_name_the_project_uses_is_accepted() -> None:
         if name not in settings and name not in TOOLING_NAMES
     }
     assert not undeclared, f"add to bridge.settings.TOOLING_NAMES, or fix the name: {undeclared}"
+    assert set(names_the_project_uses()) >= TOOLING_NAMES  # no name declared that none uses
     tooling = dict.fromkeys(TOOLING_NAMES, "anything")
     assert load_settings(environ=tooling) == load_settings(environ={})
     documented = (ROOT / "docs" / "configuration.md").read_text()
@@ -212,7 +213,8 @@ def test_every_bridge_name_the_project_uses_is_accepted() -> None:
 
 
 @pytest.mark.parametrize(
-    "typo", ["BRIDGE_ADMIN_TOKENS", "BRIDGE_JWT_SECRETS", "BRIDGE_CALBACK_SECRET", "BRIDGE_URLS"]
+    "typo",
+    ["BRIDGE_ADMIN_TOKENS", "BRIDGE_JWT_SECRETS", "BRIDGE_CALBACK_SECRET", "BRIDGE_VERSIONS"],
 )
 def test_a_typo_of_a_name_still_stops_start_up(typo: str) -> None:
     with pytest.raises(ConfigError, match=f"^{typo}: unknown setting"):
