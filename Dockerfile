@@ -13,7 +13,8 @@ RUN /opt/bridge/bin/pip install /src
 
 FROM python:3.11-slim-bookworm
 # The home is the data directory: the owner's only (useradd would make it 0755 by the umask).
-RUN useradd --system --uid 10001 --home-dir /var/lib/bridge --create-home bridge \
+RUN groupadd --system --gid 10001 bridge \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/bridge --create-home bridge \
     && chmod 700 /var/lib/bridge
 COPY --from=build /opt/bridge /opt/bridge
 ENV PATH=/opt/bridge/bin:$PATH \
@@ -22,7 +23,10 @@ ENV PATH=/opt/bridge/bin:$PATH \
     BRIDGE_PORT=8080 \
     BRIDGE_DATA_DIR=/var/lib/bridge \
     BRIDGE_ENV=production
-USER bridge
+# The embedded database and the dev JWT secret outlive the container. A new named volume starts
+# as a copy of this directory, its owner and mode 0700 included.
+VOLUME ["/var/lib/bridge"]
+USER 10001:10001
 WORKDIR /var/lib/bridge
 EXPOSE 8080
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \

@@ -65,6 +65,10 @@ _NOT_IN_DESCRIPTION = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+").fullmatch  # RFC 6749 3.3
 
 
+class NoSigningKey(ConfigError):
+    """No HS256 secret to sign a token with: the bridge only verifies (API keys, public keys)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     subject: str
@@ -381,7 +385,7 @@ def mint_token(
     else:
         hmac_keys = [key for key in settings.jwt_keys if key.alg == "HS256" and key.secret]
         if not hmac_keys:
-            raise ConfigError(
+            raise NoSigningKey(
                 "BRIDGE_JWT_SECRET: no HS256 secret to sign with (public keys only verify)"
             )
         kid, secret = hmac_keys[0].kid, hmac_keys[0].secret.get_secret_value()  # type: ignore[union-attr]

@@ -18,7 +18,7 @@ from aiohttp import web
 from bridge import __version__, logs
 from bridge.api.edge import EdgeRunner
 from bridge.app import create_app
-from bridge.auth import Authenticator, mint_token
+from bridge.auth import Authenticator, NoSigningKey, mint_token
 from bridge.keys import LIFECYCLE, RUNNER
 from bridge.processors.registry import Registry, RegistryError
 from bridge.settings import ConfigError, Settings, load_settings, prepare
@@ -30,6 +30,7 @@ log = logging.getLogger("bridge")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 EXIT_CONFIG = 2
+EXIT_NO_SIGNING_KEY = 3  # `token`: the settings are valid, but nothing can sign a token
 
 
 def parse_duration(text: str) -> float:
@@ -52,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("serve", parents=[config], help="run the daemon")
     token = commands.add_parser(
-        "token", parents=[config], help="print a JWT signed with the configured secret"
+        "token",
+        parents=[config],
+        help="print a JWT signed with the configured secret",
+        epilog=f"Exits {EXIT_NO_SIGNING_KEY} when there is no HS256 secret to sign with "
+        "(only API keys or public keys configured).",
     )
     token.add_argument(
         "--scope",
@@ -81,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _current_dir_importable()
     try:
         settings = load_settings(args.config)
         if args.command == "check-config":
@@ -93,22 +99,37 @@ def main(argv: list[str] | None = None) -> int:
                 print(notice, file=sys.stderr)
             return 0
         return _serve(settings, notice)
+    except NoSigningKey as exc:
+        print(f"n8n-bridge: error: {exc}", file=sys.stderr)
+        return EXIT_NO_SIGNING_KEY
     except (ConfigError, RegistryError) as exc:
         print(f"n8n-bridge: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
 
+def _current_dir_importable() -> None:
+    """Modules named by BRIDGE_PROCESSORS are found in the current directory, as `python -m`
+    finds them: the console script puts its own folder on the path instead. Last on the path,
+    so a file there never shadows an installed module. The process pool's processes inherit
+    the path."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 def _check_config(settings: Settings) -> int:
+    """Every check first, then what it found: a bad setting gets its one line alone."""
     if not settings.auth_configured:
         if settings.env == "production":
             prepare(settings)  # raises the production error
+    else:
+        Authenticator(settings)  # loads and checks every public key
+    registry = Registry.load(settings.processors)
+    if not settings.auth_configured:
         print(
             f"note: no auth configured; dev mode generates a JWT secret in {settings.data_dir}",
             file=sys.stderr,
         )
-    else:
-        Authenticator(settings)  # loads and checks every public key
-    registry = Registry.load(settings.processors)
     print(orjson.dumps(settings.masked(), option=orjson.OPT_INDENT_2).decode())
     print(f"processors: {', '.join(registry.names())}", file=sys.stderr)
     return 0
@@ -137,6 +158,11 @@ def _serve(settings: Settings, notice: str | None) -> int:
 async def _run(app: web.Application, settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting, let in-flight requests finish within
     BRIDGE_SHUTDOWN_TIMEOUT_S, and close every resource."""
+    # First: a SIGTERM right after the "listening" line (a supervisor, a test) must drain too.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     runner = EdgeRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
@@ -158,10 +184,6 @@ async def _run(app: web.Application, settings: Settings) -> None:
             extra={"version": __version__, "env": settings.env},
         )
     flusher = asyncio.create_task(_flush_logs())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     app[LIFECYCLE].drain("signal received")
     log.info(

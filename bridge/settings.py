@@ -429,6 +429,18 @@ def _shown_value(text: str) -> str | None:
 
 
 FIELD_NAMES = tuple(Settings.model_fields)
+# BRIDGE_* names of the project's tooling, not of the daemon: exported in the same shell as the
+# daemon's settings, they must not stop it; any other unknown BRIDGE_* name is a typo and does.
+# tests/test_settings.py finds every name the scripts, compose files and docs use in this list
+# or among the settings, and each name of this list used there.
+TOOLING_NAMES = frozenset(
+    {
+        "BRIDGE_ADMIN_API_KEY",  # scripts/blue-green-switch.sh: its admin credential...
+        "BRIDGE_ADMIN_TOKEN",  # ... or a JWT with the admin scope
+        "BRIDGE_VERSION",  # docker-compose.{blue,green}.yml: the image's tag
+        "BRIDGE_PUBLIC_PORT",  # docker-compose.shared.yml: HAProxy's port on the host
+    }
+)
 
 
 def env_name(field: str) -> str:
@@ -438,7 +450,11 @@ def env_name(field: str) -> str:
 def load_settings(
     config_file: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Build settings from defaults, then the TOML file, then `BRIDGE_*` variables."""
+    """Build settings from defaults, then the TOML file, then `BRIDGE_*` variables.
+
+    An empty (or blank) value is no value: the setting keeps what a lower layer gave it, as
+    when it is not set at all. Compose passes an unset `${VAR:-}` on as "".
+    """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
@@ -448,19 +464,27 @@ def load_settings(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"--config {config_file}: {exc}") from None
         for key, value in file_values.items():
+            if key in FIELD_NAMES and _blank(value):
+                continue
             values[key] = value
             origin[key] = f"{key} in {config_file}"
     known = {env_name(field): field for field in FIELD_NAMES}
     for name, value in environ.items():
         if name in known:
+            if _blank(value):
+                continue
             values[known[name]] = value
             origin[known[name]] = name
-        elif name.startswith(ENV_PREFIX) and name != "BRIDGE_CONFIG":
+        elif name.startswith(ENV_PREFIX) and name not in TOOLING_NAMES:
             raise ConfigError(f"{name}: unknown setting (known: {', '.join(sorted(known))})")
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, origin)) from None
+
+
+def _blank(value: Any) -> bool:
+    return isinstance(value, str) and not value.strip()
 
 
 def _one_line(exc: ValidationError, origin: dict[str, str]) -> str:

@@ -5,6 +5,7 @@
 #   scripts/blue-green-switch.sh switch <blue|green>   make that colour the live one
 #   scripts/blue-green-switch.sh rollback              make the other colour live again
 #   scripts/blue-green-switch.sh status                both colours, as HAProxy and they see it
+#   scripts/blue-green-switch.sh --help                this text
 #
 # Configuration (environment):
 #   HAPROXY_ADMIN_SOCKET   HAProxy's admin socket: a path, or host:port for a TCP socket
@@ -52,6 +53,14 @@ DRAIN_TIMEOUT_S=${SWITCH_DRAIN_TIMEOUT_S:-330}
 WATCH_S=${SWITCH_WATCH_S:-30}
 POLL_S=${SWITCH_POLL_S:-0.2}
 LOCK_FILE=${SWITCH_LOCK_FILE:-/tmp/n8n-bridge-switch.lock}
+
+# --help: the comment this file starts with
+help() { sed -n '2,/^set -euo/{/^#/{s/^# \{0,1\}//;p}}' "${BASH_SOURCE[0]}"; }
+
+usage_error() {
+    printf 'usage: %s switch <blue|green> | rollback | status\n%s; --help tells more\n' "$0" "$1" >&2
+    exit 1
+}
 
 log() { printf '%s blue-green: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$*" >&2; }
 die() { local code=$1; shift; log "FAILED: $*"; exit "$code"; }
@@ -314,7 +323,18 @@ interrupted() {
 }
 
 main() {
-    local command=${1:-}
+    local command=${1:-} arg
+    # The call is checked before anything is looked at or changed.
+    for arg in "$@"; do
+        [[ $arg == -h || $arg == --help ]] && { help; exit 0; }
+    done
+    case $command in
+        "") usage_error "no command" ;;
+        switch) [[ $# == 2 && ($2 == blue || $2 == green) ]] ||
+            usage_error "switch needs a colour: blue or green" ;;
+        rollback | status) [[ $# == 1 ]] || usage_error "$command takes no argument" ;;
+        *) usage_error "unknown command '$command'" ;;
+    esac
     trap interrupted INT TERM
     for tool in socat curl awk; do
         command -v "$tool" >/dev/null || die 1 "$tool is needed (Debian: apt-get install $tool)"
@@ -323,11 +343,7 @@ main() {
     case $command in
         status) status ;;
         switch | rollback)
-            local target
-            if [[ $command == switch ]]; then
-                target=${2:-}
-                [[ $target == blue || $target == green ]] || die 1 "usage: $0 switch <blue|green>"
-            fi
+            local target=${2:-}
             [[ -n $(auth_header) ]] || die 1 "set BRIDGE_ADMIN_API_KEY or BRIDGE_ADMIN_TOKEN (admin scope)"
             exec 9>"$LOCK_FILE"
             flock -n 9 || die 1 "another switch is running (lock $LOCK_FILE)"
@@ -338,7 +354,6 @@ main() {
             fi
             switch "$target"
             ;;
-        *) die 1 "usage: $0 switch <blue|green> | rollback | status" ;;
     esac
 }
 

@@ -2,21 +2,48 @@
 # Start the bridge on embedded defaults: SQLite under ./data, in-process queues, no Redis.
 # Creates .venv and installs the project the first time. Any BRIDGE_* variable still applies;
 # extra arguments go to `n8n-bridge serve` (e.g. --config bridge.toml).
+# It runs where it is started: ./data, relative paths and the modules named by BRIDGE_PROCESSORS
+# are those of the current directory.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-. scripts/lib/venv.sh
-ensure_venv ""
+root=$(cd -P "$(dirname "$0")/.." && pwd)  # -P: also when reached through a link
+(cd "$root" && . scripts/lib/venv.sh && ensure_venv "")
+bridge=$root/.venv/bin/n8n-bridge
 
-host=${BRIDGE_HOST:-127.0.0.1}
-port=${BRIDGE_PORT:-8080}
-token=$(.venv/bin/n8n-bridge token --scope execute,status,admin --ttl 24h "$@")
-cat <<INFO
-n8n-bridge: http://$host:$port  (API docs: http://$host:$port/api/v1/openapi.json)
-dev token, all scopes, valid 24 h (new one: .venv/bin/n8n-bridge token --scope execute,status):
+for arg in "$@"; do
+    [[ $arg == -h || $arg == --help ]] && exec "$bridge" serve "$@"
+done
+# The settings first: a wrong one stops here with its one line, before any banner or token.
+settings=$("$bridge" check-config "$@")
+read -r host port < <("$root/.venv/bin/python" -c \
+    'import json, sys; s = json.load(sys.stdin); print(s["host"], s["port"])' <<<"$settings")
+url=http://$host:$port
+
+code=0
+answer=$("$bridge" token --scope execute,status,admin --ttl 24h "$@" 2>&1) || code=$?
+token=${answer%%$'\n'*}  # then notes, e.g. that dev mode generated the JWT secret
+[[ $code != 0 && $code != 3 ]] && { echo "$answer" >&2; exit "$code"; }
+echo "n8n-bridge: $url  (API docs: $url/api/v1/openapi.json)"
+case $code in
+    0)
+        [[ $answer == "$token" ]] || echo "${answer#"$token"$'\n'}" >&2
+        cat <<INFO
+dev token, all scopes, valid 24 h (new one: $bridge token --scope execute,status):
 $token
 
 try:
-  curl -s http://$host:$port/api/v1/workflow/execute -H "Authorization: Bearer \$TOKEN" \\
+  curl -s $url/api/v1/workflow/execute -H "Authorization: Bearer \$TOKEN" \\
        -H 'Content-Type: application/json' -d '{"processing_type":"echo","items":[{"json":{"hi":1}}]}'
 INFO
-exec .venv/bin/n8n-bridge serve "$@"
+        ;;
+    3)  # nothing to sign a token with (`token` exits 3): the credentials are the user's own
+        cat <<INFO
+no token printed: no BRIDGE_JWT_SECRET to sign one with. Authenticate with one of your
+BRIDGE_API_KEYS (header X-API-Key) or a JWT signed with a key of your BRIDGE_JWT_KEYS.
+
+try:
+  curl -s $url/api/v1/workflow/execute -H "X-API-Key: \$API_KEY" \\
+       -H 'Content-Type: application/json' -d '{"processing_type":"echo","items":[{"json":{"hi":1}}]}'
+INFO
+        ;;
+esac
+exec "$bridge" serve "$@"

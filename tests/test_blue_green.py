@@ -354,3 +354,63 @@ async def test_negative_control_a_flip_without_draining_fails_requests(stack: St
     print(f"without draining: {len(load.failures)} failed of {load.sent}: {load.failures[:3]}")
     assert load.failures, "the load saw no failure: it could not see a bad switch either"
     assert load.ok["sync"] > 0  # green served the rest
+
+
+async def run_script(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """The script with nothing to reach: a socket and colours that are not there. (exit code,
+    stdout, stderr); async, as every test here: a sync test beside async ones leaves an event
+    loop unclosed (looptime asks pytest-asyncio's policy for one)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")},
+        "HAPROXY_ADMIN_SOCKET": str(tmp_path / "no-such.sock"),
+        "BLUE_URL": "http://127.0.0.1:9",
+        "GREEN_URL": "http://127.0.0.1:9",
+        "SWITCH_LOCK_FILE": str(tmp_path / "switch.lock"),
+    }
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        str(SCRIPT),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+async def test_help_prints_the_usage_and_touches_nothing(tmp_path: Path, flag: str) -> None:
+    code, stdout, stderr = await run_script(tmp_path, flag)
+    assert (code, stderr) == (0, "")
+    assert stdout.startswith("Blue-green switch of n8n-bridge behind HAProxy")
+    assert stdout.endswith("See docs/operations.md (blue-green).\n")  # the whole header
+    for text in ("switch <blue|green>", "rollback", "status", "HAPROXY_ADMIN_SOCKET", "Exit codes"):
+        assert text in stdout
+    assert not (tmp_path / "switch.lock").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        ((), "no command"),
+        (("bogus",), "unknown command 'bogus'"),
+        (("switch",), "switch needs a colour: blue or green"),
+        (("switch", "purple"), "switch needs a colour: blue or green"),
+        (("switch", "green", "now"), "switch needs a colour: blue or green"),
+        (("status", "blue"), "status takes no argument"),
+        (("rollback", "green"), "rollback takes no argument"),
+    ],
+)
+async def test_a_wrong_call_prints_the_usage_before_looking_at_anything(
+    tmp_path: Path, args: tuple[str, ...], reason: str
+) -> None:
+    """Usage errors exit 1, as the script's table of exit codes says: 2 is a failed health gate."""
+    code, stdout, stderr = await run_script(tmp_path, *args)
+    assert code == 1
+    assert stdout == ""
+    assert stderr.startswith(f"usage: {SCRIPT} switch <blue|green> | rollback | status")
+    assert reason in stderr and "--help" in stderr
+    assert "socket" not in stderr  # it did not get that far
+    assert not (tmp_path / "switch.lock").exists()

@@ -304,3 +304,56 @@ async def test_start_up_logs_never_show_the_redis_password(tmp_path: Path) -> No
         assert all(PASSWORD not in line for line in daemon.lines)
     finally:
         server.stop()
+
+
+async def test_the_tooling_names_exported_stop_no_command(tmp_path: Path) -> None:
+    """docs/operations.md exports BRIDGE_ADMIN_API_KEY for the switch script in the shell that
+    also starts bridges; compose's BRIDGE_VERSION and BRIDGE_PUBLIC_PORT may be exported too."""
+    tooling = {
+        "BRIDGE_ADMIN_API_KEY": "admin-key-0123456789",
+        "BRIDGE_ADMIN_TOKEN": "x.y.z",
+        "BRIDGE_VERSION": "1.2.3",
+        "BRIDGE_PUBLIC_PORT": "8000",
+    }
+    env = {**daemon_env(tmp_path, 5), **tooling}
+    for command in ("check-config", "token"):
+        result = run_cli(command, env=env)
+        assert result.returncode == 0, result.stderr
+    daemon = await Daemon(env).start()
+    daemon.signal()
+    assert await daemon.wait() == 0
+    typo = run_cli("check-config", env={**env, "BRIDGE_ADMIN_TOKENS": "x"})
+    assert typo.returncode == 2
+    assert typo.stderr.startswith("n8n-bridge: error: BRIDGE_ADMIN_TOKENS: unknown setting")
+
+
+async def test_token_exits_3_when_nothing_can_sign(tmp_path: Path) -> None:
+    """API keys only: the settings are valid, but there is no secret to sign a token with."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "token",
+        env={
+            **clean,
+            "PYTHONPATH": str(ROOT),
+            "BRIDGE_API_KEYS": "k" * 20,
+            "BRIDGE_DATA_DIR": str(tmp_path),
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert (process.returncode, stdout) == (3, b"")
+    assert b"no HS256 secret to sign with" in stderr
+    assert not (tmp_path / "jwt_secret").exists()
+
+
+async def test_a_sigterm_right_after_the_listening_line_still_stops_cleanly(tmp_path: Path) -> None:
+    """The signal handlers are in place before the daemon says it listens: a supervisor that
+    stops it at once gets a drained exit 0, not a death by SIGTERM (-15)."""
+    for round_ in range(3):
+        daemon = await Daemon(daemon_env(tmp_path / str(round_), 5)).start()
+        daemon.signal()
+        assert await daemon.wait() == 0

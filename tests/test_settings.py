@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 import pytest
 
-from bridge.settings import ConfigError, hash_api_key, load_settings, prepare
+from bridge.settings import (
+    FIELD_NAMES,
+    TOOLING_NAMES,
+    ConfigError,
+    env_name,
+    hash_api_key,
+    load_settings,
+    prepare,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SECRET = "x" * 32
 
@@ -119,3 +130,92 @@ def test_prepare_needs_auth_in_production_and_generates_it_in_dev(tmp_path: Path
     assert notice is not None and "using" in notice
     configured = load_settings(environ={"BRIDGE_ENV": "production", "BRIDGE_API_KEYS": "k" * 16})
     assert prepare(configured) == (configured, None)
+
+
+@pytest.mark.parametrize("name", [env_name(field) for field in FIELD_NAMES])
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_an_empty_variable_means_unset(name: str, blank: str) -> None:
+    """Compose passes `${VAR:-}` as an empty string: that is the default, never an error."""
+    assert load_settings(environ={name: blank}) == load_settings(environ={})
+
+
+def test_an_empty_variable_leaves_the_file_value(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text('port = 9000\ncallback_secret = ""\n')
+    settings = load_settings(config, {"BRIDGE_PORT": "", "BRIDGE_CALLBACK_SECRET": ""})
+    assert (settings.port, settings.callback_secret) == (9000, None)
+
+
+def test_an_empty_deny_list_is_the_default_and_only_the_file_can_empty_it(tmp_path: Path) -> None:
+    default = load_settings(environ={}).outbound_deny
+    assert default and load_settings(environ={"BRIDGE_OUTBOUND_DENY": ""}).outbound_deny == default
+    config = tmp_path / "bridge.toml"
+    config.write_text("outbound_deny = []\n")
+    assert load_settings(config, {}).outbound_deny == ()
+
+
+def test_an_empty_unknown_name_is_still_a_typo(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^BRIDGE_PORTT: unknown setting"):
+        load_settings(environ={"BRIDGE_PORTT": ""})
+    config = tmp_path / "bridge.toml"
+    config.write_text('portt = ""\n')
+    with pytest.raises(ConfigError, match=r"^portt in .*bridge\.toml: Extra inputs"):
+        load_settings(config, {})
+
+
+# Where the project itself names variables: scripts, compose files, Dockerfiles, docs, examples,
+# CI. tests/ is left out: it spells names wrong on purpose (BRIDGE_PORTT).
+NAME_SOURCES = ("scripts", "deploy", "docs", "examples", "bench", "haproxy", "workflows", ".ci")
+NAME_FILES = ("README.md", "n8n-nodes/README.md", "Dockerfile", ".dockerignore")
+# A whole name: not the prefix of a wildcard (`BRIDGE_SMTP_*`) nor the bare prefix.
+BRIDGE_NAME = re.compile(r"\bBRIDGE_[A-Z0-9_]*[A-Z0-9]\b(?![_*])")
+
+
+def names_the_project_uses() -> dict[str, str]:
+    """Every `BRIDGE_*` name in the project's own files, with one file that names it."""
+    files = [ROOT / name for name in NAME_FILES] + sorted(ROOT.glob("docker-compose*.yml"))
+    for folder in NAME_SOURCES:
+        files += [p for p in sorted((ROOT / folder).rglob("*")) if p.is_file()]
+    found: dict[str, str] = {}
+    for path in files:
+        if any(part in {"node_modules", "__pycache__", "results"} for part in path.parts):
+            continue
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, FileNotFoundError):
+            continue
+        for name in BRIDGE_NAME.findall(text):
+            found.setdefault(name, str(path.relative_to(ROOT)))
+    return found
+
+
+def test_the_name_scan_finds_the_tooling_names() -> None:
+    found = names_the_project_uses()
+    assert {"BRIDGE_ADMIN_API_KEY", "BRIDGE_VERSION", "BRIDGE_PUBLIC_PORT"} <= set(found)
+    assert "BRIDGE_JWT_SECRET" in found and "BRIDGE_SMTP" not in found
+
+
+def test_every_bridge_name_the_project_uses_is_accepted() -> None:
+    """A name the project's scripts, compose files or docs use is a setting or declared as the
+    tooling's (TOOLING_NAMES): exported in the same shell, it never stops the daemon."""
+    settings = {env_name(field) for field in FIELD_NAMES}
+    undeclared = {
+        name: where
+        for name, where in names_the_project_uses().items()
+        if name not in settings and name not in TOOLING_NAMES
+    }
+    assert not undeclared, f"add to bridge.settings.TOOLING_NAMES, or fix the name: {undeclared}"
+    assert set(names_the_project_uses()) >= TOOLING_NAMES  # no name declared that none uses
+    tooling = dict.fromkeys(TOOLING_NAMES, "anything")
+    assert load_settings(environ=tooling) == load_settings(environ={})
+    documented = (ROOT / "docs" / "configuration.md").read_text()
+    assert all(f"`{name}`" in documented for name in TOOLING_NAMES)
+
+
+@pytest.mark.parametrize(
+    "typo",
+    ["BRIDGE_ADMIN_TOKENS", "BRIDGE_JWT_SECRETS", "BRIDGE_CALBACK_SECRET", "BRIDGE_VERSIONS"],
+)
+def test_a_typo_of_a_name_still_stops_start_up(typo: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{typo}: unknown setting"):
+        load_settings(environ={typo: "x"})

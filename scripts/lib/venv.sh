@@ -30,6 +30,12 @@ ensure_venv() {
         "$python" -m venv .venv
         .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
     fi
+    if [ -z "$extras" ]; then
+        # An install with extras (scripts/test.sh's) installed the project itself as well.
+        for stamp in .venv/.installed*; do
+            if [ -f "$stamp" ] && [ ! pyproject.toml -nt "$stamp" ]; then return 0; fi
+        done
+    fi
     stamp=".venv/.installed${extras:+-$extras}"
     [ -n "$extras" ] && target=".[$extras]"
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then

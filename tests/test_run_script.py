@@ -1,0 +1,215 @@
+"""scripts/run.sh as a user runs it: a real process started from the user's own folder, with the
+README's processor example in it and the README's command, as written."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.daemon import LISTENING, ROOT
+from tests.smtp_server import free_port
+
+pytestmark = pytest.mark.slow
+
+README = ROOT / "README.md"
+SCRIPT = ROOT / "scripts" / "run.sh"
+COMMAND = "BRIDGE_PROCESSORS=my_processors scripts/run.sh"
+API_KEY = "run-sh-own-api-key-0123456789"
+EXECUTE = "/api/v1/workflow/execute"
+JWT = re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]+")
+
+
+def readme_section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end]
+
+
+def readme_processor() -> str:
+    """The README's `my_processors.py`, as printed."""
+    (block,) = re.findall(
+        r"```python\n(# my_processors\.py\n.*?)```",
+        readme_section("Write your own processor"),
+        re.S,
+    )
+    return block
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A user's folder: the README's module, and `scripts/` as in a checkout (the script finds
+    its checkout through the link, as through a path)."""
+    (tmp_path / "my_processors.py").write_text(readme_processor())
+    (tmp_path / "scripts").symlink_to(ROOT / "scripts")
+    return tmp_path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "PYTHON"))}
+    return {**env, "BRIDGE_PORT": str(free_port()), **extra}
+
+
+async def run_to_the_end(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr). Every test here is async: a sync test beside async ones
+    leaves an event loop unclosed (looptime asks pytest-asyncio's policy for one)."""
+    process = await asyncio.create_subprocess_exec(
+        *args, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+@asynccontextmanager
+async def started(command: str, cwd: Path, env: dict[str, str]) -> AsyncIterator[tuple[str, str]]:
+    """run.sh until its bridge listens: (its URL, all it printed until then)."""
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(90):
+            async for raw in process.stdout:
+                lines.append(raw.decode())
+                if match := LISTENING.search(lines[-1]):
+                    break
+            else:
+                raise AssertionError("run.sh ended:\n" + "".join(lines))
+        yield match[1], "".join(lines)
+    finally:
+        with suppress(ProcessLookupError):  # it may have ended by itself
+            os.killpg(process.pid, signal.SIGTERM)
+        drain = asyncio.ensure_future(process.stdout.read())
+        assert await asyncio.wait_for(process.wait(), 60) == 0
+        await drain
+
+
+async def execute(url: str, headers: dict[str, str], body: dict[str, object]) -> dict[str, object]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url + EXECUTE, json=body, headers=headers) as response,
+    ):
+        answer: dict[str, object] = await response.json()
+        assert response.status == 200, answer
+        return answer
+
+
+async def test_the_readme_gives_the_command_this_file_runs() -> None:
+    section = readme_section("Write your own processor")
+    assert f"```bash\n{COMMAND}\n```" in section
+
+
+async def test_the_readme_processor_runs_with_the_command_as_written(workdir: Path) -> None:
+    async with started(COMMAND, workdir, clean_env()) as (url, printed):
+        (token,) = JWT.findall(printed)
+        answer = await execute(
+            url,
+            {"Authorization": f"Bearer {token}"},
+            {"processing_type": "greet", "items": [{"json": {"name": "Ada"}}]},
+        )
+    assert answer["items"] == [
+        {"json": {"name": "Ada", "greeting": "Hello, Ada!"}, "pairedItem": {"item": 0}}
+    ]
+    assert (workdir / "data" / "jwt_secret").exists()  # ./data is the folder it was started in
+
+
+async def test_a_cpu_bound_processor_of_the_folder_runs_in_the_process_pool(
+    workdir: Path,
+) -> None:
+    """The pool's processes import the module by name too: they find it where the daemon did."""
+    (workdir / "heavy.py").write_text(
+        "from bridge import processor\n\n\n"
+        "@processor('square', cpu_bound=True)\n"
+        "def square(item, params, ctx):\n"
+        "    return {'square': item.json['n'] ** 2}\n"
+    )
+    env = clean_env(BRIDGE_PROCESSORS="heavy", BRIDGE_API_KEYS=API_KEY)
+    async with started(str(SCRIPT), workdir, env) as (url, _):
+        answer = await execute(
+            url,
+            {"X-API-Key": API_KEY},
+            {"processing_type": "square", "items": [{"json": {"n": 7}}]},
+        )
+    assert answer["items"] == [{"json": {"square": 49}, "pairedItem": {"item": 0}}]
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [
+        ("BRIDGE_PORT=eighty", "BRIDGE_PORT: Input should be a valid integer"),
+        ("BRIDGE_PROCESSORS=no_such_module", "cannot import module 'no_such_module'"),
+        ("BRIDGE_PORTT=1", "BRIDGE_PORTT: unknown setting"),
+    ],
+)
+async def test_a_bad_setting_stops_run_sh_with_its_one_line_before_any_banner(
+    workdir: Path, setting: str, error: str
+) -> None:
+    code, stdout, stderr = await run_to_the_end(
+        "bash", "-c", f"{setting} scripts/run.sh", cwd=workdir, env=clean_env()
+    )
+    assert code == 2
+    assert stdout == ""  # no banner, no token
+    assert stderr.count("\n") == 1 and stderr.startswith("n8n-bridge: error: ")
+    assert error in stderr
+    assert not (workdir / "data").exists()  # nothing made either
+
+
+async def test_run_sh_starts_a_bridge_that_has_api_keys_only(workdir: Path) -> None:
+    """No JWT secret: no token to mint. It starts, says how to authenticate, and prints no
+    secret (the key is the user's own)."""
+    config = workdir / "bridge.toml"
+    port = free_port()
+    config.write_text(f"port = {port}\n")
+    env = clean_env(BRIDGE_API_KEYS=API_KEY)
+    del env["BRIDGE_PORT"]
+    async with started("scripts/run.sh --config bridge.toml", workdir, env) as (url, printed):
+        assert url == f"http://127.0.0.1:{port}"
+        answer = await execute(
+            url, {"X-API-Key": API_KEY}, {"processing_type": "echo", "items": [{"json": {}}]}
+        )
+    assert answer["items"] == [{"json": {}, "pairedItem": {"item": 0}}]
+    banner = printed[: printed.index('{"')]  # what it printed before the daemon's log
+    assert f"http://127.0.0.1:{port}" in banner  # the port of the config file
+    assert "X-API-Key" in banner and "BRIDGE_API_KEYS" in banner
+    assert API_KEY not in printed and not JWT.search(printed)
+    assert not (workdir / "data" / "jwt_secret").exists()
+
+
+async def test_the_console_script_finds_the_folder_s_modules_after_the_installed_ones(
+    workdir: Path,
+) -> None:
+    (workdir / "orjson.py").write_text("raise ImportError('a file of the folder was imported')\n")
+    code, _, stderr = await run_to_the_end(
+        str(Path(sys.executable).parent / "n8n-bridge"),
+        "check-config",
+        cwd=workdir,
+        env=clean_env(BRIDGE_PROCESSORS="my_processors"),
+    )
+    assert code == 0, stderr
+    assert "greet" in stderr.splitlines()[-1]  # processors: echo, ..., greet, ...
+
+
+async def test_help_is_serve_s_help_with_no_banner(workdir: Path) -> None:
+    code, stdout, stderr = await run_to_the_end(
+        "bash", "-c", "scripts/run.sh --help", cwd=workdir, env=clean_env()
+    )
+    assert (code, stderr) == (0, "")
+    assert stdout.startswith("usage: n8n-bridge serve") and "--config" in stdout
