@@ -358,8 +358,7 @@ async def test_negative_control_a_flip_without_draining_fails_requests(stack: St
 
 async def run_script(tmp_path: Path, *args: str) -> tuple[int, str, str]:
     """The script with nothing to reach: a socket and colours that are not there. (exit code,
-    stdout, stderr); async, as every test here: a sync test beside async ones leaves an event
-    loop unclosed (looptime asks pytest-asyncio's policy for one)."""
+    stdout, stderr)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")},
         "HAPROXY_ADMIN_SOCKET": str(tmp_path / "no-such.sock"),

@@ -52,9 +52,7 @@ REQUEST = re.compile(r"^(?P<method>[A-Z]+)\s+(?P<path>\S+)$")
 RUNS = {"run", "serve", "file", "request", "response"}
 
 
-# Plain checks are `async def` too: in this module a sync test between async ones leaves an event
-# loop's socket for the GC, which pytest then reports against the next test.
-async def test_every_block_says_what_the_suite_does_with_it() -> None:
+def test_every_block_says_what_the_suite_does_with_it() -> None:
     faults = []
     for block in all_blocks():
         if block.kind not in KINDS:
@@ -89,7 +87,7 @@ def _unknown_test(reference: str) -> str | None:
     return None
 
 
-async def test_documented_json_is_json_once_its_ellipses_are_read() -> None:
+def test_documented_json_is_json_once_its_ellipses_are_read() -> None:
     faults = []
     for block in all_blocks():
         if block.language == "json" and block.kind in ("request", "response", "checked"):
@@ -142,9 +140,6 @@ class Checkout:
         for entry in ROOT.iterdir():
             if entry.name not in ("data", ".git"):
                 (self.folder / entry.name).symlink_to(entry)
-        # run.sh installs the project unless .venv says it is installed: the tests' .venv has it
-        # (with extras), and an install from here would point the venv at this folder.
-        (ROOT / ".venv" / ".installed").touch(exist_ok=True)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
         # as installed: `n8n-bridge` on PATH
         self.env["PATH"] = f"{self.folder / '.venv' / 'bin'}{os.pathsep}{self.env['PATH']}"

@@ -60,8 +60,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 async def run_to_the_end(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr). Every test here is async: a sync test beside async ones
-    leaves an event loop unclosed (looptime asks pytest-asyncio's policy for one)."""
+    """(exit code, stdout, stderr)."""
     process = await asyncio.create_subprocess_exec(
         *args, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
