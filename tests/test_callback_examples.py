@@ -2,7 +2,8 @@
 (extracted from its text) against real callbacks: a bridge with a callback secret sends a job's
 callback by POST and by GET to a loopback server, and the Python example (the `standardwebhooks`
 library) and the n8n Code node example (JavaScript, run by `node` with what n8n's Wait node gives
-the node after it) each take both and refuse tampered copies (issue 19)."""
+the node after it) each take both and refuse tampered copies (issue 19). The Code node example
+also runs inside a real n8n, after its Wait node: tests/e2e/test_callback_code_node.py."""
 
 from __future__ import annotations
 

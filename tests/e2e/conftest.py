@@ -2,7 +2,8 @@
 
 A module adds its workflows with an `async def e2e_workflows(env: Env) -> list[dict]`: before n8n
 starts, the `world` fixture imports the workflows of every collected module, and publishes
-(activates) those started by a webhook or a trigger. Tests call a webhook workflow with
+(activates) those started by a webhook or a trigger. A module may also give n8n environment
+variables, with a `def e2e_n8n_environment() -> dict[str, str]`. Tests call a webhook workflow with
 `world.run(path, body)` and get its whole execution back, read from n8n's database.
 """
 
@@ -156,6 +157,13 @@ async def world(
     reason = missing(runtime)
     if reason:
         pytest.fail(reason)
+    # What the modules' workflows need of n8n's environment (harmless to the others').
+    environment = {
+        name: value
+        for module in request.config.stash[MODULES]
+        if hasattr(module, "e2e_n8n_environment")
+        for name, value in module.e2e_n8n_environment().items()
+    }
     base = tmp_path_factory.mktemp(f"e2e-{runtime.version}")
     sink = Sink()
     app = web.Application()
@@ -178,7 +186,7 @@ async def world(
             "BRIDGE_RETRY_BASE_S": "0.2",
         }
     ).start()
-    n8n = N8n(runtime, base / "n8n", smtp_server.free_port())
+    n8n = N8n(runtime, base / "n8n", smtp_server.free_port(), environment)
     n8n.home.mkdir()
     env = Env(runtime, bridge.url, n8n.url, sink.url)
     try:

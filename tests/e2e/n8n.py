@@ -15,6 +15,7 @@ import os
 import socket
 import sqlite3
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,12 @@ def free_port() -> int:
 
 
 class N8n:
-    def __init__(self, runtime: Runtime, home: Path, port: int) -> None:
+    def __init__(
+        self, runtime: Runtime, home: Path, port: int, environment: Mapping[str, str] | None = None
+    ) -> None:
+        """`environment`: variables of its own, for what its workflows need (a Code node's)."""
         self.runtime = runtime
+        self.environment = dict(environment or {})
         self.home = home
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -98,6 +103,7 @@ class N8n:
             "N8N_PORT": str(self.port),
             "N8N_LISTEN_ADDRESS": "127.0.0.1",
             "DB_SQLITE_POOL_SIZE": "2",
+            **self.environment,
         }
         if self.runtime.major == 1:
             # isolated-vm does not build on Node 20 here: the legacy expression engine, no runners
