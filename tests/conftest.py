@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
@@ -32,7 +31,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
     """A plain (sync) test gets an event loop of its own, closed after it: looptime asks the
     policy for the current loop around every test, and for a sync one the policy would make a
     loop nobody closes — which the GC then reports against whatever test runs next."""
-    if inspect.iscoroutinefunction(pyfuncitem.obj):
+    if pyfuncitem.get_closest_marker("asyncio") is not None:  # pytest-asyncio's: its own loop
         return (yield)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
