@@ -10,9 +10,9 @@ as a Server-Sent Events frame, and every listener holds that same frame. The emb
 the event its id at once; the shared (Redis) log gives it one when it is written, and every
 instance gets every event — whichever instance published it — from the log; the hooks run only
 where the event was published. A listener's buffer is bounded by events
-(LISTENER_BUFFER) and by bytes; one that would go past either has fallen behind: the bus lets it
-go at once (its buffer emptied, the events counted in `bridge_events_dropped`) and tells it, so a
-Server-Sent Events stream ends and its client resumes from the log with `Last-Event-ID` —
+(LISTENER_BUFFER) and by bytes; one that would go past either has fallen behind: the bus lets
+it go at once (its buffer emptied, the events counted in `bridge_events_dropped_total`) and tells
+it, so a Server-Sent Events stream ends and its client resumes from the log with `Last-Event-ID` —
 nothing is lost to a client that reconnects.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +24,6 @@ API_KEY = "test-api-key-0123456789"
 PLUGINS = "tests.plugins.sample"
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
-    """A plain (sync) test gets an event loop of its own, closed after it: looptime asks the
-    policy for the current loop around every test, and for a sync one the policy would make a
-    loop nobody closes — which the GC then reports against whatever test runs next."""
-    if pyfuncitem.get_closest_marker("asyncio") is not None:  # pytest-asyncio's: its own loop
-        return (yield)
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        return (yield)
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
 
 
 @pytest.fixture(params=["embedded", "redis"])

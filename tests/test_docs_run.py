@@ -134,15 +134,13 @@ class Checkout:
     reader: asyncio.Task[None] | None = None
     printed: list[bytes] = field(default_factory=list)  # by the daemon's command
     url: str = ""
-    last_request: tuple[str, str, bytes] | None = None
+    answered: tuple[int, Any] | None = None  # by the last request block
 
     async def __aenter__(self) -> Checkout:
         for entry in ROOT.iterdir():
             if entry.name not in ("data", ".git"):
                 (self.folder / entry.name).symlink_to(entry)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-        # as installed: `n8n-bridge` on PATH
-        self.env["PATH"] = f"{self.folder / '.venv' / 'bin'}{os.pathsep}{self.env['PATH']}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -262,21 +260,20 @@ class Checkout:
 
     async def request(self, block: Block) -> list[str]:
         method, path = block.arg.split()
-        self.last_request = (method, path, orjson.dumps(loose_json(block.text)))
-        status, _ = await self.send(*self.last_request)
-        if not 200 <= status < 300:
-            return [f"{block.where}: {method} {path} answered {status}"]
+        self.answered = await self.send(method, path, orjson.dumps(loose_json(block.text)))
+        if not 200 <= self.answered[0] < 300:
+            return [f"{block.where}: {method} {path} answered {self.answered[0]}"]
         return []
 
     async def response(self, block: Block) -> list[str]:
+        """The answer to the request of the marker, or else the last request block's."""
         spec = RESPONSE.match(block.arg)
         assert spec is not None
         if spec["method"]:
-            body = spec["body"].encode() or b""
-            self.last_request = (spec["method"], spec["path"], body)
-        if self.last_request is None:
+            self.answered = await self.send(spec["method"], spec["path"], spec["body"].encode())
+        if self.answered is None:
             return [f"{block.where}: a response with no request before it"]
-        status, answer = await self.send(*self.last_request)
+        status, answer = self.answered
         faults = []
         if status != int(spec["status"]):
             faults.append(f"{block.where}: {spec['status']} documented, {status} seen: {answer!r}")

@@ -169,6 +169,24 @@ async def test_the_catalogue_lists_every_exported_metric_and_no_other(client: Te
     assert sorted(rows) == sorted(await exported(client))
 
 
+NOT_METRICS = {"bridge_resume"}  # the n8n node's resume-URL tag (n8n-nodes/README.md)
+
+
+@embedded_only
+async def test_every_metric_the_docs_name_is_exported_under_that_name(client: TestClient) -> None:
+    """A metric named in README.md, docs/ or the nodes' README is one PromQL finds as written
+    (counters with _total; a histogram by its name or a series of it)."""
+    metrics = await exported(client)
+    pages = [ROOT / "README.md", ROOT / "n8n-nodes" / "README.md", *(ROOT / "docs").glob("*.md")]
+    wrong = {
+        f"{page.relative_to(ROOT)}: {name}"
+        for page in pages
+        for name in METRIC.findall(page.read_text())
+        if family(name) not in metrics and name not in NOT_METRICS
+    }
+    assert not wrong, sorted(wrong)
+
+
 def dashboard_rows() -> dict[str, list[dict[str, Any]]]:
     """The dashboard's panels under each row, in order."""
     rows: dict[str, list[dict[str, Any]]] = {}

@@ -2,7 +2,7 @@
 package and what builds it (not the tests, which need the repository), the wheel built from it
 holds the package with its `py.typed` and the LICENSE, both pass `twine check --strict`, the
 README's links work on PyPI, and a user's `mypy --strict` accepts `from bridge import processor`
-(issue 19). Built once per session, in a temporary folder."""
+(issue 19), README's example as written. Built once per session, in a temporary folder."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import ROOT
+from tests.doc_blocks import blocks
 
 pytestmark = pytest.mark.slow
 
@@ -139,18 +140,9 @@ def test_a_users_strict_mypy_accepts_the_installed_package(
     (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     user = tmp_path / "user"
     user.mkdir()
-    (user / "my_processors.py").write_text(
-        '"""A user\'s processors, as README.md writes them (typed for --strict)."""\n\n'
-        "from typing import Any\n\n"
-        "from pydantic import BaseModel\n\n"
-        "from bridge import Context, Item, processor\n\n\n"
-        "class Greeting(BaseModel):\n"
-        '    salutation: str = "Hello"\n\n\n'
-        '@processor("greet", params=Greeting, timeout_s=30)\n'
-        "def greet(item: Item, params: Greeting, ctx: Context) -> dict[str, Any]:\n"
-        '    ctx.log.info("greeting %s", item.json.get("name"))\n'
-        '    return {**item.json, "greeting": f"{params.salutation}, {item.json[\'name\']}!"}\n'
-    )
+    # README's own example, as a user copies it
+    [example] = [b for b in blocks("README.md") if b.text.startswith("# my_processors.py")]
+    (user / "my_processors.py").write_text(example.text + "\n")
     found = run(python, "-c", "import bridge; print(bridge.__file__)", cwd=user)
     assert found.stdout.strip().startswith(str(site))
     mypy = ("--strict", "--no-incremental", "--cache-dir", tmp_path / "mypy-cache")

@@ -92,11 +92,13 @@ def _submission(
 ) -> Submission:
     """Every check, cheapest first, before anything runs or is recorded."""
     require_workflow(request, body.workflow_id, "/workflow_id")
-    if body.mode == "sync" and body.callback_url is not None:
-        raise ValidationFailed(
-            "callback_url is for mode 'async'; a sync request gets its result in the answer",
-            details=[{"pointer": "/callback_url", "message": "only with mode 'async'"}],
-        )
+    if body.mode == "sync":
+        for field in ("callback_url", "callback_method"):
+            if field in body.model_fields_set:
+                raise ValidationFailed(
+                    f"{field} is for mode 'async'; a sync request gets its result in the answer",
+                    details=[{"pointer": f"/{field}", "message": "only with mode 'async'"}],
+                )
     if body.callback_url is not None:
         refuse_url(request.app[OUTBOUND], str(body.callback_url), "/callback_url")
     execution = request.app[EXECUTION]

@@ -69,14 +69,22 @@ Limit = Annotated[int, Field(ge=1, le=500), Digits]
 class _Submission(BaseModel):
     """What every execute-like request carries besides its items."""
 
-    # A callback_url only with mode async (sync answers with the result): `_submission` refuses
-    # it otherwise, and the schema says so.
+    # A callback_url or callback_method only with mode async (sync answers with the result):
+    # `_submission` refuses them otherwise, and the schema says so.
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
             "if": {
-                "properties": {"callback_url": {"type": "string"}},
-                "required": ["callback_url"],
+                "anyOf": [
+                    {
+                        "properties": {"callback_url": {"type": "string"}},
+                        "required": ["callback_url"],
+                    },
+                    {
+                        "properties": {"callback_method": {"type": "string"}},
+                        "required": ["callback_method"],
+                    },
+                ]
             },
             "then": {"properties": {"mode": {"const": "async"}}, "required": ["mode"]},
         },

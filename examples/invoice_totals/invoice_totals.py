@@ -45,27 +45,27 @@ def invoice_totals(item: Item, params: InvoiceParams, ctx: Context) -> list[dict
     lines = item.json.get("lines")
     if not isinstance(lines, list) or not lines:
         raise ValueError("an invoice needs a non-empty `lines` list")
-    rows = []
+    rows: list[tuple[int, Decimal, Decimal]] = []  # line number, net, VAT
     for number, line in enumerate(lines, start=1):
         net = _decimal(line, "qty", number) * _decimal(line, "unit_price", number)
         vat = net * _decimal(line, "vat_rate", number) / 100
         if params.rounding == "per_line":
             vat = vat.quantize(CENT, ROUND_HALF_UP)
-        rows.append({"line": number, "net": net.quantize(CENT, ROUND_HALF_UP), "vat": vat})
+        rows.append((number, net.quantize(CENT, ROUND_HALF_UP), vat))
     ctx.log.info("invoice %s: %d lines", item.json.get("number"), len(rows))
     if params.per_line:
         return [
             {
                 "number": item.json.get("number"),
-                "line": row["line"],
-                "net": str(row["net"]),
-                "vat": str(row["vat"].quantize(CENT, ROUND_HALF_UP)),
+                "line": number,
+                "net": str(net),
+                "vat": str(vat.quantize(CENT, ROUND_HALF_UP)),
                 "currency": params.currency,
             }
-            for row in rows
+            for number, net, vat in rows
         ]
-    net_total = sum((row["net"] for row in rows), Decimal(0))
-    vat_total = sum((row["vat"] for row in rows), Decimal(0)).quantize(CENT, ROUND_HALF_UP)
+    net_total = sum((net for _, net, _ in rows), Decimal(0))
+    vat_total = sum((vat for _, _, vat in rows), Decimal(0)).quantize(CENT, ROUND_HALF_UP)
     return [
         {
             **item.json,
