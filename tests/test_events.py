@@ -180,6 +180,22 @@ async def test_incoming_callbacks_are_verified_and_applied_once(
     assert status["reported"]["status"] == "success"
 
 
+async def test_a_signed_report_replayed_to_another_workflows_path_is_a_duplicate(
+    make_client: ClientFactory, auth: dict[str, str]
+) -> None:
+    """The signature covers the webhook-id and the body, not the path: one signed report is
+    applied once, whichever workflow's path it is sent to again."""
+    client = await make_client(callback_secret=SECRET)
+    body = orjson.dumps({"status": "failed", "execution_id": "77", "error": {"message": "x"}})
+    first = await client.post("/api/v1/callbacks/wf-legit", data=body, headers=signed(body, "m1"))
+    assert await first.json() == {"accepted": True, "duplicate": False}
+    for victim in ("wf-victim-1", "wf-victim-2"):
+        again = await client.post(
+            f"/api/v1/callbacks/{victim}", data=body, headers=signed(body, "m1")
+        )
+        assert await again.json() == {"accepted": True, "duplicate": True}, victim
+
+
 async def test_a_report_that_comes_while_its_job_runs_outlives_the_jobs_end(
     make_client: ClientFactory, auth: dict[str, str]
 ) -> None:
@@ -316,15 +332,18 @@ async def test_a_report_without_a_job_is_taken(make_client: ClientFactory) -> No
     assert [(e["job_id"], e["workflow_id"]) for e in events] == [(None, "wf-a")]
 
 
-async def test_a_webhook_id_is_a_duplicate_only_within_its_workflow(
-    make_client: ClientFactory,
+async def test_a_webhook_id_with_a_token_is_a_duplicate_only_within_its_workflow(
+    make_client: ClientFactory, settings: Settings
 ) -> None:
-    """Whoever may report for one workflow cannot use up the webhook-id of another's report."""
+    """Whoever may report (with a token) for one workflow cannot use up the webhook-id of
+    another's report."""
     client = await make_client(callback_secret=SECRET)
     for workflow, expected in (("wf-a", False), ("wf-b", False), ("wf-a", True)):
-        body = orjson.dumps({"status": "success", "execution_id": f"x-{workflow}"})
+        limited = mint_token(settings, ["execute"], 300, workflows=[workflow])
         answer = await client.post(
-            f"/api/v1/callbacks/{workflow}", data=body, headers=signed(body, "msg-shared")
+            f"/api/v1/callbacks/{workflow}",
+            json={"status": "success", "execution_id": f"x-{workflow}"},
+            headers={"Authorization": f"Bearer {limited}", "webhook-id": "msg-shared"},
         )
         assert await answer.json() == {"accepted": True, "duplicate": expected}, workflow
 

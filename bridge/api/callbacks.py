@@ -1,8 +1,9 @@
 """POST /api/v1/callbacks/{workflow_id}: n8n reports the outcome of a workflow the bridge
 started (with the `n8n_trigger` processor). Verified by a Standard Webhooks signature
 (BRIDGE_CALLBACK_SECRET) or a JWT / API key with the execute scope; a repeated `webhook-id`
-changes nothing. A report names no job, or a job of the path's workflow (422 otherwise, for every
-caller); a workflow-limited token reports only under its workflows."""
+changes nothing (a signed one whatever path it comes to). A report names no job, or a job of
+the path's workflow (422 otherwise, for every caller); a workflow-limited token reports only
+under its workflows."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ async def receive(request: web.Request) -> web.Response:
             f"webhook-id must be 1 to 256 visible ASCII characters, not {webhook_id[:40]!r}",
             details=[{"pointer": "/headers/webhook-id", "message": "not a webhook id"}],
         )
-    if "webhook-signature" in request.headers:
+    signed = "webhook-signature" in request.headers
+    if signed:
         signer = request.app[SIGNER]
         if not signer.enabled:
             raise AuthenticationFailed(
@@ -56,9 +58,11 @@ async def receive(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
     require_workflow(request, workflow_id, "/path/workflow_id")
     job = await _job_of(request, workflow_id, body.job_id)  # before the webhook-id is used up
-    # Seen per workflow: whoever may report for one cannot use up another's webhook-ids.
-    # A workflow id holds no control character, so the separator cannot be forged.
-    seen_as = f"{workflow_id}\x1f{webhook_id}"
+    # A signed report is seen once, whatever path it is sent to (the signature does not cover
+    # the path: it could be replayed to every workflow's). One with a token is seen per
+    # workflow: whoever may report for one cannot use up another's webhook-ids. A workflow id
+    # holds no control character, so the separator cannot be forged.
+    seen_as = f"\x1fsigned\x1f{webhook_id}" if signed else f"{workflow_id}\x1f{webhook_id}"
     if webhook_id and not await request.app[OUTBOX].first_time(seen_as):
         return json_response({"accepted": True, "duplicate": True})
     if job is not None:
