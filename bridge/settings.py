@@ -452,8 +452,8 @@ def load_settings(
 ) -> Settings:
     """Build settings from defaults, then the TOML file, then `BRIDGE_*` variables.
 
-    An empty (or blank) value is no value: the setting keeps what a lower layer gave it, as
-    when it is not set at all. Compose passes an unset `${VAR:-}` on as "".
+    An empty (or blank, or only commas) value is no value: the setting keeps what a lower layer
+    gave it, as when it is not set at all. Compose passes an unset `${VAR:-}` on as "".
     """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -477,6 +477,8 @@ def load_settings(
             origin[known[name]] = name
         elif name.startswith(ENV_PREFIX) and name not in TOOLING_NAMES:
             raise ConfigError(f"{name}: unknown setting (known: {', '.join(sorted(known))})")
+        elif name.upper().startswith(ENV_PREFIX) and name != name.upper():
+            raise ConfigError(f"{name}: settings are named in upper case ({name.upper()})")
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
@@ -484,7 +486,8 @@ def load_settings(
 
 
 def _blank(value: Any) -> bool:
-    return isinstance(value, str) and not value.strip()
+    """No value: empty, blanks, or a list of nothing but separators (`,` is no deny list)."""
+    return isinstance(value, str) and not value.replace(",", "").strip()
 
 
 def _one_line(exc: ValidationError, origin: dict[str, str]) -> str:
@@ -494,7 +497,8 @@ def _one_line(exc: ValidationError, origin: dict[str, str]) -> str:
     where = origin.get(field) or (env_name(field) if field else "settings")
     message = first["msg"].removeprefix("Value error, ")
     extra = f" (at {'.'.join(str(p) for p in loc[1:])})" if len(loc) > 1 else ""
-    if field not in SECRET_FIELDS and isinstance(first.get("input"), str | int | float):
+    shows_input = field in FIELD_NAMES and field not in SECRET_FIELDS  # a misspelt key may be one
+    if shows_input and isinstance(first.get("input"), str | int | float):
         shown = _shown_value(str(first["input"]))
         if shown is not None:
             extra += f" (got {shown!r})"

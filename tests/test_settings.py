@@ -133,9 +133,10 @@ def test_prepare_needs_auth_in_production_and_generates_it_in_dev(tmp_path: Path
 
 
 @pytest.mark.parametrize("name", [env_name(field) for field in FIELD_NAMES])
-@pytest.mark.parametrize("blank", ["", "  "])
+@pytest.mark.parametrize("blank", ["", "  ", ",", " , ,"])
 def test_an_empty_variable_means_unset(name: str, blank: str) -> None:
-    """Compose passes `${VAR:-}` as an empty string: that is the default, never an error."""
+    """Compose passes `${VAR:-}` as an empty string: that is the default, never an error; a
+    list of nothing but separators is no value either (`,` emptied the deny list)."""
     assert load_settings(environ={name: blank}) == load_settings(environ={})
 
 
@@ -219,3 +220,21 @@ def test_every_bridge_name_the_project_uses_is_accepted() -> None:
 def test_a_typo_of_a_name_still_stops_start_up(typo: str) -> None:
     with pytest.raises(ConfigError, match=f"^{typo}: unknown setting"):
         load_settings(environ={typo: "x"})
+
+
+@pytest.mark.parametrize("name", ["bridge_env", "Bridge_Api_Keys", "bridge_portt"])
+def test_a_setting_in_lower_case_stops_start_up(name: str) -> None:
+    """Not read (names are upper case), and not silently ignored either: `bridge_env=production`
+    started a dev bridge."""
+    with pytest.raises(ConfigError, match=f"^{name}: settings are named in upper case"):
+        load_settings(environ={name: "production"})
+
+
+@pytest.mark.parametrize("key", ["jwt_secrett", "admin_api_key", "smtp_pasword"])
+def test_an_unknown_key_of_the_file_is_named_without_its_value(tmp_path: Path, key: str) -> None:
+    """A misspelt key may hold a secret: the error names it and shows no value."""
+    config = tmp_path / "bridge.toml"
+    config.write_text(f'{key} = "LEAKYSECRET-0123456789"\n')
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config, {})
+    assert key in str(refused.value) and "LEAKYSECRET" not in str(refused.value)
