@@ -150,6 +150,7 @@ class JobRecord(BaseModel):
             update["attempts"] = self.attempts + 1
         if status.finished:
             update.setdefault("finished_at", now)
+            update.setdefault("retry_at", None)  # a job cancelled while it waited: none comes
             started = update.get("started_at", self.started_at)
             if started is not None:
                 update.setdefault("duration_ms", round((update["finished_at"] - started) * 1000, 3))

@@ -192,6 +192,7 @@ async def test_a_job_waiting_for_its_retry_is_cancelled_at_once(
     await asyncio.sleep(0.5)
     final = await (await client.get(f"/api/v1/workflow/status/{job_id}", headers=auth)).json()
     assert final["status"] == "cancelled"
+    assert final["retry_at"] is None  # no retry is coming
 
 
 async def test_a_cancel_racing_the_jobs_end_answers_truly_and_keeps_one_outcome(
