@@ -65,11 +65,11 @@ case $code in
     0)
         [[ -z $note ]] || echo "$note" >&2
         cat <<INFO
-dev token, all scopes, valid 24 h (n8n's credential needs only execute,status); another like it:
-  $bridge token --scope execute,status,admin --ttl 24h
+dev token, all scopes, valid 24 h (n8n's credential needs only execute,status):
+$token
+another like it: $bridge token --scope execute,status,admin --ttl 24h
 
-try:
-  TOKEN=$token
+try, with TOKEN set to that token:
 INFO
         try_execute 'Authorization: Bearer $TOKEN'
         ;;

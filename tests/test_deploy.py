@@ -406,6 +406,53 @@ def test_the_image_is_multi_stage_non_root_healthchecked_and_stops_on_sigterm() 
     assert "chmod 700 /var/lib/bridge" in dockerfile  # BRIDGE_DATA_DIR: the owner's only
 
 
+def paste_in_order(commands: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    """Run commands one after the other in one bash from the repository's root, as a user pastes
+    them, with stand-ins for npm (does nothing) and docker (`build -f FILE` fails unless FILE
+    is there, from where the shell is)."""
+    bin_dir = home / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "npm").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "docker").write_text(
+        '#!/bin/sh\n[ "$1" = build ] && [ "$2" = -f ] && [ -f "$3" ] && exit 0\n'
+        'echo "docker: no $3 in $(pwd)" >&2\nexit 1\n'
+    )
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    return subprocess.run(
+        ["bash", "-ec", "\n".join(commands)],
+        cwd=ROOT,
+        env={**os.environ, "HOME": str(home), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_the_n8n_image_s_build_commands_work_pasted_in_order(tmp_path: Path) -> None:
+    """deploy/n8n-with-bridge-nodes.Dockerfile's header: pack the nodes, then build; the
+    first must leave the shell in the repository's root for the second."""
+    header = (ROOT / "deploy" / "n8n-with-bridge-nodes.Dockerfile").read_text()
+    commands = re.findall(r"^#   (.*)$", header.split("\nARG ", 1)[0], re.M)
+    assert [c.split()[0] for c in commands] == ["mkdir", "docker"]
+    done = paste_in_order(commands, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert paste_in_order(["cd n8n-nodes", commands[1]], tmp_path / "x").returncode != 0
+
+
+def test_the_node_readme_s_install_commands_work_pasted_in_order(tmp_path: Path) -> None:
+    """n8n-nodes/README.md's Install: build the tarball, install it into ~/.n8n/nodes, build
+    the Docker image — each from where the one before left the shell."""
+    readme = (ROOT / "n8n-nodes" / "README.md").read_text()
+    install = readme.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    blocks = [block.strip() for block in re.findall(r"```bash\n(.*?)```", install, re.S)]
+    (build,) = re.findall(r"`(docker build -f deploy/[^`]*)`", install)
+    assert len(blocks) == 2
+    done = paste_in_order([*blocks, build], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / ".n8n" / "nodes").is_dir()
+
+
 def _seconds(duration: Any) -> float:
     """Compose gives durations in nanoseconds (JSON) or as '45s'."""
     if isinstance(duration, int | float):

@@ -166,11 +166,12 @@ async def test_the_readme_processor_runs_with_the_command_as_written(workdir: Pa
 
 
 async def test_the_dev_banner_s_commands_work_as_pasted(workdir: Path) -> None:
-    """The banner's `try` commands, pasted, reach the bridge with the token it printed; the
-    command it gives for another token makes one like it (all scopes, 24 h)."""
+    """The banner's `try` commands, pasted with TOKEN set to the token it printed, reach the
+    bridge; the command it gives for another token makes one like it (all scopes, 24 h)."""
     async with started("scripts/run.sh", workdir, clean_env()) as (_, printed):
-        answer = await paste(to_try(printed), workdir)
         (token,) = JWT.findall(printed)
+        assert f"\n{token}\n" in banner(printed)  # alone on its line, to copy
+        answer = await paste(to_try(printed), workdir, TOKEN=token)
         (command,) = TOKEN_COMMAND.findall(banner(printed))
     assert answer["items"] == ECHOED
     _, scope, ttl = command
