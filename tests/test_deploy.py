@@ -4,6 +4,7 @@ package ships its binary; no Docker engine is needed), HAProxy's configuration p
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
@@ -188,6 +189,35 @@ def test_a_colour_deployed_as_documented_passes_the_bridge_s_own_check(tmp_path:
         timeout=60,
     )
     assert check.returncode == 2 and "BRIDGE_JWT_SECRET" in check.stderr
+
+
+def test_the_switch_s_credential_is_made_by_the_live_colour_as_documented(tmp_path: Path) -> None:
+    """Switching to a new version: the admin token comes from `n8n-bridge token` in the live
+    colour's container (its environment as the first deploy makes it); it has the admin scope
+    the switch needs."""
+    block = documented_block(ROOT / "docs" / "operations.md", "### Switching to a new version")
+    (line,) = re.findall(r"^export BRIDGE_ADMIN_TOKEN=\$\((.*)\)$", block, re.M)
+    command = re.fullmatch(r"docker compose -f (\S+) exec -T bridge (n8n-bridge token .*)", line)
+    assert command is not None, line
+    environment = colour_environment(
+        command[1].removeprefix("docker-compose.").removesuffix(".yml"),
+        exported_by_the_first_deploy(),
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    args = command[2].split()[1:]
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        env=clean | environment | {"BRIDGE_DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    claims = done.stdout.strip().split(".")[1]
+    payload = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+    assert "admin" in payload["scope"].split()
+    assert "BRIDGE_API_KEY_SCOPES" not in environment  # so no API key of theirs is admin
 
 
 def test_the_bundled_n8n_runs_the_image_with_the_bridge_nodes_as_documented() -> None:
