@@ -233,6 +233,11 @@ def test_the_bundled_n8n_runs_the_image_with_the_bridge_nodes_as_documented() ->
     assert n8n["image"] == image[1]
     plain = config(image[2], "--profile", "n8n", env={})["services"]["n8n"]["image"]
     assert plain.startswith("docker.n8n.io/n8nio/n8n:")
+    # Its credential's Base URL, http://haproxy:8000: HAProxy on the network n8n is on
+    haproxy = config(image[2], env={})["services"]["haproxy"]
+    assert "bridge-net" in haproxy["networks"] and "bridge-net" in n8n["networks"]
+    assert [port["target"] for port in haproxy["ports"]].count(8000) == 1
+    assert "bind :8000" in (ROOT / "haproxy" / "haproxy.cfg").read_text()
 
 
 @pytest.mark.parametrize("colour", COLOURS)
