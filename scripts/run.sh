@@ -14,36 +14,67 @@ for arg in "$@"; do
 done
 # The settings first: a wrong one stops here with its one line, before any banner or token.
 settings=$("$bridge" check-config "$@")
-read -r host port < <("$root/.venv/bin/python" -c \
-    'import json, sys; s = json.load(sys.stdin); print(s["host"], s["port"])' <<<"$settings")
+read -r host port env signer < <("$root/.venv/bin/python" -c \
+    'import json, sys; s = json.load(sys.stdin); print(s["host"], s["port"], s["env"], "yes" if s["jwt_secret"] else "no")' <<<"$settings")
 url=http://$host:$port
-
-code=0
-answer=$("$bridge" token --scope execute,status,admin --ttl 24h "$@" 2>&1) || code=$?
-token=${answer%%$'\n'*}  # then notes, e.g. that dev mode generated the JWT secret
-[[ $code != 0 && $code != 3 ]] && { echo "$answer" >&2; exit "$code"; }
-echo "n8n-bridge: $url  (API docs: $url/api/v1/openapi.json)"
-case $code in
-    0)
-        [[ $answer == "$token" ]] || echo "${answer#"$token"$'\n'}" >&2
-        cat <<INFO
-dev token, all scopes, valid 24 h (new one: $bridge token --scope execute,status):
-$token
-
-try:
-  curl -s $url/api/v1/workflow/execute -H "Authorization: Bearer \$TOKEN" \\
+try_execute() {  # $1: the header that authenticates, with the shell variable it reads
+    cat <<INFO
+  curl -s $url/api/v1/workflow/execute -H "$1" \\
        -H 'Content-Type: application/json' -d '{"processing_type":"echo","items":[{"json":{"hi":1}}]}'
 INFO
-        ;;
-    3)  # nothing to sign a token with (`token` exits 3): the credentials are the user's own
-        cat <<INFO
+}
+api_keys_only() {
+    cat <<INFO
 no token printed: no BRIDGE_JWT_SECRET to sign one with. Authenticate with one of your
 BRIDGE_API_KEYS (header X-API-Key) or a JWT signed with a key of your BRIDGE_JWT_KEYS.
 
-try:
-  curl -s $url/api/v1/workflow/execute -H "X-API-Key: \$API_KEY" \\
-       -H 'Content-Type: application/json' -d '{"processing_type":"echo","items":[{"json":{"hi":1}}]}'
+try, with API_KEY set to one of your API keys (the key itself, not its sha256: hash):
 INFO
+    try_execute 'X-API-Key: $API_KEY'
+}
+
+if [[ $env == production ]]; then
+    # A development starter mints no admin token for a production bridge: tokens there are
+    # made on purpose, with the scopes and lifetime their user needs.
+    echo "n8n-bridge: $url  (API docs: $url/api/v1/openapi.json)"
+    if [[ $signer == yes ]]; then
+        cat <<INFO
+BRIDGE_ENV=production: no token made or printed. Make one with the scopes its user needs, with
+the same settings (BRIDGE_* and --config) as the bridge, e.g. for n8n's credential:
+  $bridge token --scope execute,status --ttl 24h
+
+try, with TOKEN set to that token:
+INFO
+        try_execute 'Authorization: Bearer $TOKEN'
+    else
+        api_keys_only
+    fi
+    exec "$bridge" serve "$@"
+fi
+
+# The token on stdout, notes (e.g. that dev mode generated the JWT secret) on stderr: apart, as
+# the two streams are written in no fixed order.
+notes=$(mktemp)
+code=0
+token=$("$bridge" token --scope execute,status,admin --ttl 24h "$@" 2>"$notes") || code=$?
+note=$(<"$notes")
+rm -f "$notes"
+[[ $code != 0 && $code != 3 ]] && { echo "$note" >&2; exit "$code"; }
+echo "n8n-bridge: $url  (API docs: $url/api/v1/openapi.json)"
+case $code in
+    0)
+        [[ -z $note ]] || echo "$note" >&2
+        cat <<INFO
+dev token, all scopes, valid 24 h (n8n's credential needs only execute,status):
+$token
+another like it: $bridge token --scope execute,status,admin --ttl 24h
+
+try, with TOKEN set to that token:
+INFO
+        try_execute 'Authorization: Bearer $TOKEN'
+        ;;
+    3)  # nothing to sign a token with (`token` exits 3): the credentials are the user's own
+        api_keys_only
         ;;
 esac
 exec "$bridge" serve "$@"

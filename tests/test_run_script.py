@@ -4,10 +4,13 @@ README's processor example in it and the README's command, as written."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import re
 import signal
 import sys
+import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -26,6 +29,7 @@ COMMAND = "BRIDGE_PROCESSORS=my_processors scripts/run.sh"
 API_KEY = "run-sh-own-api-key-0123456789"
 EXECUTE = "/api/v1/workflow/execute"
 JWT = re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]+")
+TOKEN_COMMAND = re.compile(r"(\S+/n8n-bridge) token --scope (\S+) --ttl (\S+)")
 
 
 def readme_section(title: str) -> str:
@@ -57,6 +61,37 @@ def workdir(tmp_path: Path) -> Path:
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "PYTHON"))}
     return {**env, "BRIDGE_PORT": str(free_port()), **extra}
+
+
+def banner(printed: str) -> str:
+    """What run.sh printed before the daemon's first log line (a line of JSON)."""
+    return re.split(r'^\{"', printed, maxsplit=1, flags=re.M)[0]
+
+
+def to_try(printed: str) -> str:
+    """The commands the banner says to try, as a user pastes them (the indented lines after
+    its `try…:` line)."""
+    after = re.split(r"^try\b.*:\n", banner(printed), maxsplit=1, flags=re.M)[1]
+    return textwrap.dedent("".join(re.findall(r"^  .*\n", after, re.M)))
+
+
+async def paste(commands: str, cwd: Path, **env: str) -> dict[str, object]:
+    """Run pasted commands in bash; their output is the bridge's JSON answer."""
+    code, stdout, stderr = await run_to_the_end(
+        "bash", "-ec", commands, cwd=cwd, env=clean_env(**env)
+    )
+    assert code == 0, stderr
+    answer: dict[str, object] = json.loads(stdout)
+    return answer
+
+
+def scopes(token: str) -> list[str]:
+    claims = token.split(".")[1]
+    payload = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+    return str(payload["scope"]).split()
+
+
+ECHOED = [{"json": {"hi": 1}, "pairedItem": {"item": 0}}]
 
 
 async def run_to_the_end(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
@@ -130,6 +165,39 @@ async def test_the_readme_processor_runs_with_the_command_as_written(workdir: Pa
     assert (workdir / "data" / "jwt_secret").exists()  # ./data is the folder it was started in
 
 
+async def test_the_dev_banner_s_commands_work_as_pasted(workdir: Path) -> None:
+    """The banner's `try` commands, pasted with TOKEN set to the token it printed, reach the
+    bridge; the command it gives for another token makes one like it (all scopes, 24 h)."""
+    async with started("scripts/run.sh", workdir, clean_env()) as (_, printed):
+        (token,) = JWT.findall(printed)
+        assert f"\n{token}\n" in banner(printed)  # alone on its line, to copy
+        answer = await paste(to_try(printed), workdir, TOKEN=token)
+        (command,) = TOKEN_COMMAND.findall(banner(printed))
+    assert answer["items"] == ECHOED
+    _, scope, ttl = command
+    assert (scope.split(","), ttl) == (scopes(token), "24h") and "all scopes" in printed
+    assert scopes(token) == ["execute", "status", "admin"]
+
+
+async def test_run_sh_in_production_mints_and_prints_no_token(workdir: Path) -> None:
+    """run.sh is the development starter: with BRIDGE_ENV=production it starts the bridge but
+    makes no token; it says how to make one, and that command, then the `try` commands with its
+    token, work as pasted."""
+    env = clean_env(BRIDGE_ENV="production", BRIDGE_JWT_SECRET="p" * 40)
+    async with started("scripts/run.sh", workdir, env) as (_, printed):
+        assert not JWT.search(printed)
+        (command,) = TOKEN_COMMAND.findall(banner(printed))
+        bridge, scope, ttl = command
+        code, token, stderr = await run_to_the_end(
+            bridge, "token", "--scope", scope, "--ttl", ttl, cwd=workdir, env=env
+        )
+        assert code == 0, stderr
+        answer = await paste(to_try(printed), workdir, TOKEN=token.strip())
+    assert answer["items"] == ECHOED
+    assert "BRIDGE_ENV=production" in banner(printed)
+    assert not (workdir / "data" / "jwt_secret").exists()
+
+
 async def test_a_cpu_bound_processor_of_the_folder_runs_in_the_process_pool(
     workdir: Path,
 ) -> None:
@@ -171,23 +239,24 @@ async def test_a_bad_setting_stops_run_sh_with_its_one_line_before_any_banner(
     assert not (workdir / "data").exists()  # nothing made either
 
 
-async def test_run_sh_starts_a_bridge_that_has_api_keys_only(workdir: Path) -> None:
+@pytest.mark.parametrize("mode", ["dev", "production"])
+async def test_run_sh_starts_a_bridge_that_has_api_keys_only(workdir: Path, mode: str) -> None:
     """No JWT secret: no token to mint. It starts, says how to authenticate, and prints no
-    secret (the key is the user's own)."""
+    secret (the key is the user's own); its `try` commands work with API_KEY set to that key,
+    as the banner says."""
     config = workdir / "bridge.toml"
     port = free_port()
     config.write_text(f"port = {port}\n")
-    env = clean_env(BRIDGE_API_KEYS=API_KEY)
+    env = clean_env(BRIDGE_API_KEYS=API_KEY, BRIDGE_ENV=mode)
     del env["BRIDGE_PORT"]
     async with started("scripts/run.sh --config bridge.toml", workdir, env) as (url, printed):
         assert url == f"http://127.0.0.1:{port}"
-        answer = await execute(
-            url, {"X-API-Key": API_KEY}, {"processing_type": "echo", "items": [{"json": {}}]}
-        )
-    assert answer["items"] == [{"json": {}, "pairedItem": {"item": 0}}]
-    banner = printed[: printed.index('{"')]  # what it printed before the daemon's log
-    assert f"http://127.0.0.1:{port}" in banner  # the port of the config file
-    assert "X-API-Key" in banner and "BRIDGE_API_KEYS" in banner
+        answer = await paste(to_try(printed), workdir, API_KEY=API_KEY)
+    assert answer["items"] == ECHOED
+    shown = banner(printed)
+    assert f"http://127.0.0.1:{port}" in shown  # the port of the config file
+    assert "X-API-Key" in shown and "BRIDGE_API_KEYS" in shown
+    assert re.search(r"^try, with API_KEY set to one of your API keys\b", shown, re.M)
     assert API_KEY not in printed and not JWT.search(printed)
     assert not (workdir / "data" / "jwt_secret").exists()
 

@@ -34,7 +34,7 @@ NAME = "n8n-nodes-python-bridge"
 # The commands n8n-nodes/README.md gives (the tarball's path aside); the test runs them as written.
 # --omit=peer: npm would otherwise install the peer n8n-workflow beside the nodes, and the nodes
 # would use that copy instead of n8n's own.
-INSTALL = "mkdir -p ~/.n8n/nodes && cd ~/.n8n/nodes && npm install --omit=peer {tarball}"
+INSTALL = "mkdir -p ~/.n8n/nodes && (cd ~/.n8n/nodes && npm install --omit=peer {tarball})"
 DOCKERFILE = ROOT / "deploy" / "n8n-with-bridge-nodes.Dockerfile"
 README = PACKAGE / "README.md"
 PACK_FOLDER = "/tmp/bridge-nodes"  # where the README and the Dockerfile's comment pack to
@@ -156,8 +156,8 @@ async def test_the_docker_route_installs_the_same_tarball_into_the_tested_n8n(
 async def test_the_readme_installs_the_tarball_npm_pack_makes(installed: Installed) -> None:
     readme = README.read_text()
     # npm pack writes into a folder that exists: the README makes it first
-    assert f"mkdir -p {PACK_FOLDER} && cd n8n-nodes && npm ci && npm run build" in readme
-    assert f"npm pack --pack-destination {PACK_FOLDER}" in readme
+    assert f"mkdir -p {PACK_FOLDER} && (cd n8n-nodes && npm ci && npm run build" in readme
+    assert f"npm pack --pack-destination {PACK_FOLDER})" in readme
     assert INSTALL.format(tarball=f"{PACK_FOLDER}/{installed.tarball.name}") in readme
     assert f"`{installed.tarball.name}`" in readme
     assert f"-t n8n-with-bridge-nodes {PACK_FOLDER}" in readme
