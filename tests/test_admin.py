@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from bridge.api.models import AdminStatus, DrainAnswer
 from bridge.ids import new_id
 from bridge.keys import LIFECYCLE
 from bridge.settings import Settings
@@ -137,6 +138,8 @@ async def test_a_callback_waiting_for_its_retry_leaves_the_bridge_drained(
     assert drained["deliveries"] == {"sending": 0, "waiting": 1}
     status = await (await client.get("/admin/status", headers=admin(settings))).json()
     assert status["drained"] is True
+    DrainAnswer.model_validate(drained, strict=True)  # as the OpenAPI document describes them
+    AdminStatus.model_validate(status, strict=True)
     assert (status["deliveries"]["sending"], status["deliveries"]["waiting"]) == (0, 1)
     [host] = status["deliveries"]["hosts"].values()
     assert host["sending"] == 0 and sum(host["waiting"].values()) == 1
