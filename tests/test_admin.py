@@ -196,11 +196,17 @@ async def test_a_waiting_callback_left_by_a_stopped_bridge_is_sent_after_it(
         other = await make_client(retry_base_s=0.01, redis_claim_idle_s=1)
         await asyncio.sleep(3.0)  # three rounds of looking for deliveries of stopped instances
         assert len(target.received) == 1, "taken over from an instance still alive"
+        # A draining instance takes on no more work, deliveries of stopped ones included.
+        await other.post("/admin/drain", headers=admin(settings))
     started = time.monotonic()
     await first.close()  # what SIGTERM does after the HTTP side
     assert time.monotonic() - started < 4.0  # the deliverer's bound is 5 s: not waited out
     if other is None:
         other = await make_client(retry_base_s=0.01)  # the same data directory
+    else:
+        await asyncio.sleep(3.0)
+        assert len(target.received) == 1, "taken over by a draining instance"
+        await other.delete("/admin/drain", headers=admin(settings))
     [one, two] = await target.wait_for(2)
     assert one.headers["webhook-id"] == two.headers["webhook-id"]
     done = await after_callback(other, auth, job_id, "delivered")
