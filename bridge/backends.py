@@ -209,15 +209,20 @@ class Redis:
                     for delivery in subs.deliveries_for(event, among=[subscription]):
                         deliverer.send(delivery)
 
+        async def adopt() -> None:
+            """Take over the deliveries of instances that stopped meanwhile — unless draining:
+            like the shared queues' jobs, they are for an instance that stays."""
+            if not self._lifecycle.draining:
+                await deliverer.resume()
+
         subs.on_learned = catch_up
         self._event_log.start(bus.deliver, bus.interested)
         self.keeper.start()
         await deliverer.resume()
         self._tasks += [
             asyncio.create_task(_every(SUBSCRIPTIONS_RELOAD_S, subs.load), name="subs-reload"),
-            # Take over the deliveries of instances that stopped meanwhile.
             asyncio.create_task(
-                _every(self._settings.redis_claim_idle_s, deliverer.resume), name="adopt-outboxes"
+                _every(self._settings.redis_claim_idle_s, adopt), name="adopt-outboxes"
             ),
         ]
 

@@ -98,8 +98,16 @@ class Deliverer:
         self._stopping = False
 
     @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
+    def sending(self) -> int:
+        """Deliveries under way and not waiting for their next attempt: being sent, due and
+        waiting for a sending slot, or recording how an attempt went."""
+        return len(self._tasks) - len(self._waits)
+
+    @property
+    def waiting(self) -> int:
+        """Deliveries waiting for their next attempt (back-off, Retry-After, an open breaker).
+        Each is in the outbox with its next attempt's time: a stop loses none of them."""
+        return len(self._waits)
 
     def hosts(self) -> dict[str, dict[str, Any]]:
         """Per host: its breaker, the deliveries being sent, those due but waiting for one of
@@ -154,8 +162,11 @@ class Deliverer:
         return True
 
     async def stop(self, bound_s: float) -> None:
-        """Let deliveries under way finish within `bound_s`; the rest stay in the outbox."""
+        """Let the attempts being made finish within `bound_s`; no new one starts. Deliveries
+        waiting for their next attempt stop at once: they are in the outbox, for the next start
+        (embedded) or another instance (Redis) to send."""
         self._stopping = True
+        await stop_tasks([self._tasks[delivery_id] for delivery_id in self._waits])
         tasks = list(self._tasks.values())
         if tasks:
             await asyncio.wait(tasks, timeout=bound_s)
@@ -169,6 +180,8 @@ class Deliverer:
         max_attempts = self._settings.callback_max_attempts
         waited = False
         while True:
+            if self._stopping:  # in the outbox, with how far it got: sent after the stop
+                return
             if wait_s := breaker.wait_s():
                 await self._wait(delivery, breaker, "breaker_open", wait_s, f"{host} is failing")
                 waited = True
@@ -241,6 +254,8 @@ class Deliverer:
                 extra={"job_id": delivery.job_id, "trace_id": delivery.trace_id},
             )
             await self._progress(waiting)
+            if self._stopping:  # recorded with its next attempt's time: sent after the stop
+                return
             if breaker is None:
                 await asyncio.sleep(seconds)
             else:

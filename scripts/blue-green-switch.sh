@@ -216,7 +216,7 @@ rollback_to() {  # called when $2, just made live, is not healthy
 }
 
 drain_old() {  # returns 1 when the bound passed first
-    local old=$1 new=$2 answer state sessions drained until next_log
+    local old=$1 new=$2 answer state sessions drained waiting until next_log
     answer=$(bridge POST "$old" /admin/drain)
     case ${answer%% *} in
         200) log "step 4: $old drains: $(cut -d' ' -f2- <<<"$answer")" ;;
@@ -237,6 +237,9 @@ drain_old() {  # returns 1 when the bound passed first
         esac
         if [[ $sessions == 0 && $drained == true ]]; then
             log "step 5: $old has no session left in HAProxy and nothing in flight"
+            waiting=$(json_value waiting "${answer#*\"deliveries\":}")
+            [[ ${waiting:-0} == 0 ]] ||  # in its outbox: another instance sends them after its stop
+                log "step 5: $old keeps $waiting webhook(s) waiting for a retry until it stops; then $new sends them"
             return 0
         fi
         if ! before "$until"; then
@@ -244,7 +247,7 @@ drain_old() {  # returns 1 when the bound passed first
             return 1
         fi
         if ! before "$next_log"; then
-            log "step 5: waiting for $old: $sessions session(s), in flight: $(json_value in_flight "${answer#*\"workers\":}"), drained=$drained"
+            log "step 5: waiting for $old: $sessions session(s), in flight: $(json_value in_flight "${answer#*\"workers\":}"), webhooks sending: $(json_value sending "${answer#*\"deliveries\":}"), drained=$drained"
             next_log=$(deadline 5)
         fi
         sleep "$POLL_S"

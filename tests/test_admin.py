@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from bridge.api.models import AdminStatus, DrainAnswer
 from bridge.ids import new_id
 from bridge.keys import LIFECYCLE
 from bridge.settings import Settings
 from tests.conftest import ClientFactory, token
+from tests.smtp_server import free_port
 from tests.test_worker import after_callback, finished, job
 from tests.webhook_target import Target
 
@@ -98,6 +102,115 @@ async def test_drained_only_once_its_running_job_ends(
             break
         await asyncio.sleep(0.01)
     assert status["drained"] is True and status["workers"]["in_flight"] == 0
+
+
+async def status_when(
+    client: TestClient, settings: Settings, ready: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """/admin/status once `ready` holds of it (or the last one seen, after about 10 s)."""
+    for _ in range(500):
+        status = await (await client.get("/admin/status", headers=admin(settings))).json()
+        if ready(status):
+            break
+        await asyncio.sleep(0.02)
+    return status  # type: ignore[no-any-return]
+
+
+async def test_a_callback_waiting_for_its_retry_leaves_the_bridge_drained(
+    make_client: ClientFactory, settings: Settings, auth: dict[str, str]
+) -> None:
+    """A callback between attempts is in the outbox, not on the wire: nothing to wait for before
+    stopping (the next start, or on Redis another instance, sends it). The status shows it as
+    waiting, apart from what is being sent. An n8n resume URL that is gone must not hold a
+    blue-green switch for the callback's whole retry schedule."""
+    client = await make_client(breaker_failures=1, breaker_reset_s=600, retry_base_s=600)
+    nobody = f"http://127.0.0.1:{free_port()}/webhook-waiting/7"  # refused: nothing listens
+    accepted = await client.post(EXECUTE, json=job("echo", callback_url=nobody), headers=auth)
+    job_id = (await accepted.json())["job_id"]
+    for _ in range(500):  # its first attempt failed: the job shows when the next one is due
+        done = await finished(client, auth, job_id)
+        if done["callback"]["next_attempt_at"] is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert done["callback"]["attempts"] == 1 and done["callback"]["state"] == "pending", done
+    drained = await (await client.post("/admin/drain", headers=admin(settings))).json()
+    assert drained["drained"] is True, drained
+    assert drained["deliveries"] == {"sending": 0, "waiting": 1}
+    status = await (await client.get("/admin/status", headers=admin(settings))).json()
+    assert status["drained"] is True
+    DrainAnswer.model_validate(drained, strict=True)  # as the OpenAPI document describes them
+    AdminStatus.model_validate(status, strict=True)
+    assert (status["deliveries"]["sending"], status["deliveries"]["waiting"]) == (0, 1)
+    [host] = status["deliveries"]["hosts"].values()
+    assert host["sending"] == 0 and sum(host["waiting"].values()) == 1
+    assert host["next_attempt_at"] == done["callback"]["next_attempt_at"]
+
+
+async def test_a_drained_bridge_still_sends_its_waiting_callback_and_is_not_drained_meanwhile(
+    make_client: ClientFactory, settings: Settings, auth: dict[str, str], target: Target
+) -> None:
+    """Its deliveries stay its own while it lives (no other instance takes them over until it
+    has stopped), so a drained bridge left running — kept for a rollback — goes on with them:
+    while one is being sent it is not drained, and afterwards it is again."""
+    client = await make_client(retry_base_s=0.01)
+    target.script = [503]
+    target.headers = {"Retry-After": "3"}  # the first attempt fails, the next one in 3 s
+    accepted = await client.post(
+        EXECUTE, json=job("echo", callback_url=target.url("/hook")), headers=auth
+    )
+    job_id = (await accepted.json())["job_id"]
+    await target.wait_for(1)
+    target.hold_s["/hook"] = 1.5  # the next attempt is answered only after that
+    await status_when(client, settings, lambda s: s["deliveries"].get("waiting") == 1)
+    drained = await (await client.post("/admin/drain", headers=admin(settings))).json()
+    assert drained["drained"] is True and drained["deliveries"] == {"sending": 0, "waiting": 1}
+    sending = await status_when(client, settings, lambda s: s["deliveries"]["sending"] == 1)
+    assert sending["drained"] is False and sending["deliveries"]["waiting"] == 0
+    done = await after_callback(client, auth, job_id, "delivered")
+    assert done["callback"]["state"] == "delivered" and len(target.received) == 2
+    after = await status_when(client, settings, lambda s: s["drained"])
+    assert after["drained"] is True and after["draining"] is True
+    assert (after["deliveries"]["sending"], after["deliveries"]["waiting"]) == (0, 0)
+
+
+async def test_a_waiting_callback_left_by_a_stopped_bridge_is_sent_after_it(
+    make_client: ClientFactory, settings: Settings, auth: dict[str, str], target: Target
+) -> None:
+    """What makes stopping a drained bridge with a waiting callback safe. On Redis another
+    instance takes the callback over once the bridge has stopped — never while it lives, even
+    drained; embedded, the next start on the same data directory sends it. Either way with the
+    same webhook-id, at once. The stop itself does not wait for the callback's next attempt."""
+    first = await make_client(retry_base_s=0.01)
+    target.script = [503]
+    target.headers = {"Retry-After": "600"}
+    accepted = await first.post(
+        EXECUTE, json=job("echo", callback_url=target.url("/hook")), headers=auth
+    )
+    job_id = (await accepted.json())["job_id"]
+    await target.wait_for(1)
+    await status_when(first, settings, lambda s: s["deliveries"]["waiting"] == 1)
+    drained = await (await first.post("/admin/drain", headers=admin(settings))).json()
+    assert drained["drained"] is True and drained["deliveries"] == {"sending": 0, "waiting": 1}
+    other = None
+    if settings.redis_url is not None:  # the new colour, running beside the drained one
+        other = await make_client(retry_base_s=0.01, redis_claim_idle_s=1)
+        await asyncio.sleep(3.0)  # three rounds of looking for deliveries of stopped instances
+        assert len(target.received) == 1, "taken over from an instance still alive"
+        # A draining instance takes on no more work, deliveries of stopped ones included.
+        await other.post("/admin/drain", headers=admin(settings))
+    started = time.monotonic()
+    await first.close()  # what SIGTERM does after the HTTP side
+    assert time.monotonic() - started < 4.0  # the deliverer's bound is 5 s: not waited out
+    if other is None:
+        other = await make_client(retry_base_s=0.01)  # the same data directory
+    else:
+        await asyncio.sleep(3.0)
+        assert len(target.received) == 1, "taken over by a draining instance"
+        await other.delete("/admin/drain", headers=admin(settings))
+    [one, two] = await target.wait_for(2)
+    assert one.headers["webhook-id"] == two.headers["webhook-id"]
+    done = await after_callback(other, auth, job_id, "delivered")
+    assert done["callback"]["state"] == "delivered" and done["callback"]["attempts"] == 2
 
 
 async def test_a_stopping_bridge_does_not_serve_again(

@@ -14,6 +14,7 @@ through HAProxy the whole time, while scripts/blue-green-switch.sh moves the tra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -26,9 +27,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from tests.daemon import ROOT, Daemon
 from tests.haproxy_server import HAProxy
+from tests.smtp_server import free_port
 
 SCRIPT = ROOT / "scripts" / "blue-green-switch.sh"
 API_KEY = "blue-green-test-key-0123456789"
@@ -63,9 +67,16 @@ class Stack:
 
 @pytest.fixture
 async def stack(tmp_path: Path, redis_url: str) -> AsyncIterator[Stack]:
+    async with running_stack(tmp_path, redis_url) as stack:
+        yield stack
+
+
+@contextlib.asynccontextmanager
+async def running_stack(tmp_path: Path, redis_url: str, **env: str) -> AsyncIterator[Stack]:
+    """Blue live behind HAProxy, green in maint; `env` added to both colours'."""
     blue, green = await asyncio.gather(
-        Daemon(colour_env(tmp_path, "blue", redis_url)).start(),
-        Daemon(colour_env(tmp_path, "green", redis_url)).start(),
+        Daemon({**colour_env(tmp_path, "blue", redis_url), **env}).start(),
+        Daemon({**colour_env(tmp_path, "green", redis_url), **env}).start(),
     )
     haproxy = HAProxy(
         tmp_path / "haproxy",
@@ -339,6 +350,72 @@ async def test_a_switch_stopped_half_way_is_finished_by_the_next(stack: Stack) -
     servers = await stack.haproxy.servers()
     assert (servers["green"]["status"], servers["blue"]["status"]) == ("UP", "MAINT")
     assert load.failures == [], load.failures[:5]
+
+
+async def test_a_callback_to_a_dead_url_does_not_hold_the_switch(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """One n8n resume URL is gone: blue's callback to it waits for its next attempt, for
+    minutes. It is in blue's outbox, so the switch ends (0, not 5 at the drain bound); once blue
+    has stopped, green takes the callback over and sends it."""
+    port = free_port()  # nothing listens there until the receiver below comes back
+    slow_retries = {
+        "BRIDGE_RETRY_BASE_S": "600",
+        "BRIDGE_BREAKER_FAILURES": "1",
+        "BRIDGE_BREAKER_RESET_S": "600",
+        "BRIDGE_REDIS_CLAIM_IDLE_S": "1",
+    }
+    async with running_stack(tmp_path, redis_url, **slow_retries) as stack:
+        body = {
+            "processing_type": "echo",
+            "mode": "async",
+            "callback_url": f"http://127.0.0.1:{port}/webhook-waiting/7",
+            "items": [{"json": {}}],
+        }
+        async with aiohttp.ClientSession(headers=AUTH) as session:
+            # Green, in maint, is left drained as a switch leaves it: blue runs the job.
+            async with session.post(f"{stack.green.url}/admin/drain") as answer:
+                assert answer.status == 200
+            async with session.post(f"{stack.haproxy.url}{EXECUTE}", json=body) as answer:
+                assert answer.status == 202, await answer.text()
+                job_id = (await answer.json())["job_id"]
+            for _ in range(200):
+                async with session.get(f"{stack.blue.url}/admin/status") as answer:
+                    deliveries = (await answer.json())["deliveries"]
+                if deliveries.get("waiting") == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert deliveries["waiting"] == 1, deliveries
+
+            code, log = await run_switch(stack, "switch", "green", watch_s=1)
+            assert code == 0, log
+            assert "blue keeps 1 webhook(s) waiting for a retry until it stops" in log, log
+
+            received: list[str] = []
+
+            async def resume(request: web.Request) -> web.Response:
+                received.append(request.headers["webhook-id"])
+                return web.json_response({"message": "Workflow was started"})
+
+            receiver = web.Application()
+            receiver.router.add_post("/webhook-waiting/7", resume)
+            server = TestServer(receiver, host="127.0.0.1", port=port)
+            await server.start_server()
+            try:
+                stack.blue.signal(signal.SIGTERM)
+                assert await stack.blue.wait() == 0
+                for _ in range(300):
+                    async with session.get(
+                        f"{stack.haproxy.url}/api/v1/workflow/status/{job_id}"
+                    ) as answer:
+                        callback = (await answer.json())["callback"]
+                    if callback["state"] == "delivered":
+                        break
+                    await asyncio.sleep(0.1)
+            finally:
+                await server.close()
+        assert callback["state"] == "delivered" and callback["attempts"] == 2, callback
+        assert len(received) == 1
 
 
 async def test_negative_control_a_flip_without_draining_fails_requests(stack: Stack) -> None:

@@ -165,7 +165,7 @@ def bench() -> Iterator[Callable[..., Bench]]:
 
     yield make
     for deliverer in made:
-        assert deliverer.in_flight == 0, "a delivery was still under way at the test's end"
+        assert (deliverer.sending, deliverer.waiting) == (0, 0), "a delivery was still under way"
 
 
 async def stream_of_successes(bench: Bench, seconds: float, every_s: float = 0.05) -> int:

@@ -39,10 +39,7 @@ async def status(request: web.Request) -> web.Response:
             "drained": _drained(app),
             "workers": {"in_flight": workers.in_flight, "queued": workers.queued},
             "threads": app[RUNNER].thread_status(),
-            "deliveries": {
-                "in_flight": app[DELIVERER].in_flight,
-                "hosts": app[DELIVERER].hosts(),
-            },
+            "deliveries": {**_deliveries(app), "hosts": app[DELIVERER].hosts()},
             "dead_letters": await _dead_letter_count(request),
             "breakers": app[BREAKERS].states(),
             "last_event_id": app[EVENTS].last_id,
@@ -51,17 +48,25 @@ async def status(request: web.Request) -> web.Response:
 
 
 def _drained(app: web.Application) -> bool:
-    """Draining, and nothing of this instance's own left to finish: no run, no callback being
-    sent, and — when its queues are its own — no queued job. (Shared queues are another
-    instance's to empty; callbacks waiting to be retried are adopted when this one is gone.)"""
+    """Draining, and nothing of this instance's own left to finish: no run, no callback or event
+    webhook being sent, and — when its queues are its own — no queued job. Safe to stop: shared
+    queues are another instance's to empty, and a delivery waiting for its next attempt is in
+    the outbox, sent after the stop by another instance (Redis) or by the next start
+    (embedded). A drained instance left running still makes those attempts when they are due
+    (no other instance takes its deliveries while it lives): drained is false during one."""
     workers = app[WORKERS]
     queued = 0 if app[BACKEND].shared else workers.queued
     return (
         app[LIFECYCLE].draining
         and workers.in_flight == 0
-        and app[DELIVERER].in_flight == 0
+        and app[DELIVERER].sending == 0
         and queued == 0
     )
+
+
+def _deliveries(app: web.Application) -> dict[str, int]:
+    deliverer = app[DELIVERER]
+    return {"sending": deliverer.sending, "waiting": deliverer.waiting}
 
 
 async def _dead_letter_count(request: web.Request) -> int | None:
@@ -132,6 +137,6 @@ async def drain(request: web.Request) -> web.Response:
             "drained": _drained(app),
             "in_flight": workers.in_flight,
             "queued": workers.queued,
-            "deliveries": app[DELIVERER].in_flight,
+            "deliveries": _deliveries(app),
         }
     )

@@ -315,6 +315,55 @@ class Ready(BaseModel):
     checks: dict[str, str] = Field(description="each dependency: 'ok' or why not")
 
 
+DRAINED = (
+    "draining, and nothing of this instance's own left to finish: no run, no callback or event "
+    "webhook being sent, and (embedded) no queued job. Safe to stop: a delivery waiting for its "
+    "next attempt is in the outbox, sent after the stop by another instance (Redis) or the next "
+    "start (embedded). A drained instance left running still makes those attempts when due, "
+    "and is not drained during one"
+)
+
+
+class DeliveryCounts(BaseModel):
+    sending: int = Field(
+        description="callbacks and event webhooks being sent, or due and waiting for a sending slot"
+    )
+    waiting: int = Field(
+        description="waiting for their next attempt (back-off, Retry-After, an open breaker)"
+    )
+
+
+class Deliveries(DeliveryCounts):
+    hosts: dict[str, Any] = Field(
+        description="per host: its breaker, sending, queued for a sending slot, waiting by why, "
+        "the earliest next_attempt_at"
+    )
+
+
+class DrainAnswer(BaseModel):
+    draining: bool
+    drained: bool = Field(description=DRAINED)
+    in_flight: int = Field(description="jobs running here")
+    queued: int = Field(description="jobs in this instance's queues (on Redis: shared)")
+    deliveries: DeliveryCounts
+
+
+class AdminStatus(BaseModel):
+    color: str | None
+    version: str
+    uptime_s: float
+    draining: bool
+    drained: bool = Field(description=DRAINED)
+    backends: dict[str, Any]
+    queues: dict[str, Any]
+    workers: dict[str, int] = Field(description="in_flight: jobs running here; queued")
+    threads: dict[str, Any]
+    deliveries: Deliveries
+    dead_letters: int | None = Field(description="null while the store cannot answer")
+    breakers: dict[str, Any]
+    last_event_id: int
+
+
 class ErrorDetail(BaseModel):
     code: Literal[ERROR_CODES]  # type: ignore[valid-type]
     message: str
