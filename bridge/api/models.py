@@ -105,7 +105,8 @@ class _Submission(BaseModel):
     callback_url: GivenUrl | None = Field(
         None,
         description="async: where to send the result (an n8n resume URL or webhook): http(s), "
-        "visible ASCII, at most 2048 characters, no . or .. path segments in any encoding",
+        "visible ASCII, at most 2048 characters, no fragment (#: never sent), no . or .. path "
+        "segments in any encoding",
     )
     callback_method: Literal["POST", "GET"] = Field(
         "POST", description="POST (the result as JSON) or GET (n8n's Wait node takes either)"
