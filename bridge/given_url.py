@@ -7,12 +7,13 @@ was called as `%25U002E`) and resolves `.` and `..` segments (`/webhook/../../x`
 server or a proxy in front of it decodes `%2e%2e` once or more (`%252e%252e`, IIS's `%u002e`),
 folds Unicode (NFKC: the full-width stop U+FF0E is `.`), reads a backslash or a slash look-alike
 as a slash, ends a segment at a decoded `?`, `#` or `;` (`..%3F`, `..;x`), and trims trailing
-NULs, controls, spaces and dots (IIS, Windows: `.. `, `..%00`, `.....`). So a given URL is
-refused unless it is RFC 3986 characters (anything else percent-encoded, every `%` starting two
-hex digits) of at most 2,048 characters, its decoded path holds no control character, and no
-segment of its path, read in all those ways, is dots alone. Absolute URLs must be http(s) with a
-host; where they may go is the outbound guard's to judge. What is accepted is called byte for
-byte (`as_called`).
+NULs, controls, spaces and dots (IIS, Windows: `.. `, `..%00`, `.....`). And a fragment is
+never sent: the client drops it, and with it a GET callback's outcome, appended to the query. So
+a given URL is refused unless it is RFC 3986 characters (anything else percent-encoded, every
+`%` starting two hex digits) of at most 2,048 characters without a fragment, its decoded path
+holds no control character, and no segment of its path, read in all those ways, is dots alone.
+Absolute URLs must be http(s) with a host; where they may go is the outbound guard's to judge.
+What is accepted is called byte for byte (`as_called`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,13 @@ def problem(url: str) -> str | None:
             "<>{}|^` or characters outside ASCII, and every % followed by two hex digits "
             "(percent-encode the rest)"
         )
-    if url.partition("#")[0].endswith("?"):
+    if "#" in url:
+        return (
+            "no fragment (#…, even an empty one): it is never sent over HTTP, so the "
+            "receiver would not get it, nor a GET callback's outcome appended after it "
+            "(percent-encode a # that is part of the path or query as %23)"
+        )
+    if url.endswith("?"):
         return "no empty query: the client would drop the ?"
     split = urlsplit(url)
     absolute = split.scheme or split.netloc
@@ -100,14 +107,18 @@ def _checked(url: str) -> str:
     return url
 
 
-# An absolute URL a caller gives for the bridge to call: kept as given, never normalised.
+# An absolute URL a caller gives for the bridge to call: kept as given, never normalised. The
+# pattern is the schema's outline of what `_checked` accepts (visible ASCII but `#`); only the
+# check runs, so a refusal says why rather than quoting the pattern.
 GivenUrl = Annotated[
     str,
     Field(
         min_length=1,
         max_length=MAX_LENGTH,
-        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[\x21-\x7e]+$",
-        json_schema_extra={"format": "uri"},
+        json_schema_extra={
+            "format": "uri",
+            "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[\x21\x22\x24-\x7e]+$",
+        },
     ),
     AfterValidator(_checked),
 ]

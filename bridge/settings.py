@@ -371,11 +371,13 @@ class Settings(BaseModel):
             return None
         try:
             parts = urlsplit(value)
+            # Webhook paths are joined under it: a query or a fragment would be lost in the join.
             valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            valid = valid and not (parts.query or parts.fragment or value[-1] in "?#")
         except ValueError:
             valid = False
         if not valid:
-            raise ValueError("expected http(s)://host[:port][/path]")
+            raise ValueError("expected http(s)://host[:port][/path], without a query or fragment")
         return value
 
     @field_validator("jwt_keys")

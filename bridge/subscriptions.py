@@ -25,7 +25,10 @@ from bridge.workflow_limit import WorkflowLimit
 class SubscriptionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: GivenUrl = Field(description="where events are POSTed")
+    url: GivenUrl = Field(
+        description="where events are POSTed: http(s), visible ASCII, at most 2048 characters, "
+        "no fragment (#: never sent), no . or .. path segments in any encoding"
+    )
     events: list[EventType] = Field(
         min_length=1, max_length=len(EVENT_TYPES), description="the event types wanted"
     )

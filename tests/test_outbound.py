@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from pydantic import ValidationError
 
 from bridge.outbound import OutboundGuard, OutboundRefused
 from bridge.settings import Settings
@@ -686,6 +687,13 @@ NOT_AS_GIVEN = [
     "/a?q=%",
     "/a?",  # an empty query: the client drops the `?`
     "/a?#f",
+    # a fragment is never sent: a GET callback's outcome appended after it was lost
+    "/a#f",
+    "/a#",
+    "/cbget/3?sig=abc#frag",
+    "/cbget/3?sig=abc#",
+    "/#",
+    "/a#f#g",
     # dots and slashes that NFKC or a server's Unicode folding turns into `.` and `/`
     "/a/%ef%bc%8e%ef%bc%8e/x",  # full-width full stop
     "/a/%e3%80%82%e3%80%82/x",  # ideographic full stop
@@ -759,6 +767,7 @@ AS_GIVEN = [
     "webhook/%25/x",  # an encoded percent sign
     "webhook/u%40x/cb",
     "webhook/x?a=1&a=2&b=%3B;c",
+    "webhook/a%23b?sig=abc%23frag",  # an encoded `#` is path and query, sent as given
 ]
 
 
@@ -776,3 +785,48 @@ async def test_every_accepted_url_is_called_byte_for_byte(
     sent = sorted(call.raw_path for call in received)
     origin = target.url("/").rstrip("/")
     assert sent == sorted(url.removeprefix(origin) for url in urls)
+
+
+@embedded_only
+async def test_a_get_callback_to_a_url_with_a_fragment_is_refused_not_lost(
+    client: TestClient, auth: dict[str, str], target: Target
+) -> None:
+    """The outcome of a GET callback travels in the query. A fragment is never sent, so a query
+    appended after one was dropped (the receiver got `?sig=abc` alone, and the job said
+    `delivered`): a URL with a fragment, even an empty one, is refused; an encoded `%23` is
+    the path's or the query's and is called as given, the outcome after it."""
+    origin = target.url("/").rstrip("/")  # (yarl would drop an empty fragment)
+    for path in ("/cbget/3?sig=abc#frag", "/cbget/3?sig=abc#", "/cbget/3#frag"):
+        url = origin + path
+        job = {"processing_type": "echo", "mode": "async", "callback_method": "GET"}
+        response = await client.post(
+            EXECUTE, json={**job, "callback_url": url, "items": [{}]}, headers=auth
+        )
+        answer = await response.json()
+        assert response.status == 422, (url, answer)
+        [detail] = answer["error"]["details"]
+        assert detail["pointer"] == "/callback_url"
+        assert "fragment" in detail["message"], detail
+    job = {"processing_type": "echo", "mode": "async", "callback_method": "GET"}
+    given = origin + "/cbget/3?sig=abc%23frag"
+    response = await client.post(
+        EXECUTE, json={**job, "callback_url": given, "items": [{}]}, headers=auth
+    )
+    assert response.status == 202, await response.text()
+    done = await settled(client, auth, (await response.json())["job_id"])
+    assert done["callback"]["state"] == "delivered"
+    [received] = target.received
+    assert received.raw_path.startswith("/cbget/3?sig=abc%23frag&job_id="), received.raw_path
+    assert received.query["sig"] == "abc#frag"
+    assert received.query["job_id"] == done["job_id"]
+    assert received.query["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://n8n:5678/#x", "http://n8n:5678/base#", "http://n8n/?a=1", "http://n8n/?"]
+)
+def test_bridge_n8n_url_with_a_fragment_or_query_stops_start_up(url: str) -> None:
+    """Webhook paths are joined under BRIDGE_N8N_URL: a fragment (never sent) or a query there
+    would be lost in the join, so every path was refused as leaving it."""
+    with pytest.raises(ValidationError, match="without a query or fragment"):
+        Settings(n8n_url=url)

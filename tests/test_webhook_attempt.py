@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from bridge.webhook_attempt import GiveUp, HttpAttempt, Retry
 from bridge.webhooks import Delivery, Signer
+from tests.webhook_target import Target
 
 RUNNING = '{"code": 409, "message": "The execution \\"7\\" is running already."}'
 FINISHED = '{"code": 409, "message": "The execution \\"7 has finished already."}'
@@ -110,3 +111,19 @@ async def test_no_answer_is_a_host_failure(
             Delivery(id="cb_1", kind="callback", url=f"http://127.0.0.1:{unused_tcp_port}/x")
         )
     assert (raised.value.outcome, raised.value.host_failed) == ("connection_error", True)
+
+
+async def test_a_get_callback_stored_with_a_fragment_carries_its_outcome(target: Target) -> None:
+    """A URL with a fragment is refused when given; one stored before that (a job or
+    subscription of an older version) still gets its outcome in the query, not after the
+    fragment, which the client drops."""
+    async with aiohttp.ClientSession() as session:
+        send = HttpAttempt(session, Signer(None))
+        url = target.url("/").rstrip("/") + "/cbget/3?sig=abc#frag"
+        body = {"job_id": "j1", "status": "completed", "items": [{}]}
+        await send(Delivery(id="cb_1", kind="callback", url=url, method="GET", body=body))
+    [received] = target.received
+    assert (
+        received.raw_path
+        == "/cbget/3?sig=abc&job_id=j1&status=completed&item_count=1&error_count=0"
+    )

@@ -31,24 +31,31 @@ def id_field(description: str | None = None) -> Any:
 Id = id_field()
 # Event ids are SQLite INTEGERs and the first half of Redis stream ids: 64-bit, signed.
 MAX_EVENT_ID = 2**63 - 1
-MAX_TIMESTAMP = 253402300800.0  # a Unix time before the year 10000
 
-# Numbers in a query or header, as the API writes them: int() and float() take more ("+5", " 5",
-# "5_0", other scripts' digits, 40 digits of zero padding, "nan", "1e3"), and each spelling
-# taken is one more way past a filter or a cache key. At most 19 digits: an event id's most.
-_DIGITS = re.compile("[0-9]{1,19}").fullmatch
-_DECIMAL = re.compile(r"[0-9]{1,12}(\.[0-9]{1,17})?").fullmatch  # a Unix time, as JSON writes one
+# Numbers in a query or header, as JSON writes them: int() and float() take more ("+5", " 5",
+# "5_0", other scripts' digits, zero padding, "nan", "1e3"), and each spelling taken is one
+# more way past a filter or a cache key. At most 19 digits: an event id's most. The OpenAPI
+# document says the same: an integer's JSON text, and `before` as a string of this pattern.
+_DIGITS = re.compile("0|[1-9][0-9]{0,18}").fullmatch
+# A Unix time as JSON writes one, without an exponent, before the year 5138 (11 digits).
+DECIMAL = r"^(?:0|[1-9][0-9]{0,10})(?:\.[0-9]{1,17})?$"
+_DECIMAL = re.compile(DECIMAL).fullmatch
 
 
 def _ascii_digits(value: Any) -> Any:
     if isinstance(value, str) and not _DIGITS(value):
-        raise ValueError("must be ASCII digits 0-9 (at most 19), without sign or spaces")
+        raise ValueError(
+            "must be ASCII digits 0-9 (at most 19), without sign, spaces or leading zeros"
+        )
     return value
 
 
 def _ascii_decimal(value: Any) -> Any:
     if isinstance(value, str) and not _DECIMAL(value):
-        raise ValueError("must be ASCII digits, with a '.' and more digits if any")
+        raise ValueError(
+            "must be ASCII digits (at most 11, without leading zeros), with a '.' and more "
+            "digits if any"
+        )
     return value
 
 
@@ -105,7 +112,8 @@ class _Submission(BaseModel):
     callback_url: GivenUrl | None = Field(
         None,
         description="async: where to send the result (an n8n resume URL or webhook): http(s), "
-        "visible ASCII, at most 2048 characters, no . or .. path segments in any encoding",
+        "visible ASCII, at most 2048 characters, no fragment (#: never sent), no . or .. path "
+        "segments in any encoding",
     )
     callback_method: Literal["POST", "GET"] = Field(
         "POST", description="POST (the result as JSON) or GET (n8n's Wait node takes either)"
@@ -179,6 +187,7 @@ class WorkflowJobsQuery(BaseModel):
     limit: Limit = Field(50, description="jobs per page, at most 500")
     cursor: str | None = Field(
         None,
+        min_length=1,  # an empty one is no cursor the API hands out
         max_length=512,
         pattern=r"^[A-Za-z0-9_-]*$",
         description="next_cursor of the previous page",
@@ -245,14 +254,19 @@ class DeadLettersQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: Limit = Field(50, description="dead letters per page, at most 500")
+    # A string to the schema: a client writes a `number` as it likes (`5e-324`), this is taken
+    # in one spelling only.
     before: (
         Annotated[
             float,
-            Field(ge=0, le=MAX_TIMESTAMP, allow_inf_nan=False),
             BeforeValidator(_ascii_decimal),
+            WithJsonSchema({"type": "string", "pattern": DECIMAL}),
         ]
         | None
-    ) = Field(None, description="next_before of the previous page")
+    ) = Field(
+        None,
+        description="next_before of the previous page: a Unix time in decimal digits, no exponent",
+    )
 
 
 class IncomingCallback(BaseModel):

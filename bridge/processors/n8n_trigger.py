@@ -161,7 +161,8 @@ class TriggerParams(BaseModel):
     webhook: str = Field(
         min_length=1,
         max_length=2048,
-        description="the Webhook trigger's URL, or its path (webhook/...) under BRIDGE_N8N_URL",
+        description="the Webhook trigger's URL, or its path (webhook/...) under BRIDGE_N8N_URL; "
+        "no fragment (#: never sent)",
     )
     method: Literal["POST", "PUT", "PATCH", "GET"] = "POST"
     per: Literal["item", "job"] = Field(
