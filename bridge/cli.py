@@ -80,8 +80,14 @@ def _parser() -> argparse.ArgumentParser:
         help="limit the token to this workflow id (repeatable; a trailing * makes it a prefix, "
         "e.g. team-a-*); without it the token reaches every workflow",
     )
-    commands.add_parser(
+    check = commands.add_parser(
         "check-config", parents=[config], help="validate and print the effective settings"
+    )
+    check.add_argument(
+        "--preflight",
+        action="store_true",
+        help="also what would stop `serve` now: the address taken or not this machine's, the "
+        "data directory held by a running bridge, Redis not answering (nothing is kept)",
     )
     return parser
 
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         if args.command == "check-config":
-            return _check_config(settings)
+            return _check_config(settings, args.preflight)
         settings, notice = prepare(settings)
         if args.command == "token":
             scopes = [s.strip() for s in args.scope.split(",") if s.strip()]
@@ -119,7 +125,7 @@ def _current_dir_importable() -> None:
         sys.path.append(cwd)
 
 
-def _check_config(settings: Settings) -> int:
+def _check_config(settings: Settings, preflight: bool) -> int:
     """Every check first, then what it found: a bad setting gets its one line alone."""
     if not settings.auth_configured:
         if settings.env == "production":
@@ -127,6 +133,8 @@ def _check_config(settings: Settings) -> int:
     else:
         Authenticator(settings)  # loads and checks every public key
     registry = Registry.load(settings.processors)
+    if preflight:
+        _run_loop(startup.preflight(settings))
     if not settings.auth_configured:
         print(
             f"note: no auth configured; dev mode generates a JWT secret in {settings.data_dir}",

@@ -169,3 +169,72 @@ def test_a_data_dir_it_cannot_use_stops_start_up_naming_it(tmp_path: Path, secre
     assert_one_clean_line(stdout, stderr, "BRIDGE_DATA_DIR: cannot ")
     assert stderr.rstrip().endswith(": not a directory"), stderr
     assert took < PROMPTLY_S
+
+
+# --- check-config --preflight: the same, found before a start ------------------------------
+
+
+def preflight(env: dict[str, str]) -> tuple[int, str, str, float]:
+    started = time.monotonic()
+    result = run_cli("check-config", "--preflight", env=env)
+    return result.returncode, result.stdout, result.stderr, time.monotonic() - started
+
+
+async def test_preflight_finds_the_data_dir_held_by_a_running_bridge(tmp_path: Path) -> None:
+    env = daemon_env(tmp_path, 5)
+    assert preflight(env)[0] == 0
+    async with Daemon(env) as running:
+        assert running.process is not None
+        code, stdout, stderr, _ = preflight(env)
+        assert code == 2
+        assert stdout == ""  # the settings are not printed: start-up would stop
+        assert_one_clean_line(stdout, stderr, f"BRIDGE_DATA_DIR: {tmp_path} is in use by ")
+        assert f"(pid {running.process.pid})" in stderr
+        assert run_cli("check-config", env=env).returncode == 0  # the settings alone are good
+        async with aiohttp.ClientSession() as session, session.get(running.url + "/health") as ok:
+            assert ok.status == 200  # the lock tried and let go: the bridge is untouched
+    code, stdout, stderr, _ = preflight(env)
+    assert code == 0, stderr
+    assert orjson.loads(stdout)["data_dir"] == str(tmp_path)
+
+
+def test_preflight_makes_nothing(tmp_path: Path) -> None:
+    env = {**daemon_env(tmp_path, 5), "BRIDGE_DATA_DIR": str(tmp_path / "data")}
+    assert preflight(env)[0] == 0
+    assert not (tmp_path / "data").exists()
+
+
+def test_preflight_finds_the_address_taken(tmp_path: Path, taken_port: int) -> None:
+    code, stdout, stderr, _ = preflight({**daemon_env(tmp_path, 5), "BRIDGE_PORT": str(taken_port)})
+    assert code == 2
+    assert_one_clean_line(
+        stdout,
+        stderr,
+        f"BRIDGE_HOST/BRIDGE_PORT: cannot listen on 127.0.0.1:{taken_port}: address already in use",
+    )
+
+
+def test_preflight_finds_a_host_it_cannot_listen_on(tmp_path: Path) -> None:
+    code, stdout, stderr, _ = preflight({**daemon_env(tmp_path, 5), "BRIDGE_HOST": "192.0.2.1"})
+    assert code == 2
+    assert_one_clean_line(
+        stdout, stderr, "BRIDGE_HOST: cannot listen on 192.0.2.1:8080: cannot assign requested"
+    )
+
+
+def test_preflight_finds_redis_unreachable_or_silent(tmp_path: Path, redis_url: str) -> None:
+    env = {**daemon_env(tmp_path, 5), "BRIDGE_REDIS_URL": redis_url}
+    assert preflight(env)[0] == 0
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        for url in (
+            "redis://127.0.0.1:1/0",  # nothing listens
+            f"redis://127.0.0.1:{silent.getsockname()[1]}/0",  # takes the call, never answers
+        ):
+            code, stdout, stderr, took = preflight({**env, "BRIDGE_REDIS_URL": url})
+            assert code == 2
+            assert_one_clean_line(
+                stdout, stderr, f"BRIDGE_REDIS_URL: Redis at {url} cannot serve: "
+            )
+            assert took < PROMPTLY_S
