@@ -9,7 +9,9 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,3 +240,24 @@ def test_preflight_finds_redis_unreachable_or_silent(tmp_path: Path, redis_url: 
                 stdout, stderr, f"BRIDGE_REDIS_URL: Redis at {url} cannot serve: "
             )
             assert took < PROMPTLY_S
+
+
+def test_a_port_it_may_not_take_stops_start_up_naming_it() -> None:
+    """Below the first unprivileged port, as a user without the right (root runs it as nobody,
+    in a data directory of its own: pytest's are root's only)."""
+    if int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text()) <= 1:
+        pytest.skip("every port is unprivileged here")
+    command = [sys.executable, "-m", "bridge", "serve"]
+    with tempfile.TemporaryDirectory() as data_dir:
+        if os.geteuid() == 0:
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+            os.chown(data_dir, 65534, 65534)
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
+        env |= daemon_env(Path(data_dir), 5) | {"BRIDGE_PORT": "1"}
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert_one_clean_line(
+        result.stdout,
+        result.stderr,
+        "BRIDGE_HOST/BRIDGE_PORT: cannot listen on 127.0.0.1:1: permission denied",
+    )
