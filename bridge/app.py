@@ -1,5 +1,10 @@
 """The app factory: `create_app(settings)` wires everything; resources open and close in
-cleanup contexts."""
+cleanup contexts.
+
+Each cleanup context closes what it opened also when its own start fails or is cancelled half-way
+(its `try … finally` spans the opening): aiohttp exits only the contexts that got to their
+`yield`, so a start-up that stops at a later one (Redis silent, the address taken, a signal)
+lets go of everything, the data directory's lock included."""
 
 from __future__ import annotations
 
@@ -100,12 +105,14 @@ async def _end_streams(app: web.Application) -> None:
 
 async def _backend(app: web.Application) -> AsyncIterator[None]:
     backend = app[BACKEND] = open_backend(app[SETTINGS], app[METRICS], app[LIFECYCLE])
-    await backend.open()
-    app[STORE] = backend.store
-    app[EVENT_LOG] = backend.events
-    app[OUTBOX] = backend.outbox
-    yield
-    await backend.close()
+    try:
+        await backend.open()
+        app[STORE] = backend.store
+        app[EVENT_LOG] = backend.events
+        app[OUTBOX] = backend.outbox
+        yield
+    finally:
+        await backend.close()
 
 
 async def _runner(app: web.Application) -> AsyncIterator[None]:
@@ -122,22 +129,26 @@ async def _http(app: web.Application) -> AsyncIterator[None]:
     guard = OutboundGuard.from_settings(settings)
     log.info(guard.describe())
     session = open_session(settings, guard)
-    app[OUTBOUND] = guard
-    app[HTTP] = session
-    app[BREAKERS] = Breakers(settings.breaker_failures, settings.breaker_reset_s)
-    yield
-    await session.close()
+    try:
+        app[OUTBOUND] = guard
+        app[HTTP] = session
+        app[BREAKERS] = Breakers(settings.breaker_failures, settings.breaker_reset_s)
+        yield
+    finally:
+        await session.close()
 
 
 async def _execution(app: web.Application) -> AsyncIterator[None]:
     smtp = SmtpPool(app[SETTINGS])
-    n8n = N8nClient(app[SETTINGS], app[HTTP], app[BREAKERS], app[OUTBOUND])
-    app[SERVICES] = Services(ledger=app[STORE], smtp=smtp, n8n=n8n)
-    app[EXECUTION] = Execution(
-        app[SETTINGS], app[REGISTRY], app[RUNNER], app[STORE], app[METRICS], app[SERVICES]
-    )
-    yield
-    await smtp.close()
+    try:
+        n8n = N8nClient(app[SETTINGS], app[HTTP], app[BREAKERS], app[OUTBOUND])
+        app[SERVICES] = Services(ledger=app[STORE], smtp=smtp, n8n=n8n)
+        app[EXECUTION] = Execution(
+            app[SETTINGS], app[REGISTRY], app[RUNNER], app[STORE], app[METRICS], app[SERVICES]
+        )
+        yield
+    finally:
+        await smtp.close()
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
@@ -189,15 +200,17 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         functools.partial(decode_job_request, max_binary_bytes=settings.max_binary_bytes),
         app[BACKEND].new_queue,
     )
-    await app[BACKEND].start(bus, workers, subscriptions, deliverer)
-    workers.start()
-    yield
-    app[LIFECYCLE].stop()
-    await workers.stop(settings.shutdown_timeout_s)
-    await deliverer.stop(min(5.0, settings.shutdown_timeout_s))
-    await app[BACKEND].stop()
-    with contextlib.suppress(Exception):  # a backend that is down keeps what it had
-        await store.flush()
+    try:
+        await app[BACKEND].start(bus, workers, subscriptions, deliverer)
+        workers.start()
+        yield
+    finally:
+        app[LIFECYCLE].stop()
+        await workers.stop(settings.shutdown_timeout_s)
+        await deliverer.stop(min(5.0, settings.shutdown_timeout_s))
+        await app[BACKEND].stop()
+        with contextlib.suppress(Exception):  # a backend that is down keeps what it had
+            await store.flush()
 
 
 async def _purge(app: web.Application) -> AsyncIterator[None]:

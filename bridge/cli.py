@@ -10,12 +10,14 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from bridge import __version__, logs
+from bridge import __version__, logs, startup
 from bridge.api.edge import EdgeRunner
 from bridge.app import create_app
 from bridge.auth import Authenticator, NoSigningKey, mint_token
@@ -78,8 +80,14 @@ def _parser() -> argparse.ArgumentParser:
         help="limit the token to this workflow id (repeatable; a trailing * makes it a prefix, "
         "e.g. team-a-*); without it the token reaches every workflow",
     )
-    commands.add_parser(
+    check = commands.add_parser(
         "check-config", parents=[config], help="validate and print the effective settings"
+    )
+    check.add_argument(
+        "--preflight",
+        action="store_true",
+        help="also what would stop `serve` now: the address taken or not this machine's, the "
+        "data directory held by a running bridge, Redis not answering (nothing is kept)",
     )
     return parser
 
@@ -90,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         if args.command == "check-config":
-            return _check_config(settings)
+            return _check_config(settings, args.preflight)
         settings, notice = prepare(settings)
         if args.command == "token":
             scopes = [s.strip() for s in args.scope.split(",") if s.strip()]
@@ -117,7 +125,7 @@ def _current_dir_importable() -> None:
         sys.path.append(cwd)
 
 
-def _check_config(settings: Settings) -> int:
+def _check_config(settings: Settings, preflight: bool) -> int:
     """Every check first, then what it found: a bad setting gets its one line alone."""
     if not settings.auth_configured:
         if settings.env == "production":
@@ -125,6 +133,8 @@ def _check_config(settings: Settings) -> int:
     else:
         Authenticator(settings)  # loads and checks every public key
     registry = Registry.load(settings.processors)
+    if preflight:
+        _run_loop(startup.preflight(settings))
     if not settings.auth_configured:
         print(
             f"note: no auth configured; dev mode generates a JWT secret in {settings.data_dir}",
@@ -140,13 +150,8 @@ def _serve(settings: Settings, notice: str | None) -> int:
     if notice:
         log.warning(notice)
     app = create_app(settings)
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        asyncio.run(_run(app, settings))
-    else:
-        uvloop.run(_run(app, settings))
-    busy = app[RUNNER].busy
+    _run_loop(_run(app, settings))
+    busy = app[RUNNER].busy if RUNNER in app else 0
     if busy:
         # Python would wait for these threads at exit: the shutdown bound would not hold.
         log.warning("exiting with %d processor call(s) still running past the shutdown bound", busy)
@@ -155,18 +160,56 @@ def _serve(settings: Settings, notice: str | None) -> int:
     return 0
 
 
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 async def _run(app: web.Application, settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting, let in-flight requests finish within
-    BRIDGE_SHUTDOWN_TIMEOUT_S, and close every resource."""
-    # First: a SIGTERM right after the "listening" line (a supervisor, a test) must drain too.
+    BRIDGE_SHUTDOWN_TIMEOUT_S, and close every resource. A start-up that fails (one line: a
+    ConfigError) or that a signal stops closes what it had opened just the same."""
+    # First: a SIGTERM during start-up, or right after the "listening" line (a supervisor, a
+    # test), must stop it cleanly too.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     runner = EdgeRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    flusher = asyncio.create_task(_flush_logs())
+    try:
+        if not await startup.unless_stopped(startup.listen(runner, settings), stop):
+            log.info("stopping: a signal came during start-up")
+            return
+        _settle_collector()
+        for address in runner.addresses:
+            host, port = address[0], address[1]
+            log.info(
+                "listening on http://%s:%d",
+                f"[{host}]" if ":" in host else host,
+                port,
+                extra={"version": __version__, "env": settings.env},
+            )
+        await stop.wait()
+        app[LIFECYCLE].drain("signal received")
+        log.info(
+            "stopping: no new connections; in-flight requests get up to %g s",
+            settings.shutdown_timeout_s,
+        )
+    finally:
+        # Exits the cleanup contexts that were entered, in reverse: also those of a start-up
+        # that stopped half-way (the data directory's lock, Redis, the pools, the writers).
+        await runner.cleanup()
+        flusher.cancel()
+    log.info("stopped")
+    logs.flush_now()
+
+
+def _settle_collector() -> None:
     # What start-up made lives as long as the process: keep it out of the collector's full
     # passes, which would otherwise walk it again and again (tens of ms each here).
     gc.collect()
@@ -175,25 +218,6 @@ async def _run(app: web.Application, settings: Settings) -> None:
     # default young threshold (700) the collector walks them again and again.
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
-    for address in runner.addresses:
-        host, port = address[0], address[1]
-        log.info(
-            "listening on http://%s:%d",
-            f"[{host}]" if ":" in host else host,
-            port,
-            extra={"version": __version__, "env": settings.env},
-        )
-    flusher = asyncio.create_task(_flush_logs())
-    await stop.wait()
-    app[LIFECYCLE].drain("signal received")
-    log.info(
-        "stopping: no new connections; in-flight requests get up to %g s",
-        settings.shutdown_timeout_s,
-    )
-    await runner.cleanup()
-    log.info("stopped")
-    flusher.cancel()
-    logs.flush_now()
 
 
 async def _flush_logs() -> None:

@@ -10,7 +10,8 @@ by an older version) are tightened.
 One process writes a data directory: `hold(path)` takes an OS lock (flock) on its `bridge.lock`
 for as long as the process keeps the descriptor; a crash lets go of it with the process. A second
 embedded instance on the same directory would otherwise re-run the first's running jobs and
-collide with its writes.
+collide with its writes. `check_free(path)` tries the lock and lets go of it at once: whether a
+start would get it (`check-config --preflight`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,24 @@ def hold(directory: Path) -> int:
     """The descriptor holding `directory`'s lock, the pid written in its file; InUse when
     another process holds it."""
     fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    _lock_or_close(fd, directory)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def check_free(directory: Path) -> None:
+    """InUse when another process holds `directory`'s lock; nothing is created or kept (no
+    lock file: nobody holds it)."""
+    try:
+        fd = os.open(directory / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    _lock_or_close(fd, directory)
+    os.close(fd)  # lets go of it at once
+
+
+def _lock_or_close(fd: int, directory: Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -68,6 +87,3 @@ def hold(directory: Path) -> int:
             f"{directory} is in use by another n8n-bridge (pid {holder}): one instance per "
             "data directory (run more on Redis, BRIDGE_REDIS_URL)"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd

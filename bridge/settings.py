@@ -51,6 +51,14 @@ class ConfigError(Exception):
     """A setting is missing or wrong; the message is one line naming the variable."""
 
 
+def os_reason(exc: OSError) -> str:
+    """What the OS said, as the end of a ConfigError line: "address already in use". The
+    errno's own words: uvloop puts its whole message in `strerror`; a resolver error
+    (negative errno) has only its `strerror`."""
+    text = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
 class JwtKey(BaseModel):
     """One verification key, pinned to exactly one algorithm (never `none`, never mixed)."""
 
@@ -522,14 +530,19 @@ def prepare(settings: Settings) -> tuple[Settings, str | None]:
         )
     path = settings.data_dir / DEV_SECRET_FILE
     created = not path.exists()
-    if created:
-        # Any warning about a looser existing directory is the database's to give.
-        private_dir(settings.data_dir)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
-    else:
-        private_file(path)  # one an older version left readable to others
-    secret = path.read_text().strip()
+    try:
+        if created:
+            # Any warning about a looser existing directory is the database's to give.
+            private_dir(settings.data_dir)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        else:
+            private_file(path)  # one an older version left readable to others
+        secret = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"BRIDGE_DATA_DIR: cannot keep the dev JWT secret in {path}: {os_reason(exc)}"
+        ) from None
     notice = f"dev mode: {'generated' if created else 'using'} the JWT secret in {path}"
     return settings.model_copy(update={"jwt_secret": SecretStr(secret)}), notice

@@ -12,8 +12,9 @@ bridge=$root/.venv/bin/n8n-bridge
 for arg in "$@"; do
     [[ $arg == -h || $arg == --help ]] && exec "$bridge" serve "$@"
 done
-# The settings first: a wrong one stops here with its one line, before any banner or token.
-settings=$("$bridge" check-config "$@")
+# The settings first, and what would stop the start now (the port taken, ./data held by another
+# bridge, Redis not answering): either stops here with its one line, before any banner or token.
+settings=$("$bridge" check-config --preflight "$@")
 read -r host port env signer < <("$root/.venv/bin/python" -c \
     'import json, sys; s = json.load(sys.stdin); print(s["host"], s["port"], s["env"], "yes" if s["jwt_secret"] else "no")' <<<"$settings")
 url=http://$host:$port

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator
@@ -224,6 +225,9 @@ async def test_a_cpu_bound_processor_of_the_folder_runs_in_the_process_pool(
         ("BRIDGE_PORT=eighty", "BRIDGE_PORT: Input should be a valid integer"),
         ("BRIDGE_PROCESSORS=no_such_module", "cannot import module 'no_such_module'"),
         ("BRIDGE_PORTT=1", "BRIDGE_PORTT: unknown setting"),
+        # what would stop the start itself: found before the banner too
+        ("BRIDGE_REDIS_URL=redis://127.0.0.1:1/0", "BRIDGE_REDIS_URL: Redis at redis://"),
+        ("BRIDGE_HOST=192.0.2.1", "BRIDGE_HOST: cannot listen on 192.0.2.1:"),
     ],
 )
 async def test_a_bad_setting_stops_run_sh_with_its_one_line_before_any_banner(
@@ -281,3 +285,32 @@ async def test_help_is_serve_s_help_with_no_banner(workdir: Path) -> None:
     )
     assert (code, stderr) == (0, "")
     assert stdout.startswith("usage: n8n-bridge serve") and "--config" in stdout
+
+
+async def test_a_second_run_sh_in_the_folder_stops_before_its_banner(workdir: Path) -> None:
+    """The first one holds ./data; the second says so in one line, and prints no token."""
+    async with started(str(SCRIPT), workdir, clean_env()):
+        code, stdout, stderr = await run_to_the_end(
+            "bash", "-c", "scripts/run.sh", cwd=workdir, env=clean_env()
+        )
+    assert code == 2
+    assert stdout == ""
+    assert stderr.count("\n") == 1 and stderr.startswith("n8n-bridge: error: BRIDGE_DATA_DIR: ")
+    assert "is in use by another n8n-bridge (pid " in stderr
+
+
+async def test_a_port_taken_stops_run_sh_before_its_banner(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, stdout, stderr = await run_to_the_end(
+            "bash", "-c", "scripts/run.sh", cwd=workdir, env=clean_env(BRIDGE_PORT=str(port))
+        )
+    assert code == 2
+    assert stdout == ""
+    assert stderr == (
+        f"n8n-bridge: error: BRIDGE_HOST/BRIDGE_PORT: cannot listen on 127.0.0.1:{port}: "
+        "address already in use\n"
+    )
+    assert not (workdir / "data").exists()

@@ -88,6 +88,31 @@ def consumer_name(color: str | None) -> str:
     return f"{color or 'bridge'}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
+async def check_server(client: aioredis.Redis, url: str) -> None:
+    """One round trip: when the Redis at `url` cannot serve (unreachable, refusing the
+    credentials, older than 7.0), ConfigError — one line naming the URL without its
+    credentials."""
+    try:
+        info = await client.info("server")
+    except (RedisError, OSError) as exc:
+        raise ConfigError(
+            f"BRIDGE_REDIS_URL: Redis at {redact_url(url)} cannot serve: "
+            f"{type(exc).__name__}: {without_password(url, str(exc))}"
+        ) from None
+    version = tuple(int(part) for part in str(info["redis_version"]).split(".")[:2])
+    if version < MIN_VERSION:
+        raise ConfigError(
+            f"BRIDGE_REDIS_URL: Redis {info['redis_version']} at {redact_url(url)} "
+            "is too old: the bridge needs Redis 7.0 or later"
+        )
+
+
+def without_password(url: str, text: str) -> str:
+    """`text` (a Redis client's error) with the URL's password masked, should it quote it."""
+    password = urlsplit(url).password
+    return text.replace(unquote(password), MASK) if password else text
+
+
 class RedisDb(GroupCommit):
     def __init__(self, url: str, kinds: tuple[Kind, ...]) -> None:
         super().__init__((kind.name for kind in kinds), self._write)
@@ -111,31 +136,16 @@ class RedisDb(GroupCommit):
         self._watcher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        """Connect and check the server; when Redis cannot serve, raise ConfigError (start-up
-        stops with one line naming the URL without its credentials)."""
+        """Connect and check the server (`check_server`); on failure the clients are closed."""
         try:
-            info = await self.redis.info("server")
-            version = tuple(int(part) for part in str(info["redis_version"]).split(".")[:2])
-            if version < MIN_VERSION:
-                raise ConfigError(
-                    f"BRIDGE_REDIS_URL: Redis {info['redis_version']} at {redact_url(self.url)} "
-                    "is too old: the bridge needs Redis 7.0 or later"
-                )
-        except (RedisError, OSError) as exc:
+            await check_server(self.redis, self.url)
+        except ConfigError:
             await self.redis.aclose()
             await self.blocking.aclose()
-            raise ConfigError(
-                f"BRIDGE_REDIS_URL: Redis at {redact_url(self.url)} cannot serve: "
-                f"{type(exc).__name__}: {self._without_password(str(exc))}"
-            ) from None
+            raise
         self._changed(True, None)
         self.start("redis-writer")
         self._watcher = asyncio.create_task(self._watch(), name="redis-watch")
-
-    def _without_password(self, text: str) -> str:
-        """`text` (a Redis client's error) with the URL's password masked, should it quote it."""
-        password = urlsplit(self.url).password
-        return text.replace(unquote(password), MASK) if password else text
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -163,7 +173,7 @@ class RedisDb(GroupCommit):
         try:
             await self.redis.ping()
         except (RedisError, OSError) as exc:
-            self._changed(False, f"{type(exc).__name__}: {self._without_password(str(exc))}")
+            self._changed(False, self._reason(exc))
             raise ConnectionError(f"Redis is unreachable: {self.down_reason}") from None
         if not self.running:
             raise RuntimeError("the Redis writer has stopped")
@@ -174,9 +184,12 @@ class RedisDb(GroupCommit):
             try:
                 await self.redis.ping()
             except (RedisError, OSError) as exc:
-                self._changed(False, f"{type(exc).__name__}: {self._without_password(str(exc))}")
+                self._changed(False, self._reason(exc))
             else:
                 self._changed(True, None)
+
+    def _reason(self, exc: Exception) -> str:
+        return f"{type(exc).__name__}: {without_password(self.url, str(exc))}"
 
     def _changed(self, up: bool, reason: str | None) -> None:
         if up == self.up:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import aiosqlite
 
 from bridge import datadir
 from bridge.datadir import private_dir, private_file
-from bridge.settings import ConfigError
+from bridge.settings import ConfigError, os_reason
 from bridge.stores.batching import REMOVED, Batch, GroupCommit
 from bridge.stores.sqlite_schema import MIGRATIONS
 
@@ -49,13 +50,21 @@ class Database(GroupCommit):
         self.writing = asyncio.Lock()  # every write: no statement may land inside a batch
 
     async def open(self) -> None:
+        """Take the data directory's lock and open the file; ConfigError naming
+        BRIDGE_DATA_DIR when either cannot be (what was taken is let go by `close`)."""
+        try:
+            await self._open()
+        except datadir.InUse as exc:
+            raise ConfigError(f"BRIDGE_DATA_DIR: {exc}") from None
+        except (OSError, sqlite3.Error) as exc:
+            reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)
+            raise ConfigError(f"BRIDGE_DATA_DIR: cannot use {self.path}: {reason}") from None
+
+    async def _open(self) -> None:
         warning = private_dir(self.path.parent)
         if warning:
             log.warning(warning)
-        try:
-            self._lock = datadir.hold(self.path.parent)
-        except datadir.InUse as exc:
-            raise ConfigError(f"BRIDGE_DATA_DIR: {exc}") from None
+        self._lock = datadir.hold(self.path.parent)
         # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the
         # database file's permissions; those of an older version are tightened below.
         private_file(self.path)
