@@ -31,7 +31,7 @@ BRIDGE_API_KEYS (header X-API-Key) or a JWT signed with a key of your BRIDGE_JWT
 
 try, with API_KEY set to one of your API keys (the key itself, not its sha256: hash):
 INFO
-    try_execute 'X-API-Key: $API_KEY'
+    try_execute "X-API-Key: \$API_KEY"
 }
 
 if [[ $env == production ]]; then
@@ -46,7 +46,7 @@ the same settings (BRIDGE_* and --config) as the bridge, e.g. for n8n's credenti
 
 try, with TOKEN set to that token:
 INFO
-        try_execute 'Authorization: Bearer $TOKEN'
+        try_execute "Authorization: Bearer \$TOKEN"
     else
         api_keys_only
     fi
@@ -72,7 +72,7 @@ another like it: $bridge token --scope execute,status,admin --ttl 24h
 
 try, with TOKEN set to that token:
 INFO
-        try_execute 'Authorization: Bearer $TOKEN'
+        try_execute "Authorization: Bearer \$TOKEN"
         ;;
     3)  # nothing to sign a token with (`token` exits 3): the credentials are the user's own
         api_keys_only

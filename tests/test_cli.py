@@ -225,7 +225,7 @@ PASSWORD = "hunter2-PW-0123456789"
 CALLBACK_KEY = "whsec_" + base64.b64encode(b"c" * 32).decode()
 SECRET_SETTINGS = {
     "BRIDGE_REDIS_URL": f"redis://user:{PASSWORD}@127.0.0.1:6390/0",
-    "BRIDGE_N8N_URL": f"https://n8n:{PASSWORD}@n8n.example/base?token={PASSWORD}",
+    "BRIDGE_N8N_URL": f"https://n8n:{PASSWORD}@n8n.example/base",
     "BRIDGE_SMTP_HOST": "smtp.example",
     "BRIDGE_SMTP_USERNAME": "mailer",
     "BRIDGE_SMTP_PASSWORD": PASSWORD,
@@ -246,7 +246,7 @@ def test_check_config_masks_every_secret_and_url_credential(tmp_path: Path) -> N
         assert secret not in output
     shown = orjson.loads(result.stdout)
     assert shown["redis_url"] == "redis://***@127.0.0.1:6390/0"
-    assert shown["n8n_url"] == "https://***@n8n.example/base?***"
+    assert shown["n8n_url"] == "https://***@n8n.example/base"
 
 
 @pytest.mark.parametrize(
@@ -258,6 +258,7 @@ def test_check_config_masks_every_secret_and_url_credential(tmp_path: Path) -> N
         ("BRIDGE_REDIS_URL", f"redis://:{PASSWORD}@127.0.0.1:port/0"),
         ("BRIDGE_N8N_URL", f"ftp://u:{PASSWORD}@n8n.example/"),
         ("BRIDGE_N8N_URL", f"https://u:{PASSWORD}@[bad/"),
+        ("BRIDGE_N8N_URL", f"https://n8n.example/base?token={PASSWORD}"),  # no query allowed
         ("BRIDGE_JWT_KEYS", f'[{{"kid": "k", "alg": "HS256", "secret": "{PASSWORD}"}}]'),
     ],
 )
