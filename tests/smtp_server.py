@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import random
 import socket
 import ssl
 import time
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -22,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 USER, PASSWORD = "mailer", "s3cret-password"
+
+EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")  # Linux: the kernel's range
 
 
 @dataclass
@@ -75,9 +79,19 @@ def _authenticate(
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port for a server to take later, below the kernel's ephemeral range: a
+    port from that range may go to any outgoing connection between this check and the server's
+    bind (n8n once lost its port so, on a busy machine)."""
+    lowest = int(EPHEMERAL.read_text().split()[0]) if EPHEMERAL.exists() else 32768
+    for _ in range(200):
+        port = random.randrange(10000, lowest)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # taken
+                continue
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def self_signed(directory: Any) -> tuple[str, str]:

@@ -15,7 +15,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from tests.doc_blocks import (
     differences,
     loose_json,
 )
+from tests.smtp_server import free_port
 from tests.test_events import read_events
 from tests.webhook_target import Target, json_of
 
@@ -182,9 +182,7 @@ class Checkout:
     async def serve(self, block: Block | None, command: str) -> list[str]:
         """Start the daemon as `command` says (run.sh, as a user would), on a free port."""
         await self.stop()
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         self.printed = []
         self.daemon = await asyncio.create_subprocess_exec(
             "bash",

@@ -12,6 +12,7 @@ from standardwebhooks.webhooks import Webhook
 from bridge.settings import Settings
 from tests.conftest import ClientFactory, token
 from tests.plugins import sample
+from tests.smtp_server import free_port
 from tests.webhook_target import Target, json_of
 
 EXECUTE = "/api/v1/workflow/execute"
@@ -350,14 +351,10 @@ async def test_a_target_that_is_down_then_up_gets_every_callback_once(
 ) -> None:
     """Connection refused for a while (the breaker opens), then the target starts: every job's
     callback arrives, each with its one webhook-id."""
-    import socket
-
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     client = await make_client(retry_base_s=0.02, breaker_failures=2, breaker_reset_s=0.2)
     admin_auth = {"Authorization": f"Bearer {token(settings, 'admin')}"}
     url = f"http://127.0.0.1:{port}/hook"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sqlite3
 import subprocess
 from collections.abc import Mapping
@@ -22,6 +21,8 @@ from typing import Any
 
 import aiohttp
 import orjson
+
+from tests.smtp_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES_DIST = ROOT / "n8n-nodes" / "dist"
@@ -68,12 +69,6 @@ def missing(runtime: Runtime) -> str | None:
 
 # The states of an execution that has stopped: finished, failed, or waiting for a resume call.
 STOPPED = ("success", "error", "crashed", "canceled", "waiting")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class N8n:
