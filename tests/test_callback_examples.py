@@ -24,6 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from bridge.auth import mint_token
+from bridge.settings import Settings
 from tests.conftest import ClientFactory
 from tests.webhook_target import Received, Target
 
@@ -69,18 +71,26 @@ class Callbacks:
     attacks: dict[str, dict[str, Received]]
 
 
-async def callbacks(make_client: ClientFactory, auth: dict[str, str], target: Target) -> Callbacks:
+async def callbacks(make_client: ClientFactory, settings: Settings, target: Target) -> Callbacks:
     client = await make_client(callback_secret=SECRET)
-    # (name, workflow_id, the callback_url for a method)
+    every_workflow = [OTHER_WORKFLOW_ID, WORKFLOW_ID]
+    # (name, the workflows its token may name, workflow_id, the callback_url for a method)
     jobs = [
-        ("genuine", WORKFLOW_ID, lambda method: waiting_url(target, method)),
-        # An attacker's token for another workflow, the callback sent to the attacker.
-        ("another workflow", OTHER_WORKFLOW_ID, lambda method: target.url(f"/attacker/{method}")),
-        # A token for every workflow, the callback aimed at the victim's (guessable) URL.
-        ("another job", WORKFLOW_ID, lambda method: waiting_url(target, method)),
+        ("genuine", every_workflow, WORKFLOW_ID, lambda method: waiting_url(target, method)),
+        # An attacker's token for another workflow only, the callback sent to the attacker.
+        (
+            "another workflow",
+            [OTHER_WORKFLOW_ID],
+            OTHER_WORKFLOW_ID,
+            lambda method: target.url(f"/attacker/{method}"),
+        ),
+        # A token for the victim's workflow too, the callback aimed at its (guessable) URL.
+        ("another job", every_workflow, WORKFLOW_ID, lambda method: waiting_url(target, method)),
     ]
     sent: dict[str, tuple[str, str]] = {}  # job_id: (job, method)
-    for name, workflow_id, url in jobs:
+    for name, workflows, workflow_id, url in jobs:
+        token = mint_token(settings, ["execute"], 300, workflows=workflows)
+        auth = {"Authorization": f"Bearer {token}"}
         for method in ("POST", "GET"):
             body = {
                 "processing_type": "echo",
@@ -156,12 +166,12 @@ def signed_content(call: Received) -> str:
 
 
 async def test_the_python_example_verifies_real_callbacks(
-    make_client: ClientFactory, auth: dict[str, str], target: Target
+    make_client: ClientFactory, settings: Settings, target: Target
 ) -> None:
     example: dict[str, Any] = {}
     exec(documented("test_the_python_example_verifies_real_callbacks", "python"), example)
     verified_callback = example["verified_callback"]
-    made = await callbacks(make_client, auth, target)
+    made = await callbacks(make_client, settings, target)
     received = made.genuine
 
     def verify(call: Received) -> Any:
@@ -242,7 +252,7 @@ def wait_node_output(call: Received) -> dict[str, Any]:
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 async def test_the_n8n_code_node_example_verifies_real_callbacks(
-    make_client: ClientFactory, auth: dict[str, str], target: Target, tmp_path: Path
+    make_client: ClientFactory, settings: Settings, target: Target, tmp_path: Path
 ) -> None:
     code = tmp_path / "code_node.js"
     code.write_text(
@@ -251,7 +261,7 @@ async def test_the_n8n_code_node_example_verifies_real_callbacks(
     assert f"$('{SUBMITTED_BY}')" in code.read_text()
     harness = tmp_path / "harness.js"
     harness.write_text(HARNESS)
-    made = await callbacks(make_client, auth, target)
+    made = await callbacks(make_client, settings, target)
     received = made.genuine
 
     def run(call: Received, **waiting: str) -> dict[str, Any]:
