@@ -2,7 +2,10 @@
 n8n (1.123 and 2.x), as a user without this repository's nodes would wait for a job: an HTTP
 Request node submits it with `callback_url` = `$execution.resumeUrl`, n8n's Wait node (*Resume: On
 Webhook Call*) takes the bridge's signed callback, and a Code node running the page's JavaScript
-(taken from the page at test time) verifies it. n8n runs with what the page says it needs.
+(taken from the page at test time) verifies it. n8n runs with what the page says it needs, and the
+job is submitted with what the page says to send. A callback the bridge genuinely signed for
+another job made for the waiting execution — another workflow's, replayed to the resume URL, or
+this workflow's, aimed at it — fails the execution with the page's message.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from urllib.parse import urlencode
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from bridge.auth import mint_token
 from bridge.webhook_attempt import GET_FIELDS
@@ -23,6 +28,7 @@ from bridge.webhooks import Signer
 from tests.e2e.conftest import CALLBACK_SECRET, SETTINGS, Env, World, bridge_headers
 from tests.e2e.workflow import CODE, WAIT, Workflow
 from tests.test_callback_examples import PAGE, documented
+from tests.webhook_target import Target
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(600)]
 
@@ -31,6 +37,8 @@ HTTP_REQUEST = "n8n-nodes-base.httpRequest"
 # Per method: the workflow and its webhook.
 WORKFLOWS = {"POST": "e2eCallbackCodePost", "GET": "e2eCallbackCodeGet"}
 REFUSED = "the callback signature does not match BRIDGE_CALLBACK_SECRET"
+ANOTHER = "this callback is for another job or execution"
+SUBMIT = "Submit job"  # the name the page's code reads the job's id from
 JOB_S = 120  # the forged test's job: it runs until the test cancels it
 
 
@@ -38,11 +46,15 @@ def path(method: str) -> str:
     return f"e2e-callback-code-{method.lower()}"
 
 
+def paragraph_before_example() -> str:
+    marker = f"<!-- doc: checked by tests/test_callback_examples.py::{EXAMPLE} -->"
+    return PAGE.read_text().split(marker)[0].rstrip().split("\n\n")[-1]
+
+
 def e2e_n8n_environment() -> dict[str, str]:
     """What the page says n8n must run with: the `NAME=value` settings of the paragraph before
     the example, and BRIDGE_CALLBACK_SECRET (the bridge's)."""
-    marker = f"<!-- doc: checked by tests/test_callback_examples.py::{EXAMPLE} -->"
-    before = PAGE.read_text().split(marker)[0].rstrip().split("\n\n")[-1]
+    before = paragraph_before_example()
     assert "`BRIDGE_CALLBACK_SECRET` in its environment" in before, before
     settings = dict(re.findall(r"`([A-Z][A-Z0-9_]*)=([^`\s]+)`", before))
     assert settings, before
@@ -62,8 +74,14 @@ def waiting_for_callback(method: str, env: Env) -> Workflow:
         ' "workflow_id": "{{ $workflow.id }}", "execution_id": "{{ $execution.id }}",'
         f' "callback_url": "{{{{ $execution.resumeUrl }}}}", "callback_method": "{method}"}}'
     )
+    # What the page says to send, and the name of the node its code reads the job's id from.
+    before = paragraph_before_example()
+    sent = re.findall(r'`("[a-z_]+": "\{\{ [^`]* \}\}")`', before)
+    assert {field.split('"')[1] for field in sent} >= {"workflow_id", "execution_id"}, before
+    assert all(field in body for field in sent), sent
+    assert f"named *{SUBMIT}*" in before, before
     wf.add(
-        "Submit job",
+        SUBMIT,
         HTTP_REQUEST,
         typeVersion=4.2,
         method="POST",
@@ -87,7 +105,7 @@ def waiting_for_callback(method: str, env: Env) -> Workflow:
     wf.add(
         "Verify callback", CODE, mode="runOnceForEachItem", jsCode=documented(EXAMPLE, "javascript")
     )
-    wf.chain("Webhook", "Submit job", "Wait for callback", "Verify callback")
+    wf.chain("Webhook", SUBMIT, "Wait for callback", "Verify callback")
     return wf
 
 
@@ -104,7 +122,7 @@ async def test_the_code_node_example_verifies_the_bridges_callback(
     started = await world.run(path(method), {"processing_type": "echo", "parameters": {}})
     execution = await world.n8n.settled(started.id)
     assert execution.status == "success", execution.error
-    [submitted] = execution.json("Submit job")
+    [submitted] = execution.json(SUBMIT)
     [outcome] = execution.json("Verify callback")
     assert outcome["job_id"] == submitted["job_id"]
     assert outcome["status"] == "completed"
@@ -134,7 +152,7 @@ async def test_a_forged_callback_makes_the_code_node_throw(world: World, method:
     sleep = {"processing_type": "sleep", "parameters": {"seconds": JOB_S}}
     started = await world.run(path(method), sleep)
     assert started.status == "waiting", started.error
-    [submitted] = started.json("Submit job")
+    [submitted] = started.json(SUBMIT)
     outcome = {
         "job_id": submitted["job_id"],
         "workflow_id": WORKFLOWS[method],
@@ -167,11 +185,86 @@ async def test_a_forged_callback_makes_the_code_node_throw(world: World, method:
     assert execution.error["message"].startswith(REFUSED), execution.error
     assert execution.data["resultData"]["lastNodeExecuted"] == "Verify callback"
     assert REFUSED in documented(EXAMPLE, "javascript")
+    await cancel(world, submitted["job_id"])
+
+
+async def cancel(world: World, job_id: str) -> None:
+    """Cancel the waiting execution's own job (it runs all along): its callback to the finished
+    execution is refused by n8n, and given up."""
     async with (
         aiohttp.ClientSession() as session,
         session.delete(
-            f"{world.bridge.url}/api/v1/workflow/{submitted['job_id']}",
-            headers=bridge_headers("execute"),
+            f"{world.bridge.url}/api/v1/workflow/{job_id}", headers=bridge_headers("execute")
         ) as response,
     ):
-        assert response.status == 200, await response.text()  # it ran all along
+        assert response.status == 200, await response.text()
+
+
+@pytest.mark.parametrize("attack", ["another workflow", "another job"])
+@pytest.mark.parametrize("method", list(WORKFLOWS))
+async def test_a_genuine_callback_of_another_job_makes_the_code_node_throw(
+    world: World, method: str, attack: str
+) -> None:
+    """While an execution waits for its job, the test submits a job of its own with the
+    execution's id: with a token for another workflow only, its callback sent to the test and
+    replayed to the resume URL; or, with a token for every workflow, for this workflow and aimed
+    straight at the resume URL (n8n 1.x's is /webhook-waiting/<execution id>). Both are signed by
+    the bridge; the page's code refuses them and the execution fails with the page's message."""
+    sleep = {"processing_type": "sleep", "parameters": {"seconds": JOB_S}}
+    started = await world.run(path(method), sleep)
+    assert started.status == "waiting", started.error
+    [submitted] = started.json(SUBMIT)
+    url = world.n8n.resume_url(started)
+    sink = Target()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", sink.handle)
+    sink.server = TestServer(app, host="127.0.0.1")
+    await sink.server.start_server()
+    try:
+        job: dict[str, Any] = {
+            "processing_type": "echo",
+            "items": [{"json": {"forged": True}}],
+            "mode": "async",
+            "execution_id": str(started.id),
+            "callback_method": method,
+        }
+        if attack == "another workflow":
+            job |= {"workflow_id": "wf-a", "callback_url": sink.url("/attacker")}
+            headers = bridge_headers("execute", workflows=["wf-a"])
+        else:
+            job |= {"workflow_id": WORKFLOWS[method], "callback_url": url}
+            headers = bridge_headers("execute")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{world.bridge.url}/api/v1/workflow/execute", json=job, headers=headers
+            ) as response,
+        ):
+            assert response.status == 202, await response.text()
+        if attack == "another workflow":
+            [captured] = await sink.wait_for(1, timeout=60)
+            signed = captured.raw_path.partition("?")[2]  # the query the bridge added
+            target = url if method == "POST" else f"{url}{'&' if '?' in url else '?'}{signed}"
+            replayed = {
+                k: v for k, v in captured.headers.items() if k.lower().startswith("webhook-")
+            }
+            async with (
+                aiohttp.ClientSession() as session,
+                session.request(
+                    method,
+                    target,
+                    data=captured.body if method == "POST" else None,
+                    headers={**replayed, "Content-Type": "application/json"},
+                ) as response,
+            ):
+                assert response.status == 200, await response.text()
+        execution = await world.n8n.settled(started.id)
+    finally:
+        await sink.server.close()
+    assert execution.status == "error"
+    assert execution.error is not None
+    # n8n adds where the code threw: " [line …, for item 0]"
+    assert execution.error["message"].startswith(ANOTHER), execution.error
+    assert execution.data["resultData"]["lastNodeExecuted"] == "Verify callback"
+    assert ANOTHER in documented(EXAMPLE, "javascript")
+    await cancel(world, submitted["job_id"])
