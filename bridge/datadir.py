@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 DIR_MODE = 0o700
@@ -75,6 +76,26 @@ def check_free(directory: Path) -> None:
         return
     _lock_or_close(fd, directory)
     os.close(fd)  # lets go of it at once
+
+
+def check_usable(directory: Path) -> None:
+    """OSError when `directory` could not be made or written in; what it makes to find out
+    (the missing folders, a file) is removed again."""
+    missing = []
+    existing = directory
+    while not existing.exists():
+        missing.append(existing)
+        existing = existing.parent
+    made: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+            made.append(folder)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    finally:
+        for folder in reversed(made):
+            folder.rmdir()
 
 
 def _lock_or_close(fd: int, directory: Path) -> None:

@@ -529,8 +529,8 @@ def prepare(settings: Settings) -> tuple[Settings, str | None]:
             "BRIDGE_JWT_KEYS or BRIDGE_API_KEYS"
         )
     path = settings.data_dir / DEV_SECRET_FILE
-    created = not path.exists()
     try:
+        created = not path.exists()  # may be refused too: a folder it may not search
         if created:
             # Any warning about a looser existing directory is the database's to give.
             private_dir(settings.data_dir)

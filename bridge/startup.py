@@ -84,6 +84,7 @@ async def preflight(settings: Settings) -> None:
     await server.wait_closed()
     if settings.redis_url is None:
         try:
+            datadir.check_usable(settings.data_dir)
             datadir.check_free(settings.data_dir)
         except datadir.InUse as exc:
             raise ConfigError(f"BRIDGE_DATA_DIR: {exc}") from None

@@ -200,6 +200,20 @@ async def test_preflight_finds_the_data_dir_held_by_a_running_bridge(tmp_path: P
     assert orjson.loads(stdout)["data_dir"] == str(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "data_dir", ["a-file/data", "/proc/n8n-bridge-test/data"], ids=["under-a-file", "unwritable"]
+)
+def test_preflight_finds_a_data_dir_serve_could_not_use(tmp_path: Path, data_dir: str) -> None:
+    """What `serve` would stop on (cannot make it, cannot write in it) is found before: /proc
+    refuses even root."""
+    (tmp_path / "a-file").write_text("")
+    env = {**daemon_env(tmp_path, 5), "BRIDGE_DATA_DIR": str(tmp_path / data_dir)}
+    code, stdout, stderr, _ = preflight(env)
+    assert code == 2
+    assert_one_clean_line(stdout, stderr, "BRIDGE_DATA_DIR: cannot use ")
+    assert serve(env)[0] == 2  # as serve itself says
+
+
 def test_preflight_makes_nothing(tmp_path: Path) -> None:
     env = {**daemon_env(tmp_path, 5), "BRIDGE_DATA_DIR": str(tmp_path / "data")}
     assert preflight(env)[0] == 0
