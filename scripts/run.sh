@@ -16,7 +16,7 @@ done
 # bridge, Redis not answering): either stops here with its one line, before any banner or token.
 settings=$("$bridge" check-config --preflight "$@")
 read -r host port env signer < <("$root/.venv/bin/python" -c \
-    'import json, sys; s = json.load(sys.stdin); print(s["host"], s["port"], s["env"], "yes" if s["jwt_secret"] else "no")' <<<"$settings")
+    'import json, sys; s = json.load(sys.stdin); print(s["host"], s["port"], s["env"], "yes" if s["jwt_secret"] or any(k["alg"] == "HS256" for k in s["jwt_keys"]) else "no")' <<<"$settings")
 url=http://$host:$port
 try_execute() {  # $1: the header that authenticates, with the shell variable it reads
     cat <<INFO
@@ -68,7 +68,8 @@ case $code in
         cat <<INFO
 dev token, all scopes, valid 24 h (n8n's credential needs only execute,status):
 $token
-another like it: $bridge token --scope execute,status,admin --ttl 24h
+another like it (with the same settings, BRIDGE_* and --config, from this directory):
+  $bridge token --scope execute,status,admin --ttl 24h
 
 try, with TOKEN set to that token:
 INFO

@@ -180,11 +180,21 @@ async def test_the_dev_banner_s_commands_work_as_pasted(workdir: Path) -> None:
     assert scopes(token) == ["execute", "status", "admin"]
 
 
-async def test_run_sh_in_production_mints_and_prints_no_token(workdir: Path) -> None:
+@pytest.mark.parametrize(
+    "signer",
+    [
+        {"BRIDGE_JWT_SECRET": "p" * 40},
+        {"BRIDGE_JWT_KEYS": '[{"kid": "2026-11", "alg": "HS256", "secret": "' + "k" * 40 + '"}]'},
+    ],
+    ids=["jwt-secret", "hs256-key"],
+)
+async def test_run_sh_in_production_mints_and_prints_no_token(
+    workdir: Path, signer: dict[str, str]
+) -> None:
     """run.sh is the development starter: with BRIDGE_ENV=production it starts the bridge but
-    makes no token; it says how to make one, and that command, then the `try` commands with its
-    token, work as pasted."""
-    env = clean_env(BRIDGE_ENV="production", BRIDGE_JWT_SECRET="p" * 40)
+    makes no token; it says how to make one (an HS256 key of BRIDGE_JWT_KEYS signs as the secret
+    does), and that command, then the `try` commands with its token, work as pasted."""
+    env = clean_env(BRIDGE_ENV="production", **signer)
     async with started("scripts/run.sh", workdir, env) as (_, printed):
         assert not JWT.search(printed)
         (command,) = TOKEN_COMMAND.findall(banner(printed))
