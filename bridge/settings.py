@@ -507,7 +507,8 @@ def _one_line(exc: ValidationError, origin: dict[str, str]) -> str:
     where = origin.get(field) or (env_name(field) if field else "settings")
     message = first["msg"].removeprefix("Value error, ")
     extra = f" (at {'.'.join(str(p) for p in loc[1:])})" if len(loc) > 1 else ""
-    shows_input = field in FIELD_NAMES and field not in SECRET_FIELDS  # a misspelt key may be one
+    # An unknown key, at the top or within a setting, may be a misspelt secret: never shown.
+    shows_input = field not in SECRET_FIELDS and first["type"] != "extra_forbidden"
     if shows_input and isinstance(first.get("input"), str | int | float):
         shown = _shown_value(str(first["input"]))
         if shown is not None:

@@ -156,6 +156,7 @@ async def test_a_callback_goes_only_with_mode_async(
         (None, {"callback_method": "POST"}, False),
         ("sync", {}, True),
         (None, {}, True),
+        ("sync", {"callback_url": None}, True),  # no callback: null is no URL
     ]:
         body: dict[str, Any] = {"processing_type": "echo", "items": [{"json": {}}], **callback}
         if mode is not None:

@@ -238,3 +238,19 @@ def test_an_unknown_key_of_the_file_is_named_without_its_value(tmp_path: Path, k
     with pytest.raises(ConfigError) as refused:
         load_settings(config, {})
     assert key in str(refused.value) and "LEAKYSECRET" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"BRIDGE_QUEUES": '[{"name": "q", "password": "LEAKYSECRET-1"}]'},
+        {"BRIDGE_ROUTES": '[{"queue": "default", "secret": "LEAKYSECRET-1"}]'},
+    ],
+)
+def test_an_unknown_key_inside_a_setting_is_named_without_its_value(
+    environ: dict[str, str],
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(environ=environ)
+    assert "Extra inputs are not permitted" in str(refused.value)
+    assert "LEAKYSECRET" not in str(refused.value)

@@ -93,8 +93,10 @@ def _submission(
     """Every check, cheapest first, before anything runs or is recorded."""
     require_workflow(request, body.workflow_id, "/workflow_id")
     if body.mode == "sync":
+        given = {"callback_url": body.callback_url is not None}  # null: no URL
+        given["callback_method"] = "callback_method" in body.model_fields_set
         for field in ("callback_url", "callback_method"):
-            if field in body.model_fields_set:
+            if given[field]:
                 raise ValidationFailed(
                     f"{field} is for mode 'async'; a sync request gets its result in the answer",
                     details=[{"pointer": f"/{field}", "message": "only with mode 'async'"}],
