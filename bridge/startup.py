@@ -21,12 +21,11 @@ import errno
 from collections.abc import Coroutine
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from bridge import datadir
 from bridge.settings import ConfigError, Settings, os_reason
-from bridge.stores.redis_db import check_server
+from bridge.stores.redis_db import check_url
 
 REDIS_TIMEOUT_S = 2.0
 
@@ -93,12 +92,4 @@ async def preflight(settings: Settings) -> None:
                 f"BRIDGE_DATA_DIR: cannot use {settings.data_dir}: {os_reason(exc)}"
             ) from None
         return
-    client = aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=REDIS_TIMEOUT_S,
-        socket_connect_timeout=REDIS_TIMEOUT_S,
-    )
-    try:
-        await check_server(client, settings.redis_url)
-    finally:
-        await client.aclose()
+    await check_url(settings.redis_url, REDIS_TIMEOUT_S)

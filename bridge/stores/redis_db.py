@@ -107,6 +107,17 @@ async def check_server(client: aioredis.Redis, url: str) -> None:
         )
 
 
+async def check_url(url: str, timeout_s: float) -> None:
+    """`check_server` on a client of its own, closed again: nothing is kept."""
+    client = aioredis.Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+    try:
+        await check_server(client, url)
+    finally:
+        await client.aclose()
+
+
 def without_password(url: str, text: str) -> str:
     """`text` (a Redis client's error) with the URL's password masked, should it quote it."""
     password = urlsplit(url).password
