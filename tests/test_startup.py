@@ -64,10 +64,17 @@ async def assert_starts(env: dict[str, str]) -> None:
         assert answer.status == 200
 
 
-async def test_an_address_in_use_stops_start_up_and_releases_the_data_dir(
-    tmp_path: Path, taken_port: int
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+async def test_an_address_in_use_stops_start_up_and_releases_what_it_took(
+    tmp_path: Path, taken_port: int, backend: str, request: pytest.FixtureRequest
 ) -> None:
+    """Embedded: the data directory's lock is let go. Redis: the backend had started (its
+    consumer marked alive, its writers running); the failed start-up ends them as a stop does
+    and leaves no mark of itself behind."""
     env = daemon_env(tmp_path, 5)
+    if backend == "redis":
+        redis_url = request.getfixturevalue("redis_url")
+        env["BRIDGE_REDIS_URL"] = redis_url
     code, stdout, stderr, took = serve({**env, "BRIDGE_PORT": str(taken_port)})
     assert code == 2
     assert_one_clean_line(
@@ -76,26 +83,10 @@ async def test_an_address_in_use_stops_start_up_and_releases_the_data_dir(
         f"BRIDGE_HOST/BRIDGE_PORT: cannot listen on 127.0.0.1:{taken_port}: address already in use",
     )
     assert took < PROMPTLY_S
-    await assert_starts(env)  # the data directory's lock was let go: a corrected start works
-
-
-async def test_an_address_in_use_releases_what_it_took_on_redis(
-    tmp_path: Path, taken_port: int, redis_url: str
-) -> None:
-    """The Redis backend had started (its consumer marked alive, its writers running): the
-    start-up that failed ends them as a stop does, and leaves no mark of itself behind."""
-    env = {**daemon_env(tmp_path, 5), "BRIDGE_REDIS_URL": redis_url}
-    code, stdout, stderr, took = serve({**env, "BRIDGE_PORT": str(taken_port)})
-    assert code == 2
-    assert_one_clean_line(
-        stdout,
-        stderr,
-        f"BRIDGE_HOST/BRIDGE_PORT: cannot listen on 127.0.0.1:{taken_port}: address already in use",
-    )
-    assert took < PROMPTLY_S
-    with redis.Redis.from_url(redis_url) as client:
-        assert client.keys("bridge:alive:*") == []  # its keeper stopped as on a SIGTERM
-    await assert_starts(env)
+    if backend == "redis":
+        with redis.Redis.from_url(redis_url) as client:
+            assert client.keys("bridge:alive:*") == []  # its keeper stopped as on a SIGTERM
+    await assert_starts(env)  # a corrected start works
 
 
 @pytest.mark.parametrize(

@@ -147,10 +147,11 @@ class RedisJobStore:
 
     async def get(self, job_id: str) -> JobRecord | None:
         found, job = self.db.pending("jobs", job_id)
-        if not found:
-            raw = await self.db.redis.get(key("job", job_id))
-            job = JobRecord.model_validate_json(raw) if raw else None
-        return with_report(job, await self.get_data(job_id, "report")) if job else None
+        if found:
+            return with_report(job, await self.get_data(job_id, "report")) if job else None
+        # One round trip: a report is written before save_report returns.
+        raw, report = await self.db.redis.mget([key("job", job_id), key("job", job_id, "report")])
+        return with_report(JobRecord.model_validate_json(raw), report) if raw else None
 
     async def get_data(self, job_id: str, which: Data) -> bytes | None:
         found, data = self.db.pending(f"job_{which}", job_id)

@@ -101,10 +101,15 @@ class SqliteJobStore:
 
     async def get(self, job_id: str) -> JobRecord | None:
         found, job = self._db.pending("jobs", job_id)
-        if not found:
-            row = await self._db.fetch_one("SELECT record FROM jobs WHERE job_id = ?", (job_id,))
-            job = JobRecord.model_validate_json(row[0]) if row else None
-        return with_report(job, await self.get_data(job_id, "report")) if job else None
+        if found:
+            return with_report(job, await self.get_data(job_id, "report")) if job else None
+        # One query: a report is committed before save_report returns.
+        row = await self._db.fetch_one(
+            "SELECT record, (SELECT report FROM job_data WHERE job_data.job_id = jobs.job_id)"
+            " FROM jobs WHERE job_id = ?",
+            (job_id,),
+        )
+        return with_report(JobRecord.model_validate_json(row[0]), row[1]) if row else None
 
     async def get_data(self, job_id: str, which: Data) -> bytes | None:
         found, pair = self._db.pending(f"job_{which}", job_id)
