@@ -10,8 +10,9 @@ by an older version) are tightened.
 One process writes a data directory: `hold(path)` takes an OS lock (flock) on its `bridge.lock`
 for as long as the process keeps the descriptor; a crash lets go of it with the process. A second
 embedded instance on the same directory would otherwise re-run the first's running jobs and
-collide with its writes. `check_free(path)` tries the lock and lets go of it at once: whether a
-start would get it (`check-config --preflight`).
+collide with its writes. `check_free(path)` tries the lock and lets go of it at once, and
+`check_usable(path)` makes and writes what a start would, removing it again: whether a start
+would get the directory (`check-config --preflight`).
 """
 
 from __future__ import annotations
