@@ -13,6 +13,8 @@ apt_ensure haproxy haproxy            # the blue-green tests check and run a rea
 apt_ensure socat socat                # ... through its admin socket, as the switch script does
 apt_ensure curl curl                  # the switch script's way to the bridges
 apt_ensure promtool prometheus        # checks and unit-tests the alert rules
+apt_ensure chromium chromium          # the console's tests in a real browser (tests/browser.py),
+apt_ensure chromedriver chromium-driver  # driven by Selenium through Debian's chromedriver
 ensure_n8n
 check_nodes
 # Redocly CLI, which tests/test_openapi.py runs on the OpenAPI document: the lock's exact version.

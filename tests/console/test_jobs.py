@@ -1,0 +1,143 @@
+"""The console's jobs, dead letters and drain, in a real browser, on both backends: a job sent
+through the JSON API appears live and its page shows its items, events and trace id; a running
+job is cancelled and a failed one retried from its page; a dead callback is replayed from the
+dead letters page; the drain page drains this instance and serves again."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from tests.browser import Browser
+from tests.console.conftest import BOTH, Console, backends, eventually, ui
+
+pytestmark = backends(*BOTH)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def dead_letter(console: Console, job_id: str) -> dict[str, Any]:
+    """The dead letter of the job's callback, once there is one."""
+
+    def found() -> list[dict[str, Any]]:
+        answer = console.api("GET", "/admin/dead-letters")
+        assert answer.status_code == 200, answer.text
+        return [d for d in answer.json()["dead_letters"] if d["job_id"] == job_id]
+
+    [letter] = eventually(found, message=f"the callback of {job_id} never became a dead letter")
+    return letter
+
+
+def action_button(browser: Browser, form_action: str, value: str) -> Any:
+    """The button that posts `action=value` to the form ending in `form_action`."""
+    form = f"form[action$='{form_action}']"
+    own = browser.find_all(f"{form} button[name=action][value={value}]")
+    if own:
+        return own[0]
+    return browser.find(f"{form}:has(input[name=action][value={value}]) button")
+
+
+def test_a_job_sent_through_the_api_appears_live_with_its_items_and_events(
+    signed_in: Browser, console: Console
+) -> None:
+    browser = signed_in
+    browser.open(ui("jobs"))
+    browser.driver.execute_script("window.sameDocument = true")  # gone if the page reloads
+    marker = unique("item")
+    items = [{"json": {"marker": marker, "n": n}} for n in range(3)]
+    job_id = console.submit("echo", items)
+
+    link = browser.wait(
+        lambda _: browser.find_all(f"#live a[href$='jobs/{job_id}']"),
+        message=f"job {job_id} did not appear on the jobs page",
+    )[0]
+    assert browser.driver.execute_script("return window.sameDocument === true"), "reloaded"
+    record = console.job_in(job_id, "completed")
+
+    browser.submit(link)
+    assert browser.path == ui(f"jobs/{job_id}")
+    page = browser.text("main")
+    assert record["trace_id"] and record["trace_id"] in page
+    assert page.count(marker) >= 2, f"no preview of the input and output items: {page}"
+    for event in ("workflow.queued", "workflow.started", "workflow.completed"):
+        assert event in page, f"{event} is not in the timeline: {page}"
+
+
+def test_a_running_job_is_cancelled_from_its_page(signed_in: Browser, console: Console) -> None:
+    browser = signed_in
+    job_id = console.submit("sleep", [{"json": {}}], parameters={"seconds": 120})
+    console.job_in(job_id, "running")
+    browser.open(ui(f"jobs/{job_id}"))
+    browser.submit(browser.find("form[action$='cancel'] button"), confirm=True)
+    assert browser.flash()
+    console.job_in(job_id, "cancelled")
+    browser.open(ui(f"jobs/{job_id}"))
+    assert "cancelled" in browser.text().lower()
+    assert not browser.has("form[action$='cancel'] button")  # nothing left to cancel
+
+
+def test_a_failed_job_is_retried_from_its_page(signed_in: Browser, console: Console) -> None:
+    browser = signed_in
+    workflow = unique("wf-retry")
+    # `flaky` fails its first run (of this key) and the daemon makes one run of a job.
+    failed = console.submit(
+        "flaky", [{"json": {"key": workflow}}], parameters={"failures": 1}, workflow_id=workflow
+    )
+    console.job_in(failed, "failed")
+    browser.open(ui(f"jobs/{failed}"))
+    browser.submit(browser.find("form[action$='retry'] button"), confirm=True)
+    assert browser.flash()
+
+    def retried() -> str | None:
+        answer = console.api("GET", f"/api/v1/status/{workflow}")
+        ids = [job["job_id"] for job in answer.json()["jobs"]]
+        return next((job_id for job_id in ids if job_id != failed), None)
+
+    new: str = eventually(retried, message="no new job after the retry")
+    assert new in browser.path or new in browser.text(), "the page does not show the new job"
+    console.job_in(new, "completed")
+    assert console.job(failed)["status"] == "failed"  # the old job stays as it was
+
+
+def test_a_dead_callback_is_replayed_from_the_dead_letters_page(
+    signed_in: Browser, console: Console
+) -> None:
+    browser = signed_in
+    path = f"/{unique('gone')}"
+    console.target.by_path[path] = [410]  # gone: no retry, a dead letter at once; then 200
+    job_id = console.submit("echo", [{"json": {"n": 1}}], callback_url=console.target.url(path))
+    letter = dead_letter(console, job_id)
+
+    browser.open(ui("dead-letters"))
+    replay = browser.find(f"form[action$='dead-letters/{letter['id']}/replay'] button")
+    assert job_id in browser.text()
+    browser.submit(replay, confirm=True)
+    assert browser.flash()
+
+    calls = eventually(lambda: console.received(path)[1:] and console.received(path))
+    assert calls[1].headers["webhook-id"] == letter["id"]
+    assert orjson.loads(calls[1].body)["job_id"] == job_id
+    eventually(lambda: console.job(job_id)["callback"]["state"] == "delivered")
+    browser.open(ui("dead-letters"))
+    assert not browser.has(f"form[action$='dead-letters/{letter['id']}/replay']")
+
+
+def test_the_drain_page_drains_and_then_serves_again(signed_in: Browser, console: Console) -> None:
+    browser = signed_in
+    assert console.ready() == 200
+    try:
+        browser.open(ui("drain"))
+        browser.submit(action_button(browser, "drain", "drain"), confirm=True)
+        assert browser.flash()
+        eventually(lambda: console.ready() == 503, message="/ready is not 503 after the drain")
+
+        browser.open(ui("drain"))
+        browser.submit(action_button(browser, "drain", "undrain"), confirm=True)
+        assert browser.flash()
+        eventually(lambda: console.ready() == 200, message="/ready is not 200 after undrain")
+    finally:
+        console.api("DELETE", "/admin/drain")  # the module's other tests need a serving daemon
