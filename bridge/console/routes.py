@@ -11,6 +11,7 @@ from bridge.console import overview, signin
 from bridge.console.guard import Page, error_page, signed_in
 from bridge.console.render import redirect, security_headers
 from bridge.console.sessions import SESSIONS, Sessions
+from bridge.console.throttle import SignInThrottle
 from bridge.errors import NotFound
 from bridge.keys import AUTH, SETTINGS
 
@@ -49,6 +50,7 @@ async def not_found(request: web.Request) -> web.StreamResponse:
 
 def add_console(app: web.Application) -> None:
     app[SESSIONS] = Sessions(app[AUTH], app[SETTINGS].console_session_ttl_s)
+    app[signin.THROTTLE] = SignInThrottle()
     app.on_response_prepare.append(security_headers)
     router = app.router
     router.add_get(PREFIX + "/login", signin.login_form)

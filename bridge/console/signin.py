@@ -10,9 +10,11 @@ from aiohttp import web
 from bridge.console.guard import safe_next
 from bridge.console.render import SESSION, page, redirect
 from bridge.console.sessions import COOKIE, LOGIN_COOKIE, LOGIN_FORM_S, SESSIONS
+from bridge.console.throttle import SignInThrottle
 from bridge.errors import AuthenticationFailed
 
 COOKIE_PATH = "/admin/ui/"
+THROTTLE: web.AppKey[SignInThrottle] = web.AppKey("console_sign_in_throttle")
 
 
 def _over_https(request: web.Request) -> bool:
@@ -70,9 +72,22 @@ async def login(request: web.Request) -> web.StreamResponse:
     credential, token, target = (_text(form, name) for name in ("credential", "csrf", "next"))
     if not sessions.login_form_valid(request.cookies.get(LOGIN_COOKIE), token):
         return _form(request, target, status=403, error="The form was stale; please try again.")
+    address = request.remote or "unknown"
+    throttle = request.app[THROTTLE]
+    wait_s = throttle.wait_s(address)
+    if wait_s > 0:
+        response = _form(
+            request,
+            target,
+            status=429,
+            error=f"Too many failed sign-ins from your address; try again in {wait_s:.0f} s.",
+        )
+        response.headers["Retry-After"] = str(max(1, round(wait_s)))
+        return response
     try:
         _, cookie = sessions.open((credential or "").strip())
     except AuthenticationFailed as exc:
+        throttle.failed(address)
         return _form(request, target, status=401, error=f"Not signed in: {exc.message}.")
     response = redirect(safe_next(target))
     _set_cookie(response, request, COOKIE, cookie, int(sessions.lifetime_s))

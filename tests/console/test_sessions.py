@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from bridge.auth import mint_token
 from bridge.console.render import CSP
 from bridge.console.sessions import COOKIE, MAX_SESSIONS, SESSIONS
+from bridge.console.throttle import FAILURES
 from bridge.settings import Settings
 from tests.conftest import API_KEY, ClientFactory, token
 from tests.console.signin import csrf_of, sign_in
@@ -232,7 +233,9 @@ async def test_a_limited_admin_token_sees_no_cross_workflow_page(
     client: TestClient, settings: Settings
 ) -> None:
     limited = mint_token(settings, ["admin"], 300, workflows=["wf-a"])
-    await sign_in(client, limited, next_path="/admin/ui/jobs")
+    html = await (await client.get(LOGIN)).text()
+    await client.post(LOGIN, data={"credential": limited, "csrf": csrf_of(html)})
+    assert session_cookie(client)
     answer = await client.get("/admin/ui/")
     assert answer.status == 403
     html = await answer.text()
@@ -264,3 +267,18 @@ async def test_the_overview_fits_its_budget(client: TestClient, admin_token: str
     for asset in ("console.css", "console.js"):
         total += len(await (await client.get(f"/admin/ui/static/{asset}")).read())
     assert total <= 150_000, total
+
+
+async def test_failed_sign_ins_are_throttled_per_address(
+    client: TestClient, admin_token: str
+) -> None:
+    for _ in range(FAILURES):
+        html = await (await client.get(LOGIN)).text()
+        answer = await client.post(LOGIN, data={"credential": "guess", "csrf": csrf_of(html)})
+        assert answer.status == 401
+    html = await (await client.get(LOGIN)).text()
+    # Now even the right credential waits: a guesser cannot tell a hit from the throttle.
+    answer = await client.post(LOGIN, data={"credential": admin_token, "csrf": csrf_of(html)})
+    assert answer.status == 429
+    assert 0 < int(answer.headers["Retry-After"]) <= 300
+    assert COOKIE not in {cookie.key for cookie in client.session.cookie_jar}
