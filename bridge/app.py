@@ -26,6 +26,7 @@ from bridge.auth import Authenticator
 from bridge.backends import open_backend
 from bridge.breaker import Breakers
 from bridge.callbacks import Deliverer
+from bridge.console.routes import add_console
 from bridge.events import Event, EventBus
 from bridge.execution import Execution
 from bridge.http_client import open_session
@@ -89,6 +90,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[LIFECYCLE] = Lifecycle()
     app[OPENAPI] = build_spec(app[REGISTRY].names())
     add_routes(app)
+    if settings.console:
+        add_console(app)
     app.on_response_prepare.append(no_server_header)
     app.on_response_prepare.append(trace_header)
     app.cleanup_ctx.extend([_backend, _runner, _http, _execution, _background, _purge])

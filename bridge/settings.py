@@ -270,6 +270,13 @@ class Settings(BaseModel):
         100, ge=1, le=10_000, description="event streams open at once, on this process"
     )
     dead_letter_retention_s: int = Field(30 * 24 * 3600, ge=60)
+    console: bool = Field(True, description="serve the operator console at /admin/ui/")
+    console_session_ttl_s: int = Field(
+        3600,
+        ge=60,
+        le=12 * 3600,
+        description="how long a console sign-in lasts (never past its token's expiry)",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -26,25 +26,27 @@ from bridge.keys import (
 
 
 async def status(request: web.Request) -> web.Response:
-    app = request.app
+    return json_response(await snapshot(request.app))
+
+
+async def snapshot(app: web.Application) -> dict[str, object]:
+    """This instance's state, as /admin/status and the console's overview show it."""
     settings, lifecycle, workers = app[SETTINGS], app[LIFECYCLE], app[WORKERS]
-    return json_response(
-        {
-            "color": settings.color,
-            "version": __version__,
-            "uptime_s": round(lifecycle.uptime_s, 3),
-            "draining": lifecycle.draining,
-            "backends": app[BACKEND].describe(),
-            "queues": workers.status(),
-            "drained": _drained(app),
-            "workers": {"in_flight": workers.in_flight, "queued": workers.queued},
-            "threads": app[RUNNER].thread_status(),
-            "deliveries": {**_deliveries(app), "hosts": app[DELIVERER].hosts()},
-            "dead_letters": await _dead_letter_count(request),
-            "breakers": app[BREAKERS].states(),
-            "last_event_id": app[EVENTS].last_id,
-        }
-    )
+    return {
+        "color": settings.color,
+        "version": __version__,
+        "uptime_s": round(lifecycle.uptime_s, 3),
+        "draining": lifecycle.draining,
+        "backends": app[BACKEND].describe(),
+        "queues": workers.status(),
+        "drained": _drained(app),
+        "workers": {"in_flight": workers.in_flight, "queued": workers.queued},
+        "threads": app[RUNNER].thread_status(),
+        "deliveries": {**_deliveries(app), "hosts": app[DELIVERER].hosts()},
+        "dead_letters": await _dead_letter_count(app),
+        "breakers": app[BREAKERS].states(),
+        "last_event_id": app[EVENTS].last_id,
+    }
 
 
 def _drained(app: web.Application) -> bool:
@@ -69,10 +71,10 @@ def _deliveries(app: web.Application) -> dict[str, int]:
     return {"sending": deliverer.sending, "waiting": deliverer.waiting}
 
 
-async def _dead_letter_count(request: web.Request) -> int | None:
+async def _dead_letter_count(app: web.Application) -> int | None:
     """None while the store cannot answer (the rest of the status still can)."""
     try:
-        return await request.app[OUTBOX].count_dead()
+        return await app[OUTBOX].count_dead()
     except Exception:
         return None
 

@@ -24,17 +24,23 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    checks = {"accepting": "draining" if request.app[LIFECYCLE].draining else "ok"}
-    store = request.app[STORE]
+    checks = await readiness(request.app)
+    ok = all(state == "ok" for state in checks.values())
+    return json_response(
+        {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503
+    )
+
+
+async def readiness(app: web.Application) -> dict[str, str]:
+    """Each check: "ok", or why not (/ready and the console's overview)."""
+    checks = {"accepting": "draining" if app[LIFECYCLE].draining else "ok"}
+    store = app[STORE]
     try:
         await store.ping()
         checks["store"] = store.unavailable() or "ok"  # it reads, but can it write?
     except Exception as exc:
         checks["store"] = f"{type(exc).__name__}: {exc}"
-    ok = all(state == "ok" for state in checks.values())
-    return json_response(
-        {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503
-    )
+    return checks
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -1,0 +1,74 @@
+"""What stands before every console page: a live session (else the sign-in page), the CSRF
+token on every POST, the workflow limit of the session's credential, and errors shown as a
+page (not the JSON API's error body)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+from aiohttp import web
+
+from bridge.console.render import SESSION, page, redirect
+from bridge.console.sessions import COOKIE, SESSIONS
+from bridge.errors import BridgeError, Forbidden
+from bridge.keys import PRINCIPAL, TRACE_ID
+
+log = logging.getLogger(__name__)
+Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_page(request: web.Request, exc: BridgeError) -> web.Response:
+    log.info("%s %s → %d: %s", request.method, request.path, exc.http_code, exc.message)
+    return page(
+        request,
+        "error.html",
+        status=exc.http_code,
+        title="Error",
+        error=exc,
+        trace_id=request.get(TRACE_ID),
+    )
+
+
+def signed_in(handler: Page, *, cross_workflow: bool = True) -> Page:
+    """The page behind a session. `cross_workflow`: it shows or acts across workflows, so a
+    session of a workflow-limited credential gets 403."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        session = request.app[SESSIONS].find(request.cookies.get(COOKIE))
+        if session is None:
+            if request.method in ("GET", "HEAD"):
+                return redirect(f"/admin/ui/login?next={quote(request.path_qs, safe='/')}")
+            return error_page(
+                request, Forbidden("sign in first", description="your session has ended")
+            )
+        request[SESSION] = session
+        request[PRINCIPAL] = session.principal
+        try:
+            if request.method == "POST":
+                form = await request.post()
+                token = form.get("csrf")
+                if not isinstance(token, str) or not hmac.compare_digest(token, session.csrf):
+                    raise Forbidden(
+                        "the form's CSRF token is missing or stale",
+                        description="reload the page and try again",
+                    )
+            if cross_workflow and session.principal.workflows is not None:
+                raise Forbidden(
+                    "this page shows every workflow; your token is limited to workflows",
+                    description="sign in with a token without the 'workflows' claim",
+                )
+            return await handler(request)
+        except BridgeError as exc:
+            return error_page(request, exc)
+
+    return guarded
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: a console path only, never another site."""
+    if target and target.startswith("/admin/ui/") and target.isprintable() and "\\" not in target:
+        return target
+    return "/admin/ui/"

@@ -1,0 +1,110 @@
+"""Rendering console pages: Jinja2 templates from the package, autoescaped, with the security
+headers every console answer carries. A request with `X-Console-Partial: 1` (the page's script
+refreshing itself) gets only the page's `live` block."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from bridge import __version__
+from bridge.console.sessions import Session
+from bridge.keys import SETTINGS
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+PARTIAL_HEADER = "X-Console-Partial"
+SESSION: web.RequestKey[Session] = web.RequestKey("console_session")
+
+
+def _when(value: float | None) -> str:
+    if value is None:
+        return "—"
+    moment = datetime.datetime.fromtimestamp(value, datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _ago(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return _duration(time.time() - value) + " ago"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("bridge.console", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+ENV.filters.update(when=_when, ago=_ago, duration=_duration)
+
+
+def page(
+    request: web.Request,
+    template: str,
+    *,
+    status: int = 200,
+    title: str,
+    **context: Any,
+) -> web.Response:
+    session = request.get(SESSION)
+    context.update(
+        title=title,
+        version=__version__,
+        color=request.app[SETTINGS].color,
+        session=session,
+        csrf=session.csrf if session else context.get("csrf", ""),
+        limited=session is not None and session.principal.workflows is not None,
+        flashes=session.pop_flashes() if session else [],
+        path=request.path,
+    )
+    compiled = ENV.get_template(template)
+    if request.headers.get(PARTIAL_HEADER) == "1" and "live" in compiled.blocks:
+        text = "".join(compiled.blocks["live"](compiled.new_context(context)))
+    else:
+        text = compiled.render(context)
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+
+
+def redirect(location: str) -> web.Response:
+    """303 See Other: after a POST, the browser GETs the page it is sent to."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every answer under the console's path carries the headers, errors
+    and static files too."""
+    if request.path.startswith("/admin/ui"):
+        for name, value in SECURITY_HEADERS.items():
+            # A static file says how long it may be cached; everything else: not at all.
+            response.headers.setdefault(name, value)

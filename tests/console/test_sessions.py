@@ -1,0 +1,284 @@
+"""The console's sign-in, session cookie, CSRF guard and security headers (a browser drives the
+same in tests/console/test_browser*.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from bridge.auth import mint_token
+from bridge.console.render import CSP
+from bridge.console.sessions import COOKIE, MAX_SESSIONS, SESSIONS
+from bridge.console.throttle import FAILURES
+from bridge.settings import Settings
+from tests.conftest import API_KEY, ClientFactory, token
+from tests.console.signin import csrf_of, sign_in
+
+LOGIN = "/admin/ui/login"
+
+
+@pytest.fixture
+def admin_token(settings: Settings) -> str:
+    return token(settings, "admin")
+
+
+def session_cookie(client: TestClient) -> str:
+    for cookie in client.session.cookie_jar:
+        if cookie.key == COOKIE:
+            return cookie.value
+    raise AssertionError("no session cookie")
+
+
+async def test_every_page_sends_the_signed_out_to_sign_in(client: TestClient) -> None:
+    answer = await client.get("/admin/ui/jobs?status=failed", allow_redirects=False)
+    assert answer.status == 303
+    assert answer.headers["Location"] == "/admin/ui/login?next=/admin/ui/jobs%3Fstatus%3Dfailed"
+    assert (await client.post("/admin/ui/drain", data={"action": "drain"})).status == 403
+
+
+async def test_sign_in_sets_a_strict_short_lived_http_only_cookie(
+    client: TestClient, admin_token: str
+) -> None:
+    form = await client.get(LOGIN)
+    assert form.status == 200
+    html = await form.text()
+    assert 'type="password"' in html and 'for="credential"' in html
+    answer = await client.post(
+        LOGIN,
+        data={"credential": admin_token, "csrf": csrf_of(html), "next": "/admin/ui/jobs"},
+        allow_redirects=False,
+    )
+    assert answer.status == 303 and answer.headers["Location"] == "/admin/ui/jobs"
+    cookies = SimpleCookie()
+    for header in answer.headers.getall("Set-Cookie"):
+        cookies.load(header)
+    session = cookies[COOKIE]
+    assert session["httponly"] and session["samesite"] == "Strict" and not session["secure"]
+    assert session["path"] == "/admin/ui/" and session["max-age"] == "3600"
+    assert admin_token not in session.value and admin_token.split(".")[2] not in session.value
+    overview = await client.get("/admin/ui/")
+    assert overview.status == 200
+    assert admin_token not in await overview.text()
+
+
+async def test_behind_https_the_cookie_is_secure(client: TestClient, admin_token: str) -> None:
+    html = await (await client.get(LOGIN)).text()
+    answer = await client.post(
+        LOGIN,
+        data={"credential": admin_token, "csrf": csrf_of(html)},
+        headers={"X-Forwarded-Proto": "https"},
+        allow_redirects=False,
+    )
+    cookies = SimpleCookie()
+    for header in answer.headers.getall("Set-Cookie"):
+        cookies.load(header)
+    assert cookies[COOKIE]["secure"]
+
+
+@pytest.mark.parametrize(
+    "credential",
+    ["wrong", "", "a.b.c", "x" * 9000],
+    ids=["unknown key", "empty", "not a JWT", "huge"],
+)
+async def test_a_bad_credential_opens_no_session(client: TestClient, credential: str) -> None:
+    html = await (await client.get(LOGIN)).text()
+    answer = await client.post(LOGIN, data={"credential": credential, "csrf": csrf_of(html)})
+    assert answer.status == 401
+    assert "Not signed in" in await answer.text()
+    assert COOKIE not in {cookie.key for cookie in client.session.cookie_jar}
+
+
+async def test_a_credential_without_the_admin_scope_is_refused(
+    client: TestClient, settings: Settings
+) -> None:
+    for credential in (token(settings, "execute,status"), API_KEY):
+        html = await (await client.get(LOGIN)).text()
+        answer = await client.post(LOGIN, data={"credential": credential, "csrf": csrf_of(html)})
+        assert answer.status == 401
+        assert "admin scope" in await answer.text()
+
+
+async def test_an_admin_api_key_signs_in(make_client: ClientFactory) -> None:
+    client = await make_client(api_key_scopes=["admin"])
+    await sign_in(client, API_KEY)
+    assert (await client.get("/admin/ui/")).status == 200
+
+
+async def test_sign_in_without_the_form_token_is_refused(
+    client: TestClient, admin_token: str
+) -> None:
+    """Login CSRF: another site cannot sign a browser in to the attacker's session."""
+    answer = await client.post(LOGIN, data={"credential": admin_token, "csrf": "forged"})
+    assert answer.status == 403
+    assert COOKIE not in {cookie.key for cookie in client.session.cookie_jar}
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["//evil.example/", "https://evil.example/", "/admin/ui/\\evil", "/api/v1/processors"],
+)
+async def test_sign_in_sends_only_to_a_console_page(
+    client: TestClient, admin_token: str, target: str
+) -> None:
+    html = await (await client.get(LOGIN)).text()
+    answer = await client.post(
+        LOGIN,
+        data={"credential": admin_token, "csrf": csrf_of(html), "next": target},
+        allow_redirects=False,
+    )
+    assert answer.headers["Location"] == "/admin/ui/"
+
+
+async def test_a_post_without_the_session_csrf_token_changes_nothing(
+    client: TestClient, admin_token: str
+) -> None:
+    csrf = await sign_in(client, admin_token)
+    for data in ({"action": "drain"}, {"action": "drain", "csrf": "x" * len(csrf)}):
+        answer = await client.post("/admin/ui/drain", data=data)
+        assert answer.status == 403
+        assert "CSRF" in await answer.text()
+    assert (await client.get("/ready")).status == 200
+    answer = await client.post("/admin/ui/logout", data={}, allow_redirects=False)
+    assert answer.status == 403
+    assert (await client.get("/admin/ui/")).status == 200
+
+
+async def test_sign_out_ends_the_session_on_the_server(
+    client: TestClient, admin_token: str
+) -> None:
+    csrf = await sign_in(client, admin_token)
+    cookie = session_cookie(client)
+    answer = await client.post("/admin/ui/logout", data={"csrf": csrf}, allow_redirects=False)
+    assert answer.status == 303 and answer.headers["Location"] == LOGIN
+    # The old cookie, sent again as a thief would, opens nothing.
+    again = await client.get("/admin/ui/", cookies={COOKIE: cookie}, allow_redirects=False)
+    assert again.status == 303
+
+
+async def test_the_cookie_grants_nothing_on_the_json_api(
+    client: TestClient, admin_token: str
+) -> None:
+    await sign_in(client, admin_token)
+    cookies = {COOKIE: session_cookie(client)}
+    for method, path in (
+        ("GET", "/admin/status"),
+        ("POST", "/admin/drain"),
+        ("GET", "/api/v1/processors"),
+        ("GET", "/api/v1/events"),
+        ("GET", "/api/v1/subscriptions"),
+    ):
+        answer = await client.request(method, path, cookies=cookies)
+        assert answer.status == 401, (method, path)
+    assert (await client.get("/ready")).status == 200
+
+
+async def test_a_forged_or_foreign_cookie_opens_nothing(
+    make_client: ClientFactory, admin_token: str, tmp_path: Path
+) -> None:
+    first = await make_client(data_dir=tmp_path / "first")
+    await sign_in(first, admin_token)
+    cookie = session_cookie(first)
+    session_id, _, mac = cookie.partition(".")
+    second = await make_client(
+        data_dir=tmp_path / "second"
+    )  # another process: another key, other sessions
+    for forged in (f"{session_id}.{'A' * len(mac)}", session_id, cookie):
+        answer = await second.get("/admin/ui/", cookies={COOKIE: forged}, allow_redirects=False)
+        assert answer.status == 303
+
+
+async def test_a_session_ends_with_its_lifetime_and_with_its_token(
+    make_client: ClientFactory, make_settings: Callable[..., Settings]
+) -> None:
+    client = await make_client(jwt_leeway_s=0)
+    settings = make_settings(jwt_leeway_s=0)
+    await sign_in(client, mint_token(settings, ["admin"], 1.5))
+    assert (await client.get("/admin/ui/", allow_redirects=False)).status == 200
+    await asyncio.sleep(2.1)
+    assert (await client.get("/admin/ui/", allow_redirects=False)).status == 303
+    await sign_in(client, mint_token(settings, ["admin"], 300))
+    for session in client.app[SESSIONS]._open.values():
+        session.expires_at = time.time() - 1
+    assert (await client.get("/admin/ui/", allow_redirects=False)).status == 303
+
+
+async def test_sessions_are_bounded(client: TestClient, admin_token: str) -> None:
+    sessions = client.app[SESSIONS]
+    for _ in range(MAX_SESSIONS + 50):
+        sessions.open(admin_token)
+    assert len(sessions._open) == MAX_SESSIONS
+
+
+async def test_every_console_answer_carries_the_security_headers(
+    client: TestClient, admin_token: str
+) -> None:
+    await sign_in(client, admin_token)
+    for path in ("/admin/ui/", LOGIN, "/admin/ui/static/console.css", "/admin/ui/nowhere"):
+        answer = await client.get(path)
+        assert answer.headers["Content-Security-Policy"] == CSP, path
+        assert answer.headers["X-Frame-Options"] == "DENY"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["Referrer-Policy"] == "no-referrer"
+    assert (await client.get("/admin/ui/nowhere")).status == 404
+    assert "<main" in await (await client.get("/admin/ui/nowhere")).text()
+
+
+async def test_a_limited_admin_token_sees_no_cross_workflow_page(
+    client: TestClient, settings: Settings
+) -> None:
+    limited = mint_token(settings, ["admin"], 300, workflows=["wf-a"])
+    html = await (await client.get(LOGIN)).text()
+    await client.post(LOGIN, data={"credential": limited, "csrf": csrf_of(html)})
+    assert session_cookie(client)
+    answer = await client.get("/admin/ui/")
+    assert answer.status == 403
+    html = await answer.text()
+    assert "limited to workflows" in html
+    assert 'href="/admin/ui/dead-letters"' not in html
+
+
+async def test_the_partial_header_renders_only_the_live_part(
+    client: TestClient, admin_token: str
+) -> None:
+    await sign_in(client, admin_token)
+    whole = await (await client.get("/admin/ui/")).text()
+    part = await (await client.get("/admin/ui/", headers={"X-Console-Partial": "1"})).text()
+    assert "<html" in whole and '<div id="live">' in whole
+    assert "<html" not in part and "Queues" in part
+
+
+async def test_the_console_can_be_turned_off(make_client: ClientFactory, admin_token: str) -> None:
+    client = await make_client(console=False)
+    for path in (LOGIN, "/admin/ui/", "/admin/ui/static/console.js"):
+        assert (await client.get(path)).status == 404
+
+
+async def test_the_overview_fits_its_budget(client: TestClient, admin_token: str) -> None:
+    """Issue 20's budget: the overview's HTML and the assets it loads, at most 150 kB."""
+    await sign_in(client, admin_token)
+    html = await (await client.get("/admin/ui/")).read()
+    total = len(html)
+    for asset in ("console.css", "console.js"):
+        total += len(await (await client.get(f"/admin/ui/static/{asset}")).read())
+    assert total <= 150_000, total
+
+
+async def test_failed_sign_ins_are_throttled_per_address(
+    client: TestClient, admin_token: str
+) -> None:
+    for _ in range(FAILURES):
+        html = await (await client.get(LOGIN)).text()
+        answer = await client.post(LOGIN, data={"credential": "guess", "csrf": csrf_of(html)})
+        assert answer.status == 401
+    html = await (await client.get(LOGIN)).text()
+    # Now even the right credential waits: a guesser cannot tell a hit from the throttle.
+    answer = await client.post(LOGIN, data={"credential": admin_token, "csrf": csrf_of(html)})
+    assert answer.status == 429
+    assert 0 < int(answer.headers["Retry-After"]) <= 300
+    assert COOKIE not in {cookie.key for cookie in client.session.cookie_jar}
