@@ -88,8 +88,14 @@ class Browser:
     # -- where the browser is
 
     def open(self, path: str) -> None:
-        """Load a path of the daemon (`/admin/ui/jobs`) and wait for the page."""
+        """Load a path of the daemon (`/admin/ui/jobs`) and wait for the page, which must be
+        one (HTML), not an error's JSON body."""
         self.driver.get(self.base_url + path)
+        kind, body = self.driver.execute_script(
+            "return [document.contentType, document.body ? document.body.innerText : '']"
+        )
+        if kind != "text/html":
+            raise AssertionError(f"{path} is no page but {kind}: {body[:500]}")
 
     @property
     def path(self) -> str:
@@ -158,10 +164,13 @@ class Browser:
 
     def submit(self, button: WebElement, *, confirm: bool = False) -> None:
         """Click a button (or link) and wait for the page it leads to. With `confirm`, the
-        button must say what will happen (`data-confirm`) and the page's confirm() must ask
-        that first; the test accepts."""
+        button (or its form) must say what will happen (`data-confirm`) and the page's confirm()
+        must ask that first; the test accepts."""
         page = self.find("html")
-        question = button.get_attribute("data-confirm")
+        question = self.driver.execute_script(
+            "const b = arguments[0]; return b.dataset.confirm || (b.form && b.form.dataset.confirm)",
+            button,
+        )
         button.click()
         if confirm:
             assert question, f"no data-confirm on {button.get_attribute('outerHTML')}"

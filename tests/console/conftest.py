@@ -143,7 +143,6 @@ class Console:
     def job_in(self, job_id: str, *statuses: str) -> dict[str, Any]:
         """The job's record once its status is one of `statuses`."""
 
-
         def there() -> dict[str, Any] | None:
             record = self.job(job_id)
             return record if record["status"] in statuses else None
@@ -156,6 +155,20 @@ class Console:
 
     def ready(self) -> int:
         return requests.get(self.url + "/ready", timeout=30).status_code
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[pytest.TestReport]:
+    """A failed test's report shows the errors its daemon logged (a page's 500 says why)."""
+    report: pytest.TestReport = yield
+    console = getattr(item, "funcargs", {}).get("console")
+    if report.failed and isinstance(console, Console):
+        errors = [line for line in console.daemon.lines if '"level":"error"' in line]
+        if errors:
+            report.sections.append(("the daemon's errors", "\n".join(errors[-3:])))
+    return report
 
 
 @pytest.fixture(scope="module", params=BOTH)

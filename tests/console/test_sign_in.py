@@ -50,8 +50,11 @@ def test_an_operator_signs_in_and_out_with_the_keyboard_alone(
     assert login.path == ui("login")
     assert parse_qs(login.query)["next"] == [ui("jobs")]
 
+    if browser.focused().get_attribute("id") != "credential":  # no autofocus: Tab to it
+        tab_until(browser, "#credential")
+    # Round the page's Tab order back to the field: the skip link comes just before it.
     stops = tab_until(browser, "#credential")
-    assert 'href="#main"' in stops[0], f"the first Tab does not reach the skip link: {stops}"
+    assert len(stops) > 1 and 'href="#main"' in stops[-2], f"no skip link before it: {stops}"
     assert browser.find("#credential").accessible_name == "Admin token or API key"
     browser.press(console.admin_token, Keys.ENTER)
     browser.wait(lambda _: browser.path == ui("jobs"), message="Enter did not sign in")
