@@ -1,11 +1,13 @@
-"""The last 15 minutes of this instance, in memory, for the console's charts (no Prometheus).
+"""The last 15 minutes of this instance, in memory, for the console's charts (no Prometheus
+server needed).
 
-Every SAMPLE_INTERVAL_S a sample is taken: the depth of each queue (the MAX_QUEUES deepest by
-name, the rest summed under OTHER), the jobs running here, the longest wait of a queued job, and
-what ended since the last sample — jobs completed and failed, callbacks delivered and failed.
-Those counts are read from this instance's own Prometheus counters (jobs it ran, callbacks it
-sent: on Redis, where instances share queues and events, none is counted twice), so the hot paths
-pay nothing. SAMPLES samples are kept; memory is bounded whatever the number of queues.
+Every SAMPLE_INTERVAL_S a sample is taken: the depth of each queue (the MAX_QUEUES deepest; the
+rest summed under OTHER), the jobs running here, the longest wait of a queued job, and what ended
+since the last sample — jobs completed and failed, callbacks delivered and failed. Depths and waits
+are the queues' (on Redis, shared by the instances); the rest is this instance's own: the counts
+are read from its Prometheus counters (jobs it ran, callbacks it sent: none is counted twice where
+instances share queues and events), so the hot paths pay nothing. SAMPLES samples are kept;
+memory is bounded whatever the number of queues.
 
 Series, by name (`History.series()`):
     depth:<queue>, depth:(other)   jobs waiting in a queue (a queue name has no parentheses)

@@ -71,16 +71,18 @@ async def test_samples_show_the_backlog_and_what_ended(
     finally:
         sample.GATE.set()
     await submit(client, auth, job("crash"))
+    ran = await client.post(EXECUTE, json=job("echo", mode="sync"), headers=auth)
+    assert ran.status == 200  # sync requests are jobs too
     await submit(client, auth, job("echo", callback_url=target.url("/ok")))
     await submit(client, auth, job("echo", callback_url=target.url("/gone")))
-    expected = {"completed": 5, "failed": 1, "callbacks_delivered": 1, "callbacks_failed": 1}
+    expected = {"completed": 6, "failed": 1, "callbacks_delivered": 1, "callbacks_failed": 1}
     await until(history, lambda s: all(total(s, k) >= n for k, n in expected.items()))
     await asyncio.sleep(0.3)  # a few samples more: nothing counted twice
     series = history.series()
     await history.stop()
     assert {k: total(series, k) for k in expected} == expected
     assert series["depth:default"][-1][1] == 0 and series["in_flight"][-1][1] == 0
-    assert history.per_minute("completed") == 5
+    assert history.per_minute("completed") == 6
 
 
 async def test_each_instance_counts_the_jobs_it_ran(
