@@ -29,6 +29,7 @@ from bridge.callbacks import Deliverer
 from bridge.console.routes import add_console
 from bridge.events import Event, EventBus
 from bridge.execution import Execution
+from bridge.history import History
 from bridge.http_client import open_session
 from bridge.keys import (
     AUTH,
@@ -38,6 +39,7 @@ from bridge.keys import (
     EVENT_LOG,
     EVENTS,
     EXECUTION,
+    HISTORY,
     HTTP,
     LIFECYCLE,
     METRICS,
@@ -94,7 +96,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         add_console(app)
     app.on_response_prepare.append(no_server_header)
     app.on_response_prepare.append(trace_header)
-    app.cleanup_ctx.extend([_backend, _runner, _http, _execution, _background, _purge])
+    app.cleanup_ctx.extend([_backend, _runner, _http, _execution, _background, _history, _purge])
     app.on_shutdown.append(_end_streams)
     return app
 
@@ -214,6 +216,14 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         await app[BACKEND].stop()
         with contextlib.suppress(Exception):  # a backend that is down keeps what it had
             await store.flush()
+
+
+async def _history(app: web.Application) -> AsyncIterator[None]:
+    """The last 15 minutes in memory, for the console's charts; stopped before the workers."""
+    history = app[HISTORY] = History(app[WORKERS], app[METRICS])
+    history.start()
+    yield
+    await history.stop()
 
 
 async def _purge(app: web.Application) -> AsyncIterator[None]:

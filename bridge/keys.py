@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from bridge.callbacks import Deliverer
     from bridge.events import EventBus
     from bridge.execution import Execution
+    from bridge.history import History
     from bridge.lifecycle import Lifecycle
     from bridge.metrics import Metrics
     from bridge.outbound import OutboundGuard
@@ -47,6 +48,7 @@ OUTBOUND: web.AppKey[OutboundGuard] = web.AppKey("outbound")
 DELIVERER: web.AppKey[Deliverer] = web.AppKey("deliverer")
 SIGNER: web.AppKey[Signer] = web.AppKey("signer")
 WORKERS: web.AppKey[WorkerPool] = web.AppKey("workers")
+HISTORY: web.AppKey[History] = web.AppKey("history")
 SERVICES: web.AppKey[Services] = web.AppKey("services")
 
 TRACE_ID: web.RequestKey[str] = web.RequestKey("trace_id")

@@ -282,3 +282,13 @@ async def test_failed_sign_ins_are_throttled_per_address(
     assert answer.status == 429
     assert 0 < int(answer.headers["Retry-After"]) <= 300
     assert COOKIE not in {cookie.key for cookie in client.session.cookie_jar}
+
+
+async def test_the_overview_charts_the_last_fifteen_minutes(
+    client: TestClient, admin_token: str
+) -> None:
+    await sign_in(client, admin_token)
+    html = await (await client.get("/admin/ui/")).text()
+    assert "Last 15 minutes" in html
+    for caption in ("jobs completed here", "jobs failed here", "queue default: depth"):
+        assert f'aria-label="{caption}' in html, caption
