@@ -1,6 +1,7 @@
-"""The console's tests in a real browser: per test module one daemon (tests/daemon.py, on the
-module's backend), one callback target (tests/webhook_target.py) and one headless Chromium
-(tests/browser.py), shared by the module's tests.
+"""The console's tests in a real browser (those that use the `browser` fixture; marked
+`browser`, so `pytest -m browser` runs them alone): per test module one daemon (tests/daemon.py,
+on the module's backend), one callback target (tests/webhook_target.py) and one headless
+Chromium (tests/browser.py), shared by the module's tests.
 
 Selenium blocks while it waits on the browser, so the daemon's log reader and the callback
 target run on an event loop of their own, in a thread (`HarnessLoop`): a callback the daemon
@@ -14,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeVar
 
 import pytest
@@ -106,8 +108,19 @@ class Console:
     backend: str
     daemon: Daemon
     target: Target
-    admin_token: str  # a JWT with the admin scope
-    status_token: str  # a JWT with the status scope only: no way into the console
+    settings: Settings  # the daemon's JWT secret, to mint tokens with
+
+    def mint(self, *scopes: str, workflows: list[str] | None = None) -> str:
+        return mint_token(self.settings, list(scopes), 3600, "console-test", workflows)
+
+    @cached_property
+    def admin_token(self) -> str:
+        return self.mint("admin")
+
+    @cached_property
+    def status_token(self) -> str:
+        """No way into the console: the status scope only."""
+        return self.mint("status")
 
     @property
     def url(self) -> str:
@@ -157,10 +170,16 @@ class Console:
         return requests.get(self.url + "/ready", timeout=30).status_code
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[pytest.TestReport]:
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A failed test's report shows the errors its daemon logged (a page's 500 says why)."""
     report: pytest.TestReport = yield
     console = getattr(item, "funcargs", {}).get("console")
@@ -204,13 +223,7 @@ def console(
     target = loop.run(start_target())
     daemon = loop.run(Daemon(env).start())
     try:
-        yield Console(
-            console_backend,
-            daemon,
-            target,
-            admin_token=mint_token(settings, ["admin"], 3600, subject="console-test"),
-            status_token=mint_token(settings, ["status"], 3600, subject="console-test"),
-        )
+        yield Console(console_backend, daemon, target, settings)
     finally:
         loop.run(daemon.kill())
         assert target.server is not None

@@ -1,7 +1,8 @@
 """The console's jobs, dead letters and drain, in a real browser, on both backends: a job sent
 through the JSON API appears live and its page shows its items, events and trace id; a running
 job is cancelled and a failed one retried from its page; a dead callback is replayed from the
-dead letters page; the drain page drains this instance and serves again."""
+dead letters page; the drain page drains this instance and serves again; a workflow-limited
+token sees its workflows' jobs only."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import uuid
 from typing import Any
 
 import orjson
+import requests
 
 from tests.browser import Browser
-from tests.console.conftest import BOTH, Console, backends, eventually, ui
+from tests.console.conftest import BOTH, Console, backends, eventually, sign_in, ui
 
 pytestmark = backends(*BOTH)
 
@@ -141,3 +143,33 @@ def test_the_drain_page_drains_and_then_serves_again(signed_in: Browser, console
         eventually(lambda: console.ready() == 200, message="/ready is not 200 after undrain")
     finally:
         console.api("DELETE", "/admin/drain")  # the module's other tests need a serving daemon
+
+
+def test_a_workflow_limited_token_sees_only_its_workflows_jobs(
+    browser: Browser, console: Console
+) -> None:
+    mine = console.submit("echo", [{"json": {"n": 1}}], workflow_id=unique("wf-limited"))
+    other = console.submit("echo", [{"json": {"n": 1}}], workflow_id=unique("wf-other"))
+    console.job_in(mine, "completed")
+    console.job_in(other, "completed")
+    if browser.cookie() is not None:
+        browser.submit(browser.find("form[action$='logout'] button"))
+    sign_in(browser, console.mint("admin", workflows=["wf-limited-*"]))
+    try:
+        browser.open(ui("jobs"))
+        assert browser.has(f"#live a[href$='jobs/{mine}']")
+        assert not browser.has(f"a[href$='jobs/{other}']")
+        assert [link.text for link in browser.find_all("nav a")] == ["Jobs", "Processors"]
+        cookie = browser.cookie()
+        assert cookie is not None
+        for page in (f"jobs/{other}", "", "dead-letters", "subscriptions", "drain"):
+            answer = requests.get(
+                console.url + ui(page),
+                headers={"Cookie": f"bridge_console={cookie['value']}"},
+                allow_redirects=False,
+                timeout=30,
+            )
+            assert answer.status_code in (403, 404), f"{page}: {answer.status_code}"
+            assert other not in answer.text
+    finally:
+        browser.submit(browser.find("form[action$='logout'] button"))
