@@ -127,6 +127,20 @@ def test_a_dead_callback_is_replayed_from_the_dead_letters_page(
     browser.open(ui("dead-letters"))
     assert not browser.has(f"form[action$='dead-letters/{letter['id']}/replay']")
 
+    # Two more, replayed at once.
+    more = [f"/{unique('gone')}" for _ in range(2)]
+    for gone in more:
+        console.target.by_path[gone] = [410]
+        job_id = console.submit("echo", [{"json": {"n": 2}}], callback_url=console.target.url(gone))
+        dead_letter(console, job_id)
+    browser.open(ui("dead-letters"))
+    browser.submit(browser.find("form[action$='dead-letters/replay'] button"), confirm=True)
+    assert browser.flash()
+    for gone in more:
+        eventually(
+            lambda gone=gone: len(console.received(gone)) == 2, message=f"{gone} not replayed"
+        )
+
 
 def test_the_drain_page_drains_and_then_serves_again(signed_in: Browser, console: Console) -> None:
     browser = signed_in
@@ -149,7 +163,8 @@ def test_a_workflow_limited_token_sees_only_its_workflows_jobs(
     browser: Browser, console: Console
 ) -> None:
     mine = console.submit("echo", [{"json": {"n": 1}}], workflow_id=unique("wf-limited"))
-    other = console.submit("echo", [{"json": {"n": 1}}], workflow_id=unique("wf-other"))
+    other_workflow = unique("wf-other")
+    other = console.submit("echo", [{"json": {"n": 1}}], workflow_id=other_workflow)
     console.job_in(mine, "completed")
     console.job_in(other, "completed")
     if browser.cookie() is not None:
@@ -170,6 +185,6 @@ def test_a_workflow_limited_token_sees_only_its_workflows_jobs(
                 timeout=30,
             )
             assert answer.status_code in (403, 404), f"{page}: {answer.status_code}"
-            assert other not in answer.text
+            assert other_workflow not in answer.text
     finally:
         browser.submit(browser.find("form[action$='logout'] button"))

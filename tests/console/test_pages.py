@@ -1,6 +1,6 @@
 """Every console page in a real browser, on a desktop and on a phone: labelled for screen
 readers (every field and button has an accessible name, one `main`, the page's language), a
-skip link first, no sideways scrolling at 390 px; and a screenshot of each (tests/browser.py:
+skip link, no control over another, no sideways scrolling at 390 px; and a screenshot of each (tests/browser.py:
 `.artifacts/screenshots/`, and docs/images with BRIDGE_UPDATE_SCREENSHOTS=1)."""
 
 from __future__ import annotations
@@ -52,12 +52,40 @@ def assert_accessible(browser: Browser) -> None:
     assert not unnamed, f"{where}: no accessible name: {unnamed}"
 
 
-def assert_fits_a_phone(browser: Browser) -> None:
-    width, inner = browser.driver.execute_script(
-        "return [document.documentElement.scrollWidth, window.innerWidth]"
+def assert_no_control_overlaps(browser: Browser) -> None:
+    """No field, button or link lies over another: each can be seen and clicked."""
+    overlaps = browser.driver.execute_script(
+        "const shown = [...document.querySelectorAll("
+        "  'input:not([type=hidden]), select, textarea, button, a[href]')]"
+        "  .filter(e => e.checkVisibility())"
+        "  .map(e => [e, e.getBoundingClientRect()]);"
+        "const found = [];"
+        "for (const [i, [a, r]] of shown.entries()) for (const [b, q] of shown.slice(i + 1)) {"
+        "  if (a.contains(b) || b.contains(a)) continue;"
+        "  const w = Math.min(r.right, q.right) - Math.max(r.left, q.left);"
+        "  const h = Math.min(r.bottom, q.bottom) - Math.max(r.top, q.top);"
+        "  if (w > 1 && h > 1) found.push([a.outerHTML.slice(0, 100), b.outerHTML.slice(0, 100)]);"
+        "}"
+        "return found.slice(0, 5);"
     )
-    assert inner == PHONE[0], f"{browser.path}: laid out {inner} px wide (a viewport meta tag?)"
-    assert width <= inner, f"{browser.path}: {width} px wide on a {inner} px phone"
+    assert not overlaps, f"{browser.path}: controls over each other: {overlaps}"
+
+
+def assert_fits_a_phone(browser: Browser) -> None:
+    """No sideways scrolling on a phone. A mobile browser widens its layout viewport to fit
+    what sticks out (and shrinks the page), so `innerWidth` must stay the phone's too."""
+    assert browser.has("meta[name=viewport][content*='width=device-width']"), browser.path
+    width, inner, wide = browser.driver.execute_script(
+        "const edge = arguments[0];"
+        "const wide = [...document.querySelectorAll('body *')]"
+        "  .filter(e => e.getBoundingClientRect().right > edge + 1)"
+        "  .map(e => e.outerHTML.slice(0, 120));"
+        "return [document.documentElement.scrollWidth, window.innerWidth, wide.slice(0, 5)];",
+        PHONE[0],
+    )
+    assert inner == PHONE[0] and width <= inner, (
+        f"{browser.path}: {max(width, inner)} px wide on a {PHONE[0]} px phone: {wide}"
+    )
 
 
 @pytest.mark.parametrize("name", PAGES)
@@ -65,12 +93,14 @@ def test_each_page_is_labelled_and_fits_a_phone(signed_in: Browser, job_id: str,
     browser = signed_in
     browser.open(ui(PAGES[name].format(job=job_id)))
     assert_accessible(browser)
+    assert_no_control_overlaps(browser)
     browser.screenshot(name)
     browser.phone()
     try:
         browser.driver.refresh()
         assert_accessible(browser)
         assert_fits_a_phone(browser)
+        assert_no_control_overlaps(browser)
         if name in ("overview", "job"):
             browser.screenshot(f"{name}-phone")
     finally:
