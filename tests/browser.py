@@ -5,8 +5,8 @@ here, so Selenium Manager has nothing to find and downloads nothing (SE_OFFLINE 
 
 A `Browser` records every URL it requested (redirects, scripts, the event stream included, from
 Chromium's network log), so a test can show no secret ever went into one. `screenshot(name)`
-writes `.artifacts/screenshots/<name>.png`; with BRIDGE_UPDATE_SCREENSHOTS=1 also
-`docs/images/console-<name>.png`, the images the documentation shows.
+writes `.artifacts/screenshots/<name>.png`; with BRIDGE_UPDATE_SCREENSHOTS=1 the pictures the
+documentation shows (`DOCUMENTED`) also go to `docs/images/console-<name>.png`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ DOC_IMAGES = ROOT / "docs" / "images"
 DESKTOP = (1280, 900)
 PHONE = (390, 844)  # an iPhone 12 to 15's viewport in CSS pixels
 WAIT_S = 20  # generous: a loaded 2-core machine
+DOCUMENTED = ("overview", "job")  # the screenshots in docs/images (README.md shows them)
 
 T = TypeVar("T")
 
@@ -129,12 +130,12 @@ class Browser:
 
     def screenshot(self, name: str) -> Path:
         """The viewport as `.artifacts/screenshots/<name>.png` (and in docs/images when
-        BRIDGE_UPDATE_SCREENSHOTS=1)."""
+        BRIDGE_UPDATE_SCREENSHOTS=1 and the documentation shows it)."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
         if not self.driver.save_screenshot(str(path)):
             raise RuntimeError(f"no screenshot of {self.path}")
-        if os.environ.get("BRIDGE_UPDATE_SCREENSHOTS") == "1":
+        if name in DOCUMENTED and os.environ.get("BRIDGE_UPDATE_SCREENSHOTS") == "1":
             DOC_IMAGES.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, DOC_IMAGES / f"console-{name}.png")
         return path

@@ -1,0 +1,38 @@
+"""The machinery of the browser tests (tests/browser.py): Debian's Chromium and chromedriver,
+which scripts/test.sh installs with apt-get when missing, and nothing Selenium would download;
+every test that uses the browser is marked `browser` (README.md: `pytest -m browser`)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from tests.browser import CHROMEDRIVER, CHROMIUM, ROOT, Browser
+from tests.console.conftest import backends
+
+
+def test_the_test_script_installs_chromium_and_its_driver() -> None:
+    script = (ROOT / "scripts" / "test.sh").read_text()
+    for command, package in (("chromium", "chromium"), ("chromedriver", "chromium-driver")):
+        assert re.search(rf"^apt_ensure {command} {package}\b", script, re.MULTILINE)
+
+
+@backends("embedded")
+def test_the_browser_is_debians_chromium_through_its_driver(
+    browser: Browser, request: pytest.FixtureRequest
+) -> None:
+    assert request.node.get_closest_marker("browser"), "-m browser would not select it"
+    assert browser.driver.service.path == str(CHROMEDRIVER)
+    version = subprocess.run(
+        [str(CHROMIUM), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert browser.driver.capabilities["browserVersion"] in version
+    driver = browser.driver.capabilities["chrome"]["chromedriverVersion"].split()[0]
+    assert (
+        driver
+        in subprocess.run(
+            [str(CHROMEDRIVER), "--version"], capture_output=True, text=True, check=True
+        ).stdout
+    )
