@@ -117,6 +117,15 @@ async def test_replay_all_replays_the_kind_filtered_a_bounded_number_per_click(
     csrf = await sign_in(client, token(settings, "admin"), f"{UI}/dead-letters")
     page = await (await client.get(f"{UI}/dead-letters?kind=callback")).text()
     assert all(letter in page for letter in callbacks)
+    # Pages as the API's: `limit`, and `before` from the link to the older ones.
+    first_page = await (await client.get(f"{UI}/dead-letters?kind=callback&limit=2")).text()
+    older = html.unescape(first_page.split('<a href="')[-1].split('">Older</a>')[0])
+    assert older.startswith(f"{UI}/dead-letters?kind=callback&before=")
+    second_page = await (await client.get(older)).text()
+    assert sorted(letter for letter in callbacks if letter in first_page + second_page) == sorted(
+        callbacks
+    )
+    assert sum(letter in second_page for letter in callbacks) == 1 and "Newest" in second_page
     assert "Replay the dead callbacks, newest first, at most 1000 this time?" in page
     assert (
         "Replay the dead letters (6), newest first"
