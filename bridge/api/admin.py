@@ -23,6 +23,7 @@ from bridge.keys import (
     TRACE_ID,
     WORKERS,
 )
+from bridge.webhooks import Delivery
 
 
 async def status(request: web.Request) -> web.Response:
@@ -92,26 +93,34 @@ async def dead_letters(request: web.Request) -> web.Response:
 
 
 async def replay(request: web.Request) -> web.Response:
-    """Send a dead callback or event webhook again (same webhook-id, attempts from zero), or
-    run a dead job again as a new job."""
     letter_id = request.match_info["letter_id"]
-    outbox = request.app[OUTBOX]
-    letter = await outbox.get(letter_id)
+    return json_response(await replay_letter(request.app, letter_id, request[TRACE_ID]))
+
+
+async def replay_letter(app: web.Application, letter_id: str, trace_id: str) -> dict[str, object]:
+    """Replay the dead letter `letter_id` (`replay_dead`); 404 unless it is a dead letter."""
+    letter = await app[OUTBOX].get(letter_id)
     if letter is None or letter.state != "dead":
         raise NotFound(f"no dead letter {letter_id!r}")
-    answer: dict[str, object] = {"replayed": letter_id}
+    return await replay_dead(app, letter, trace_id)
+
+
+async def replay_dead(app: web.Application, letter: Delivery, trace_id: str) -> dict[str, object]:
+    """Send a dead callback or event webhook again (same webhook-id, attempts from zero), or
+    run a dead job again as a new job. The answer of POST /admin/dead-letters/{id}/replay."""
+    answer: dict[str, object] = {"replayed": letter.id}
     if letter.kind == "job":
         assert letter.job_id is not None
-        job = await request.app[WORKERS].retry(letter.job_id, request[TRACE_ID])
-        outbox.done(letter_id)
+        job = await app[WORKERS].retry(letter.job_id, trace_id)
+        app[OUTBOX].done(letter.id)
         answer["job_id"] = job.job_id
     else:
         again = letter.model_copy(
             update={"state": "pending", "attempts": 0, "dead_at": None, "created_at": time.time()}
         )
-        await request.app[WORKERS].callback_progress(again)  # its job's callback: pending again
-        request.app[DELIVERER].send(again)
-    return json_response(answer)
+        await app[WORKERS].callback_progress(again)  # its job's callback: pending again
+        app[DELIVERER].send(again)
+    return answer
 
 
 async def retry_job(request: web.Request) -> web.Response:
@@ -122,23 +131,35 @@ async def retry_job(request: web.Request) -> web.Response:
 async def undrain(request: web.Request) -> web.Response:
     """Serve again after a drain: the blue-green switch's rollback calls this on the colour it
     goes back to."""
-    if not request.app[LIFECYCLE].resume("asked by DELETE /admin/drain"):
-        raise Conflict("this bridge is shutting down; it will not serve again")
+    undrain_instance(request.app, "asked by DELETE /admin/drain")
     return json_response({"draining": False})
 
 
 async def drain(request: web.Request) -> web.Response:
     """From now on: /ready answers 503 and new background jobs are refused; jobs already
     accepted still run. The blue-green switch calls this on the colour it leaves."""
-    app = request.app
-    app[LIFECYCLE].drain("asked by POST /admin/drain")
+    return json_response(drain_instance(request.app, "asked by POST /admin/drain"))
+
+
+def drain_instance(app: web.Application, reason: str) -> dict[str, object]:
+    """Drain this instance (`Lifecycle.drain`); what is left to finish, as `drain_state`."""
+    app[LIFECYCLE].drain(reason)
+    return drain_state(app)
+
+
+def undrain_instance(app: web.Application, reason: str) -> None:
+    """Serve again; 409 once the bridge is shutting down."""
+    if not app[LIFECYCLE].resume(reason):
+        raise Conflict("this bridge is shutting down; it will not serve again")
+
+
+def drain_state(app: web.Application) -> dict[str, object]:
+    """Draining or not, drained or not, and what of this instance's own is unfinished."""
     workers = app[WORKERS]
-    return json_response(
-        {
-            "draining": True,
-            "drained": _drained(app),
-            "in_flight": workers.in_flight,
-            "queued": workers.queued,
-            "deliveries": _deliveries(app),
-        }
-    )
+    return {
+        "draining": app[LIFECYCLE].draining,
+        "drained": _drained(app),
+        "in_flight": workers.in_flight,
+        "queued": workers.queued,
+        "deliveries": _deliveries(app),
+    }

@@ -96,14 +96,14 @@ def structure_units(raw: bytes) -> int:
     return units
 
 
-def parse_json(raw: bytes) -> Any:
+def parse_json(raw: bytes, what: str = "the body") -> Any:
     """JSON as n8n (JavaScript) reads it: orjson turns an integer beyond 64 bits into a float, as
     JSON.parse does, where pydantic's own parser would keep a Python int that no JSON encoder
-    here can write back. 400 when it is not JSON."""
+    here can write back. 400 when it is not JSON; `what` names the text in the message."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ValidationFailed(f"the body is not valid JSON: {exc}", http_code=400) from None
+        raise ValidationFailed(f"{what} is not valid JSON: {exc}", http_code=400) from None
 
 
 def validate(model: type[M], data: Any) -> M:

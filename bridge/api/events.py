@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from bridge.api.access import limit_of, require_workflow
-from bridge.api.body import json_response, parse_query, read_model
+from bridge.api.body import json_response, parse_query, read_json, validate
 from bridge.api.models import MAX_EVENT_ID, EventId, EventsQuery
 from bridge.errors import NotFound, Overloaded, ValidationFailed
 from bridge.events import Event, frame_of, matches
@@ -129,11 +130,7 @@ def _last_event_id(request: web.Request, from_query: int | None) -> int | None:
 
 
 async def subscribe(request: web.Request) -> web.Response:
-    body = await read_model(request, SubscriptionRequest)
-    if body.workflow_id is not None:
-        require_workflow(request, body.workflow_id, "/workflow_id")
-    refuse_url(request.app[OUTBOUND], str(body.url), "/url")
-    subscription = await request.app[SUBSCRIPTIONS].add(body, limit_of(request))
+    subscription = await add_subscription(request, await read_json(request))
     return json_response(
         subscription.shown(),
         status=201,
@@ -141,11 +138,27 @@ async def subscribe(request: web.Request) -> web.Response:
     )
 
 
+async def add_subscription(request: web.Request, data: Any) -> Subscription:
+    """A new subscription from a request's parsed body (the API's or the console's form): 422
+    for a body that is no SubscriptionRequest or a URL the outbound guard refuses, 403 for a
+    workflow outside the credential's limit; nothing is made then."""
+    body = validate(SubscriptionRequest, data)
+    if body.workflow_id is not None:
+        require_workflow(request, body.workflow_id, "/workflow_id")
+    refuse_url(request.app[OUTBOUND], str(body.url), "/url")
+    return await request.app[SUBSCRIPTIONS].add(body, limit_of(request))
+
+
 async def list_subscriptions(request: web.Request) -> web.Response:
+    subscriptions = await visible_subscriptions(request)
+    return json_response({"subscriptions": [s.shown() for s in subscriptions]})
+
+
+async def visible_subscriptions(request: web.Request) -> list[Subscription]:
+    """The subscriptions this credential may see."""
     limit = limit_of(request)
     await request.app[SUBSCRIPTIONS].load()  # those another instance made a moment ago too
-    subscriptions = [s for s in request.app[SUBSCRIPTIONS].all() if s.visible_to(limit)]
-    return json_response({"subscriptions": [s.shown() for s in subscriptions]})
+    return [s for s in request.app[SUBSCRIPTIONS].all() if s.visible_to(limit)]
 
 
 async def _subscription(request: web.Request) -> Subscription:
@@ -165,7 +178,12 @@ async def get_subscription(request: web.Request) -> web.Response:
 
 
 async def unsubscribe(request: web.Request) -> web.Response:
+    return json_response({"deleted": await remove_subscription(request)})
+
+
+async def remove_subscription(request: web.Request) -> str:
+    """Remove the subscription of the path (404 as `_subscription`); its id."""
     subscription_id = (await _subscription(request)).id
     if not await request.app[SUBSCRIPTIONS].remove(subscription_id):
         raise NotFound(f"no subscription {subscription_id!r}")
-    return json_response({"deleted": subscription_id})
+    return subscription_id

@@ -13,8 +13,8 @@ from bridge.api.body import M, decode_json, json_response, read_json, validate
 from bridge.api.models import ExecuteRequest, HybridRequest
 from bridge.api.timing import Timings
 from bridge.errors import Conflict, Unavailable, ValidationFailed
-from bridge.execution import Submission
-from bridge.items import Item, encode_outputs, from_n8n, to_n8n
+from bridge.execution import Submission, SyncResult
+from bridge.items import Item, ItemError, encode_outputs, from_n8n, to_n8n
 from bridge.jobs import Callback, JobRecord
 from bridge.keys import (
     BACKEND,
@@ -33,10 +33,9 @@ Shape = Callable[[Item, int], Any]
 
 async def execute(request: web.Request) -> web.Response:
     timings = Timings()
-    body = await _read(request, ExecuteRequest, "items")
+    body = checked(request, ExecuteRequest, await read_json(request), "items")
     timings.mark("decode")
-    limit = request.app[SETTINGS].max_binary_bytes
-    submission = _submission(request, body, lambda: from_n8n(body.items, limit))
+    submission = items_submission(request, body)
     timings.mark("convert")
     if body.mode == "async":
         return await _accept(request, body, submission, "items")
@@ -45,7 +44,7 @@ async def execute(request: web.Request) -> web.Response:
 
 async def hybrid(request: web.Request) -> web.Response:
     timings = Timings()
-    body = await _read(request, HybridRequest, "data")
+    body = checked(request, HybridRequest, await read_json(request), "data")
     timings.mark("decode")
     submission = _submission(request, body, lambda: _records(body.data))
     timings.mark("convert")
@@ -54,11 +53,10 @@ async def hybrid(request: web.Request) -> web.Response:
     return await _answer(request, submission, "data", lambda item, paired: item.json, timings)
 
 
-async def _read(request: web.Request, model: type[M], field: str) -> M:
-    """The body as `model`, its items and binaries counted before any is validated: validating
-    builds a record per item and per binary, which for a body of empty ones costs many times
-    the body."""
-    data = await read_json(request)
+def checked(request: web.Request, model: type[M], data: Any, field: str) -> M:
+    """A parsed body as `model`, its items and binaries counted before any is validated:
+    validating builds a record per item and per binary, which for a body of empty ones costs
+    many times the body."""
     items = data.get(field) if isinstance(data, dict) else None
     if isinstance(items, list):
         binaries = sum(
@@ -68,6 +66,19 @@ async def _read(request: web.Request, model: type[M], field: str) -> M:
         )
         request.app[EXECUTION].check_item_count(len(items), binaries)
     return validate(model, data)
+
+
+async def run_items(request: web.Request, data: Any) -> tuple[SyncResult, bytes, list[ItemError]]:
+    """A sync execute request's parsed body, checked and run as POST /api/v1/workflow/execute
+    checks and runs it (the same limits on items, size and time), for the console's try-it
+    form: the run, its output items as n8n JSON, and its per-item errors."""
+    body = checked(request, ExecuteRequest, data, "items")
+    return await _run(request, items_submission(request, body), to_n8n, Timings())
+
+
+def items_submission(request: web.Request, body: ExecuteRequest) -> Submission:
+    limit = request.app[SETTINGS].max_binary_bytes
+    return _submission(request, body, lambda: from_n8n(body.items, limit))
 
 
 def _records(data: list[dict[str, Any]]) -> list[Item]:
@@ -176,9 +187,7 @@ async def _answer(
     shape: Shape,
     timings: Timings,
 ) -> web.Response:
-    result = await request.app[EXECUTION].run_sync(submission, request[TRACE_ID])
-    timings.mark("run")
-    encoded, errors = encode_outputs(result.outputs, result.errors, shape)
+    result, encoded, errors = await _run(request, submission, shape, timings)
     response = json_response(
         {
             "job_id": result.job.job_id,
@@ -192,3 +201,12 @@ async def _answer(
     timings.mark("encode")
     response.headers["Server-Timing"] = timings.header()
     return response
+
+
+async def _run(
+    request: web.Request, submission: Submission, shape: Shape, timings: Timings
+) -> tuple[SyncResult, bytes, list[ItemError]]:
+    result = await request.app[EXECUTION].run_sync(submission, request[TRACE_ID])
+    timings.mark("run")
+    encoded, errors = encode_outputs(result.outputs, result.errors, shape)
+    return result, encoded, errors

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import jinja2
@@ -94,6 +95,12 @@ def page(
     else:
         text = compiled.render(context)
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+
+
+def text_field(form: Mapping[str, object], name: str) -> str:
+    """A posted form's text field; "" when missing or not text (a file)."""
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
 
 
 def redirect(location: str) -> web.Response:

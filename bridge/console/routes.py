@@ -7,7 +7,8 @@ from importlib import resources
 from aiohttp import web
 
 from bridge.api import events
-from bridge.console import overview, signin
+from bridge.api.routes import PATH_PATTERNS
+from bridge.console import dead_letters, drain, overview, processors, signin, subscriptions
 from bridge.console.guard import Page, error_page, signed_in
 from bridge.console.render import redirect, security_headers
 from bridge.console.sessions import SESSIONS, Sessions
@@ -19,11 +20,26 @@ PREFIX = "/admin/ui"
 STATIC = resources.files("bridge.console") / "static"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
 
+# Ids in paths have the JSON API's shapes: anything else is no page (404).
+_LETTER = f"{{letter_id:{PATH_PATTERNS['letter_id']}}}"
+_SUBSCRIPTION = f"{{subscription_id:{PATH_PATTERNS['subscription_id']}}}"
+
 # (method, path below PREFIX, page, shows or acts across workflows)
 PAGES: tuple[tuple[str, str, Page, bool], ...] = (
     ("GET", "/", overview.overview, True),
     ("POST", "/logout", signin.logout, False),
     ("GET", "/events", events.stream, False),
+    ("GET", "/dead-letters", dead_letters.dead_letters, True),
+    ("POST", "/dead-letters/replay", dead_letters.replay_all, True),
+    ("POST", f"/dead-letters/{_LETTER}/replay", dead_letters.replay_one, True),
+    ("GET", "/subscriptions", subscriptions.subscriptions, True),
+    ("POST", "/subscriptions", subscriptions.create, True),
+    ("POST", f"/subscriptions/{_SUBSCRIPTION}/delete", subscriptions.delete, True),
+    ("GET", "/processors", processors.processors, False),
+    ("GET", "/processors/{name}", processors.processor, False),
+    ("POST", "/processors/{name}/try", processors.try_processor, False),
+    ("GET", "/drain", drain.drain_page, True),
+    ("POST", "/drain", drain.act, True),
 )
 
 

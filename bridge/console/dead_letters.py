@@ -1,0 +1,150 @@
+"""Dead letters: callbacks, event webhooks and jobs that gave up, replayed one at a time or all
+of a kind at once (by the API's own replay, `bridge.api.admin.replay_dead`).
+
+The stores page dead letters by creation time only; the kind filter is applied here, to a
+bounded scan (SCAN_LIMIT letters per page at most, matching or not), so that a page of a rare
+kind among many dead letters costs no more than that. A page that stopped scanning links to the
+older ones as a full page does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+from urllib.parse import urlencode, urlsplit
+
+from aiohttp import web
+from pydantic import Field
+
+from bridge.api.admin import replay_dead, replay_letter
+from bridge.api.body import parse_query
+from bridge.api.models import DeadLettersQuery
+from bridge.backends import DeadLetterStore
+from bridge.console.render import SESSION, page, redirect, text_field
+from bridge.errors import BridgeError, ValidationFailed
+from bridge.keys import OUTBOX, TRACE_ID
+from bridge.webhooks import Delivery
+
+Kind = Literal["any", "callback", "event", "job"]
+KINDS: tuple[Kind, ...] = ("any", "callback", "event", "job")
+PLURAL = {
+    "any": "dead letters",
+    "callback": "dead callbacks",
+    "event": "dead event webhooks",
+    "job": "dead jobs",
+}
+SCAN_CHUNK = 500  # letters read per store query when filtering by kind
+SCAN_LIMIT = 5000  # letters read per page at most, matching or not
+REPLAY_LIMIT = 1000  # letters replayed per click at most
+PAGE = "/admin/ui/dead-letters"
+
+
+class DeadLetterFilter(DeadLettersQuery):
+    """The page's query: the API's (limit, before) and a kind."""
+
+    kind: Kind = Field("any", description="callback, event, job, or any")
+
+
+async def matching(
+    outbox: DeadLetterStore, kind: Kind, limit: int, before: float | None
+) -> tuple[list[Delivery], float | None]:
+    """Up to `limit` dead letters of `kind`, newest first, created before `before`; and the
+    `before` of the next page (None: there is none). Reads SCAN_LIMIT letters at most."""
+    chunk = limit if kind == "any" else SCAN_CHUNK
+    found: list[Delivery] = []
+    scanned = 0
+    while True:
+        letters = await outbox.dead_letters(chunk, before)
+        for letter in letters:
+            if kind in ("any", letter.kind):
+                found.append(letter)
+                if len(found) == limit:
+                    return found, letter.created_at
+        if len(letters) < chunk:
+            return found, None
+        before = letters[-1].created_at
+        scanned += len(letters)
+        if scanned >= SCAN_LIMIT:
+            return found, before
+
+
+def host_of(letter: Delivery) -> str:
+    """Where a letter goes, as the page may say it: the host of its redacted URL."""
+    shown = str(letter.shown()["url"])
+    return urlsplit(shown).hostname or shown or "—"
+
+
+def _address(kind: Kind, before: float | None = None) -> str:
+    query: dict[str, str] = {"kind": kind} if kind != "any" else {}
+    if before is not None:
+        query["before"] = repr(before)
+    return PAGE + (f"?{urlencode(query)}" if query else "")
+
+
+async def dead_letters(request: web.Request) -> web.StreamResponse:
+    query = parse_query(request, DeadLetterFilter)
+    outbox = request.app[OUTBOX]
+    letters, next_before = await matching(outbox, query.kind, query.limit, query.before)
+    rows = [
+        {"letter": letter, "url": letter.shown()["url"], "host": host_of(letter)}
+        for letter in letters
+    ]
+    return page(
+        request,
+        "dead_letters.html",
+        title="Dead letters",
+        kinds=KINDS,
+        kind=query.kind,
+        plural=PLURAL[query.kind],
+        rows=rows,
+        total=await outbox.count_dead(),
+        older=_address(query.kind, next_before) if next_before is not None else None,
+        newest=_address(query.kind) if query.before is not None else None,
+        replay_limit=REPLAY_LIMIT,
+    )
+
+
+def _kind(form: Mapping[str, object]) -> Kind:
+    """The filter a form carries, to go back to it."""
+    value = text_field(form, "kind") or "any"
+    if value not in KINDS:
+        raise ValidationFailed(
+            f"kind must be one of {', '.join(KINDS)}",
+            details=[{"pointer": "/kind", "message": "not a kind"}],
+        )
+    return value
+
+
+async def replay_one(request: web.Request) -> web.StreamResponse:
+    kind = _kind(await request.post())
+    answer = await replay_letter(request.app, request.match_info["letter_id"], request[TRACE_ID])
+    letter_id = answer["replayed"]
+    if "job_id" in answer:
+        said = f"Dead letter {letter_id}: its job runs again as the new job {answer['job_id']}."
+    else:
+        said = (
+            f"Dead letter {letter_id} is being sent again "
+            "(the same webhook-id, its attempts counted from zero)."
+        )
+    request[SESSION].flashes.append(said)
+    return redirect(_address(kind))
+
+
+async def replay_all(request: web.Request) -> web.StreamResponse:
+    kind = _kind(await request.post())
+    letters, more = await matching(request.app[OUTBOX], kind, REPLAY_LIMIT, None)
+    replayed, refused = 0, []
+    for letter in letters:
+        try:
+            await replay_dead(request.app, letter, request[TRACE_ID])
+        except BridgeError as exc:  # one letter's trouble (its job gone, a queue full) stops none
+            refused.append(exc.message)
+        else:
+            replayed += 1
+    said = [f"Replayed {replayed} of the {PLURAL[kind]}."]
+    if refused:
+        said.append(f"{len(refused)} could not be replayed; the first because: {refused[0]}")
+    if more is not None:
+        said.append(f"More remain (at most {REPLAY_LIMIT} go per click): replay again to go on.")
+    request[SESSION].flashes.append(" ".join(said))
+    return redirect(_address(kind))
