@@ -77,8 +77,10 @@ def assert_fits_a_phone(browser: Browser) -> None:
     assert browser.has("meta[name=viewport][content*='width=device-width']"), browser.path
     width, inner, wide = browser.driver.execute_script(
         "const edge = arguments[0];"
+        "const spills = e => getComputedStyle(e).overflowX === 'visible'"
+        "  && e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1;"  # text sticking out
         "const wide = [...document.querySelectorAll('body *')]"
-        "  .filter(e => e.getBoundingClientRect().right > edge + 1)"
+        "  .filter(e => e.getBoundingClientRect().right > edge + 1 || spills(e))"
         "  .map(e => e.outerHTML.slice(0, 120));"
         "return [document.documentElement.scrollWidth, window.innerWidth, wide.slice(0, 5)];",
         PHONE[0],
@@ -88,10 +90,14 @@ def assert_fits_a_phone(browser: Browser) -> None:
     )
 
 
-@pytest.mark.parametrize("name", PAGES)
+# The pages, and an error page (a link to a job since purged, say).
+SHOWN = {**PAGES, "missing-job": "jobs/" + "0" * 32}
+
+
+@pytest.mark.parametrize("name", SHOWN)
 def test_each_page_is_labelled_and_fits_a_phone(signed_in: Browser, job_id: str, name: str) -> None:
     browser = signed_in
-    browser.open(ui(PAGES[name].format(job=job_id)))
+    browser.open(ui(SHOWN[name].format(job=job_id)))
     assert_accessible(browser)
     assert_no_control_overlaps(browser)
     browser.screenshot(name)
