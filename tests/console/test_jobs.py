@@ -1,8 +1,8 @@
 """The console's jobs, dead letters and drain, in a real browser, on both backends: a job sent
 through the JSON API appears live and its page shows its items, events and trace id; a running
 job is cancelled and a failed one retried from its page; a dead callback is replayed from the
-dead letters page; the drain page drains this instance and serves again; a workflow-limited
-token sees its workflows' jobs only."""
+dead letters page; a processor is tried on sample items; the drain page drains this instance and
+serves again; a workflow-limited token sees its workflows' jobs only."""
 
 from __future__ import annotations
 
@@ -152,6 +152,22 @@ def test_a_dead_callback_is_replayed_from_the_dead_letters_page(
         eventually(
             lambda gone=gone: len(console.received(gone)) == 2, message=f"{gone} not replayed"
         )
+
+
+def test_a_processor_is_tried_on_sample_items_from_its_page(
+    signed_in: Browser, console: Console
+) -> None:
+    browser = signed_in
+    browser.open(ui("processors"))
+    browser.submit(browser.find("main a[href$='processors/repeat']"))
+    for field, value in (("items", '[{"json": {"name": "Ada"}}]'), ("parameters", '{"times": 2}')):
+        browser.find(f"#{field}").clear()
+        browser.find(f"#{field}").send_keys(value)
+    browser.submit(browser.find("form[action$='repeat/try'] button"))
+    outcome = section(browser, "outcome")
+    assert outcome.count("Ada") == 2 and "copy" in outcome, outcome
+    job = browser.find("[role=status] a[href*='jobs/']").text
+    assert console.job(job)["output_count"] == 2
 
 
 def test_the_drain_page_drains_and_then_serves_again(signed_in: Browser, console: Console) -> None:
