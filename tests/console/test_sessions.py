@@ -292,3 +292,16 @@ async def test_the_overview_charts_the_last_fifteen_minutes(
     assert "Last 15 minutes" in html
     for caption in ("jobs completed here", "jobs failed here", "queue default: depth"):
         assert f'aria-label="{caption}' in html, caption
+
+
+async def test_a_form_past_the_body_limit_is_a_413_page(
+    make_client: ClientFactory, settings: Settings
+) -> None:
+    client = await make_client(max_body_bytes=65_536)
+    big = {"credential": "x" * 70_000, "csrf": "y"}
+    answer = await client.post(LOGIN, data=big)
+    assert answer.status == 413 and "<main" in await answer.text()
+    await sign_in(client, token(settings, "admin"))
+    answer = await client.post("/admin/ui/drain", data={**big, "action": "drain"})
+    assert answer.status == 413 and "<main" in await answer.text()
+    assert (await client.get("/ready")).status == 200
