@@ -73,4 +73,18 @@ MIGRATIONS: tuple[str, ...] = (
     -- rewrites, so a report that comes while the job runs is kept.
     ALTER TABLE job_data ADD COLUMN report BLOB;
     """,
+    """
+    -- GET /admin/jobs and the console's jobs page: every job, newest first, by each filter.
+    -- The record is a BLOB: json_extract reads its text.
+    ALTER TABLE jobs ADD COLUMN processing_type TEXT;
+    ALTER TABLE jobs ADD COLUMN queue TEXT;
+    UPDATE jobs SET
+        processing_type = json_extract(CAST(record AS TEXT), '$.processing_type'),
+        queue = json_extract(CAST(record AS TEXT), '$.queue');
+    CREATE INDEX jobs_by_created ON jobs (created_at DESC, job_id DESC);
+    CREATE INDEX jobs_by_status ON jobs (status, created_at DESC, job_id DESC);
+    CREATE INDEX jobs_by_type ON jobs (processing_type, created_at DESC, job_id DESC);
+    CREATE INDEX jobs_by_queue ON jobs (queue, created_at DESC, job_id DESC)
+        WHERE queue IS NOT NULL;
+    """,
 )
