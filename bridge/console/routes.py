@@ -7,7 +7,8 @@ from importlib import resources
 from aiohttp import web
 
 from bridge.api import events
-from bridge.console import overview, signin
+from bridge.api.routes import PATH_PATTERNS
+from bridge.console import jobs, overview, signin
 from bridge.console.guard import Page, error_page, signed_in
 from bridge.console.render import redirect, security_headers
 from bridge.console.sessions import SESSIONS, Sessions
@@ -21,6 +22,10 @@ STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg
 # (method, path below PREFIX, page, shows or acts across workflows)
 PAGES: tuple[tuple[str, str, Page, bool], ...] = (
     ("GET", "/", overview.overview, True),
+    ("GET", "/jobs", jobs.job_list, False),
+    ("GET", f"/jobs/{{job_id:{PATH_PATTERNS['job_id']}}}", jobs.job_page, False),
+    ("POST", f"/jobs/{{job_id:{PATH_PATTERNS['job_id']}}}/cancel", jobs.cancel, False),
+    ("POST", f"/jobs/{{job_id:{PATH_PATTERNS['job_id']}}}/retry", jobs.retry, True),
     ("POST", "/logout", signin.logout, False),
     ("GET", "/events", events.stream, False),
 )

@@ -87,4 +87,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_by_queue ON jobs (queue, created_at DESC, job_id DESC)
         WHERE queue IS NOT NULL;
     """,
+    """
+    -- A job's events, newest first (the console's timeline of a job).
+    CREATE INDEX events_by_job ON events (job_id, id DESC) WHERE job_id IS NOT NULL;
+    """,
 )
