@@ -65,7 +65,7 @@ for _, member in ipairs(gone) do
   redis.call('ZREM', KEYS[1], member)
 end
 return #gone
-""".replace("{STATUSES}", ", ".join(f"'{status.value}'" for status in JobStatus))
+""".replace("{STATUSES}", "{" + ", ".join(f"'{status.value}'" for status in JobStatus) + "}")
 # Deletes an idempotency key still reserved for ARGV[1] (its job was not accepted).
 RELEASE_KEY = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
