@@ -8,7 +8,8 @@ and for `list_jobs` (`redis_listing`) `jobs:all`, `jobs:type:{processing_type}`,
 `jobs:status:{status}` (moved in the same script call as the record's status changes); and
 `expiring` (jobs scored by when they expire: finished ones, and sync ones whose instance may die
 mid-request). A finished job's keys get a TTL, so Redis drops them even when no bridge runs;
-`purge_expired` keeps the indexes in step.
+`purge_expired` keeps the indexes in step. Jobs stored by a bridge older than the `jobs:` indexes
+are in none but a status set (once their status changes), until their retention ends.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ for _, member in ipairs(gone) do
   redis.call('ZREM', KEYS[1], member)
 end
 return #gone
-""".replace("{STATUSES}", ", ".join(f"'{status.value}'" for status in JobStatus))
+""".replace("{STATUSES}", "{" + ", ".join(f"'{status.value}'" for status in JobStatus) + "}")
 # Deletes an idempotency key still reserved for ARGV[1] (its job was not accepted).
 RELEASE_KEY = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end

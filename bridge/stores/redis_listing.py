@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import orjson
 from redis.asyncio import Redis
 
 from bridge.jobs import JobRecord
@@ -167,6 +168,28 @@ async def _in_every_group(redis: Redis, groups: list[list[str]], ids: list[str])
     ]
 
 
+async def _read(redis: Redis, ids: list[str], filters: JobFilter) -> list[JobRecord]:
+    """The jobs of `ids` that `filters` keep, with their reports: the records first (a
+    credential's prefixes are checked on their JSON, cheaper than the model), then the reports
+    of those kept."""
+    if not ids:
+        return []
+    reach = filters.workflows
+    kept = []
+    for raw in await redis.mget([key("job", job_id) for job_id in ids]):
+        if raw is None:
+            continue  # expired; its index entries go with the next purge
+        if reach is not None and not reach.allows(orjson.loads(raw).get("workflow_id")):
+            continue
+        job = JobRecord.model_validate_json(raw)
+        if filters.keeps(job):
+            kept.append(job)
+    if not kept:
+        return []
+    reports = await redis.mget([key("job", job.job_id, "report") for job in kept])
+    return [with_report(job, report) for job, report in zip(kept, reports, strict=True)]
+
+
 async def list_jobs(
     redis: Redis, filters: JobFilter, limit: int, cursor: str | None
 ) -> tuple[list[JobRecord], str | None]:
@@ -198,14 +221,7 @@ async def list_jobs(
             continue
         last = entries[-1]
         ids = await _in_every_group(redis, others, [job_id for _, job_id in entries])
-        names = [key("job", job_id, *part) for job_id in ids for part in ((), ("report",))]
-        values = await redis.mget(names) if ids else []
-        for raw, report in zip(values[::2], values[1::2], strict=True):
-            if raw is None:
-                continue  # expired; its index entries go with the next purge
-            job = JobRecord.model_validate_json(raw)
-            if filters.keeps(job):
-                jobs.append(with_report(job, report))
+        jobs += await _read(redis, ids, filters)
     if len(jobs) > limit:
         end = jobs[limit - 1]
         return jobs[:limit], encode_cursor(end.created_at, end.job_id)

@@ -81,11 +81,21 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE jobs SET
         processing_type = json_extract(CAST(record AS TEXT), '$.processing_type'),
         queue = json_extract(CAST(record AS TEXT), '$.queue');
-    CREATE INDEX jobs_by_created ON jobs (created_at DESC, job_id DESC);
-    CREATE INDEX jobs_by_status ON jobs (status, created_at DESC, job_id DESC);
-    CREATE INDEX jobs_by_type ON jobs (processing_type, created_at DESC, job_id DESC);
-    CREATE INDEX jobs_by_queue ON jobs (queue, created_at DESC, job_id DESC)
+    -- Each index holds the other filters' columns after its order: whichever one the planner
+    -- walks, the rest are checked in the index, and only the jobs of the page are read from
+    -- the table (a walk of 100,000 entries takes milliseconds; reading each job, tens).
+    CREATE INDEX jobs_by_created
+        ON jobs (created_at DESC, job_id DESC, status, processing_type, queue, workflow_id);
+    CREATE INDEX jobs_by_status
+        ON jobs (status, created_at DESC, job_id DESC, processing_type, queue, workflow_id);
+    CREATE INDEX jobs_by_type
+        ON jobs (processing_type, created_at DESC, job_id DESC, status, queue, workflow_id);
+    CREATE INDEX jobs_by_queue
+        ON jobs (queue, created_at DESC, job_id DESC, status, processing_type, workflow_id)
         WHERE queue IS NOT NULL;
+    DROP INDEX jobs_by_workflow;
+    CREATE INDEX jobs_by_workflow
+        ON jobs (workflow_id, created_at DESC, job_id DESC, status, processing_type, queue);
     """,
     """
     -- A job's events, newest first (the console's timeline of a job).
