@@ -21,7 +21,7 @@ from bridge.api.admin_jobs import find_jobs
 from bridge.api.body import validation_error
 from bridge.api.models import AdminJobsQuery
 from bridge.console.preview import as_json, preview
-from bridge.console.render import SESSION, page, redirect
+from bridge.console.render import PARTIAL_HEADER, SESSION, page, redirect
 from bridge.errors import Forbidden, ValidationFailed
 from bridge.events import Event
 from bridge.jobs import JobRecord, JobStatus
@@ -111,6 +111,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     finished = job.status.finished
     events = await request.app[EVENT_LOG].of_job(job.job_id, TIMELINE)
     limited = limit_of(request) is not None
+    partial = request.headers.get(PARTIAL_HEADER) == "1"
     shown = job.shown()
     return page(
         request,
@@ -119,7 +120,10 @@ async def job_page(request: web.Request) -> web.StreamResponse:
         job=job,
         callback_url=shown["callback"]["url"] if job.callback else None,
         wait_s=job.started_at - job.created_at if job.started_at else None,
-        inputs=preview(job, await store.get_data(job.job_id, "request"), "request"),
+        # Outside the live part (it never changes): not read again by each refresh.
+        inputs=None
+        if partial
+        else preview(job, await store.get_data(job.job_id, "request"), "request"),
         outputs=preview(job, await store.get_data(job.job_id, "result"), "result"),
         reported=as_json(job.reported) if job.reported is not None else None,
         events=[_event_row(event) for event in events],
