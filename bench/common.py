@@ -29,16 +29,17 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def token(scope: str = "execute", jti: str = "bench") -> str:
-    """A JWT the benchmark bridges accept, valid for an hour."""
+def token(scope: str = "execute", jti: str = "bench", workflows: list[str] | None = None) -> str:
+    """A JWT the benchmark bridges accept, valid for an hour (limited to `workflows`, if given)."""
     now = int(time.time())
-    claims = {
+    claims: dict[str, object] = {
         "iss": "n8n-bridge",
         "aud": "n8n-bridge",
         "iat": now,
         "exp": now + 3600,
         "scope": scope,
         "jti": jti,
+        **({"workflows": workflows} if workflows is not None else {}),
     }
     return jwt.encode(claims, SECRET, algorithm="HS256")
 

@@ -71,7 +71,7 @@ def measure_raw(make_id: Callable[[], str], jobs: int, directory: Path) -> list[
         for _ in range(start, min(start + BATCH * 100, jobs), BATCH):
             now = time.time()
             rows = [
-                (make_id(), None, None, None, "completed", now, now + 86400, record)
+                (make_id(), None, None, None, "completed", now, now + 86400, record, "echo", None)
                 for _ in range(BATCH)
             ]
             db.executemany(sqlite.tables(RETENTION)[0].write, rows)

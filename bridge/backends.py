@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from bridge.aio import stop_tasks
 from bridge.callbacks import Deliverer, Outbox
-from bridge.events import EventBus, EventLog
+from bridge.events import Event, EventBus, EventLog
 from bridge.lifecycle import Lifecycle
 from bridge.metrics import Metrics
 from bridge.queues.base import JobQueue
@@ -40,6 +40,10 @@ SUBSCRIPTIONS_RELOAD_S = 2.0
 
 
 class EventStore(EventLog, Protocol):
+    async def of_job(self, job_id: str, limit: int) -> list[Event]:
+        """A job's newest `limit` events, oldest first (at most 200 are kept per job on
+        Redis: `redis_log.JOB_EVENTS`)."""
+
     async def purge(self, now: float) -> int: ...
 
 
@@ -146,7 +150,7 @@ class Redis:
             (
                 *redis_store.kinds(retention(settings)),
                 *QUEUE_KINDS,
-                *redis_log.kinds(self.consumer, settings.events_max),
+                *redis_log.kinds(self.consumer, settings.events_max, settings.events_retention_s),
             ),
         )
         self.store: Store = redis_store.RedisJobStore(self.db, retention(settings))

@@ -29,7 +29,11 @@ def visible(request: web.Request, workflow_id: str | None) -> bool:
 
 def require_workflow(request: web.Request, workflow_id: str | None, pointer: str) -> None:
     """403 unless the credential may act on `workflow_id` (a limited one needs one)."""
-    limit = limit_of(request)
+    require_within(limit_of(request), workflow_id, pointer)
+
+
+def require_within(limit: WorkflowLimit | None, workflow_id: str | None, pointer: str) -> None:
+    """`require_workflow` for a limit known otherwise (a console session's)."""
     if limit is None or limit.allows(workflow_id):
         return
     reason = (

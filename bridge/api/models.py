@@ -195,6 +195,62 @@ class WorkflowJobsQuery(BaseModel):
     execution_id: str | None = id_field("only the jobs of this n8n execution")
 
 
+# A Unix time in the query: one spelling (as `DeadLettersQuery.before`), the schema a string.
+UnixTime = Annotated[
+    float, BeforeValidator(_ascii_decimal), WithJsonSchema({"type": "string", "pattern": DECIMAL})
+]
+_STATUSES = tuple(status.value for status in JobStatus)
+
+
+class AdminJobsQuery(BaseModel):
+    """GET /admin/jobs: every filter given must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: str | None = Field(
+        None,
+        max_length=64,
+        pattern=f"^(?:{'|'.join(_STATUSES)})(?:,(?:{'|'.join(_STATUSES)}))*$",
+        description=f"jobs in any of these statuses, comma-separated: {', '.join(_STATUSES)}",
+    )
+    processing_type: str | None = Field(
+        None, min_length=1, max_length=128, pattern=NO_CONTROL, description="a processor's name"
+    )
+    queue: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="the queue a background job was routed to (sync jobs have none)",
+    )
+    workflow_id: str | None = id_field("only the jobs of this workflow")
+    execution_id: str | None = id_field("only the jobs of this n8n execution")
+    since: UnixTime | None = Field(None, description="created at or after (Unix time, seconds)")
+    until: UnixTime | None = Field(None, description="created before (Unix time, seconds)")
+    limit: Annotated[int, Field(ge=1, le=100), Digits] = Field(
+        50, description="jobs per page, at most 100"
+    )
+    cursor: str | None = Field(
+        None,
+        min_length=1,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="next_cursor of the previous page (the other filters must stay the same)",
+    )
+
+    def statuses(self) -> frozenset[JobStatus]:
+        return frozenset(JobStatus(name) for name in (self.status or "").split(",") if name)
+
+
+class AdminJobPage(BaseModel):
+    jobs: list[JobRecord]
+    next_cursor: str | None = Field(
+        description="pass as ?cursor= for the next page; null: last. A page may hold fewer "
+        "jobs than `limit` and still have a next cursor (on Redis, a request reads a bounded "
+        "number of index entries)"
+    )
+
+
 class EventsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -10,12 +10,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 
-from bridge.api import admin, callbacks, events, execute, health, processors, status
+from bridge.api import admin, admin_jobs, callbacks, events, execute, health, processors, status
 from bridge.api.access import refuse_limited
 from bridge.api.models import (
     LAST_EVENT_ID,
     WEBHOOK_ID,
     Accepted,
+    AdminJobPage,
+    AdminJobsQuery,
     AdminStatus,
     CallbackAck,
     DeadLettersQuery,
@@ -239,6 +241,20 @@ ROUTES: tuple[Route, ...] = (
         cross_workflow=True,
         description="A webhook is sent again (the same webhook-id, its attempts from zero); a "
         "dead job runs again as a new job, as POST /admin/jobs/{job_id}/retry runs it.",
+    ),
+    Route(
+        "GET",
+        "/admin/jobs",
+        admin_jobs.list_jobs,
+        "Jobs of every workflow, newest first, filtered",
+        "admin",
+        "admin",
+        query=AdminJobsQuery,
+        response=AdminJobPage,
+        description="Filters: status (one or more), processing_type, queue, workflow_id, "
+        "execution_id, created since/until. Paginated: pass next_cursor back as cursor; null "
+        "is the last page, and a shorter page than limit may still have a next one. A token "
+        "limited to workflows sees only theirs, and gets 403 naming another in workflow_id.",
     ),
     Route(
         "POST",

@@ -15,8 +15,9 @@ from bridge.jobs import JobRecord
 from bridge.keys import STORE, WORKERS
 
 
-async def _job(request: web.Request) -> JobRecord:
-    """The job of the path, if this credential may see it; else 404, as for an unknown id."""
+async def visible_job(request: web.Request) -> JobRecord:
+    """The job of the path, if this credential may see it; else 404, as for an unknown id
+    (the console's job page too: its session's credential is the request's principal)."""
     job_id = request.match_info["job_id"]
     job = await request.app[STORE].get(job_id)
     if job is None or not visible(request, job.workflow_id):
@@ -29,7 +30,7 @@ async def _job(request: web.Request) -> JobRecord:
 
 
 async def job_status(request: web.Request) -> web.Response:
-    job = await _job(request)
+    job = await visible_job(request)
     job_id = job.job_id
     answer = job.shown()
     if job.mode == "async" and job.status.finished:
@@ -44,10 +45,17 @@ def _items_of(result: bytes) -> bytes:
     return orjson.dumps(orjson.loads(result)["items"])
 
 
+async def cancel(request: web.Request) -> JobRecord:
+    """Cancel the job of the path (this API's and the console's way): the job cancelled, or
+    as it is while the instance that runs it has not stopped it yet (the request is recorded);
+    404 for a job this credential may not see, 409 for one that has ended."""
+    return await request.app[WORKERS].cancel((await visible_job(request)).job_id)
+
+
 async def cancel_job(request: web.Request) -> web.Response:
     """200 with the job cancelled; 202 with it as it is while the instance that runs it has
-    not stopped it yet (the request is recorded; its status shows when it has)."""
-    job = await request.app[WORKERS].cancel((await _job(request)).job_id)
+    not stopped it yet (its status shows when it has)."""
+    job = await cancel(request)
     if job.status.finished:
         return json_response(job.shown())
     return json_response(

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import quote
 
 from aiohttp import web
 
 from bridge.console.render import SESSION, page, redirect
 from bridge.console.sessions import COOKIE, SESSIONS
-from bridge.errors import BridgeError, Forbidden
+from bridge.errors import BridgeError, Forbidden, PayloadTooLarge
 from bridge.keys import PRINCIPAL, TRACE_ID
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,18 @@ def error_page(request: web.Request, exc: BridgeError) -> web.Response:
     )
 
 
+async def read_form(request: web.Request) -> Mapping[str, object]:
+    """The POSTed form (read once; handlers' `request.post()` get it again from aiohttp's cache);
+    one past BRIDGE_MAX_BODY_BYTES is a 413 page."""
+    try:
+        return await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(
+            "the form is larger than BRIDGE_MAX_BODY_BYTES allows",
+            description="send fewer or smaller items",
+        ) from None
+
+
 def signed_in(handler: Page, *, cross_workflow: bool = True) -> Page:
     """The page behind a session. `cross_workflow`: it shows or acts across workflows, so a
     session of a workflow-limited credential gets 403."""
@@ -48,7 +60,7 @@ def signed_in(handler: Page, *, cross_workflow: bool = True) -> Page:
         request[PRINCIPAL] = session.principal
         try:
             if request.method == "POST":
-                form = await request.post()
+                form = await read_form(request)
                 token = form.get("csrf")
                 if not isinstance(token, str) or not hmac.compare_digest(token, session.csrf):
                     raise Forbidden(

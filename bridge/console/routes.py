@@ -8,7 +8,7 @@ from aiohttp import web
 
 from bridge.api import events
 from bridge.api.routes import PATH_PATTERNS
-from bridge.console import dead_letters, drain, overview, processors, signin, subscriptions
+from bridge.console import dead_letters, drain, jobs, overview, processors, signin, subscriptions
 from bridge.console.guard import Page, error_page, signed_in
 from bridge.console.render import redirect, security_headers
 from bridge.console.sessions import SESSIONS, Sessions
@@ -23,10 +23,15 @@ STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg
 # Ids in paths have the JSON API's shapes: anything else is no page (404).
 _LETTER = f"{{letter_id:{PATH_PATTERNS['letter_id']}}}"
 _SUBSCRIPTION = f"{{subscription_id:{PATH_PATTERNS['subscription_id']}}}"
+_JOB = f"{{job_id:{PATH_PATTERNS['job_id']}}}"
 
 # (method, path below PREFIX, page, shows or acts across workflows)
 PAGES: tuple[tuple[str, str, Page, bool], ...] = (
     ("GET", "/", overview.overview, True),
+    ("GET", "/jobs", jobs.job_list, False),
+    ("GET", f"/jobs/{_JOB}", jobs.job_page, False),
+    ("POST", f"/jobs/{_JOB}/cancel", jobs.cancel, False),
+    ("POST", f"/jobs/{_JOB}/retry", jobs.retry, True),
     ("POST", "/logout", signin.logout, False),
     ("GET", "/events", events.stream, False),
     ("GET", "/dead-letters", dead_letters.dead_letters, True),

@@ -7,11 +7,11 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from bridge.console.guard import safe_next
+from bridge.console.guard import error_page, read_form, safe_next
 from bridge.console.render import SESSION, page, redirect
 from bridge.console.sessions import COOKIE, LOGIN_COOKIE, LOGIN_FORM_S, SESSIONS
 from bridge.console.throttle import SignInThrottle
-from bridge.errors import AuthenticationFailed
+from bridge.errors import AuthenticationFailed, PayloadTooLarge
 
 COOKIE_PATH = "/admin/ui/"
 THROTTLE: web.AppKey[SignInThrottle] = web.AppKey("console_sign_in_throttle")
@@ -68,7 +68,10 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 async def login(request: web.Request) -> web.StreamResponse:
     sessions = request.app[SESSIONS]
-    form = await request.post()
+    try:
+        form = await read_form(request)
+    except PayloadTooLarge as exc:
+        return error_page(request, exc)
     credential, token, target = (_text(form, name) for name in ("credential", "csrf", "next"))
     if not sessions.login_form_valid(request.cookies.get(LOGIN_COOKIE), token):
         return _form(request, target, status=403, error="The form was stale; please try again.")

@@ -11,7 +11,8 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from bridge.jobs import JobRecord
+from bridge.jobs import JobRecord, JobStatus
+from bridge.workflow_limit import WorkflowLimit
 
 Data = Literal["request", "result", "report"]
 
@@ -70,6 +71,15 @@ class JobStore(Protocol):
         """Jobs of a workflow (and execution), newest first, with their reports, and the cursor
         of the next page (None: last page). A cursor this store did not hand out: ValueError."""
 
+    async def list_jobs(
+        self, filters: JobFilter, *, limit: int, cursor: str | None = None
+    ) -> tuple[list[JobRecord], str | None]:
+        """Jobs of every workflow that pass `filters`, newest first (created_at, then job_id,
+        descending), with their reports, and the cursor of the next page (None: last page).
+        A page may hold fewer than `limit` jobs and still have a next cursor: a store may stop
+        after a bounded amount of work (Redis: `redis_listing.SCAN_BUDGET` index entries).
+        A cursor this store did not hand out: ValueError."""
+
     async def purge_expired(self, now: float) -> int:
         """Delete finished jobs past their retention; returns how many went."""
 
@@ -78,6 +88,40 @@ class JobStore(Protocol):
 
     def unavailable(self) -> str | None:
         """Why writes cannot be committed right now (None: as far as is known, they can)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """What `list_jobs` keeps; every field given must hold (None: any). `statuses`: any of
+    them (empty: any); created_at in [since, until); `workflows`: only jobs whose workflow a
+    limited credential reaches."""
+
+    statuses: frozenset[JobStatus] = frozenset()
+    processing_type: str | None = None
+    queue: str | None = None
+    workflow_id: str | None = None
+    execution_id: str | None = None
+    since: float | None = None
+    until: float | None = None
+    workflows: WorkflowLimit | None = None
+
+    def wanted_statuses(self) -> frozenset[JobStatus]:
+        """The statuses to keep; empty when every status is (no filter)."""
+        return frozenset() if self.statuses >= set(JobStatus) else self.statuses
+
+    def keeps(self, job: JobRecord) -> bool:
+        """Whether `job` passes every filter: the one test both stores' answers must pass."""
+        statuses = self.wanted_statuses()
+        return (
+            (not statuses or job.status in statuses)
+            and self.processing_type in (None, job.processing_type)
+            and self.queue in (None, job.queue)
+            and self.workflow_id in (None, job.workflow_id)
+            and self.execution_id in (None, job.execution_id)
+            and (self.since is None or job.created_at >= self.since)
+            and (self.until is None or job.created_at < self.until)
+            and (self.workflows is None or self.workflows.allows(job.workflow_id))
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,14 @@
 
 Keys (under `bridge:`): `job:{id}` (the record, JSON), `job:{id}:request` and `job:{id}:result`,
 `idem:{key}` (the job id holding an idempotency key), `ledger:{key}` (a side effect's claim), and
-the indexes `wf:{workflow}` / `wfx:{workflow}:{execution}` (job ids scored by creation time) and
-`expiring` (finished jobs scored by when they expire). A finished job's keys get a TTL, so Redis
-drops them even when no bridge runs; `purge_expired` keeps the indexes in step.
+the indexes, job ids scored by creation time: `wf:{workflow}` / `wfx:{workflow}:{execution}`,
+and for `list_jobs` (`redis_listing`) `jobs:all`, `jobs:type:{processing_type}`,
+`jobs:queue:{queue}`, `jobs:exec:{execution}` (written once, when the job is new) and
+`jobs:status:{status}` (moved in the same script call as the record's status changes); and
+`expiring` (jobs scored by when they expire: finished ones, and sync ones whose instance may die
+mid-request). A finished job's keys get a TTL, so Redis drops them even when no bridge runs;
+`purge_expired` keeps the indexes in step. Jobs stored by a bridge older than the `jobs:` indexes
+are in none but a status set (once their status changes), until their retention ends.
 """
 
 from __future__ import annotations
@@ -18,32 +23,50 @@ import orjson
 
 from bridge.errors import Conflict
 from bridge.jobs import JobRecord, JobStatus
-from bridge.stores.base import Data, LedgerEntry, decode_cursor, encode_cursor, with_report
+from bridge.stores import redis_listing
+from bridge.stores.base import (
+    Data,
+    JobFilter,
+    LedgerEntry,
+    decode_cursor,
+    encode_cursor,
+    with_report,
+)
 from bridge.stores.redis_db import Command, Kind, RedisDb, key, num
 
 RESERVE_MS = 30_000  # how long an idempotency key waits for its job to be saved
 UNFINISHED_SYNC_TTL_S = 24 * 3600  # a sync job whose instance died mid-request expires after this
 PURGE_CHUNK = 500  # expired jobs per purge script call
 LOOKUP_CHUNK = 500  # ledger keys per MGET
+UNFINISHED = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 LIST_SCAN = 50  # extra index entries read per page, for ids whose job has expired
 
-# Removes expired jobs from the indexes; KEYS[1] `expiring`; ARGV now, chunk, prefix.
+# Removes expired jobs from the indexes; KEYS[1] `expiring`; ARGV now, chunk, prefix. A member
+# is [job_id, workflow_id, execution_id, processing_type, queue] (`_expiring_member`); those
+# written before `list_jobs` have the first three only, and no entry in the type and queue sets.
 PURGE = """
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local jobs = ARGV[3] .. 'jobs:'
 for _, member in ipairs(gone) do
   local job = cjson.decode(member)
-  local base = ARGV[3] .. 'job:' .. job[1]
-  if job[2] ~= cjson.null then
-    redis.call('ZREM', ARGV[3] .. 'wf:' .. job[2], job[1])
-    if job[3] ~= cjson.null then
-      redis.call('ZREM', ARGV[3] .. 'wfx:' .. job[2] .. ':' .. job[3], job[1])
+  local id = job[1]
+  local base = ARGV[3] .. 'job:' .. id
+  if type(job[2]) == 'string' then
+    redis.call('ZREM', ARGV[3] .. 'wf:' .. job[2], id)
+    if type(job[3]) == 'string' then
+      redis.call('ZREM', ARGV[3] .. 'wfx:' .. job[2] .. ':' .. job[3], id)
     end
   end
+  redis.call('ZREM', jobs .. 'all', id)
+  for _, status in ipairs({STATUSES}) do redis.call('ZREM', jobs .. 'status:' .. status, id) end
+  if type(job[3]) == 'string' then redis.call('ZREM', jobs .. 'exec:' .. job[3], id) end
+  if type(job[4]) == 'string' then redis.call('ZREM', jobs .. 'type:' .. job[4], id) end
+  if type(job[5]) == 'string' then redis.call('ZREM', jobs .. 'queue:' .. job[5], id) end
   redis.call('UNLINK', base, base .. ':request', base .. ':result', base .. ':report')
   redis.call('ZREM', KEYS[1], member)
 end
 return #gone
-"""
+""".replace("{STATUSES}", "{" + ", ".join(f"'{status.value}'" for status in JobStatus) + "}")
 # Deletes an idempotency key still reserved for ARGV[1] (its job was not accepted).
 RELEASE_KEY = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -67,14 +90,29 @@ def kinds(retention_s: Mapping[str, float]) -> tuple[Kind, ...]:
             commands.append(["EXPIRE", base + ":request", num(ttl)])
             commands.append(["EXPIRE", base + ":result", num(ttl)])
             commands.append(["EXPIRE", base + ":report", num(ttl)])
-            member = orjson.dumps([job.job_id, job.workflow_id, job.execution_id])
             expires = job.finished_at + retention_s[job.mode]
-            commands.append(["ZADD", key("expiring"), num(expires), member])
+            commands.append(["ZADD", key("expiring"), num(expires), _expiring_member(job)])
+        elif ttl:  # a sync job still running: should its instance die, its indexes go with it
+            expires = time.time() + ttl
+            commands.append(["ZADD", key("expiring"), num(expires), _expiring_member(job)])
         if job.mode == "async" and job.idempotency_key is not None:
             commands.append(["SET", key("idem", job.idempotency_key), job.job_id, *expiry])
+        created = num(job.created_at)
+        # Finished statuses are terminal: before this one, the job can only have been in an
+        # unfinished one (a batch writes only a job's latest state).
+        commands.append(["ZADD", key("jobs", "status", job.status.value), created, job.job_id])
+        for earlier in UNFINISHED - {job.status}:
+            commands.append(["ZREM", key("jobs", "status", earlier.value), job.job_id])
         new = job.mode == "sync" or (job.status is JobStatus.QUEUED and job.attempts == 0)
-        if new and job.workflow_id is not None:
-            created = num(job.created_at)
+        if not new:
+            return
+        commands.append(["ZADD", key("jobs", "all"), created, job.job_id])
+        commands.append(["ZADD", key("jobs", "type", job.processing_type), created, job.job_id])
+        if job.queue is not None:
+            commands.append(["ZADD", key("jobs", "queue", job.queue), created, job.job_id])
+        if job.execution_id is not None:
+            commands.append(["ZADD", key("jobs", "exec", job.execution_id), created, job.job_id])
+        if job.workflow_id is not None:
             commands.append(["ZADD", key("wf", job.workflow_id), created, job.job_id])
             if job.execution_id is not None:
                 index = key("wfx", job.workflow_id, job.execution_id)
@@ -97,6 +135,14 @@ def kinds(retention_s: Mapping[str, float]) -> tuple[Kind, ...]:
         Kind("job_report", write_data("report")),
         Kind("jobs", write_job),
         Kind("ledger_settle", write_settled),
+    )
+
+
+def _expiring_member(job: JobRecord) -> bytes:
+    """What PURGE needs to find a job in every index; the same bytes for every state of the
+    job (its fields here never change), so a new state moves its expiry instead of adding one."""
+    return orjson.dumps(
+        [job.job_id, job.workflow_id, job.execution_id, job.processing_type, job.queue]
     )
 
 
@@ -223,6 +269,12 @@ class RedisJobStore:
         jobs = jobs[:limit]
         last = jobs[-1] if jobs else None
         return jobs, encode_cursor(last.created_at, last.job_id) if more and last else None
+
+    async def list_jobs(
+        self, filters: JobFilter, *, limit: int, cursor: str | None = None
+    ) -> tuple[list[JobRecord], str | None]:
+        await self.db.flush()
+        return await redis_listing.list_jobs(self.db.redis, filters, limit, cursor)
 
     async def purge_expired(self, now: float) -> int:
         """Index entries of jobs past their retention (their keys expire by themselves)."""

@@ -47,7 +47,8 @@ WATCH_INTERVAL_S = 1.0
 
 Command = list[str | bytes]
 # Runs a batch: a MessagePack list of commands, each a list of strings. One pseudo-command:
-# EVENT stream counter cap body origin at — appends an event with the counter's next value as id.
+# EVENT stream counter cap body origin at [list keep ttl] — appends an event with the counter's
+# next value as id; with a list (its job's), pushes the id there too, keeping the last `keep`.
 APPLY = """
 local commands = cmsgpack.unpack(ARGV[1])
 for i = 1, #commands do
@@ -55,6 +56,11 @@ for i = 1, #commands do
   if c[1] == 'EVENT' then
     local n = redis.call('INCR', c[3])
     redis.call('XADD', c[2], 'MAXLEN', '~', c[4], n .. '-0', 'b', c[5], 'o', c[6], 't', c[7])
+    if c[8] then
+      redis.call('RPUSH', c[8], n)
+      redis.call('LTRIM', c[8], -tonumber(c[9]), -1)
+      redis.call('EXPIRE', c[8], c[10])
+    end
   else
     redis.call(unpack(c))
   end

@@ -4,7 +4,9 @@ The event log is one capped stream (`bridge:events`, XADD MAXLEN ~ events_max) w
 `{n}-0` with `n` from one counter, so every instance sees the same ids in the same order: an SSE
 client resumes with `Last-Event-ID` on any instance. Each instance tails the stream and hands every
 event to its listeners — events of jobs that ran on another instance included — and runs the
-publish hooks (webhook deliveries to subscribers) only for the events it published itself.
+publish hooks (webhook deliveries to subscribers) only for the events it published itself. A
+job's event ids are kept in a list of its own (`events:job:{job_id}`, its newest JOB_EVENTS),
+so that its events are found without reading the stream.
 
 Each instance keeps its pending deliveries in its own hash (`outbox:{consumer}`), so none is sent
 twice by two living instances; the outbox of an instance that stopped living is adopted by the
@@ -34,6 +36,7 @@ SCAN_CHUNK = 500
 MAX_SCAN = 20_000  # events looked at per `since` call, matching or not
 ADOPT_CHUNK = 1000
 IDLE_POLL_S = 0.25  # how often the tail notes the log's end while nobody listens
+JOB_EVENTS = 200  # a job's newest event ids kept in its list (`events:job:{job_id}`)
 
 # KEYS: stream; ARGV: cutoff (Unix s). Removes the events recorded before the cutoff.
 TRIM_OLD = """
@@ -62,15 +65,21 @@ return #all / 2
 """
 
 
-def kinds(consumer: str, events_max: int) -> tuple[Kind, ...]:
+def kinds(consumer: str, events_max: int, retention_s: float) -> tuple[Kind, ...]:
     outbox = key("outbox", consumer)
     cap = num(events_max)
+    # A job's list of its event ids lives as long as the events would (renewed by each one).
+    of_job = [num(JOB_EVENTS), num(max(1, int(retention_s)))]
 
-    def write_event(commands: list[Command], _: str, event: tuple[bytes, float]) -> None:
-        body, at = event
-        commands.append(
-            ["EVENT", key("events"), key("events", "seq"), cap, body, consumer, num(at)]
-        )
+    def write_event(
+        commands: list[Command], _: str, event: tuple[bytes, float, str | None]
+    ) -> None:
+        body, at, job_id = event
+        command: Command = ["EVENT", key("events"), key("events", "seq"), cap, body, consumer]
+        command.append(num(at))
+        if job_id is not None:
+            command += [key("events", "job", job_id), *of_job]
+        commands.append(command)
 
     def write_delivery(commands: list[Command], delivery_id: str, delivery: Delivery) -> None:
         record = delivery.model_dump_json()
@@ -133,9 +142,8 @@ class RedisEventLog:
         on every instance) through the tail."""
         self._count += 1
         # `fields` come from typed records: JSON as they are (the tail adds the id).
-        self._db.put(
-            "events", str(self._count), (orjson.dumps({"type": type, **fields}), fields["at"])
-        )
+        body = orjson.dumps({"type": type, **fields})
+        self._db.put("events", str(self._count), (body, fields["at"], fields.get("job_id")))
         return str(self._count)
 
     def withdraw(self, key: str) -> None:
@@ -206,6 +214,19 @@ class RedisEventLog:
             scanned += len(entries)
             start = f"({entries[-1][0].decode()}"
         return found
+
+    async def of_job(self, job_id: str, limit: int) -> list[Event]:
+        """A job's newest `limit` events (at most JOB_EVENTS), oldest first: by the ids its
+        list holds, each read from the stream (gone if trimmed from it since)."""
+        await self._db.flush()
+        ids = await self._db.redis.lrange(key("events", "job", job_id), -limit, -1)
+        if not ids:
+            return []
+        async with self._db.redis.pipeline(transaction=False) as pipe:
+            for n in ids:
+                pipe.xrange(key("events"), f"{n.decode()}-0", f"{n.decode()}-0")
+            found = await pipe.execute()
+        return [_event(entry_id, fields) for entries in found for entry_id, fields in entries]
 
     async def purge(self, now: float) -> int:
         """Events older than the retention (the cap is kept by every append)."""

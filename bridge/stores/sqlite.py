@@ -14,7 +14,14 @@ from typing import Any
 import orjson
 
 from bridge.jobs import JobRecord, JobStatus
-from bridge.stores.base import Data, LedgerEntry, decode_cursor, encode_cursor, with_report
+from bridge.stores.base import (
+    Data,
+    JobFilter,
+    LedgerEntry,
+    decode_cursor,
+    encode_cursor,
+    with_report,
+)
 from bridge.stores.sqlite_db import Database, Table
 
 LOOKUP_CHUNK = 500  # keys per query, well under SQLite's bound on parameters
@@ -33,13 +40,16 @@ def tables(retention_s: Mapping[str, float]) -> tuple[Table, ...]:
             job.created_at,
             expires,
             job.model_dump_json().encode(),
+            job.processing_type,
+            job.queue,
         )
 
     return (
         Table(
             "jobs",
             "INSERT INTO jobs (job_id, workflow_id, execution_id, idempotency_key, status,"
-            " created_at, expires_at, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " created_at, expires_at, record, processing_type, queue)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (job_id) DO UPDATE SET status = excluded.status,"
             " expires_at = excluded.expires_at, record = excluded.record",
             job_row,
@@ -68,6 +78,44 @@ def tables(retention_s: Mapping[str, float]) -> tuple[Table, ...]:
             lambda entry: (orjson.dumps(entry[1]), time.time(), entry[0]),
         ),
     )
+
+
+def _conditions(
+    filters: JobFilter, after: tuple[float, str] | None
+) -> tuple[list[str] | None, list[object]]:
+    """The WHERE terms (and their arguments) of every filter but the status; None when the
+    credential's limit reaches no workflow at all."""
+    where: list[str] = []
+    args: list[object] = []
+    for column, value in (
+        ("processing_type", filters.processing_type),
+        ("queue", filters.queue),
+        ("workflow_id", filters.workflow_id),
+        ("execution_id", filters.execution_id),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if filters.since is not None:
+        where.append("created_at >= ?")
+        args.append(filters.since)
+    if filters.until is not None:
+        where.append("created_at < ?")
+        args.append(filters.until)
+    if after is not None:
+        where.append("(created_at, job_id) < (?, ?)")
+        args += list(after)
+    limit = filters.workflows
+    if limit is not None:
+        reach = [f"workflow_id IN ({','.join('?' * len(limit.exact))})"] if limit.exact else []
+        reach += ["substr(workflow_id, 1, ?) = ?"] * len(limit.prefixes)
+        if not reach:
+            return None, []
+        where.append(f"({' OR '.join(reach)})")
+        args += sorted(limit.exact)
+        for prefix in limit.prefixes:
+            args += [len(prefix), prefix]
+    return where, args
 
 
 class SqliteJobStore:
@@ -165,6 +213,36 @@ class SqliteJobStore:
         query += " ORDER BY created_at DESC, job_id DESC LIMIT ?"
         args.append(limit + 1)
         found = await self._db.fetch_all(query, args)
+        jobs = [with_report(JobRecord.model_validate_json(row[0]), row[3]) for row in found[:limit]]
+        more = len(found) > limit
+        next_cursor = encode_cursor(found[limit - 1][1], found[limit - 1][2]) if more else None
+        return jobs, next_cursor
+
+    async def list_jobs(
+        self, filters: JobFilter, *, limit: int, cursor: str | None = None
+    ) -> tuple[list[JobRecord], str | None]:
+        """One query, always a full page: each filter has its index (`sqlite_schema`)."""
+        await self._db.flush()
+        after = decode_cursor(cursor) if cursor is not None else None
+        where, args = _conditions(filters, after)
+        if where is None:
+            return [], None
+        statuses: list[JobStatus | None] = [*sorted(filters.wanted_statuses())] or [None]
+        # One status: an equality the planner can put in front of an index. Several: one
+        # query per status, each walking its index newest first, merged — an IN would sort
+        # every job of those statuses to find the newest.
+        parts, part_args = [], []
+        for status in statuses:
+            conditions = [*where, *(["status = ?"] if status else [])]
+            parts.append(
+                "SELECT * FROM (SELECT record, created_at, job_id,"
+                " (SELECT report FROM job_data WHERE job_data.job_id = jobs.job_id)"
+                f" FROM jobs WHERE {' AND '.join(conditions) or '1'}"
+                " ORDER BY created_at DESC, job_id DESC LIMIT ?)"
+            )
+            part_args += [*args, *([status.value] if status else []), limit + 1]
+        query = " UNION ALL ".join(parts) + " ORDER BY created_at DESC, job_id DESC LIMIT ?"
+        found = await self._db.fetch_all(query, [*part_args, limit + 1])
         jobs = [with_report(JobRecord.model_validate_json(row[0]), row[3]) for row in found[:limit]]
         more = len(found) > limit
         next_cursor = encode_cursor(found[limit - 1][1], found[limit - 1][2]) if more else None

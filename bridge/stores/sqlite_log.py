@@ -105,6 +105,14 @@ class SqliteEventLog:
         args.append(limit)
         return [Event.model_validate_json(row[0]) for row in await self._db.fetch_all(query, args)]
 
+    async def of_job(self, job_id: str, limit: int) -> list[Event]:
+        """A job's newest `limit` events, oldest first."""
+        await self._db.flush()
+        rows = await self._db.fetch_all(
+            "SELECT body FROM events WHERE job_id = ? ORDER BY id DESC LIMIT ?", [job_id, limit]
+        )
+        return [Event.model_validate_json(row[0]) for row in reversed(rows)]
+
     async def purge(self, now: float) -> int:
         """Events older than the retention, and the oldest beyond the cap."""
         old = await self._db.delete_in_chunks(

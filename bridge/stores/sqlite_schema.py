@@ -73,4 +73,32 @@ MIGRATIONS: tuple[str, ...] = (
     -- rewrites, so a report that comes while the job runs is kept.
     ALTER TABLE job_data ADD COLUMN report BLOB;
     """,
+    """
+    -- GET /admin/jobs and the console's jobs page: every job, newest first, by each filter.
+    -- The record is a BLOB: json_extract reads its text.
+    ALTER TABLE jobs ADD COLUMN processing_type TEXT;
+    ALTER TABLE jobs ADD COLUMN queue TEXT;
+    UPDATE jobs SET
+        processing_type = json_extract(CAST(record AS TEXT), '$.processing_type'),
+        queue = json_extract(CAST(record AS TEXT), '$.queue');
+    -- Each index holds the other filters' columns after its order: whichever one the planner
+    -- walks, the rest are checked in the index, and only the jobs of the page are read from
+    -- the table (a walk of 100,000 entries takes milliseconds; reading each job, tens).
+    CREATE INDEX jobs_by_created
+        ON jobs (created_at DESC, job_id DESC, status, processing_type, queue, workflow_id);
+    CREATE INDEX jobs_by_status
+        ON jobs (status, created_at DESC, job_id DESC, processing_type, queue, workflow_id);
+    CREATE INDEX jobs_by_type
+        ON jobs (processing_type, created_at DESC, job_id DESC, status, queue, workflow_id);
+    CREATE INDEX jobs_by_queue
+        ON jobs (queue, created_at DESC, job_id DESC, status, processing_type, workflow_id)
+        WHERE queue IS NOT NULL;
+    DROP INDEX jobs_by_workflow;
+    CREATE INDEX jobs_by_workflow
+        ON jobs (workflow_id, created_at DESC, job_id DESC, status, processing_type, queue);
+    """,
+    """
+    -- A job's events, newest first (the console's timeline of a job).
+    CREATE INDEX events_by_job ON events (job_id, id DESC) WHERE job_id IS NOT NULL;
+    """,
 )

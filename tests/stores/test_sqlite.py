@@ -13,6 +13,7 @@ import pytest
 from bridge.ids import new_id
 from bridge.jobs import IllegalTransition, JobRecord, JobStatus
 from bridge.stores import sqlite, sqlite_log
+from bridge.stores.base import JobFilter
 from bridge.stores.sqlite import SqliteJobStore
 from bridge.stores.sqlite_db import Database
 from bridge.stores.sqlite_schema import MIGRATIONS
@@ -124,6 +125,37 @@ async def test_schema_version_is_recorded(store: SqliteJobStore) -> None:
     with sqlite3.connect(store.db.path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_a_version_4_database_gets_the_listing_columns_of_its_jobs(tmp_path: Path) -> None:
+    """Migration 5 fills processing_type and queue from each record already there, so the
+    jobs listing finds them by either."""
+    path = tmp_path / "jobs.sqlite3"
+    old = job("wf-old").model_copy(update={"mode": "async", "queue": "bulk"})
+    with sqlite3.connect(path) as db:
+        for migration in MIGRATIONS[:4]:
+            db.executescript(migration)
+        db.execute("PRAGMA user_version=4")
+        db.execute(  # as version 4 wrote a job
+            "INSERT INTO jobs (job_id, workflow_id, execution_id, idempotency_key, status,"
+            " created_at, expires_at, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (old.job_id, "wf-old", None, None, "running", old.created_at, None,
+             old.model_dump_json().encode()),
+        )  # fmt: skip
+    store = await open_store(path)
+    try:
+        for filters in (JobFilter(processing_type="echo"), JobFilter(queue="bulk"), JobFilter()):
+            page, cursor = await store.list_jobs(filters, limit=5)
+            assert ([job.job_id for job in page], cursor) == ([old.job_id], None), filters
+        assert (await store.list_jobs(JobFilter(queue="default"), limit=5)) == ([], None)
+        newer = job("wf-new")
+        await store.save(newer)
+        page, _ = await store.list_jobs(JobFilter(processing_type="echo"), limit=5)
+        assert [job.job_id for job in page] == [newer.job_id, old.job_id]
+    finally:
+        await store.db.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
 def test_transitions_are_enforced() -> None:
