@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -142,9 +147,17 @@ class Browser:
 
     # -- waiting and acting
 
-    def wait(self, condition: Callable[[Any], T], timeout: float = WAIT_S, message: str = "") -> T:
+    def wait(
+        self,
+        condition: Callable[[Any], T],
+        timeout: float = WAIT_S,
+        message: str = "",
+        ignored: tuple[type[Exception], ...] = (),
+    ) -> T:
         """Poll `condition(driver)` until it returns something truthy (and return that)."""
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(condition, message)
+        return WebDriverWait(
+            self.driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored
+        ).until(condition, message)
 
     def find(self, css: str) -> WebElement:
         return self.driver.find_element(By.CSS_SELECTOR, css)
@@ -163,22 +176,43 @@ class Browser:
         text: str = self.find(css).text
         return text
 
-    def submit(self, button: WebElement, *, confirm: bool = False) -> None:
-        """Click a button (or link) and wait for the page it leads to. With `confirm`, the
-        button (or its form) must say what will happen (`data-confirm`) and the page's confirm()
-        must ask that first; the test accepts."""
-        page = self.find("html")
-        question = self.driver.execute_script(
-            "const b = arguments[0]; return b.dataset.confirm || (b.form && b.form.dataset.confirm)",
-            button,
-        )
-        button.click()
+    def submit(self, css: str, *, confirm: bool = False) -> None:
+        """Click the button (or link) `css` finds and wait for the page it leads to. With
+        `confirm`, the button (or its form) must say what will happen (`data-confirm`) and the
+        page's confirm() must ask that first; the test accepts. Found afresh when the live part
+        of the page was re-rendered between finding and clicking."""
+        page = self._mark()
+        for attempt in range(3):
+            try:
+                button = self.find(css)
+                question = self.driver.execute_script(
+                    "const b = arguments[0];"
+                    "return b.dataset.confirm || (b.form && b.form.dataset.confirm)",
+                    button,
+                )
+                button.click()
+            except StaleElementReferenceException:
+                if attempt == 2:
+                    raise
+                continue
+            break
         if confirm:
-            assert question, f"no data-confirm on {button.get_attribute('outerHTML')}"
+            assert question, f"no data-confirm on {css}"
             alert = self.wait(expected_conditions.alert_is_present(), message="no confirm()")
             assert alert and alert.text == question
             alert.accept()
-        self.wait(expected_conditions.staleness_of(page), message="the page did not change")
+        self.wait(
+            lambda _: self.driver.execute_script("return window.browserTestPage") != page,
+            message="the page did not change",
+            ignored=(WebDriverException,),  # between two pages the driver may answer errors
+        )
+
+    def _mark(self) -> str:
+        """Tag the current page, so that `submit` can tell when another has replaced it
+        (Selenium's staleness check meets Chromium's inspector errors while a page unloads)."""
+        token = uuid.uuid4().hex
+        self.driver.execute_script("window.browserTestPage = arguments[0]", token)
+        return token
 
     def press(self, *keys: str) -> None:
         """Keys typed into whatever has the focus, as a person at the keyboard would."""

@@ -244,7 +244,17 @@ def sign_in(browser: Browser, credential: str) -> None:
     """Through the sign-in form, by mouse; the test of the keyboard is in test_sign_in.py."""
     browser.open(ui("login"))
     browser.find("#credential").send_keys(credential)
-    browser.submit(browser.find('form[action$="login"] button'))
+    browser.submit('form[action$="login"] button')
+
+
+@pytest.fixture
+def signed_out(browser: Browser) -> Browser:
+    """The module's browser without a session."""
+    if browser.cookie() is not None:
+        browser.open(ui())
+        browser.submit("form[action$='logout'] button")
+    assert browser.cookie() is None
+    return browser
 
 
 @pytest.fixture

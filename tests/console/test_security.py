@@ -105,13 +105,12 @@ def test_the_session_cookie_opens_nothing_on_the_json_api(
 
 
 def test_no_credential_in_any_url_page_storage_or_cookie(
-    browser: Browser, console: Console
+    signed_out: Browser, console: Console
 ) -> None:
+    browser = signed_out
     job_id = console.submit("echo", [{"json": {"n": 1}}])
     console.job_in(job_id, "completed")
     for credential in (console.admin_token, API_KEY):
-        if browser.cookie() is not None:
-            browser.submit(browser.find("form[action$='logout'] button"))
         sign_in(browser, credential)
         secrets = {credential, *credential.split(".")[1:]}  # a JWT's payload and signature too
         for page in PAGES.values():
@@ -122,6 +121,7 @@ def test_no_credential_in_any_url_page_storage_or_cookie(
         cookies = str(browser.driver.get_cookies())
         for secret in secrets:
             assert secret not in stored and secret not in cookies
+        browser.submit("form[action$='logout'] button")
     urls = browser.urls()
     assert any(url.endswith(ui("events")) or ui("events") in url for url in urls), urls
     leaked = [

@@ -43,8 +43,9 @@ def refused(browser: Browser, credential: str) -> None:
 
 
 def test_an_operator_signs_in_and_out_with_the_keyboard_alone(
-    browser: Browser, console: Console
+    signed_out: Browser, console: Console
 ) -> None:
+    browser = signed_out
     browser.open(ui("jobs"))  # not signed in: to the sign-in page, which knows where to go back
     login = urlsplit(browser.path)
     assert login.path == ui("login")
@@ -79,20 +80,23 @@ def test_an_operator_signs_in_and_out_with_the_keyboard_alone(
     assert old.status_code == 303 and urlsplit(old.headers["Location"]).path.endswith("login")
 
 
-def test_an_api_key_with_the_admin_scope_signs_in(browser: Browser, console: Console) -> None:
+def test_an_api_key_with_the_admin_scope_signs_in(signed_out: Browser, console: Console) -> None:
+    browser = signed_out
     sign_in(browser, API_KEY)
     assert browser.path == ui()
     assert browser.cookie() is not None
-    browser.submit(browser.find("form[action$='logout'] button"))
+    browser.submit("form[action$='logout'] button")
     assert browser.path.startswith(ui("login")) and browser.cookie() is None
 
 
 def test_a_wrong_credential_shows_an_error_and_sets_no_cookie(
-    browser: Browser, console: Console
+    signed_out: Browser, console: Console
 ) -> None:
+    browser = signed_out
     refused(browser, "not-a-token-nor-a-key")
     refused(browser, console.admin_token[:-4] + "AAAA")  # a forged signature
 
 
-def test_a_token_without_the_admin_scope_is_refused(browser: Browser, console: Console) -> None:
+def test_a_token_without_the_admin_scope_is_refused(signed_out: Browser, console: Console) -> None:
+    browser = signed_out
     refused(browser, console.status_token)
