@@ -156,8 +156,9 @@ async def run(backends: Sequence[str], count: int, repeats: int) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="bench-console-") as tmp:
         for backend in backends:
             # Callbacks to a closed port give up after two quick attempts: dead letters to show.
-            quick: dict[str, object] = {"callback_max_attempts": 2, "callback_retry_max_s": 0.1}
-            async with filled(backend, count, Path(tmp), **quick) as (client, _, seconds):
+            async with filled(
+                backend, count, Path(tmp), callback_max_attempts=2, callback_retry_max_s=0.1
+            ) as (client, _, seconds):
                 print(f"{backend}: {count} jobs written in {seconds:.1f} s", flush=True)
                 rows += await measure(backend, client, repeats)
     return rows
