@@ -6,8 +6,8 @@ per status asked for), a processing type, a queue, a workflow (and execution), a
 credential's workflows (one key per workflow it names, when it names no prefix). The group with
 the fewest entries in the time range (ZCOUNT, one round trip) is read, newest first, in batches
 (ZREVRANGEBYSCORE; a group of several keys is merged); each batch is checked against the other
-groups (ZMSCORE), the jobs left are read (MGET, with their reports) and checked once more on the
-record itself.
+groups (ZMSCORE), the jobs left are read (MGET) and checked once more on the record itself, and
+the reports of those kept are read (MGET).
 
 The work of one request is bounded: after SCAN_BUDGET index entries the page ends with what was
 found and a cursor to go on from there, so that no filter makes a request read 100,000 records.
@@ -51,6 +51,8 @@ class _Index:
         return top, "-inf" if self.bottom == -math.inf else num(self.bottom)
 
     def took(self, found: list[tuple[bytes, float]], count: int) -> None:
+        """Keep what a read of `count` entries found, and move the position past it (entries
+        that share a score are told apart by `skip`: ZREVRANGEBYSCORE's LIMIT offset)."""
         self.buffer += [(score, member.decode()) for member, score in found]
         self.exhausted = len(found) < count
         if not found:
