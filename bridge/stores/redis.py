@@ -274,7 +274,7 @@ class RedisJobStore:
         self, filters: JobFilter, *, limit: int, cursor: str | None = None
     ) -> tuple[list[JobRecord], str | None]:
         await self.db.flush()
-        return await redis_listing.list_jobs(self.db.redis, filters, limit, cursor)
+        return await redis_listing.list_jobs(self.db, filters, limit, cursor)
 
     async def purge_expired(self, now: float) -> int:
         """Index entries of jobs past their retention (their keys expire by themselves)."""
