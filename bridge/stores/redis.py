@@ -9,7 +9,8 @@ and for `list_jobs` (`redis_listing`) `jobs:all`, `jobs:type:{processing_type}`,
 `expiring` (jobs scored by when they expire: finished ones, and sync ones whose instance may die
 mid-request). A finished job's keys get a TTL, so Redis drops them even when no bridge runs;
 `purge_expired` keeps the indexes in step. Jobs stored by a bridge older than the `jobs:` indexes
-are in none but a status set (once their status changes), until their retention ends.
+are in none but a status set (once their status changes), until `redis_backfill` indexes them
+at start-up.
 """
 
 from __future__ import annotations
