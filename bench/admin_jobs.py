@@ -285,8 +285,11 @@ async def redis_server() -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def bridge(data_dir: Path, redis_url: str | None) -> AsyncIterator[TestClient[Any, Any]]:
-    """A bridge app in this process, on `data_dir` (embedded) or `redis_url`, and its client."""
+async def bridge(
+    data_dir: Path, redis_url: str | None, **overrides: object
+) -> AsyncIterator[TestClient[Any, Any]]:
+    """A bridge app in this process, on `data_dir` (embedded) or `redis_url`, and its client;
+    `overrides`: other settings."""
     settings = Settings.model_validate(
         {
             "data_dir": data_dir,
@@ -297,6 +300,7 @@ async def bridge(data_dir: Path, redis_url: str | None) -> AsyncIterator[TestCli
             # The jobs were created over the past week: none may expire while timed.
             "job_retention_s": RETENTION_S,
             "sync_job_retention_s": RETENTION_S,
+            **overrides,
         }
     )
     client = TestClient(TestServer(create_app(settings)))
@@ -309,11 +313,14 @@ async def bridge(data_dir: Path, redis_url: str | None) -> AsyncIterator[TestCli
 
 @asynccontextmanager
 async def filled(
-    backend: str, count: int, folder: Path, seed: int = 20
+    backend: str, count: int, folder: Path, seed: int = 20, **overrides: object
 ) -> AsyncIterator[tuple[TestClient[Any, Any], list[JobRecord], float]]:
     """A bridge on `backend` whose store holds `count` jobs of `make_jobs`; its client, the jobs,
     and the seconds the filling took. What the console's benchmarks build on too."""
-    async with _backend_url(backend) as redis_url, bridge(folder / backend, redis_url) as client:
+    async with (
+        _backend_url(backend) as redis_url,
+        bridge(folder / backend, redis_url, **overrides) as client,
+    ):
         start = time.perf_counter()
         jobs = await fill_store(client.app[STORE], count, seed)
         yield client, jobs, time.perf_counter() - start

@@ -22,7 +22,7 @@ from bridge.queues.redis_streams import StreamKeeper, StreamQueue
 from bridge.redact import redact_url
 from bridge.settings import Settings
 from bridge.stores import redis as redis_store
-from bridge.stores import redis_log, sqlite, sqlite_log
+from bridge.stores import redis_backfill, redis_log, sqlite, sqlite_log
 from bridge.stores.base import Store
 from bridge.stores.redis_db import RedisDb, consumer_name
 from bridge.stores.sqlite_db import Database
@@ -227,6 +227,9 @@ class Redis:
             asyncio.create_task(_every(SUBSCRIPTIONS_RELOAD_S, subs.load), name="subs-reload"),
             asyncio.create_task(
                 _every(self._settings.redis_claim_idle_s, adopt), name="adopt-outboxes"
+            ),
+            asyncio.create_task(
+                redis_backfill.backfill(self.db, retention(self._settings)), name="jobs-backfill"
             ),
         ]
 

@@ -338,6 +338,8 @@ async def test_a_limited_token_sees_only_its_workflows(
     reach = WorkflowLimit.parse(["wf-001", "wf-00*"])
     got = await listed(client, headers)
     assert got == newest_first(jobs, JobFilter(workflows=reach)) and got
+    without = {job.job_id for job in jobs if job.workflow_id is None}
+    assert without and not without & set(got)  # a job of no workflow is no limited token's
     assert await listed(client, headers, workflow_id="wf-002") == newest_first(
         jobs, JobFilter(workflow_id="wf-002")
     )

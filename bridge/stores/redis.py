@@ -9,7 +9,8 @@ and for `list_jobs` (`redis_listing`) `jobs:all`, `jobs:type:{processing_type}`,
 `expiring` (jobs scored by when they expire: finished ones, and sync ones whose instance may die
 mid-request). A finished job's keys get a TTL, so Redis drops them even when no bridge runs;
 `purge_expired` keeps the indexes in step. Jobs stored by a bridge older than the `jobs:` indexes
-are in none but a status set (once their status changes), until their retention ends.
+are in none but a status set (once their status changes), until `redis_backfill` indexes them
+at start-up.
 """
 
 from __future__ import annotations
@@ -90,33 +91,10 @@ def kinds(retention_s: Mapping[str, float]) -> tuple[Kind, ...]:
             commands.append(["EXPIRE", base + ":request", num(ttl)])
             commands.append(["EXPIRE", base + ":result", num(ttl)])
             commands.append(["EXPIRE", base + ":report", num(ttl)])
-            expires = job.finished_at + retention_s[job.mode]
-            commands.append(["ZADD", key("expiring"), num(expires), _expiring_member(job)])
-        elif ttl:  # a sync job still running: should its instance die, its indexes go with it
-            expires = time.time() + ttl
-            commands.append(["ZADD", key("expiring"), num(expires), _expiring_member(job)])
         if job.mode == "async" and job.idempotency_key is not None:
             commands.append(["SET", key("idem", job.idempotency_key), job.job_id, *expiry])
-        created = num(job.created_at)
-        # Finished statuses are terminal: before this one, the job can only have been in an
-        # unfinished one (a batch writes only a job's latest state).
-        commands.append(["ZADD", key("jobs", "status", job.status.value), created, job.job_id])
-        for earlier in UNFINISHED - {job.status}:
-            commands.append(["ZREM", key("jobs", "status", earlier.value), job.job_id])
         new = job.mode == "sync" or (job.status is JobStatus.QUEUED and job.attempts == 0)
-        if not new:
-            return
-        commands.append(["ZADD", key("jobs", "all"), created, job.job_id])
-        commands.append(["ZADD", key("jobs", "type", job.processing_type), created, job.job_id])
-        if job.queue is not None:
-            commands.append(["ZADD", key("jobs", "queue", job.queue), created, job.job_id])
-        if job.execution_id is not None:
-            commands.append(["ZADD", key("jobs", "exec", job.execution_id), created, job.job_id])
-        if job.workflow_id is not None:
-            commands.append(["ZADD", key("wf", job.workflow_id), created, job.job_id])
-            if job.execution_id is not None:
-                index = key("wfx", job.workflow_id, job.execution_id)
-                commands.append(["ZADD", index, created, job.job_id])
+        index_job(commands, job, retention_s, new=new)
 
     def write_data(which: str) -> Callable[[list[Command], str, bytes], None]:
         def write(commands: list[Command], job_id: str, data: bytes) -> None:
@@ -136,6 +114,39 @@ def kinds(retention_s: Mapping[str, float]) -> tuple[Kind, ...]:
         Kind("jobs", write_job),
         Kind("ledger_settle", write_settled),
     )
+
+
+def index_job(
+    commands: list[Command], job: JobRecord, retention_s: Mapping[str, float], *, new: bool
+) -> None:
+    """The index entries of `job` in its state: its expiry, its status (taken out of the
+    unfinished ones it has left), and when `new` those written once (creation time, type, queue,
+    execution, workflow). Also what `redis_backfill` writes for a job stored before them."""
+    if job.finished_at is not None:
+        expires = job.finished_at + retention_s[job.mode]
+        commands.append(["ZADD", key("expiring"), num(expires), _expiring_member(job)])
+    elif job.mode == "sync":  # still running: should its instance die, its indexes go with it
+        expires = time.time() + UNFINISHED_SYNC_TTL_S
+        commands.append(["ZADD", key("expiring"), num(expires), _expiring_member(job)])
+    created = num(job.created_at)
+    # Finished statuses are terminal: before this one, the job can only have been in an
+    # unfinished one (a batch writes only a job's latest state).
+    commands.append(["ZADD", key("jobs", "status", job.status.value), created, job.job_id])
+    for earlier in UNFINISHED - {job.status}:
+        commands.append(["ZREM", key("jobs", "status", earlier.value), job.job_id])
+    if not new:
+        return
+    commands.append(["ZADD", key("jobs", "all"), created, job.job_id])
+    commands.append(["ZADD", key("jobs", "type", job.processing_type), created, job.job_id])
+    if job.queue is not None:
+        commands.append(["ZADD", key("jobs", "queue", job.queue), created, job.job_id])
+    if job.execution_id is not None:
+        commands.append(["ZADD", key("jobs", "exec", job.execution_id), created, job.job_id])
+    if job.workflow_id is not None:
+        commands.append(["ZADD", key("wf", job.workflow_id), created, job.job_id])
+        if job.execution_id is not None:
+            index = key("wfx", job.workflow_id, job.execution_id)
+            commands.append(["ZADD", index, created, job.job_id])
 
 
 def _expiring_member(job: JobRecord) -> bytes:
@@ -274,7 +285,7 @@ class RedisJobStore:
         self, filters: JobFilter, *, limit: int, cursor: str | None = None
     ) -> tuple[list[JobRecord], str | None]:
         await self.db.flush()
-        return await redis_listing.list_jobs(self.db.redis, filters, limit, cursor)
+        return await redis_listing.list_jobs(self.db, filters, limit, cursor)
 
     async def purge_expired(self, now: float) -> int:
         """Index entries of jobs past their retention (their keys expire by themselves)."""

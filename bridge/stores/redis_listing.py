@@ -6,8 +6,8 @@ per status asked for), a processing type, a queue, a workflow (and execution), a
 credential's workflows (one key per workflow it names, when it names no prefix). The group with
 the fewest entries in the time range (ZCOUNT, one round trip) is read, newest first, in batches
 (ZREVRANGEBYSCORE; a group of several keys is merged); each batch is checked against the other
-groups (ZMSCORE), the jobs left are read (MGET, with their reports) and checked once more on the
-record itself.
+groups (ZMSCORE), the jobs left are read (MGET) and checked once more on the record itself, and
+the reports of those kept are read (MGET).
 
 The work of one request is bounded: after SCAN_BUDGET index entries the page ends with what was
 found and a cursor to go on from there, so that no filter makes a request read 100,000 records.
@@ -20,11 +20,10 @@ import math
 from dataclasses import dataclass, field
 
 import orjson
-from redis.asyncio import Redis
 
 from bridge.jobs import JobRecord
 from bridge.stores.base import JobFilter, decode_cursor, encode_cursor, with_report
-from bridge.stores.redis_db import key, num
+from bridge.stores.redis_db import RedisDb, key, num
 
 SCAN_BUDGET = 2_000  # index entries one request may read
 BATCH = 200  # index entries per round when other filters may leave some out
@@ -52,6 +51,8 @@ class _Index:
         return top, "-inf" if self.bottom == -math.inf else num(self.bottom)
 
     def took(self, found: list[tuple[bytes, float]], count: int) -> None:
+        """Keep what a read of `count` entries found, and move the position past it (entries
+        that share a score are told apart by `skip`: ZREVRANGEBYSCORE's LIMIT offset)."""
         self.buffer += [(score, member.decode()) for member, score in found]
         self.exhausted = len(found) < count
         if not found:
@@ -74,12 +75,12 @@ class _Merged:
     def exhausted(self) -> bool:
         return all(index.exhausted and not index.buffer for index in self.indexes)
 
-    async def next(self, redis: Redis, count: int) -> list[Entry]:
+    async def next(self, db: RedisDb, count: int) -> list[Entry]:
         """The next entries in order, at most about `count` read from Redis."""
         empty = [index for index in self.indexes if not index.buffer and not index.exhausted]
         if empty:
             each = max(10, count // len(empty))
-            async with redis.pipeline(transaction=False) as pipe:
+            async with db.redis.pipeline(transaction=False) as pipe:
                 for index in empty:
                     top, bottom = index.bounds()
                     pipe.zrevrangebyscore(
@@ -136,14 +137,14 @@ def _groups(filters: JobFilter) -> tuple[list[list[str]], bool] | None:
 
 
 async def _most_selective(
-    redis: Redis, groups: list[list[str]], low: float, high: float
+    db: RedisDb, groups: list[list[str]], low: float, high: float
 ) -> list[str]:
     """The group with the fewest entries between `low` and `high` (each a ZCOUNT)."""
     if len(groups) == 1:
         return groups[0]
     bottom = "-inf" if low == -math.inf else num(low)
     top = "+inf" if high == math.inf else num(high)
-    async with redis.pipeline(transaction=False) as pipe:
+    async with db.redis.pipeline(transaction=False) as pipe:
         for group in groups:
             for name in group:
                 pipe.zcount(name, bottom, top)
@@ -152,12 +153,12 @@ async def _most_selective(
     return groups[sizes.index(min(sizes))]
 
 
-async def _in_every_group(redis: Redis, groups: list[list[str]], ids: list[str]) -> list[str]:
+async def _in_every_group(db: RedisDb, groups: list[list[str]], ids: list[str]) -> list[str]:
     """The ids found in at least one key of every group (ZMSCORE: one round trip)."""
     if not groups or not ids:
         return ids
     names = [name for group in groups for name in group]
-    async with redis.pipeline(transaction=False) as pipe:
+    async with db.redis.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.execute_command("ZMSCORE", name, *ids)
         answers = dict(zip(names, await pipe.execute(), strict=True))
@@ -168,7 +169,7 @@ async def _in_every_group(redis: Redis, groups: list[list[str]], ids: list[str])
     ]
 
 
-async def _read(redis: Redis, ids: list[str], filters: JobFilter) -> list[JobRecord]:
+async def _read(db: RedisDb, ids: list[str], filters: JobFilter) -> list[JobRecord]:
     """The jobs of `ids` that `filters` keep, with their reports: the records first (a
     credential's prefixes are checked on their JSON, cheaper than the model), then the reports
     of those kept."""
@@ -176,7 +177,7 @@ async def _read(redis: Redis, ids: list[str], filters: JobFilter) -> list[JobRec
         return []
     reach = filters.workflows
     kept = []
-    for raw in await redis.mget([key("job", job_id) for job_id in ids]):
+    for raw in await db.redis.mget([key("job", job_id) for job_id in ids]):
         if raw is None:
             continue  # expired; its index entries go with the next purge
         if reach is not None and not reach.allows(orjson.loads(raw).get("workflow_id")):
@@ -186,12 +187,12 @@ async def _read(redis: Redis, ids: list[str], filters: JobFilter) -> list[JobRec
             kept.append(job)
     if not kept:
         return []
-    reports = await redis.mget([key("job", job.job_id, "report") for job in kept])
+    reports = await db.redis.mget([key("job", job.job_id, "report") for job in kept])
     return [with_report(job, report) for job, report in zip(kept, reports, strict=True)]
 
 
 async def list_jobs(
-    redis: Redis, filters: JobFilter, limit: int, cursor: str | None
+    db: RedisDb, filters: JobFilter, limit: int, cursor: str | None
 ) -> tuple[list[JobRecord], str | None]:
     after = decode_cursor(cursor) if cursor is not None else None
     grouped = _groups(filters)
@@ -204,7 +205,7 @@ async def list_jobs(
         high, open_top = filters.until, True
     if after is not None and after[0] <= high:
         high, open_top = after[0], False
-    source = await _most_selective(redis, groups or [[key("jobs", "all")]], low, high)
+    source = await _most_selective(db, groups or [[key("jobs", "all")]], low, high)
     others = [group for group in groups if group is not source]
     merged = _Merged([_Index(name, high, low, open_top) for name in source])
     # When the source alone says every filter, each entry read is a job of the page (but for
@@ -214,14 +215,14 @@ async def list_jobs(
     scanned = 0
     last: Entry | None = after
     while len(jobs) <= limit and scanned < SCAN_BUDGET and not merged.exhausted:
-        entries = await merged.next(redis, min(batch, SCAN_BUDGET - scanned))
+        entries = await merged.next(db, min(batch, SCAN_BUDGET - scanned))
         scanned += len(entries)
         entries = [entry for entry in entries if after is None or entry < after]
         if not entries:
             continue
         last = entries[-1]
-        ids = await _in_every_group(redis, others, [job_id for _, job_id in entries])
-        jobs += await _read(redis, ids, filters)
+        ids = await _in_every_group(db, others, [job_id for _, job_id in entries])
+        jobs += await _read(db, ids, filters)
     if len(jobs) > limit:
         end = jobs[limit - 1]
         return jobs[:limit], encode_cursor(end.created_at, end.job_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import TestClient
 
+from bench.console_pages import run as run_bench
 from bridge.settings import Settings
 from tests.conftest import token
 from tests.console.signin import sign_in
@@ -61,3 +62,10 @@ async def test_the_overview_charts_the_last_fifteen_minutes(
     assert "Last 15 minutes" in html
     for caption in ("jobs completed here", "jobs failed here", "queue default: depth"):
         assert f'aria-label="{caption}' in html, caption
+
+
+async def test_the_pages_benchmark_runs_at_a_tiny_size() -> None:
+    rows = await run_bench(["embedded", "redis"], 1200, 2)
+    assert {row.backend for row in rows} == {"embedded", "redis"}
+    pages = [row for row in rows if not row.page.endswith((".css", ".js"))]
+    assert len(pages) == 2 * 11 and all(row.ms and row.size for row in pages)
