@@ -11,10 +11,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from bridge.console.render import SESSION, page, redirect
+from bridge.console.render import EVENTS_AFTER, SESSION, page, redirect
 from bridge.console.sessions import COOKIE, SESSIONS
 from bridge.errors import BridgeError, Forbidden, PayloadTooLarge
-from bridge.keys import PRINCIPAL, TRACE_ID
+from bridge.keys import EVENTS, PRINCIPAL, TRACE_ID
 
 log = logging.getLogger(__name__)
 Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -57,6 +57,8 @@ def signed_in(handler: Page, *, cross_workflow: bool = True) -> Page:
                 request, Forbidden("sign in first", description="your session has ended")
             )
         request[SESSION] = session
+        # The newest event before the page reads anything: its stream resumes after it.
+        request[EVENTS_AFTER] = request.app[EVENTS].last_id
         request[PRINCIPAL] = session.principal
         try:
             if request.method == "POST":

@@ -31,6 +31,7 @@ SECURITY_HEADERS = {
 }
 PARTIAL_HEADER = "X-Console-Partial"
 SESSION: web.RequestKey[Session] = web.RequestKey("console_session")
+EVENTS_AFTER: web.RequestKey[int] = web.RequestKey("console_events_after")
 
 
 def _when(value: float | None) -> str:
@@ -88,6 +89,7 @@ def page(
         limited=session is not None and session.principal.workflows is not None,
         flashes=session.pop_flashes() if session else [],
         path=request.path,
+        events_after=request.get(EVENTS_AFTER, ""),
     )
     compiled = ENV.get_template(template)
     if request.headers.get(PARTIAL_HEADER) == "1" and "live" in compiled.blocks:

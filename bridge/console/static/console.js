@@ -44,7 +44,9 @@ function schedule(delay) {
 if (live) {
   const mode = document.body.dataset.live;
   if (mode === "events") {
-    const source = new EventSource("/admin/ui/events");
+    // From the page's own moment on: what happened while it connected is not missed.
+    const after = document.body.dataset.eventsAfter;
+    const source = new EventSource("/admin/ui/events" + (after ? `?last_event_id=${after}` : ""));
     for (const type of EVENT_TYPES) source.addEventListener(type, () => schedule(300));
   }
   const every = Number(document.body.dataset.refresh || 0);
