@@ -456,6 +456,7 @@ TOOLING_NAMES = frozenset(
         "BRIDGE_ADMIN_TOKEN",  # ... or a JWT with the admin scope
         "BRIDGE_VERSION",  # docker-compose.{blue,green}.yml: the image's tag
         "BRIDGE_PUBLIC_PORT",  # docker-compose.shared.yml: HAProxy's port on the host
+        "BRIDGE_UPDATE_SCREENSHOTS",  # tests/browser.py: the console's pictures into docs/images
     }
 )
 

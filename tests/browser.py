@@ -11,6 +11,7 @@ documentation shows (`DOCUMENTED`) also go to `docs/images/console-<name>.png`.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import uuid
@@ -77,6 +78,7 @@ class Browser:
             "--disable-background-networking",  # no calls home: the test sees only its own URLs
             "--disable-component-update",
             "--disable-sync",
+            "--hide-scrollbars",  # screenshots the width of the page
         ):
             options.add_argument(argument)
         options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
@@ -134,12 +136,26 @@ class Browser:
         )
 
     def screenshot(self, name: str) -> Path:
-        """The viewport as `.artifacts/screenshots/<name>.png` (and in docs/images when
+        """The whole page as `.artifacts/screenshots/<name>.png` (and in docs/images when
         BRIDGE_UPDATE_SCREENSHOTS=1 and the documentation shows it)."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
-        if not self.driver.save_screenshot(str(path)):
-            raise RuntimeError(f"no screenshot of {self.path}")
+        size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        shot = self.driver.execute_cdp_cmd(
+            "Page.captureScreenshot",
+            {  # the whole page, not only what the viewport shows
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {
+                    "x": 0,
+                    "y": 0,
+                    "width": size["width"],
+                    "height": size["height"],
+                    "scale": 1,
+                },
+            },
+        )
+        path.write_bytes(base64.b64decode(shot["data"]))
         if name in DOCUMENTED and os.environ.get("BRIDGE_UPDATE_SCREENSHOTS") == "1":
             DOC_IMAGES.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, DOC_IMAGES / f"console-{name}.png")

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.browser import CHROMEDRIVER, CHROMIUM, ROOT, Browser
+from tests.browser import CHROMEDRIVER, CHROMIUM, DOC_IMAGES, DOCUMENTED, ROOT, Browser
 from tests.console.conftest import backends
 
 
@@ -36,3 +36,14 @@ def test_the_browser_is_debians_chromium_through_its_driver(
             [str(CHROMEDRIVER), "--version"], capture_output=True, text=True, check=True
         ).stdout
     )
+
+
+def test_the_readme_shows_the_screenshots_the_tests_write() -> None:
+    """README.md's console images are those `screenshot()` writes with
+    BRIDGE_UPDATE_SCREENSHOTS=1 (tests/console/test_pages.py), and each is committed."""
+    shown = set(
+        re.findall(r"\(docs/images/console-([\w-]+)\.png\)", (ROOT / "README.md").read_text())
+    )
+    assert shown == set(DOCUMENTED)
+    for name in DOCUMENTED:
+        assert (DOC_IMAGES / f"console-{name}.png").stat().st_size > 10_000
