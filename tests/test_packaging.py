@@ -88,6 +88,15 @@ def test_the_wheel_holds_the_typed_package_and_the_license(built: dict[str, Path
     # The sources of the repository's package, every one of them.
     sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "bridge").rglob("*.py")}
     assert sources <= files
+    # The console's templates and assets: the installed wheel serves it with no network, no build.
+    console = ROOT / "bridge" / "console"
+    assets = {
+        p.relative_to(ROOT).as_posix()
+        for folder in ("templates", "static")
+        for p in (console / folder).iterdir()
+    }
+    assert {"bridge/console/static/console.js", "bridge/console/templates/base.html"} <= assets
+    assert assets <= files
 
 
 def test_the_metadata_names_the_license_and_the_project_urls(built: dict[str, Path]) -> None:

@@ -4,6 +4,7 @@ page (not the JSON API's error body)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from bridge.console.render import EVENTS_AFTER, SESSION, page, redirect
 from bridge.console.sessions import COOKIE, SESSIONS
-from bridge.errors import BridgeError, Forbidden, PayloadTooLarge
+from bridge.errors import BridgeError, Forbidden, Internal, PayloadTooLarge
 from bridge.keys import EVENTS, PRINCIPAL, TRACE_ID
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,28 @@ def signed_in(handler: Page, *, cross_workflow: bool = True) -> Page:
             return await handler(request)
         except BridgeError as exc:
             return error_page(request, exc)
+        except (web.HTTPException, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return error_page(
+                request,
+                Internal(
+                    "internal error",
+                    description="the bridge's logs tell more under trace id "
+                    f"{request.get(TRACE_ID)}",
+                ),
+            )
 
     return guarded
 
 
-def safe_next(target: str | None) -> str:
-    """Where to go after signing in: a console path only, never another site."""
+def safe_next(target: str | None, *, limited: bool = False) -> str:
+    """Where to go after signing in: a console path only, never another site; for a session of
+    a workflow-limited token, the Jobs page rather than the overview it may not see."""
+    home = "/admin/ui/jobs" if limited else "/admin/ui/"
+    if target == "/admin/ui/":
+        return home
     if target and target.startswith("/admin/ui/") and target.isprintable() and "\\" not in target:
         return target
-    return "/admin/ui/"
+    return home

@@ -61,8 +61,10 @@ def _form(
 
 async def login_form(request: web.Request) -> web.StreamResponse:
     sessions = request.app[SESSIONS]
-    if sessions.find(request.cookies.get(COOKIE)) is not None:
-        return redirect(safe_next(request.query.get("next")))
+    session = sessions.find(request.cookies.get(COOKIE))
+    if session is not None:
+        limited = session.principal.workflows is not None
+        return redirect(safe_next(request.query.get("next"), limited=limited))
     return _form(request, request.query.get("next"))
 
 
@@ -88,11 +90,11 @@ async def login(request: web.Request) -> web.StreamResponse:
         response.headers["Retry-After"] = str(max(1, round(wait_s)))
         return response
     try:
-        _, cookie = sessions.open((credential or "").strip())
+        session, cookie = sessions.open((credential or "").strip())
     except AuthenticationFailed as exc:
         throttle.failed(address)
         return _form(request, target, status=401, error=f"Not signed in: {exc.message}.")
-    response = redirect(safe_next(target))
+    response = redirect(safe_next(target, limited=session.principal.workflows is not None))
     _set_cookie(response, request, COOKIE, cookie, int(sessions.lifetime_s))
     response.del_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
     return response

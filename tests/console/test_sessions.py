@@ -16,6 +16,7 @@ from bridge.auth import mint_token
 from bridge.console.render import CSP
 from bridge.console.sessions import COOKIE, MAX_SESSIONS, SESSIONS
 from bridge.console.throttle import FAILURES
+from bridge.history import History
 from bridge.settings import Settings
 from tests.conftest import API_KEY, ClientFactory, token
 from tests.console.signin import csrf_of, sign_in
@@ -275,3 +276,33 @@ async def test_a_form_past_the_body_limit_is_a_413_page(
     answer = await client.post("/admin/ui/drain", data={**big, "action": "drain"})
     assert answer.status == 413 and "<main" in await answer.text()
     assert (await client.get("/ready")).status == 200
+
+
+async def test_a_limited_token_signs_in_to_the_jobs_page(
+    client: TestClient, settings: Settings
+) -> None:
+    limited = mint_token(settings, ["admin"], 300, workflows=["wf-a"])
+    html = await (await client.get(LOGIN)).text()
+    answer = await client.post(
+        LOGIN,
+        data={"credential": limited, "csrf": csrf_of(html), "next": "/admin/ui/"},
+        allow_redirects=False,
+    )
+    assert answer.headers["Location"] == "/admin/ui/jobs"
+
+
+async def test_an_unexpected_error_is_a_page_with_its_trace_id(
+    client: TestClient, admin_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await sign_in(client, admin_token)
+
+    def broken(self: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(History, "series", broken)
+    answer = await client.get("/admin/ui/")
+    assert answer.status == 500
+    html = await answer.text()
+    assert "<main" in html and answer.headers["X-Trace-ID"] in html
+    assert "a bug" not in html
+    assert answer.headers["Content-Security-Policy"] == CSP
