@@ -31,6 +31,9 @@ HEARTBEAT_S = 15.0
 GONE_CHECK_S = 1.0  # how often an idle stream looks whether its client is gone
 # Events replayed per read of the log: at most ~2 MiB at the largest reports, held while written.
 REPLAY_PAGE = 16
+# Whether the stream may go on (checked at each event and each second): a console session's
+# stream ends with its session; a credential in a header is checked once, at the start.
+STILL_ALLOWED: web.RequestKey[Callable[[], bool]] = web.RequestKey("stream_still_allowed")
 STREAM_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -75,7 +78,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
             if len(page) < REPLAY_PAGE:
                 break
         written = loop.time()
-        while not listener.ended.is_set():
+        allowed = request.get(STILL_ALLOWED, _always)
+        while not listener.ended.is_set() and allowed():
             event = await listener.next(GONE_CHECK_S)
             if event is None:
                 # aiohttp tells a handler of a closed connection only when it writes: look, so
@@ -86,7 +90,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                     await response.write(b": keep-alive\n\n")
                     written = loop.time()
                 continue
-            if event.id > after:
+            if event.id > after and allowed():
                 await response.write(event.frame)
                 after, written = event.id, loop.time()
         # Too slow to keep up, or the bridge is stopping: the stream ends, and the client
@@ -96,6 +100,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
     finally:
         bus.forget(listener)
     return response
+
+
+def _always() -> bool:
+    return True
 
 
 def _cut_off(request: web.Request) -> None:

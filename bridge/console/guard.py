@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from aiohttp import web
 
@@ -63,6 +64,7 @@ def signed_in(handler: Page, *, cross_workflow: bool = True) -> Page:
         request[PRINCIPAL] = session.principal
         try:
             if request.method == "POST":
+                refuse_cross_site(request)
                 form = await read_form(request)
                 token = form.get("csrf")
                 if not isinstance(token, str) or not hmac.compare_digest(token, session.csrf):
@@ -94,12 +96,35 @@ def signed_in(handler: Page, *, cross_workflow: bool = True) -> Page:
     return guarded
 
 
+def refuse_cross_site(request: web.Request) -> None:
+    """A second wall behind the CSRF token and the SameSite cookie: a POST a browser says came
+    from another site (`Sec-Fetch-Site`, `Origin`) is refused."""
+    site = request.headers.get("Sec-Fetch-Site")
+    origin = request.headers.get("Origin")
+    if site not in (None, "same-origin", "none") or (
+        origin is not None and urlsplit(origin).netloc != request.host
+    ):
+        raise Forbidden(
+            "this form was sent from another site",
+            description="use the console's own pages",
+        )
+
+
+_NEXT = re.compile(r"/admin/ui/[A-Za-z0-9_\-./?=&%]*").fullmatch
+_DOT_SEGMENT = re.compile(r"(^|/)\.{1,2}(/|$|\?)")
+
+
 def safe_next(target: str | None, *, limited: bool = False) -> str:
-    """Where to go after signing in: a console path only, never another site; for a session of
-    a workflow-limited token, the Jobs page rather than the overview it may not see."""
+    """Where to go after signing in: a console path of plain characters only (no dot segment
+    that would climb out of it), never another site; for a session of a workflow-limited
+    token, the Jobs page rather than the overview it may not see."""
     home = "/admin/ui/jobs" if limited else "/admin/ui/"
-    if target == "/admin/ui/":
-        return home
-    if target and target.startswith("/admin/ui/") and target.isprintable() and "\\" not in target:
+    if (
+        target
+        and target != "/admin/ui/"
+        and _NEXT(target)
+        # Browsers read %2e as a dot in a path: "%2e%2e" climbs as ".." does.
+        and not _DOT_SEGMENT.search(unquote(target))
+    ):
         return target
     return home

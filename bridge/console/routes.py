@@ -6,9 +6,17 @@ from importlib import resources
 
 from aiohttp import web
 
-from bridge.api import events
 from bridge.api.routes import PATH_PATTERNS
-from bridge.console import dead_letters, drain, jobs, overview, processors, signin, subscriptions
+from bridge.console import (
+    dead_letters,
+    drain,
+    jobs,
+    live,
+    overview,
+    processors,
+    signin,
+    subscriptions,
+)
 from bridge.console.guard import Page, error_page, signed_in
 from bridge.console.render import redirect, security_headers
 from bridge.console.sessions import SESSIONS, Sessions
@@ -33,7 +41,7 @@ PAGES: tuple[tuple[str, str, Page, bool], ...] = (
     ("POST", f"/jobs/{_JOB}/cancel", jobs.cancel, False),
     ("POST", f"/jobs/{_JOB}/retry", jobs.retry, True),
     ("POST", "/logout", signin.logout, False),
-    ("GET", "/events", events.stream, False),
+    ("GET", "/events", live.events, False),
     ("GET", "/dead-letters", dead_letters.dead_letters, True),
     ("POST", "/dead-letters/replay", dead_letters.replay_all, True),
     ("POST", f"/dead-letters/{_LETTER}/replay", dead_letters.replay_one, True),
@@ -54,11 +62,7 @@ async def static(request: web.Request) -> web.StreamResponse:
     asset = STATIC / name
     if suffix not in STATIC_TYPES or not asset.is_file():
         return error_page(request, NotFound(f"no console asset {name!r}"))
-    return web.Response(
-        body=asset.read_bytes(),
-        content_type=STATIC_TYPES[suffix],
-        headers={"Cache-Control": "private, max-age=300"},
-    )
+    return web.Response(body=asset.read_bytes(), content_type=STATIC_TYPES[suffix])
 
 
 async def to_overview(request: web.Request) -> web.StreamResponse:
@@ -78,7 +82,10 @@ def add_console(app: web.Application) -> None:
     router.add_post(PREFIX + "/login", signin.login)
     router.add_get(PREFIX + "/static/{name:[a-z0-9-]+\\.[a-z]+}", static)
     for method, path, handler, cross_workflow in PAGES:
-        router.add_route(method, PREFIX + path, signed_in(handler, cross_workflow=cross_workflow))
+        guarded = signed_in(handler, cross_workflow=cross_workflow)
+        # A GET page answers HEAD too, as every GET of the API does (aiohttp sends no body).
+        for each in (method, "HEAD") if method == "GET" else (method,):
+            router.add_route(each, PREFIX + path, guarded)
     router.add_get(PREFIX, to_overview)
     # Unknown pages too are behind the sign-in: which pages exist is no one else's business.
     router.add_route("*", PREFIX + "/{tail:.*}", signed_in(not_found, cross_workflow=False))

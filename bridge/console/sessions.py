@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import jwt
 from aiohttp import web
 
 from bridge.auth import Authenticator, Principal
@@ -52,6 +53,12 @@ def credential_headers(credential: str) -> dict[str, str]:
     return {"X-API-Key": credential}
 
 
+def _expiry_of(token: str) -> float:
+    """A verified JWT's `exp` (the bridge's tokens must carry one)."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return float(claims["exp"])
+
+
 class Sessions:
     def __init__(self, authenticator: Authenticator, lifetime_s: float) -> None:
         self._auth = authenticator
@@ -72,8 +79,12 @@ class Sessions:
                 "this credential lacks the admin scope",
                 description="the console needs an admin token or an API key with the admin scope",
             )
-        session = Session(secrets.token_urlsafe(32), credential, principal, 0.0)
-        session.expires_at = time.time() + self.lifetime_s
+        expires_at = time.time() + self.lifetime_s
+        if "Authorization" in credential_headers(credential):  # a JWT: never past its own exp
+            expires_at = min(expires_at, _expiry_of(credential))
+            if expires_at <= time.time():  # accepted within the leeway, but past its exp
+                raise AuthenticationFailed("this token has expired; make a new one")
+        session = Session(secrets.token_urlsafe(32), credential, principal, expires_at)
         self._open[session.id] = session
         while len(self._open) > MAX_SESSIONS:
             self._open.popitem(last=False)
@@ -92,10 +103,7 @@ class Sessions:
         if not hmac.compare_digest(mac, self._sign("session", session_id)):
             return None
         session = self._open.get(session_id)
-        if session is None:
-            return None
-        if session.expires_at <= time.time():
-            self.close(session_id)
+        if session is None or not self.alive(session):
             return None
         try:
             session.principal = self.principal_of(session.credential)
@@ -103,6 +111,13 @@ class Sessions:
             self.close(session_id)
             return None
         return session
+
+    def alive(self, session: Session) -> bool:
+        """Not signed out, not expired (nor its token): what an open event stream checks at
+        each event and each second."""
+        if session.expires_at <= time.time():
+            self.close(session.id)
+        return session.id in self._open
 
     def close(self, session_id: str) -> None:
         self._open.pop(session_id, None)

@@ -3,15 +3,17 @@ never put in a URL, a page or the browser's storage: the browser keeps only the 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
 
 from aiohttp import web
 
-from bridge.console.guard import error_page, read_form, safe_next
+from bridge.console.guard import error_page, read_form, refuse_cross_site, safe_next
 from bridge.console.render import SESSION, page, redirect
 from bridge.console.sessions import COOKIE, LOGIN_COOKIE, LOGIN_FORM_S, SESSIONS
 from bridge.console.throttle import SignInThrottle
-from bridge.errors import AuthenticationFailed, PayloadTooLarge
+from bridge.errors import AuthenticationFailed, Forbidden, PayloadTooLarge
 
 COOKIE_PATH = "/admin/ui/"
 THROTTLE: web.AppKey[SignInThrottle] = web.AppKey("console_sign_in_throttle")
@@ -71,31 +73,20 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     sessions = request.app[SESSIONS]
     try:
+        refuse_cross_site(request)
         form = await read_form(request)
-    except PayloadTooLarge as exc:
+    except (Forbidden, PayloadTooLarge) as exc:
         return error_page(request, exc)
     credential, token, target = (_text(form, name) for name in ("credential", "csrf", "next"))
     if not sessions.login_form_valid(request.cookies.get(LOGIN_COOKIE), token):
         return _form(request, target, status=403, error="The form was stale; please try again.")
-    address = request.remote or "unknown"
-    throttle = request.app[THROTTLE]
-    wait_s = throttle.wait_s(address)
-    if wait_s > 0:
-        response = _form(
-            request,
-            target,
-            status=429,
-            error=f"Too many failed sign-ins from your address; try again in {wait_s:.0f} s.",
-        )
-        response.headers["Retry-After"] = str(max(1, round(wait_s)))
-        return response
     try:
         session, cookie = sessions.open((credential or "").strip())
     except AuthenticationFailed as exc:
-        throttle.failed(address)
+        await asyncio.sleep(request.app[THROTTLE].failed(request.remote or "unknown"))
         return _form(request, target, status=401, error=f"Not signed in: {exc.message}.")
     response = redirect(safe_next(target, limited=session.principal.workflows is not None))
-    _set_cookie(response, request, COOKIE, cookie, int(sessions.lifetime_s))
+    _set_cookie(response, request, COOKIE, cookie, max(1, int(session.expires_at - time.time())))
     response.del_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
     return response
 
