@@ -100,9 +100,11 @@ def refuse_cross_site(request: web.Request) -> None:
     """A second wall behind the CSRF token and the SameSite cookie: a POST a browser says came
     from another site (`Sec-Fetch-Site`, `Origin`) is refused."""
     site = request.headers.get("Sec-Fetch-Site")
-    origin = request.headers.get("Origin")
+    # "null": what a browser sends of a page with `Referrer-Policy: no-referrer`, as the
+    # console's pages are — it says nothing; Sec-Fetch-Site tells then.
+    origin = request.headers.get("Origin", "null")
     if site not in (None, "same-origin", "none") or (
-        origin is not None and urlsplit(origin).netloc != request.host
+        origin != "null" and urlsplit(origin).netloc != request.host
     ):
         raise Forbidden(
             "this form was sent from another site",

@@ -393,7 +393,11 @@ async def test_nothing_but_the_assets_is_cached(client: TestClient, admin_token:
 
 @pytest.mark.parametrize(
     "headers",
-    [{"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}],
+    [
+        {"Origin": "https://evil.example"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "null", "Sec-Fetch-Site": "same-site"},
+    ],
     ids=["origin", "fetch-metadata", "opaque origin"],
 )
 async def test_a_form_from_another_site_is_refused_even_with_its_token(
