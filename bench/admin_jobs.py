@@ -21,11 +21,11 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
@@ -41,6 +41,7 @@ from bridge.settings import Settings
 from bridge.stores.base import JobFilter, JobStore
 from bridge.workflow_limit import WorkflowLimit
 
+R = TypeVar("R")
 PROCESSORS = ("echo", "template_render", "validation", "email_send", "n8n_trigger")
 QUEUES = ("default", "bulk", "priority")
 WORKFLOWS = 200
@@ -162,19 +163,7 @@ def cases(jobs: Sequence[JobRecord]) -> dict[str, dict[str, str]]:
 
 def filters_of(query: dict[str, str]) -> tuple[JobFilter, int, str | None]:
     parsed = AdminJobsQuery.model_validate(query)
-    return (
-        JobFilter(
-            statuses=parsed.statuses(),
-            processing_type=parsed.processing_type,
-            queue=parsed.queue,
-            workflow_id=parsed.workflow_id,
-            execution_id=parsed.execution_id,
-            since=parsed.since,
-            until=parsed.until,
-        ),
-        parsed.limit,
-        parsed.cursor,
-    )
+    return parsed.filters(), parsed.limit, parsed.cursor
 
 
 async def deep_cursor(store: JobStore, pages: int) -> str:
@@ -345,8 +334,8 @@ async def run(backends: Sequence[str], count: int, repeats: int) -> list[Row]:
     return rows
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: Sequence[str] | None, description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument(
@@ -355,11 +344,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> Any:
-    args = parse_args(argv)
+def cli(
+    run: Callable[[Sequence[str], int, int], Coroutine[Any, Any, list[R]]],
+    table: Callable[[list[R]], str],
+    description: str,
+    argv: Sequence[str] | None = None,
+) -> list[R]:
+    """A benchmark over a filled store, run from the command line: --jobs, --repeats, --backend."""
+    args = parse_args(argv, description)
     rows = asyncio.run(run(args.backend or ["embedded", "redis"], args.jobs, args.repeats))
     print(table(rows))
     return rows
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    return cli(run, table, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ times by a client in the same process. Prints the median and p95 in milliseconds
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import re
 import statistics
@@ -25,7 +24,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from bench.admin_jobs import filled, p95, timed
+from bench.admin_jobs import cli, filled, p95, timed
 from bench.common import free_port, token
 from bridge.api.admin_jobs import find_jobs
 from bridge.api.models import AdminJobsQuery
@@ -164,21 +163,8 @@ async def run(backends: Sequence[str], count: int, repeats: int) -> list[Row]:
     return rows
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument(
-        "--backend", choices=("embedded", "redis"), action="append", help="default: both"
-    )
-    return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> Any:
-    args = parse_args(argv)
-    rows = asyncio.run(run(args.backend or ["embedded", "redis"], args.jobs, args.repeats))
-    print(table(rows))
-    return rows
+    return cli(run, table, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

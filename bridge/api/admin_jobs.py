@@ -12,7 +12,6 @@ from bridge.api.models import AdminJobsQuery
 from bridge.errors import ValidationFailed
 from bridge.jobs import JobRecord
 from bridge.keys import STORE
-from bridge.stores.base import JobFilter
 from bridge.workflow_limit import WorkflowLimit
 
 
@@ -24,18 +23,10 @@ async def find_jobs(
     cursor the store did not hand out."""
     if query.workflow_id is not None:
         require_within(limit, query.workflow_id, "/query/workflow_id")
-    filters = JobFilter(
-        statuses=query.statuses(),
-        processing_type=query.processing_type,
-        queue=query.queue,
-        workflow_id=query.workflow_id,
-        execution_id=query.execution_id,
-        since=query.since,
-        until=query.until,
-        workflows=limit,
-    )
     try:
-        return await app[STORE].list_jobs(filters, limit=query.limit, cursor=query.cursor)
+        return await app[STORE].list_jobs(
+            query.filters(limit), limit=query.limit, cursor=query.cursor
+        )
     except ValueError as exc:
         raise ValidationFailed(
             f"/query/cursor: {exc}", details=[{"pointer": "/query/cursor", "message": str(exc)}]

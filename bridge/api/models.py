@@ -20,7 +20,9 @@ from bridge.given_url import GivenUrl
 from bridge.ids import NO_CONTROL
 from bridge.items import NOT_BOOL, JsonInt, JsonObject, N8nBinary, N8nItem, PairedItemRef
 from bridge.jobs import ItemErrorModel, JobRecord, JobStatus
+from bridge.stores.base import JobFilter
 from bridge.subscriptions import Subscription
+from bridge.workflow_limit import WorkflowLimit
 
 
 def id_field(description: str | None = None) -> Any:
@@ -240,6 +242,19 @@ class AdminJobsQuery(BaseModel):
 
     def statuses(self) -> frozenset[JobStatus]:
         return frozenset(JobStatus(name) for name in (self.status or "").split(",") if name)
+
+    def filters(self, workflows: WorkflowLimit | None = None) -> JobFilter:
+        """What the store is asked for: these filters, within `workflows` (None: all)."""
+        return JobFilter(
+            statuses=self.statuses(),
+            processing_type=self.processing_type,
+            queue=self.queue,
+            workflow_id=self.workflow_id,
+            execution_id=self.execution_id,
+            since=self.since,
+            until=self.until,
+            workflows=workflows,
+        )
 
 
 class AdminJobPage(BaseModel):
