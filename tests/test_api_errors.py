@@ -282,7 +282,9 @@ def request_models() -> list[type[BaseModel]]:
 def patterns(schema: Any) -> set[str]:
     """Every string pattern in a pydantic core schema."""
     if isinstance(schema, dict):
-        found = {schema["pattern"]} if schema.get("type") == "str" and "pattern" in schema else set()
+        found = (
+            {schema["pattern"]} if schema.get("type") == "str" and "pattern" in schema else set()
+        )
         return found.union(*(patterns(value) for value in schema.values()))
     if isinstance(schema, list | tuple):
         return set().union(*(patterns(value) for value in schema))
