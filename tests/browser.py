@@ -4,7 +4,8 @@ scripts/test.sh installs the `chromium` and `chromium-driver` packages. Both bin
 here, so Selenium Manager has nothing to find and downloads nothing (SE_OFFLINE makes sure).
 
 A `Browser` records every URL it requested (redirects, scripts, the event stream included, from
-Chromium's network log), so a test can show no secret ever went into one. `screenshot(name)`
+Chromium's network log), so a test can show no secret ever went into one, and reads what the
+pages reported on the console (`console_errors`: a script's error, a CSP violation). `screenshot(name)`
 writes `.artifacts/screenshots/<name>.png`; with BRIDGE_UPDATE_SCREENSHOTS=1 the pictures the
 documentation shows (`DOCUMENTED`) also go to `docs/images/console-<name>.png`.
 """
@@ -81,7 +82,9 @@ class Browser:
             "--hide-scrollbars",  # screenshots the width of the page
         ):
             options.add_argument(argument)
-        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+        # The network log (`urls`) and the console's (`console_errors`: script errors, CSP
+        # violations, failed loads).
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
         # A confirm() is answered by the test, never by the driver behind its back.
         options.unhandled_prompt_behavior = "ignore"
         self.driver = webdriver.Chrome(
@@ -118,6 +121,15 @@ class Browser:
             if message["method"] == "Network.requestWillBeSent":
                 self.requested.append(message["params"]["request"]["url"])
         return self.requested
+
+    def console_errors(self) -> list[str]:
+        """What the page's console reported since this was last read: errors (a script's, a
+        load that failed) and any Content Security Policy violation, whatever its level."""
+        return [
+            entry["message"]
+            for entry in self.driver.get_log("browser")  # type: ignore[no-untyped-call]
+            if entry["level"] == "SEVERE" or "Content Security Policy" in entry["message"]
+        ]
 
     # -- viewport and pictures
 

@@ -377,6 +377,29 @@ async def test_bad_queries_are_422_and_name_the_parameter(
         assert body["error"]["code"] and body["error"]["trace_id"]
 
 
+async def test_a_bad_query_says_in_words_what_is_wanted(
+    client: TestClient, settings: Settings
+) -> None:
+    """Each field's error says what it takes, never the pattern the validator matched."""
+    headers = admin_headers(settings)
+    statuses = "queued, running, completed, failed, cancelled"
+    for query, pointer, words in [
+        ({"status": "bogus"}, "/query/status", f"one or more of {statuses}, separated by commas"),
+        ({"execution_id": "ex\x01"}, "/query/execution_id", "no control characters"),
+        ({"workflow_id": "wf\x7f"}, "/query/workflow_id", "no control characters"),
+        ({"processing_type": "e\x1bcho"}, "/query/processing_type", "no control characters"),
+        ({"queue": "a b"}, "/query/queue", "letters, digits"),
+        ({"cursor": "not a cursor!"}, "/query/cursor", "next_cursor"),
+    ]:
+        answer = await client.get(JOBS, params=query, headers=headers)
+        assert answer.status == 422, query
+        error = (await answer.json())["error"]
+        [detail] = error["details"]
+        assert detail["pointer"] == pointer and words in detail["message"], detail
+        assert error["message"] == f"{pointer}: {detail['message']}"
+        assert "pattern" not in error["message"] and "^" not in error["message"], error
+
+
 async def test_it_needs_the_admin_scope(client: TestClient, settings: Settings) -> None:
     status_only = {"Authorization": f"Bearer {token(settings, 'status')}"}
     assert (await client.get(JOBS, headers=status_only)).status == 403

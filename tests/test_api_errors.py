@@ -8,7 +8,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pydantic import BaseModel
 
+from bridge import subscriptions
+from bridge.api import models
 from bridge.app import create_app
 from bridge.logs import ConsoleFormatter, JsonFormatter
 from bridge.settings import Settings
@@ -244,6 +247,48 @@ async def test_bad_pagination_query_is_422(client: TestClient, auth: dict[str, s
     response = await client.get("/api/v1/status/wf?cursor=garbage", headers=auth)
     error = await error_of(response, 422, "validation")
     assert error["details"][0]["pointer"] == "/query/cursor"
+
+
+async def test_a_pattern_is_said_in_words(client: TestClient, auth: dict[str, str]) -> None:
+    """A field's pattern is said as what the field takes: a client is not shown a regex."""
+    body = {"processing_type": "echo", "items": [{"json": {}}], "workflow_id": "wf\x00bad"}
+    error = await error_of(await client.post(EXECUTE, json=body, headers=auth), 422, "validation")
+    assert error["message"] == "/workflow_id: must contain no control characters"
+    response = await client.get("/api/v1/status/wf?cursor=not%20a%20cursor", headers=auth)
+    error = await error_of(response, 422, "validation")
+    assert error["details"][0]["pointer"] == "/query/cursor"
+    assert "pattern" not in error["message"] and "next_cursor" in error["message"]
+    assert await jobs_of(client, auth) == []
+
+
+def test_every_pattern_a_request_model_checks_has_its_words() -> None:
+    """What `body.validation_error` says for each pattern of a model the API reads."""
+    for model in request_models():
+        for pattern in patterns(model.__pydantic_core_schema__):
+            assert pattern in models.PATTERN_WORDS, f"{model.__name__}: no words for {pattern!r}"
+
+
+def request_models() -> list[type[BaseModel]]:
+    modules = (models, subscriptions)
+    found = {
+        value
+        for module in modules
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, BaseModel) and value is not BaseModel
+    }
+    return sorted(found, key=lambda model: model.__name__)
+
+
+def patterns(schema: Any) -> set[str]:
+    """Every string pattern in a pydantic core schema."""
+    if isinstance(schema, dict):
+        found = (
+            {schema["pattern"]} if schema.get("type") == "str" and "pattern" in schema else set()
+        )
+        return found.union(*(patterns(value) for value in schema.values()))
+    if isinstance(schema, list | tuple):
+        return set().union(*(patterns(value) for value in schema))
+    return set()
 
 
 async def test_true_and_false_are_not_numbers(client: TestClient, auth: dict[str, str]) -> None:

@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from bridge.api.models import PATTERN_WORDS
 from bridge.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed, json_pointer
 from bridge.items import dumps
 from bridge.keys import SETTINGS
@@ -137,11 +138,14 @@ def _too_large(size: int | None, limit: int) -> PayloadTooLarge:
 def _message(problem: ErrorDetails) -> str:
     if problem["type"] == "is_instance_of":  # JsonObject: pydantic would name a Python class
         return "Input should be a JSON object"
+    if problem["type"] == "string_pattern_mismatch":  # pydantic would show the regex
+        return PATTERN_WORDS.get(problem.get("ctx", {}).get("pattern", ""), problem["msg"])
     return problem["msg"]
 
 
 def validation_error(exc: ValidationError, within: tuple[str, ...] = ()) -> ValidationFailed:
-    problems = exc.errors(include_url=False, include_context=False, include_input=False)
+    # The context (a pattern) picks the words; neither it nor the input goes into the answer.
+    problems = exc.errors(include_url=False, include_input=False)
     details = [
         {"pointer": json_pointer([*within, *p["loc"]]), "message": _message(p)} for p in problems
     ]

@@ -70,6 +70,10 @@ def _list_of(names: tuple[str, ...]) -> str:
     return f"^{one}(?:,{one})*$"
 
 
+# A cursor the API hands out (base64url), and a queue's name.
+CURSOR = r"^[A-Za-z0-9_-]*$"
+QUEUE_NAME = r"^[A-Za-z0-9_.-]+$"
+
 # An event id, from the query or the Last-Event-ID header: the one parser of both.
 EventId = Annotated[int, Field(ge=0, le=MAX_EVENT_ID), Digits]
 Limit = Annotated[int, Field(ge=1, le=500), Digits]
@@ -191,7 +195,7 @@ class WorkflowJobsQuery(BaseModel):
         None,
         min_length=1,  # an empty one is no cursor the API hands out
         max_length=512,
-        pattern=r"^[A-Za-z0-9_-]*$",
+        pattern=CURSOR,
         description="next_cursor of the previous page",
     )
     execution_id: str | None = id_field("only the jobs of this n8n execution")
@@ -202,6 +206,15 @@ UnixTime = Annotated[
     float, BeforeValidator(_ascii_decimal), WithJsonSchema({"type": "string", "pattern": DECIMAL})
 ]
 _STATUSES = tuple(status.value for status in JobStatus)
+STATUS_LIST = f"^(?:{'|'.join(_STATUSES)})(?:,(?:{'|'.join(_STATUSES)}))*$"
+# Each pattern a request's field must match, in words: `body.validation_error` says these, not
+# pydantic's "String should match pattern '^[^\x00-…'" (tests/test_api_errors.py keeps it whole).
+PATTERN_WORDS = {
+    NO_CONTROL: "must contain no control characters",
+    CURSOR: "must be a next_cursor the API handed out (ASCII letters, digits, '-' and '_')",
+    QUEUE_NAME: "must be a queue's name: ASCII letters, digits, '.', '-' and '_'",
+    STATUS_LIST: f"must be one or more of {', '.join(_STATUSES)}, separated by commas",
+}
 
 
 class AdminJobsQuery(BaseModel):
@@ -212,7 +225,7 @@ class AdminJobsQuery(BaseModel):
     status: str | None = Field(
         None,
         max_length=64,
-        pattern=f"^(?:{'|'.join(_STATUSES)})(?:,(?:{'|'.join(_STATUSES)}))*$",
+        pattern=STATUS_LIST,
         description=f"jobs in any of these statuses, comma-separated: {', '.join(_STATUSES)}",
     )
     processing_type: str | None = Field(
@@ -222,7 +235,7 @@ class AdminJobsQuery(BaseModel):
         None,
         min_length=1,
         max_length=64,
-        pattern=r"^[A-Za-z0-9_.-]+$",
+        pattern=QUEUE_NAME,
         description="the queue a background job was routed to (sync jobs have none)",
     )
     workflow_id: str | None = id_field("only the jobs of this workflow")
@@ -236,7 +249,7 @@ class AdminJobsQuery(BaseModel):
         None,
         min_length=1,
         max_length=512,
-        pattern=r"^[A-Za-z0-9_-]*$",
+        pattern=CURSOR,
         description="next_cursor of the previous page (the other filters must stay the same)",
     )
 

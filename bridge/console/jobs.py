@@ -50,7 +50,7 @@ def _utc(name: str, value: str) -> float:
     except ValueError:
         reason = "expected a date and time such as 2025-05-01T13:30 (UTC)"
         raise ValidationFailed(
-            f"query/{name}: {reason}", details=[{"pointer": f"/query/{name}", "message": reason}]
+            f"/query/{name}: {reason}", details=[{"pointer": f"/query/{name}", "message": reason}]
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)

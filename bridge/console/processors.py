@@ -23,6 +23,9 @@ from bridge.processors.registry import ProcessorSpec
 WORKFLOW = "console"  # the workflow of a try-it run, unless the form names one
 SAMPLE = {"items": '[{"json": {"name": "Ada"}}]', "parameters": "{}", "workflow_id": ""}
 SHOWN_CHARS = 20_000  # of the output items' JSON on the page; the rest is cut, marked
+# Of what was typed into a field, shown again on the page after a run: past this, the field
+# comes back empty with a note of the size (a 10 MB paste would make a 10 MB page).
+SHOWN_AGAIN_BYTES = 256 * 1024
 SHOWN_ERRORS = 100
 # Built-in processors that act on the world: their form says what a try does, and asks first.
 SIDE_EFFECTS = {
@@ -74,6 +77,8 @@ def _page(
     error: BridgeError | None = None,
     outcome: dict[str, Any] | None = None,
 ) -> web.Response:
+    sizes = {name: len(value.encode()) for name, value in values.items()}
+    not_shown = {name: size for name, size in sizes.items() if size > SHOWN_AGAIN_BYTES}
     return page(
         request,
         "processor.html",
@@ -83,7 +88,8 @@ def _page(
         options=_options(spec),
         schema=orjson.dumps(spec.parameters_schema(), option=orjson.OPT_INDENT_2).decode(),
         side_effect=SIDE_EFFECTS.get(spec.name),
-        values=values,
+        values={name: "" if name in not_shown else value for name, value in values.items()},
+        not_shown=not_shown,
         default_workflow=_default_workflow(request),
         error=error,
         outcome=outcome,

@@ -8,6 +8,7 @@ import base64
 import datetime
 import re
 import time
+from html import unescape
 from typing import Any
 
 import pytest
@@ -117,19 +118,24 @@ async def test_each_filter_keeps_only_its_jobs(
     assert "<option selected>failed</option>" in html and "<option selected>bulk</option>" in html
 
 
+STATUSES = "queued, running, completed, failed, cancelled"
+DATE = "expected a date and time such as 2025-05-01T13:30 (UTC)"
+
+
 @pytest.mark.parametrize(
-    ("query", "field"),
+    ("query", "field", "words"),
     [
-        ("?status=bogus", "/query/status"),
-        ("?since=yesterday", "/query/since"),
-        ("?until=2025-13-45T99:99", "/query/until"),
-        ("?since=" + "9" * 100, "/query/since"),
-        ("?cursor=not-a-cursor-we-made", "/query/cursor"),
-        ("?workflow_id=%01", "/query/workflow_id"),
+        ("?status=bogus", "/query/status", f"one or more of {STATUSES}, separated by commas"),
+        ("?since=yesterday", "/query/since", DATE),
+        ("?until=2025-13-45T99:99", "/query/until", DATE),
+        ("?since=" + "9" * 100, "/query/since", DATE),
+        ("?cursor=not-a-cursor-we-made", "/query/cursor", "cursor"),
+        ("?workflow_id=%01", "/query/workflow_id", "no control characters"),
+        ("?execution_id=ex%1b", "/query/execution_id", "no control characters"),
     ],
 )
 async def test_a_bad_filter_is_named_beside_the_form(
-    client: TestClient, admin_token: str, query: str, field: str
+    client: TestClient, admin_token: str, query: str, field: str, words: str
 ) -> None:
     await sign_in(client, admin_token, JOBS)
     answer = await client.get(JOBS + query)
@@ -138,6 +144,12 @@ async def test_a_bad_filter_is_named_beside_the_form(
     assert 'role="alert"' in html and f"<code>{field}</code>" in html
     assert '<form method="get" action="/admin/ui/jobs"' in html and "Traceback" not in html
     assert 'data-live="events"' not in html
+    # In words, each problem once, named by its JSON pointer as the API names it.
+    alert = unescape(html.split('role="alert"')[1].split("</div>")[0])
+    assert re.search(rf"<code>{field}</code>: [^<]*{re.escape(words)}", alert), alert
+    assert "pattern" not in alert and "^" not in alert, alert
+    assert not re.search(r"(?<![/\w])query/", alert), alert  # no "query/since: …" beside it
+    assert alert.count(field) == 1, alert
 
 
 async def test_pages_go_on_with_older_jobs_and_stand_still(

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import html
+import io
 import json
+import re
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -192,12 +195,16 @@ async def test_subscriptions_are_made_and_deleted_through_the_apis_checks(
     ):
         body = {**bad, "workflow_id": bad["workflow_id"] or None}
         api = await client.post("/api/v1/subscriptions", json=body, headers=headers)
-        message = (await api.json())["error"]["message"]
+        error = (await api.json())["error"]
         answer = await client.post(f"{UI}/subscriptions", data={**bad, "csrf": csrf})
-        assert (answer.status, api.status) == (422, 422), message
+        assert (answer.status, api.status) == (422, 422), error["message"]
         page = await answer.text()
-        assert html.escape(message, quote=False) in page.replace("&#39;", "'").replace("&#34;", '"')
-        assert f"<code>{pointer}</code>" in page
+        # The API's problems, each named by its pointer as the API names it ("/url"), once.
+        alert = html.unescape(page.split('role="alert"')[1].split("</div>")[0])
+        for detail in error["details"]:
+            assert f"<code>{detail['pointer']}</code>: {detail['message']}" in alert, alert
+        assert f"<code>{pointer}</code>" in page and f"{pointer}: " not in alert, alert
+        assert not re.search(rf"(?<![/\w]){pointer[1:]}: ", alert), alert  # "url: …" neither
         assert SCRIPT not in page.split("</header>")[1]
         kept = html.unescape(page)
         assert f'value="{bad["url"]}"' in kept
@@ -286,6 +293,39 @@ async def test_try_it_runs_a_processor_as_a_sync_execute_does(
     assert status == 500 and "bad batch: &lt;img src=x" in page and "<img" not in page
     assert "Recorded as job" in page
     assert len(await console_jobs(client, settings)) == 3  # the failures ran; bad input did not
+
+
+async def test_try_it_shows_a_huge_input_back_only_up_to_a_bound(
+    client: TestClient, settings: Settings
+) -> None:
+    """A multi-megabyte textarea is not echoed into the page (nor is its output whole): the
+    field comes back empty, with a note of its size; a small one is kept as typed."""
+    csrf = await sign_in(client, token(settings, "admin"), f"{UI}/processors/echo")
+    items = json.dumps([{"json": {"text": "x" * 1000, "n": n}} for n in range(3000)])
+    assert len(items) > 3_000_000
+    # Run; refused as no JSON; refused with a problem for each of 60,000 items.
+    not_objects = json.dumps([{"json": n} for n in range(60_000)])
+    for typed, status in ((items, 200), (items[:-1], 400), (not_objects, 422)):
+        form = {"items": typed, "parameters": "{}", "csrf": csrf}
+        posted = await client.post(  # a stream: aiohttp warns of a large body sent whole
+            f"{UI}/processors/echo/try",
+            data=io.BytesIO(urlencode(form).encode()),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        answer, page = posted.status, await posted.text()
+        assert answer == status, page[:2000]
+        assert len(page.encode()) < 100_000, len(page.encode())
+        field = re.search(r'<textarea id="items" ([^>]*)>(.*?)</textarea>', page, re.S)
+        assert field and field[2] == "" and 'aria-describedby="items-not-shown"' in field[1]
+        note = f"not shown again ({len(typed.encode())} bytes)"
+        assert f'<p class="muted" id="items-not-shown">What was typed here was {note}' in page
+        assert ">{}</textarea>" in page  # the small field beside it, kept
+        if status == 422:  # the first problems, and how many more
+            assert page.count("<code>/items/") == 20 and "and 59980 more problems" in page
+    small = json.dumps([{"json": {"text": "y" * 1000}}] * 100)
+    answer, page = await try_it(client, "echo", csrf, items=small)
+    assert answer == 200 and f">{small}</textarea>" in html.unescape(page)
+    assert "not shown again" not in page
 
 
 async def test_try_it_keeps_the_apis_limits(make_client: ClientFactory, settings: Settings) -> None:

@@ -106,20 +106,34 @@ def assert_fits_a_phone(browser: Browser) -> None:
     )
 
 
-# The pages, and an error page (a link to a job since purged, say).
-SHOWN = {**PAGES, "missing-job": "jobs/" + "0" * 32}
+# The pages, an error page (a link to a job since purged, say) and a form's problems, with
+# their status.
+SHOWN = {**PAGES, "missing-job": "jobs/" + "0" * 32, "bad-filter": "jobs?status=bogus&since=x"}
+STATUS = {"missing-job": 404, "bad-filter": 422}
+
+
+def assert_no_console_errors(browser: Browser, *, status: int = 200) -> None:
+    """Nothing the page's console reported since the last look: no script error, no load that
+    failed, no Content Security Policy violation (an inline script or style, say). An error
+    page's own status (`status`) is the one failed load Chromium reports of it."""
+    own = f"{browser.driver.current_url} - Failed to load resource: the server responded with a "
+    errors = [e for e in browser.console_errors() if not e.startswith(f"{own}status of {status} ")]
+    assert not errors, f"{browser.path}: {errors}"
 
 
 @pytest.mark.parametrize("name", SHOWN)
 def test_each_page_is_labelled_and_fits_a_phone(signed_in: Browser, job_id: str, name: str) -> None:
     browser = signed_in
+    browser.console_errors()  # what earlier tests' pages said is theirs
     browser.open(ui(SHOWN[name].format(job=job_id)))
+    assert_no_console_errors(browser, status=STATUS.get(name, 200))
     assert_accessible(browser)
     assert_no_control_overlaps(browser)
     browser.screenshot(name)
     browser.phone()
     try:
         browser.driver.refresh()
+        assert_no_console_errors(browser, status=STATUS.get(name, 200))
         assert_accessible(browser)
         assert_fits_a_phone(browser)
         assert_no_control_overlaps(browser)
@@ -131,13 +145,32 @@ def test_each_page_is_labelled_and_fits_a_phone(signed_in: Browser, job_id: str,
 
 def test_the_sign_in_page_is_labelled_and_fits_a_phone(signed_in: Browser) -> None:
     browser = signed_in
+    browser.console_errors()
     browser.submit("form[action$='logout'] button")
     assert browser.path.startswith(ui("login"))
+    assert_no_console_errors(browser)
     assert_accessible(browser)
     browser.screenshot("login")
     browser.phone()
     try:
         browser.driver.refresh()
+        assert_no_console_errors(browser)
         assert_fits_a_phone(browser)
     finally:
         browser.desktop()
+
+
+def test_an_inline_script_is_refused_and_reported(signed_in: Browser) -> None:
+    """The check above is no blind one: a script written into the page (as an injection would)
+    is refused by the CSP, and the refusal is among what the console reported."""
+    browser = signed_in
+    browser.open(ui())
+    browser.console_errors()
+    browser.driver.execute_script(
+        "const s = document.createElement('script');"
+        "s.textContent = 'window.injected = true';"
+        "document.head.append(s);"
+    )
+    errors = eventually(browser.console_errors, message="no CSP violation reported")
+    assert any("Content Security Policy" in error and "inline" in error for error in errors), errors
+    assert browser.driver.execute_script("return window.injected") is None
