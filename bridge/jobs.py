@@ -70,6 +70,18 @@ class JobError(BaseModel):
 CallbackState = Literal["none", "pending", "delivered", "failed"]
 
 
+MAX_CALLBACK_HISTORY = 20
+
+
+class CallbackAttempt(BaseModel):
+    """One attempt to deliver a job's callback, as the job's page shows it."""
+
+    attempt: int = Field(description="its number, from 1 (again from 1 after a replay)")
+    at: float = Field(description="when its outcome was known (Unix time)")
+    outcome: Literal["delivered", "failed"]
+    error: str | None = Field(None, description="why it failed (URLs redacted)")
+
+
 class Callback(BaseModel):
     """Where a background job's outcome goes, and how far its delivery got."""
 
@@ -89,6 +101,15 @@ class Callback(BaseModel):
         "host's circuit breaker being open",
     )
     delivered_at: float | None = None
+    history: list[CallbackAttempt] = Field(
+        default_factory=list,
+        description=f"each attempt with its outcome, the last {MAX_CALLBACK_HISTORY}",
+    )
+
+    def with_attempt(self, attempt: int, outcome: str, error: str | None) -> list[CallbackAttempt]:
+        """The history with one more attempt, the oldest dropped past MAX_CALLBACK_HISTORY."""
+        entry = CallbackAttempt(attempt=attempt, at=time.time(), outcome=outcome, error=error)
+        return [*self.history, entry][-MAX_CALLBACK_HISTORY:]
 
 
 class JobRecord(BaseModel):

@@ -546,6 +546,9 @@ class WorkerPool:
         job = self._callbacks.get(delivery.job_id) or await self._store.get(delivery.job_id)
         if job is None or job.callback is None:
             return
+        history = job.callback.history
+        if delivery.attempts > job.callback.attempts:  # an attempt failed since: keep it
+            history = job.callback.with_attempt(delivery.attempts, "failed", delivery.last_error)
         state = job.callback.model_copy(
             update={
                 "state": "pending",
@@ -553,6 +556,7 @@ class WorkerPool:
                 "last_error": delivery.last_error,
                 "next_attempt_at": delivery.next_attempt_at,
                 "waiting_for": delivery.waiting_for,
+                "history": history,
             }
         )
         job = job.model_copy(update={"callback": state})
@@ -566,14 +570,16 @@ class WorkerPool:
             return
         job = self._callbacks.pop(delivery.job_id, None) or await self._store.get(delivery.job_id)
         if job is not None and job.callback is not None:
+            outcome = "delivered" if delivered else "failed"
             state = job.callback.model_copy(
                 update={
-                    "state": "delivered" if delivered else "failed",
+                    "state": outcome,
                     "attempts": delivery.attempts,
                     "last_error": reason,
                     "next_attempt_at": None,
                     "waiting_for": None,
                     "delivered_at": time.time() if delivered else None,
+                    "history": job.callback.with_attempt(delivery.attempts, outcome, reason),
                 }
             )
             await self._store.save(job.model_copy(update={"callback": state}))

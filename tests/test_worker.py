@@ -272,6 +272,18 @@ async def test_callback_retries_keep_the_webhook_id(
     assert {c.headers["webhook-id"] for c in calls} == {f"cb_{accepted['job_id']}"}
     await asyncio.sleep(0.2)
     assert len(target.received) == 4  # delivered once it got its 200; nothing after
+    # Each attempt is kept on the job, with its outcome (the console's job page shows them).
+    done = await after_callback(client, auth, accepted["job_id"], "delivered")
+    history = done["callback"]["history"]
+    assert [(a["attempt"], a["outcome"]) for a in history] == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "failed"),
+        (4, "delivered"),
+    ]
+    assert "503" in history[0]["error"] and "409" in history[2]["error"]
+    assert history[3]["error"] is None
+    assert [a["at"] for a in history] == sorted(a["at"] for a in history)
 
 
 async def test_a_404_ends_the_callback_as_a_dead_letter(

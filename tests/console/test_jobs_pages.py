@@ -199,6 +199,7 @@ async def test_a_limited_session_sees_only_its_workflows_jobs(
 async def test_a_job_page_shows_items_errors_events_callback_and_trace(
     client: TestClient, auth: dict[str, str], admin_token: str, target: Target
 ) -> None:
+    target.script = [503]  # the first attempt fails: the page lists each attempt
     body = job(
         "fail_odd",
         [{"json": {"n": n, "label": f"item-{n}"}} for n in range(PREVIEW_ITEMS + 5)],
@@ -233,6 +234,11 @@ async def test_a_job_page_shows_items_errors_events_callback_and_trace(
     ]
     assert order == sorted(order) and "<strong>callback.delivered</strong>" in timeline
     assert ">delivered</span>" in html and "resume-secret" not in html
+    attempts = html[
+        html.index('id="attempts"') : html.index("</table>", html.index('id="attempts"'))
+    ]
+    assert attempts.count("<tr>") == 3  # the head, the failed attempt, the delivered one
+    assert "HTTP 503" in attempts and ">failed</span>" in attempts
     assert ">Bridge<" in html and 'href="/admin/ui/jobs?workflow_id=wf-page"' in html
     assert 'data-live="events"' not in html  # nothing left to happen
     part = await (await client.get(f"{JOBS}/{job_id}", headers={"X-Console-Partial": "1"})).text()
