@@ -21,7 +21,7 @@ from bridge.aio import stop_tasks
 from bridge.api.edge import no_server_header
 from bridge.api.execute import decode_job_request
 from bridge.api.middleware import errors, observe, trace_header
-from bridge.api.routes import add_routes, served
+from bridge.api.routes import add_routes
 from bridge.auth import Authenticator
 from bridge.backends import open_backend
 from bridge.breaker import Breakers
@@ -82,18 +82,19 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     )
     app[SETTINGS] = settings
     app[REGISTRY] = registry or Registry.load(settings.processors)
-    app[METRICS] = Metrics(
-        settings.color,
-        processors=app[REGISTRY].names(),
-        queues=[queue.name for queue in with_default(settings.queues)],
-        routes=served(),
-    )
     app[AUTH] = Authenticator(settings)
     app[LIFECYCLE] = Lifecycle()
     app[OPENAPI] = build_spec(app[REGISTRY].names())
     add_routes(app)
     if settings.console:
         add_console(app)
+    app[METRICS] = Metrics(
+        settings.color,
+        processors=app[REGISTRY].names(),
+        queues=[queue.name for queue in with_default(settings.queues)],
+        # Every route the router answers, the console's too: their series exist from start-up.
+        routes=[(r.resource.canonical, r.method) for r in app.router.routes() if r.resource],
+    )
     app.on_response_prepare.append(no_server_header)
     app.on_response_prepare.append(trace_header)
     app.cleanup_ctx.extend([_backend, _runner, _http, _execution, _background, _history, _purge])

@@ -90,6 +90,7 @@ LIBRARY_DOORS: dict[str, dict[str, str]] = {
         "processors/template_sandbox.py": "the sandboxed environment: no loader of its own",
         "processors/template_limits.py": "its sandbox's helpers only",
         "processors/template_filters.py": "its filters only",
+        "console/render.py": "the console's own templates, from the package",
     },
     "aiosmtplib": {
         "smtp.py": "BRIDGE_SMTP_HOST only",
@@ -99,6 +100,8 @@ LIBRARY_DOORS: dict[str, dict[str, str]] = {
         "settings.py": "its URL parser only: BRIDGE_REDIS_URL's form, checked at load",
         "stores/redis_db.py": "BRIDGE_REDIS_URL only",
         "stores/redis_log.py": "its exception classes only",
+        "stores/redis_backfill.py": "its script and exception classes; the connection of "
+        "stores/redis_db.py",
         "queues/redis_streams.py": "its exception classes only",
     },
 }

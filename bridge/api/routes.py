@@ -380,11 +380,6 @@ def methods(route: Route) -> tuple[str, ...]:
     return (route.method, "HEAD") if route.method == "GET" else (route.method,)
 
 
-def served() -> list[tuple[str, str]]:
-    """Every (path template, method) the router answers."""
-    return [(route.path, method) for route in ROUTES for method in methods(route)]
-
-
 def add_routes(app: web.Application) -> None:
     for route in ROUTES:
         path = route.path
