@@ -100,11 +100,12 @@ def refuse_cross_site(request: web.Request) -> None:
     """A second wall behind the CSRF token and the SameSite cookie: a POST a browser says came
     from another site (`Sec-Fetch-Site`, `Origin`) is refused."""
     site = request.headers.get("Sec-Fetch-Site")
-    # "null": what a browser sends of a page with `Referrer-Policy: no-referrer`, as the
-    # console's pages are — it says nothing; Sec-Fetch-Site tells then.
-    origin = request.headers.get("Origin", "null")
+    # "null": a sandboxed frame's, or a form that came through a cross-site redirect. (A page
+    # with `Referrer-Policy: no-referrer` sends it for its own forms too: the console's pages
+    # are `same-origin`, so that their forms say where they come from.)
+    origin = request.headers.get("Origin")
     if site not in (None, "same-origin", "none") or (
-        origin != "null" and urlsplit(origin).netloc != request.host
+        origin is not None and (origin == "null" or urlsplit(origin).netloc != request.host)
     ):
         raise Forbidden(
             "this form was sent from another site",

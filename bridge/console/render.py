@@ -5,12 +5,14 @@ refreshing itself) gets only the page's `live` block."""
 from __future__ import annotations
 
 import datetime
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 
 from bridge import __version__
 from bridge.console.sessions import Session
@@ -24,7 +26,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Sent to the console's own pages only (its URLs hold no secret), so that its forms carry
+    # their Origin (a no-referrer page's forms send "null") and the cross-site check can read it.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
@@ -62,9 +66,24 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
+# Characters that change how text around them reads without being seen: bidirectional
+# controls (U+202E turns "exe.txt" into "txt.exe") and zero-width ones ("ex\u200bid" looks like
+# "exid"). Anything a workflow author sent — ids, item JSON, errors — may carry them to make one
+# job look like another's: every value a page shows has them spelled out, as ⟨U+202E⟩.
+_HIDDEN = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
+def _visible(value: Any) -> Any:
+    """Jinja's finalize: a shown string with its hidden characters made visible."""
+    if isinstance(value, str) and not isinstance(value, Markup) and _HIDDEN.search(value):
+        return _HIDDEN.sub(lambda found: f"⟨U+{ord(found.group()):04X}⟩", value)
+    return value
+
+
 ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("bridge.console", "templates"),
     autoescape=True,
+    finalize=_visible,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,

@@ -76,6 +76,7 @@ async def not_found(request: web.Request) -> web.StreamResponse:
 def add_console(app: web.Application) -> None:
     app[SESSIONS] = Sessions(app[AUTH], app[SETTINGS].console_session_ttl_s)
     app[signin.THROTTLE] = SignInThrottle()
+    app[live.OPEN] = {}
     app.on_response_prepare.append(security_headers)
     router = app.router
     router.add_get(PREFIX + "/login", signin.login_form)

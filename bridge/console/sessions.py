@@ -28,6 +28,7 @@ COOKIE = "bridge_console"
 LOGIN_COOKIE = "bridge_console_login"  # binds the sign-in form's CSRF token to its browser
 LOGIN_FORM_S = 600  # how long a sign-in form may be left open
 MAX_SESSIONS = 1000  # the oldest goes past this: memory stays bounded whatever comes
+MAX_PER_CREDENTIAL = 10  # sessions one credential may hold (browsers, tabs signed in apart)
 MAX_CREDENTIAL_CHARS = 8192
 
 
@@ -85,6 +86,11 @@ class Sessions:
             if expires_at <= time.time():  # accepted within the leeway, but past its exp
                 raise AuthenticationFailed("this token has expired; make a new one")
         session = Session(secrets.token_urlsafe(32), credential, principal, expires_at)
+        # One credential's sessions past MAX_PER_CREDENTIAL: its own oldest goes, so signing in
+        # again and again (a workflow-limited token, say) never signs anyone else out.
+        own = [other.id for other in self._open.values() if other.credential == credential]
+        for old in own[: max(0, len(own) - MAX_PER_CREDENTIAL + 1)]:
+            self.close(old)
         self._open[session.id] = session
         while len(self._open) > MAX_SESSIONS:
             self._open.popitem(last=False)

@@ -4,6 +4,7 @@ same in tests/console/test_browser*.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from http.cookies import SimpleCookie
@@ -14,8 +15,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bridge.auth import mint_token
+from bridge.console.live import MAX_PER_SESSION, MAX_STREAMS
 from bridge.console.render import CSP
-from bridge.console.sessions import COOKIE, MAX_SESSIONS, SESSIONS
+from bridge.console.sessions import COOKIE, MAX_PER_CREDENTIAL, MAX_SESSIONS, SESSIONS
 from bridge.console.throttle import DELAY_S, FAILURES
 from bridge.history import History
 from bridge.settings import Settings
@@ -219,10 +221,10 @@ async def test_a_session_ends_with_its_lifetime_and_with_its_token(
     assert (await client.get("/admin/ui/", allow_redirects=False)).status == 303
 
 
-async def test_sessions_are_bounded(client: TestClient, admin_token: str) -> None:
+async def test_sessions_are_bounded(client: TestClient, settings: Settings) -> None:
     sessions = client.app[SESSIONS]
-    for _ in range(MAX_SESSIONS + 50):
-        sessions.open(admin_token)
+    for _ in range(MAX_SESSIONS + 50):  # each a credential of its own
+        sessions.open(mint_token(settings, ["admin"], 300))
     assert len(sessions._open) == MAX_SESSIONS
 
 
@@ -235,7 +237,7 @@ async def test_every_console_answer_carries_the_security_headers(
         assert answer.headers["Content-Security-Policy"] == CSP, path
         assert answer.headers["X-Frame-Options"] == "DENY"
         assert answer.headers["X-Content-Type-Options"] == "nosniff"
-        assert answer.headers["Referrer-Policy"] == "no-referrer"
+        assert answer.headers["Referrer-Policy"] == "same-origin"
     assert (await client.get("/admin/ui/nowhere")).status == 404
     assert "<main" in await (await client.get("/admin/ui/nowhere")).text()
 
@@ -396,7 +398,7 @@ async def test_nothing_but_the_assets_is_cached(client: TestClient, admin_token:
     [
         {"Origin": "https://evil.example"},
         {"Sec-Fetch-Site": "cross-site"},
-        {"Origin": "null", "Sec-Fetch-Site": "same-site"},
+        {"Origin": "null"},
     ],
     ids=["origin", "fetch-metadata", "opaque origin"],
 )
@@ -421,3 +423,80 @@ async def test_a_form_from_another_site_is_refused_even_with_its_token(
     )
     assert answer.status == 200
     assert (await client.get("/ready")).status == 503
+
+
+async def test_one_credential_signing_in_again_and_again_signs_no_one_else_out(
+    client: TestClient, settings: Settings, admin_token: str
+) -> None:
+    await sign_in(client, admin_token)
+    cookie = session_cookie(client)
+    sessions = client.app[SESSIONS]
+    limited = mint_token(settings, ["admin"], 300, workflows=["wf-a"])
+    for _ in range(MAX_SESSIONS + 10):
+        sessions.open(limited)
+    assert sum(s.credential == limited for s in sessions._open.values()) == MAX_PER_CREDENTIAL
+    again = await client.get("/admin/ui/", cookies={COOKIE: cookie}, allow_redirects=False)
+    assert again.status == 200
+
+
+async def test_the_pages_streams_are_bounded_and_end_at_a_drain(
+    client: TestClient, settings: Settings, admin_token: str
+) -> None:
+    csrf = await sign_in(client, admin_token)
+    streams = [await client.get("/admin/ui/events") for _ in range(MAX_PER_SESSION + 1)]
+    assert [s.status for s in streams] == [200] * (MAX_PER_SESSION + 1)
+    # A session holds its share: a new page's stream ends the session's oldest.
+    with contextlib.suppress(aiohttp.ClientError):
+        await read_until_closed(streams.pop(0), 5)
+    # All sessions together hold at most MAX_STREAMS; n8n's streams are not crowded out.
+    others = []
+    for _ in range(MAX_STREAMS):
+        _, cookie = client.app[SESSIONS].open(mint_token(settings, ["admin"], 300))
+        answer = await client.get("/admin/ui/events", cookies={COOKIE: cookie})
+        others.append(answer)
+        if answer.status == 429:
+            break
+    assert [a.status for a in others] == [200] * (MAX_STREAMS - MAX_PER_SESSION) + [429]
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    api = await client.get("/api/v1/events", headers=auth)
+    assert api.status == 200
+    api.close()
+    # A drain ends them within a second or two, and opens no new one.
+    await client.post("/admin/ui/drain", data={"action": "drain", "csrf": csrf})
+    for stream in streams:
+        await read_until_closed(stream, 5)
+    assert (await client.get("/admin/ui/events")).status == 503
+
+
+async def test_hidden_characters_are_spelled_out(client: TestClient, admin_token: str) -> None:
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    workflow = "wf\u202eLIVE\u202c-\u200bab"
+    answer = await client.post(
+        "/api/v1/workflow/execute",
+        json={
+            "processing_type": "echo",
+            "workflow_id": workflow,
+            "execution_id": "ex\u200b\u200bid",
+            "items": [{"json": {"name": "a\u2066b"}}],
+        },
+        headers=auth,
+    )
+    job_id = (await answer.json())["job_id"]
+    await sign_in(client, admin_token)
+    for path in ("/admin/ui/jobs", f"/admin/ui/jobs/{job_id}"):
+        html = await (await client.get(path)).text()
+        assert "wf⟨U+202E⟩LIVE⟨U+202C⟩-⟨U+200B⟩ab" in html, path
+        assert "ex⟨U+200B⟩⟨U+200B⟩id" in html
+        assert not any(ch in html for ch in "\u202e\u202c\u200b\u2066"), path
+
+
+async def test_an_error_page_leads_on_to_what_its_reader_may_open(
+    client: TestClient, settings: Settings
+) -> None:
+    signed_out = await client.post("/admin/ui/drain", data={"action": "drain"})
+    assert 'href="/admin/ui/login">Sign in<' in await signed_out.text()
+    limited = mint_token(settings, ["admin"], 300, workflows=["wf-a"])
+    html = await (await client.get(LOGIN)).text()
+    await client.post(LOGIN, data={"credential": limited, "csrf": csrf_of(html)})
+    refused = await (await client.get("/admin/ui/dead-letters")).text()
+    assert 'href="/admin/ui/jobs">Back to the jobs<' in refused
