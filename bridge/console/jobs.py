@@ -37,33 +37,49 @@ JOBS = "/admin/ui/jobs"
 
 
 def _form(request: web.Request) -> dict[str, str]:
-    """The filters as the form sent them, and the cursor: the fields given (empty: any)."""
-    return {name: value for name in (*FILTERS, "cursor") if (value := request.query.get(name))}
+    """The filters as the form sent them, and the cursor: the fields given (empty: any). The
+    status select may send several: one or more, comma-separated, as GET /admin/jobs takes."""
+    form = {name: value for name in (*FILTERS, "cursor") if (value := request.query.get(name))}
+    if statuses := [value for value in request.query.getall("status", []) if value]:
+        form["status"] = ",".join(statuses)
+    return form
 
 
-def _utc(name: str, value: str) -> float:
-    """A datetime-local value (no zone: UTC) as Unix time."""
+def _utc(value: str) -> float | None:
+    """A datetime-local value (no zone: UTC) as Unix time; None if it is not one."""
     try:
         if len(value) > MAX_TIME_CHARS:
-            raise ValueError(value)
+            return None
         moment = datetime.datetime.fromisoformat(value)
     except ValueError:
-        reason = "expected a date and time such as 2025-05-01T13:30 (UTC)"
-        raise ValidationFailed(
-            f"/query/{name}: {reason}", details=[{"pointer": f"/query/{name}", "message": reason}]
-        ) from None
+        return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp()
 
 
+TIME_WANTED = "expected a date and time such as 2025-05-01T13:30 (UTC)"
+
+
 def _query(form: dict[str, str]) -> AdminJobsQuery:
+    """The query the form asks for; ValidationFailed naming every field that is wrong."""
     values: dict[str, Any] = {name: value for name, value in form.items() if name not in TIMES}
-    values.update({name: _utc(name, form[name]) for name in TIMES if name in form})
+    problems = []
+    for name in TIMES:
+        if name in form:
+            values[name] = _utc(form[name])
+            if values[name] is None:
+                del values[name]
+                problems.append({"pointer": f"/query/{name}", "message": TIME_WANTED})
     try:
-        return AdminJobsQuery.model_validate({**values, "limit": PAGE_SIZE})
+        query = AdminJobsQuery.model_validate({**values, "limit": PAGE_SIZE})
     except ValidationError as exc:
-        raise validation_error(exc, within=("query",)) from None
+        failed = validation_error(exc, within=("query",))
+        problems += failed.details or []
+    if problems:
+        first = problems[0]
+        raise ValidationFailed(f"{first['pointer']}: {first['message']}", details=problems)
+    return query
 
 
 async def job_list(request: web.Request) -> web.StreamResponse:

@@ -70,7 +70,7 @@ async def test_the_list_shows_every_job_newest_first_and_is_live(
     html = await answer.text()
     assert LINK.findall(html) == ids[::-1]
     assert 'data-live="events"' in html and '<div id="live">' in html
-    for label in ("Status", "Processor", "Queue", "Workflow id", "Execution id"):
+    for label in ("Status (none chosen: any)", "Processor", "Queue", "Workflow id", "Execution id"):
         assert f">{label}</label>" in html
     assert "Created from (UTC)" in html and 'type="datetime-local"' in html
     assert ">completed</span>" in html and ">wf-2<" in html and ">ex-0<" in html
@@ -344,3 +344,21 @@ async def test_retry_needs_the_csrf_token_and_opens_the_new_job(
     html = await (await client.get(answer.headers["Location"])).text()
     assert f'Retried as job <a href="{JOBS}/{new_id}">{new_id}</a>' in html
     assert (await finished(client, auth, new_id))["status"] == "failed"
+
+
+async def test_every_bad_filter_is_named_and_statuses_combine(
+    client: TestClient, auth: dict[str, str], admin_token: str
+) -> None:
+    await sign_in(client, admin_token, JOBS)
+    answer = await client.get(f"{JOBS}?since=garbage&until=x&status=zzz")
+    assert answer.status == 422
+    html = await answer.text()
+    for pointer in ("/query/since", "/query/until", "/query/status"):
+        assert f"<code>{pointer}</code>" in html, pointer
+    ok = await submit(client, auth, job("echo"))
+    bad = await submit(client, auth, job("fail_odd", [{"json": {"n": 1}}]))
+    await finished(client, auth, ok)
+    await finished(client, auth, bad)
+    both = await (await client.get(f"{JOBS}?status=completed&status=failed")).text()
+    assert ok in both and bad in both
+    assert both.count(" selected>") >= 2  # the two statuses stay chosen
