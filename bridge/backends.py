@@ -48,7 +48,12 @@ class EventStore(EventLog, Protocol):
 
 
 class DeadLetterStore(Outbox, Protocol):
-    async def dead_letters(self, limit: int, before: float | None = None) -> list[Delivery]: ...
+    async def dead_letters(
+        self, limit: int, older_than: tuple[float, str] | None = None
+    ) -> list[Delivery]:
+        """Up to `limit` dead letters, newest first by (created_at, id) — created_at: when the
+        letter was made, or last replayed — those after `older_than` in that order (the
+        (created_at, id) of the previous page's last)."""
 
     async def get(self, delivery_id: str) -> Delivery | None: ...
 

@@ -11,8 +11,9 @@ from aiohttp.test_utils import TestClient
 
 from bridge.api.models import AdminStatus, DrainAnswer
 from bridge.ids import new_id
-from bridge.keys import LIFECYCLE
+from bridge.keys import LIFECYCLE, OUTBOX
 from bridge.settings import Settings
+from bridge.webhooks import Delivery
 from tests.conftest import ClientFactory, token
 from tests.smtp_server import free_port
 from tests.test_worker import after_callback, finished, job
@@ -245,6 +246,128 @@ async def test_a_dead_callback_is_replayed_with_its_webhook_id(
     assert left["dead_letters"] == []
     missing = await client.post("/admin/dead-letters/nope/replay", headers=admin(settings))
     assert missing.status == 404
+
+
+async def every_letter(
+    client: TestClient, settings: Settings, limit: int, follow: str, count: int
+) -> list[dict[str, Any]]:
+    """The dead letters, page by page of `limit`, following `next_before` (follow "before") or
+    `next_cursor` ("cursor") to the end; a paging that goes on past twice `count` fails."""
+    seen: list[dict[str, Any]] = []
+    params = {"limit": str(limit)}
+    while len(seen) <= 2 * count:
+        answer = await client.get("/admin/dead-letters", params=params, headers=admin(settings))
+        assert answer.status == 200, await answer.text()
+        body = await answer.json()
+        seen += body["dead_letters"]
+        following = body[f"next_{follow}"]
+        if following is None:
+            return seen
+        params = {"limit": str(limit), follow: repr(following) if follow == "before" else following}
+    raise AssertionError(f"paging went on past {len(seen)} letters of {count}")
+
+
+def newest_first(letters: list[dict[str, Any]]) -> list[str]:
+    """The ids of `letters` in the order the listing promises: by created_at, then id, newest
+    first."""
+    return [
+        d["id"] for d in sorted(letters, key=lambda d: (d["created_at"], d["id"]), reverse=True)
+    ]
+
+
+async def test_letters_replayed_and_dead_again_are_paged_newest_first_each_once(
+    make_client: ClientFactory, settings: Settings, auth: dict[str, str]
+) -> None:
+    """Reported: after "Replay all" and the letters' death again, the listing was in no order
+    and `next_before` served the same page forever (embedded: the replay's created_at reached
+    the record but not the column the store sorts by)."""
+    client = await make_client(retry_base_s=0.01, callback_max_attempts=1, breaker_failures=1000)
+    for _ in range(12):  # each to its own closed port
+        body = job("echo", callback_url=f"http://127.0.0.1:{free_port()}/cb")
+        assert (await client.post(EXECUTE, json=body, headers=auth)).status == 202
+    first = await dead_letters(client, settings, 12)
+    replayed_at = time.time()
+    again = {letter["id"] for letter in first[-5:]}  # the oldest five
+    for letter_id in again:
+        answer = await client.post(
+            f"/admin/dead-letters/{letter_id}/replay", headers=admin(settings)
+        )
+        assert answer.status == 200
+    for _ in range(500):
+        answer = await client.get("/admin/dead-letters?limit=500", headers=admin(settings))
+        letters = (await answer.json())["dead_letters"]
+        dead_again = {d["id"] for d in letters if d["created_at"] >= replayed_at}
+        if len(letters) == 12 and dead_again == again:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError(f"the replayed letters did not die again: {letters}")
+    assert [d["id"] for d in letters] == newest_first(letters)
+    assert {d["id"] for d in letters[:5]} == again  # made again: the newest
+    for follow in ("before", "cursor"):
+        paged = await every_letter(client, settings, 5, follow, 12)
+        assert [d["id"] for d in paged] == newest_first(letters), follow
+
+
+def dead_letter(created_at: float, kind: str = "callback") -> Delivery:
+    letter_id = f"evt_7_{new_id()}" if kind == "event" else f"cb_{new_id()}"
+    return Delivery(
+        id=letter_id,
+        kind="event" if kind == "event" else "callback",
+        state="dead",
+        url="http://127.0.0.1:9/cb",
+        job_id=None if kind == "event" else new_id(),
+        created_at=created_at,
+        dead_at=created_at + 1,
+        attempts=1,
+        last_error="connection refused",
+    )
+
+
+async def put_dead(client: TestClient, letters: list[Delivery]) -> None:
+    outbox = client.app[OUTBOX]
+    for letter in letters:
+        outbox.put(letter)
+    await outbox.flush()
+
+
+async def test_dead_letters_made_in_the_same_instant_are_each_paged_once(
+    client: TestClient, settings: Settings
+) -> None:
+    """Letters that share a created_at (a coarse clock, many made at once) are each reached
+    once by next_cursor, whichever page boundary falls among them; `before`, a bare time, means
+    strictly before it."""
+    at = time.time()
+    tied = [dead_letter(at) for _ in range(7)]
+    others = [dead_letter(at - 2), dead_letter(at - 1), dead_letter(at + 1)]
+    # Made at one time, then again (a replay) at another: listed by the last.
+    moved = dead_letter(at - 3)
+    await put_dead(client, [*tied, *others, moved])
+    moved = moved.model_copy(update={"created_at": at + 2})
+    await put_dead(client, [moved])
+    everything = [d.shown() for d in (*tied, *others, moved)]
+    for limit in (1, 3, 7, 500):
+        paged = await every_letter(client, settings, limit, "cursor", 11)
+        assert [d["id"] for d in paged] == newest_first(everything), limit
+    older = await client.get(
+        "/admin/dead-letters", params={"before": repr(at)}, headers=admin(settings)
+    )
+    assert [d["id"] for d in (await older.json())["dead_letters"]] == [
+        others[1].id,
+        others[0].id,
+    ]
+    for params, pointer in (
+        ({"cursor": "bm90IGEgY3Vyc29y"}, "/query/cursor"),
+        ({"cursor": "="}, "/query/cursor"),
+    ):
+        refused = await client.get("/admin/dead-letters", params=params, headers=admin(settings))
+        assert refused.status == 422
+        details = (await refused.json())["error"]["details"]
+        assert [detail["pointer"] for detail in details] == [pointer]
+    both = await client.get(
+        "/admin/dead-letters", params={"before": repr(at), "cursor": "x"}, headers=admin(settings)
+    )
+    assert both.status == 422
 
 
 async def test_a_failed_job_is_retried_as_a_new_job(

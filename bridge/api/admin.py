@@ -10,7 +10,7 @@ from bridge import __version__
 from bridge.api.body import json_response, parse_query
 from bridge.api.execute import accepted_response
 from bridge.api.models import DeadLettersQuery
-from bridge.errors import Conflict, NotFound
+from bridge.errors import Conflict, NotFound, ValidationFailed
 from bridge.keys import (
     BACKEND,
     BREAKERS,
@@ -23,6 +23,7 @@ from bridge.keys import (
     TRACE_ID,
     WORKERS,
 )
+from bridge.stores.base import LETTER_KEY, decode_cursor, encode_cursor
 from bridge.webhooks import Delivery
 
 
@@ -81,14 +82,38 @@ async def _dead_letter_count(app: web.Application) -> int | None:
 
 
 async def dead_letters(request: web.Request) -> web.Response:
+    """A page of dead letters, newest first by (created_at, id): created_at is when a letter
+    was made, or last replayed (a replay starts its attempts anew; if they fail, it is made again).
+    """
     query = parse_query(request, DeadLettersQuery)
-    letters = await request.app[OUTBOX].dead_letters(query.limit, query.before)
-    more = len(letters) == query.limit
+    letters = await request.app[OUTBOX].dead_letters(query.limit + 1, older_than(query))
+    last = letters[query.limit - 1] if len(letters) > query.limit else None
     return json_response(
         {
-            "dead_letters": [letter.shown() for letter in letters],
-            "next_before": letters[-1].created_at if more else None,
+            "dead_letters": [letter.shown() for letter in letters[: query.limit]],
+            "next_cursor": encode_cursor(last.created_at, last.id) if last else None,
+            "next_before": last.created_at if last else None,
         }
+    )
+
+
+def older_than(query: DeadLettersQuery) -> tuple[float, str] | None:
+    """Where a page of dead letters starts: after the cursor's letter; or, given `before`,
+    after every letter made at that time (no id sorts before ""). 422 for a cursor the API did
+    not hand out, or for both."""
+    if query.cursor is None:
+        return None if query.before is None else (query.before, "")
+    if query.before is not None:
+        raise _bad_cursor("give cursor or before, not both")
+    try:
+        return decode_cursor(query.cursor, LETTER_KEY)
+    except ValueError as exc:
+        raise _bad_cursor(str(exc)) from None
+
+
+def _bad_cursor(problem: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"/query/cursor: {problem}", details=[{"pointer": "/query/cursor", "message": problem}]
     )
 
 

@@ -22,6 +22,7 @@ from bridge.items import NOT_BOOL, JsonInt, JsonObject, N8nBinary, N8nItem, Pair
 from bridge.jobs import ItemErrorModel, JobRecord, JobStatus
 from bridge.stores.base import JobFilter
 from bridge.subscriptions import Subscription
+from bridge.webhooks import Delivery
 from bridge.workflow_limit import WorkflowLimit
 
 
@@ -338,18 +339,32 @@ class DeadLettersQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: Limit = Field(50, description="dead letters per page, at most 500")
+    cursor: str | None = Field(
+        None,
+        min_length=1,  # an empty one is no cursor the API hands out
+        max_length=512,
+        pattern=CURSOR,
+        description="next_cursor of the previous page (not with `before`)",
+    )
     # A string to the schema: a client writes a `number` as it likes (`5e-324`), this is taken
     # in one spelling only.
-    before: (
-        Annotated[
-            float,
-            BeforeValidator(_ascii_decimal),
-            WithJsonSchema({"type": "string", "pattern": DECIMAL}),
-        ]
-        | None
-    ) = Field(
+    before: UnixTime | None = Field(
         None,
-        description="next_before of the previous page: a Unix time in decimal digits, no exponent",
+        description="the letters made strictly before this Unix time (decimal digits, no "
+        "exponent). Kept for clients of next_before: letters made in the same instant as a "
+        "page's last may be skipped; page with cursor",
+    )
+
+
+class DeadLettersPage(BaseModel):
+    dead_letters: list[Delivery] = Field(
+        description="newest first by created_at — when the letter was made, or last replayed "
+        "(a replay starts its attempts anew) — then by id; each url redacted"
+    )
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null: last")
+    next_before: float | None = Field(
+        description="the last letter's created_at (null: last page), for clients of ?before=; "
+        "next_cursor also reaches the letters made in the same instant"
     )
 
 

@@ -20,6 +20,7 @@ from bridge.api.models import (
     AdminJobsQuery,
     AdminStatus,
     CallbackAck,
+    DeadLettersPage,
     DeadLettersQuery,
     Deleted,
     DrainAnswer,
@@ -226,9 +227,11 @@ ROUTES: tuple[Route, ...] = (
         "admin",
         "admin",
         query=DeadLettersQuery,
+        response=DeadLettersPage,
         cross_workflow=True,
-        description="Callbacks, event webhooks and jobs that gave up, their URLs redacted; page "
-        "with next_before.",
+        description="Callbacks, event webhooks and jobs that gave up, their URLs redacted; "
+        "newest first by created_at (made, or last replayed), then id. Paginated: pass "
+        "next_cursor back as cursor; null is the last page.",
     ),
     Route(
         "POST",

@@ -1,10 +1,11 @@
 """Dead letters: callbacks, event webhooks and jobs that gave up, replayed one at a time or all
 of a kind at once (by the API's own replay, `bridge.api.admin.replay_dead`).
 
-The stores page dead letters by creation time only; the kind filter is applied here, to a
-bounded scan (SCAN_LIMIT letters per page at most, matching or not), so that a page of a rare
-kind among many dead letters costs no more than that. A page that stopped scanning links to the
-older ones as a full page does.
+The stores page dead letters newest first by (created_at, id) only; the kind filter is applied
+here, to a bounded scan (SCAN_LIMIT letters per page at most, matching or not), so that a page of
+a rare kind among many dead letters costs no more than that. A page that stopped scanning links
+to the older ones as a full page does: "Older" carries the cursor of the last letter read, as
+the API's `next_cursor` (`before`, a bare time, is still taken from an old link).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from urllib.parse import urlencode, urlsplit
 from aiohttp import web
 from pydantic import Field
 
-from bridge.api.admin import replay_dead, replay_letter
+from bridge.api.admin import older_than, replay_dead, replay_letter
 from bridge.api.body import parse_query
 from bridge.api.models import DeadLettersQuery
 from bridge.backends import DeadLetterStore
 from bridge.console.render import SESSION, page, redirect, text_field
 from bridge.errors import BridgeError, ValidationFailed
 from bridge.keys import OUTBOX, TRACE_ID
+from bridge.stores.base import encode_cursor
 from bridge.webhooks import Delivery
 
 Kind = Literal["any", "callback", "event", "job"]
@@ -40,32 +42,33 @@ PAGE = "/admin/ui/dead-letters"
 
 
 class DeadLetterFilter(DeadLettersQuery):
-    """The page's query: the API's (limit, before) and a kind."""
+    """The page's query: the API's (limit, cursor or before) and a kind."""
 
     kind: Kind = Field("any", description="callback, event, job, or any")
 
 
 async def matching(
-    outbox: DeadLetterStore, kind: Kind, limit: int, before: float | None
-) -> tuple[list[Delivery], float | None]:
-    """Up to `limit` dead letters of `kind`, newest first, created before `before`; and the
-    `before` of the next page (None: there is none). Reads SCAN_LIMIT letters at most."""
-    chunk = limit if kind == "any" else SCAN_CHUNK
+    outbox: DeadLetterStore, kind: Kind, limit: int, older_than: tuple[float, str] | None
+) -> tuple[list[Delivery], tuple[float, str] | None]:
+    """Up to `limit` dead letters of `kind`, newest first, after `older_than` (a letter's
+    (created_at, id)); and where the next page starts (None: there is none). Reads SCAN_LIMIT
+    letters at most (and one more when `kind` is any, to know whether more remain)."""
+    chunk = limit + 1 if kind == "any" else SCAN_CHUNK
     found: list[Delivery] = []
     scanned = 0
     while True:
-        letters = await outbox.dead_letters(chunk, before)
+        letters = await outbox.dead_letters(chunk, older_than)
         for letter in letters:
             if kind in ("any", letter.kind):
+                if len(found) == limit:  # one more matches: a next page has it
+                    return found, (found[-1].created_at, found[-1].id)
                 found.append(letter)
-                if len(found) == limit:
-                    return found, letter.created_at
         if len(letters) < chunk:
             return found, None
-        before = letters[-1].created_at
+        older_than = (letters[-1].created_at, letters[-1].id)
         scanned += len(letters)
         if scanned >= SCAN_LIMIT:
-            return found, before
+            return found, older_than
 
 
 def host_of(letter: Delivery) -> str:
@@ -74,17 +77,18 @@ def host_of(letter: Delivery) -> str:
     return urlsplit(shown).hostname or shown or "—"
 
 
-def _address(kind: Kind, before: float | None = None) -> str:
+def _address(kind: Kind, after: tuple[float, str] | None = None) -> str:
     query: dict[str, str] = {"kind": kind} if kind != "any" else {}
-    if before is not None:
-        query["before"] = repr(before)
+    if after is not None:
+        query["cursor"] = encode_cursor(*after)
     return PAGE + (f"?{urlencode(query)}" if query else "")
 
 
 async def dead_letters(request: web.Request) -> web.StreamResponse:
     query = parse_query(request, DeadLetterFilter)
     outbox = request.app[OUTBOX]
-    letters, next_before = await matching(outbox, query.kind, query.limit, query.before)
+    start = older_than(query)
+    letters, following = await matching(outbox, query.kind, query.limit, start)
     rows = [
         {"letter": letter, "url": letter.shown()["url"], "host": host_of(letter)}
         for letter in letters
@@ -98,8 +102,8 @@ async def dead_letters(request: web.Request) -> web.StreamResponse:
         plural=PLURAL[query.kind],
         rows=rows,
         total=await outbox.count_dead(),
-        older=_address(query.kind, next_before) if next_before is not None else None,
-        newest=_address(query.kind) if query.before is not None else None,
+        older=_address(query.kind, following) if following is not None else None,
+        newest=_address(query.kind) if start is not None else None,
         replay_limit=REPLAY_LIMIT,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -155,26 +155,30 @@ class Store(JobStore, Ledger, Protocol):
 
 
 _JOB_ID = re.compile("[0-9a-f]{32}").fullmatch
+# A dead letter's id in a cursor (`cb_`/`job_` and a job id, `evt_<event id>_<subscription id>`):
+# only its place among the letters made at the same time is read from it, so any id of this
+# form is a place to start (a cursor is where a page starts, not a credential).
+LETTER_KEY = re.compile("[0-9a-z_]{1,64}").fullmatch
 
 
-def encode_cursor(created_at: float, job_id: str) -> str:
-    """A page cursor of `list_for_workflow`: the last job's (created_at, job_id)."""
-    return base64.urlsafe_b64encode(orjson.dumps([created_at, job_id])).decode().rstrip("=")
+def encode_cursor(created_at: float, key: str) -> str:
+    """A page cursor: the last row's (created_at, key) — a job's id (`list_for_workflow`,
+    `list_jobs`) or a dead letter's (`/admin/dead-letters`)."""
+    return base64.urlsafe_b64encode(orjson.dumps([created_at, key])).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    """The (created_at, job_id) of `encode_cursor`: a finite number and a job id, or ValueError."""
+def decode_cursor(cursor: str, valid_key: Callable[[str], object] = _JOB_ID) -> tuple[float, str]:
+    """The (created_at, key) of `encode_cursor`: a finite number and a key `valid_key` takes
+    (a job id unless told), or ValueError."""
     try:
-        created_at, job_id = orjson.loads(
-            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        )
+        created_at, key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, TypeError, orjson.JSONDecodeError):
-        created_at = job_id = None
+        created_at = key = None
     if (
         type(created_at) not in (int, float)
         or not math.isfinite(created_at)
-        or not isinstance(job_id, str)
-        or not _JOB_ID(job_id)
+        or not isinstance(key, str)
+        or not valid_key(key)
     ):
         raise ValueError("not a cursor this API handed out")
-    return float(created_at), job_id
+    return float(created_at), key

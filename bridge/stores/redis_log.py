@@ -11,7 +11,8 @@ so that its events are found without reading the stream.
 Each instance keeps its pending deliveries in its own hash (`outbox:{consumer}`), so none is sent
 twice by two living instances; the outbox of an instance that stopped living is adopted by the
 next instance that asks for pending deliveries. Dead letters are shared (`dead`, indexed by
-creation time in `dead:index`).
+creation time in `dead:index`: a sorted set orders those of one time by id, as the embedded
+listing does).
 """
 
 from __future__ import annotations
@@ -294,15 +295,40 @@ class RedisOutbox:
         deliveries = [Delivery.model_validate_json(raw) for raw in found.values()]
         return sorted(deliveries, key=lambda d: d.created_at)
 
-    async def dead_letters(self, limit: int, before: float | None = None) -> list[Delivery]:
+    async def dead_letters(
+        self, limit: int, older_than: tuple[float, str] | None = None
+    ) -> list[Delivery]:
+        """Dead letters, newest first by (created_at, id); `older_than`: the (created_at, id) of
+        the previous page's last."""
         await self._db.flush()
-        ids = await self._db.redis.zrevrangebyscore(
-            key("dead", "index"), f"({before}" if before is not None else "+inf", "-inf", 0, limit
-        )
+        index = key("dead", "index")
+        if older_than is None:
+            ids = await self._db.redis.zrevrangebyscore(index, "+inf", "-inf", 0, limit)
+        else:
+            at, after = older_than
+            ids = await self._tied_before(at, after.encode(), limit) if after else []
+            if len(ids) < limit:
+                ids += await self._db.redis.zrevrangebyscore(
+                    index, f"({num(at)}", "-inf", 0, limit - len(ids)
+                )
         if not ids:
             return []
         found = await self._db.redis.hmget(key("dead"), ids)
         return [Delivery.model_validate_json(raw) for raw in found if raw]
+
+    async def _tied_before(self, at: float, after: bytes, limit: int) -> list[bytes]:
+        """Up to `limit` ids of the letters made at `at` that come after `after` (by id,
+        descending, as Redis orders one score's members: byte by byte). Those before it are read
+        past, a cost of how many letters were made in that one instant, not of all of them."""
+        index, score, offset = key("dead", "index"), num(at), 0
+        found: list[bytes] = []
+        while len(found) < limit:
+            tied = await self._db.redis.zrevrangebyscore(index, score, score, offset, SCAN_CHUNK)
+            found += [letter_id for letter_id in tied if letter_id < after][: limit - len(found)]
+            if len(tied) < SCAN_CHUNK:
+                break
+            offset += len(tied)
+        return found
 
     async def get(self, delivery_id: str) -> Delivery | None:
         pending, delivery = self._db.pending("deliveries", delivery_id)

@@ -29,7 +29,10 @@ TABLES = (
     Table(
         "deliveries",
         "INSERT INTO deliveries (id, state, created_at, record) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record",
+        # created_at too: a dead letter replayed is made again (`admin.replay_dead`), and the
+        # listing pages by this column, its cursor by the record's.
+        " ON CONFLICT (id) DO UPDATE SET"
+        " state = excluded.state, created_at = excluded.created_at, record = excluded.record",
         lambda delivery: (
             delivery.id,
             delivery.state,
@@ -169,15 +172,18 @@ class SqliteOutbox:
         )
         return [Delivery.model_validate_json(row[0]) for row in rows]
 
-    async def dead_letters(self, limit: int, before: float | None = None) -> list[Delivery]:
-        """Dead letters, newest first; `before`: the created_at of the previous page's last."""
+    async def dead_letters(
+        self, limit: int, older_than: tuple[float, str] | None = None
+    ) -> list[Delivery]:
+        """Dead letters, newest first by (created_at, id); `older_than`: the (created_at, id) of
+        the previous page's last."""
         await self._db.flush()
         query = "SELECT record FROM deliveries WHERE state = 'dead'"
         args: list[Any] = []
-        if before is not None:
-            query += " AND created_at < ?"
-            args.append(before)
-        query += " ORDER BY created_at DESC LIMIT ?"
+        if older_than is not None:
+            query += " AND (created_at, id) < (?, ?)"
+            args += older_than
+        query += " ORDER BY created_at DESC, id DESC LIMIT ?"
         args.append(limit)
         return [
             Delivery.model_validate_json(row[0]) for row in await self._db.fetch_all(query, args)

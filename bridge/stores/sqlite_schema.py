@@ -101,4 +101,12 @@ MIGRATIONS: tuple[str, ...] = (
     -- A job's events, newest first (the console's timeline of a job).
     CREATE INDEX events_by_job ON events (job_id, id DESC) WHERE job_id IS NOT NULL;
     """,
+    """
+    -- Dead letters are listed newest first by (created_at, id), the id settling ties. A dead
+    -- letter replayed is made again (its record's created_at: the replay's time), which an
+    -- earlier version wrote to the record only: the column is set right from it.
+    UPDATE deliveries SET created_at = json_extract(CAST(record AS TEXT), '$.created_at');
+    DROP INDEX deliveries_by_state;
+    CREATE INDEX deliveries_by_state ON deliveries (state, created_at, id);
+    """,
 )

@@ -24,7 +24,7 @@ from bridge.settings import Settings
 from tests.conftest import PLUGINS, ClientFactory, token
 from tests.console.signin import sign_in
 from tests.plugins.hostile import DESCRIPTION
-from tests.test_admin import admin, dead_letters
+from tests.test_admin import admin, dead_letter, dead_letters, newest_first, put_dead
 from tests.test_worker import after_callback, job
 from tests.webhook_target import Target
 
@@ -120,10 +120,10 @@ async def test_replay_all_replays_the_kind_filtered_a_bounded_number_per_click(
     csrf = await sign_in(client, token(settings, "admin"), f"{UI}/dead-letters")
     page = await (await client.get(f"{UI}/dead-letters?kind=callback")).text()
     assert all(letter in page for letter in callbacks)
-    # Pages as the API's: `limit`, and `before` from the link to the older ones.
+    # Pages as the API's: `limit`, and a cursor in the link to the older ones.
     first_page = await (await client.get(f"{UI}/dead-letters?kind=callback&limit=2")).text()
     older = html.unescape(first_page.split('<a href="')[-1].split('">Older</a>')[0])
-    assert older.startswith(f"{UI}/dead-letters?kind=callback&before=")
+    assert older.startswith(f"{UI}/dead-letters?kind=callback&cursor=")
     second_page = await (await client.get(older)).text()
     assert sorted(letter for letter in callbacks if letter in first_page + second_page) == sorted(
         callbacks
@@ -150,6 +150,60 @@ async def test_replay_all_replays_the_kind_filtered_a_bounded_number_per_click(
     await letters_of(client, settings, "callback", 0)
     await letters_of(client, settings, "event", 3)  # another kind: left as they were
     assert len([r for r in await target.wait_for(9) if r.path == "/hook"]) == 6
+
+
+def older_link(page: str) -> str | None:
+    if ">Older</a>" not in page:
+        return None
+    return html.unescape(page.split('<a href="')[-1].split('">Older</a>')[0])
+
+
+async def walk(client: TestClient, address: str) -> list[str]:
+    """The ids of the dead letters on the page at `address` and on each its Older links lead
+    to, in the order shown; a walk past 100 pages fails."""
+    seen: list[str] = []
+    next_page: str | None = address
+    for _ in range(100):
+        if next_page is None:
+            return seen
+        answer = await client.get(next_page)
+        assert answer.status == 200, next_page
+        page = await answer.text()
+        seen += re.findall(r'action="/admin/ui/dead-letters/([^"/]+)/replay"', page)
+        next_page = older_link(page)
+    raise AssertionError(f"the Older links went on past 100 pages ({len(seen)} letters)")
+
+
+async def test_older_links_walk_every_dead_letter_once_newest_first(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reported: after letters were replayed and died again, "Older" served page 1 again
+    forever. Letters made in the same instant, and one made again later (a replay), are each
+    shown once, newest first, by every filter, whichever page boundary falls among them."""
+    at = 1_800_000_000.25
+    callbacks = [dead_letter(at) for _ in range(6)] + [dead_letter(at - n) for n in (1, 2, 5)]
+    events = [dead_letter(at, "event") for _ in range(4)] + [dead_letter(at + 1, "event")]
+    moved = dead_letter(at - 10)
+    await put_dead(client, [*callbacks, *events, moved])
+    moved = moved.model_copy(update={"created_at": at + 2})
+    await put_dead(client, [moved])
+    callbacks.append(moved)
+    await sign_in(client, token(settings, "admin"), f"{UI}/dead-letters")
+    every = [letter.shown() for letter in (*callbacks, *events)]
+    shown_callbacks = [letter.shown() for letter in callbacks]
+    for limit in (1, 4, 500):
+        assert await walk(client, f"{UI}/dead-letters?limit={limit}") == newest_first(every)
+        assert await walk(client, f"{UI}/dead-letters?kind=callback&limit={limit}") == newest_first(
+            shown_callbacks
+        )
+    # The kind filter reads the store in chunks: boundaries of those among the ties too.
+    monkeypatch.setattr(dead_letters_page, "SCAN_CHUNK", 3)
+    monkeypatch.setattr(dead_letters_page, "SCAN_LIMIT", 5)
+    events_shown = [letter.shown() for letter in events]
+    for limit in (1, 2, 500):
+        assert await walk(client, f"{UI}/dead-letters?kind=event&limit={limit}") == newest_first(
+            events_shown
+        )
 
 
 async def test_subscriptions_are_made_and_deleted_through_the_apis_checks(

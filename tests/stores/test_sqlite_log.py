@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from bridge.stores import sqlite, sqlite_log
 from bridge.stores.sqlite_db import Database
+from bridge.stores.sqlite_schema import MIGRATIONS
 from bridge.webhooks import Delivery
 
 
@@ -67,6 +69,39 @@ async def test_outbox_keeps_pending_and_dead_until_done_or_expired(db: Database)
     assert await outbox.pending() == []
     assert await outbox.purge(time.time()) == 1
     assert [d.id for d in await outbox.dead_letters(10)] == ["cb_3"]
+
+
+async def test_a_version_6_database_lists_replayed_dead_letters_by_their_replay(
+    tmp_path: Path,
+) -> None:
+    """A version before 7 wrote a replayed letter's new created_at to its record only, the
+    column keeping the first: migration 7 sets the column from the record, so the listing's
+    order and its cursor (the record's created_at, id) agree."""
+    path = tmp_path / "bridge.sqlite3"
+    first, replayed = 1_800_000_000.0, 1_800_000_100.0
+    letters = [
+        Delivery(id=f"cb_{n}", kind="callback", url="http://x/", state="dead", created_at=at)
+        for n, at in ((1, replayed), (2, first + 50), (3, first + 10))
+    ]
+    with sqlite3.connect(path) as old:
+        for migration in MIGRATIONS[:6]:
+            old.executescript(migration)
+        old.execute("PRAGMA user_version=6")
+        for letter in letters:  # cb_1 as version 6 left it: made at `first`, replayed, dead again
+            column = first if letter.id == "cb_1" else letter.created_at
+            old.execute(
+                "INSERT INTO deliveries (id, state, created_at, record) VALUES (?, ?, ?, ?)",
+                (letter.id, "dead", column, letter.model_dump_json().encode()),
+            )
+    db = Database(path, sqlite_log.TABLES)
+    await db.open()
+    try:
+        outbox = sqlite_log.SqliteOutbox(db, dead_retention_s=60)
+        assert [d.id for d in await outbox.dead_letters(10)] == ["cb_1", "cb_2", "cb_3"]
+        assert [d.id for d in await outbox.dead_letters(10, (replayed, "cb_1"))] == ["cb_2", "cb_3"]
+        assert await outbox.purge(replayed + 30) == 2  # retention counts from the replay too
+    finally:
+        await db.close()
 
 
 async def test_an_incoming_webhook_id_counts_once(db: Database) -> None:
