@@ -15,10 +15,10 @@ from typing import Literal
 from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from bridge.api.admin import older_than, replay_dead, replay_letter
-from bridge.api.body import parse_query
+from bridge.api.body import parse_query, validation_error
 from bridge.api.models import DeadLettersQuery
 from bridge.backends import DeadLetterStore
 from bridge.console.render import SESSION, page, redirect, text_field
@@ -102,6 +102,7 @@ async def dead_letters(request: web.Request) -> web.StreamResponse:
         plural=PLURAL[query.kind],
         rows=rows,
         total=await outbox.count_dead(),
+        cursor=encode_cursor(*start) if start is not None else None,
         older=_address(query.kind, following) if following is not None else None,
         newest=_address(query.kind) if start is not None else None,
         replay_limit=REPLAY_LIMIT,
@@ -134,9 +135,22 @@ async def replay_one(request: web.Request) -> web.StreamResponse:
     return redirect(_address(kind))
 
 
+def _cursor_query(cursor: str) -> DeadLettersQuery:
+    try:
+        return DeadLettersQuery.model_validate({"cursor": cursor})
+    except ValidationError as exc:
+        raise validation_error(exc, within=("cursor",)) from None
+
+
 async def replay_all(request: web.Request) -> web.StreamResponse:
-    kind = _kind(await request.post())
-    letters, more = await matching(request.app[OUTBOX], kind, REPLAY_LIMIT, None)
+    """The letters of the page's kind from the page's place on (newest first), REPLAY_LIMIT at
+    most; when more remain, back to the page where this click stopped, whose Replay all goes on
+    from there — not to the newest, where the letters just replayed land again if they fail."""
+    form = await request.post()
+    kind = _kind(form)
+    cursor = text_field(form, "cursor")
+    start = older_than(_cursor_query(cursor)) if cursor else None
+    letters, more = await matching(request.app[OUTBOX], kind, REPLAY_LIMIT, start)
     replayed, refused = 0, []
     for letter in letters:
         try:
@@ -149,6 +163,9 @@ async def replay_all(request: web.Request) -> web.StreamResponse:
     if refused:
         said.append(f"{len(refused)} could not be replayed; the first because: {refused[0]}")
     if more is not None:
-        said.append(f"More remain (at most {REPLAY_LIMIT} go per click): replay again to go on.")
+        said.append(
+            f"More remain (at most {REPLAY_LIMIT} go per click): this page starts where the "
+            "click stopped; its Replay all goes on from there."
+        )
     request[SESSION].flashes.append(" ".join(said))
-    return redirect(_address(kind))
+    return redirect(_address(kind, more))

@@ -451,3 +451,37 @@ async def test_drain_then_undrain_from_the_page(client: TestClient, settings: Se
     assert served.status == 200 and flash(await served.text()).startswith("Serving again")
     assert (await client.get("/ready")).status == 200
     assert ">Drain this instance</button>" in await (await client.get(f"{UI}/drain")).text()
+
+
+async def test_replay_all_goes_on_past_letters_that_died_again(
+    make_client: ClientFactory,
+    settings: Settings,
+    auth: dict[str, str],
+    target: Target,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Replayed letters that fail again are the newest again: the next click goes on from where
+    the last stopped (the page it leads to), not back to them."""
+    client = await make_client(retry_base_s=0.01, callback_max_attempts=1, breaker_failures=50)
+    target.by_path = {"/hook": [500] * 50}
+    for _ in range(3):
+        body = job("echo", callback_url=target.url("/hook"))
+        assert (await client.post(EXECUTE, json=body, headers=auth)).status == 202
+    oldest_first = (await letters_of(client, settings, "callback", 3))[::-1]
+    csrf = await sign_in(client, token(settings, "admin"), f"{UI}/dead-letters")
+    monkeypatch.setattr(dead_letters_page, "REPLAY_LIMIT", 2)
+    first = await client.post(f"{UI}/dead-letters/replay", data={"kind": "callback", "csrf": csrf})
+    assert "More remain" in flash(await first.text())
+    assert "cursor=" in str(first.url)  # the page where the click stopped
+    await target.wait_for(5)  # three first attempts, two replays: all failed again
+    page = await first.text()
+    form_cursor = re.search(r'name="cursor" value="([^"]+)"', page)
+    assert form_cursor is not None
+    second = await client.post(
+        f"{UI}/dead-letters/replay",
+        data={"kind": "callback", "csrf": csrf, "cursor": form_cursor.group(1)},
+    )
+    assert "Replayed 1 of the dead callbacks." in flash(await second.text())
+    calls = await target.wait_for(6)
+    # The sixth call is the oldest letter's replay, not a third go at the two replayed first.
+    assert calls[5].headers["webhook-id"] == oldest_first[0]
