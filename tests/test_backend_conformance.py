@@ -436,6 +436,11 @@ def shape(document: dict[str, Any]) -> dict[str, Any]:
         shaped["callback"] = {
             **shaped["callback"],
             "delivered_at": shaped["callback"]["delivered_at"] is not None,
+            # Each attempt's time differs from run to run; its number and outcome do not.
+            "history": [
+                {k: v for k, v in attempt.items() if k != "at"}
+                for attempt in shaped["callback"]["history"]
+            ],
         }
     return shaped
 
@@ -467,6 +472,7 @@ PENDING = {
     "next_attempt_at": None,
     "waiting_for": None,
     "delivered_at": False,
+    "history": [],
 }
 
 
@@ -542,7 +548,12 @@ async def test_status_documents_and_their_transitions_are_the_same(
             {"json": {"slept": 0.3}, "pairedItem": {"item": 1}},
         ],
     }
-    delivered = {"state": "delivered", "attempts": 1, "delivered_at": True}
+    delivered = {
+        "state": "delivered",
+        "attempts": 1,
+        "delivered_at": True,
+        "history": [{"attempt": 1, "outcome": "delivered", "error": None}],
+    }
     called_back = {**completed, "callback": {**completed["callback"], **delivered}}
     # (the first may be seen queued, and its end before its callback's, if the poll is quick)
     assert [s for s in first_seen if s["status"] != "queued"] in (
