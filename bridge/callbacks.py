@@ -210,7 +210,8 @@ class Deliverer:
                 else:
                     breaker.succeeded()  # it answered: up, this resource is just not ready
                 if delivery.attempts >= max_attempts:
-                    reason = f"{exc.reason} (after {delivery.attempts} attempts)"
+                    times = "attempt" if delivery.attempts == 1 else "attempts"
+                    reason = f"{exc.reason} (after {delivery.attempts} {times})"
                     await self._end(delivery, False, reason)
                     return
                 cap = self._settings.callback_retry_max_s

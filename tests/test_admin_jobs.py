@@ -410,3 +410,26 @@ async def test_the_benchmark_runs_at_a_tiny_size() -> None:
     rows = await run_bench(["embedded", "redis"], 300, 2)
     assert {row.backend for row in rows} == {"embedded", "redis"}
     assert len(rows) == 2 * 11 and all(row.store_ms and row.http_ms for row in rows)
+
+
+async def test_a_parameter_given_twice_is_refused_not_half_applied(
+    client: TestClient, settings: Settings
+) -> None:
+    """`status=completed&status=cancelled` once answered the completed jobs only; several
+    statuses are one parameter, comma-separated. The same holds on every endpoint."""
+    headers = admin_headers(settings)
+    for path in (
+        "/admin/jobs?status=completed&status=cancelled",
+        "/admin/jobs?workflow_id=a&workflow_id=b&queue=x&queue=y",
+        "/admin/dead-letters?limit=1&limit=2",
+        "/api/v1/status/wf-1?limit=1&limit=2",
+    ):
+        answer = await client.get(path, headers=headers)
+        assert answer.status == 422, path
+        body = await answer.json()
+        assert "given more than once" in body["error"]["message"], path
+    answer = await client.get(
+        "/admin/jobs?workflow_id=a&workflow_id=b&queue=x&queue=y", headers=headers
+    )
+    pointers = [d["pointer"] for d in (await answer.json())["error"]["details"]]
+    assert pointers == ["/query/queue", "/query/workflow_id"]

@@ -121,6 +121,18 @@ def decode_json(model: type[M], raw: bytes) -> M:
 
 
 def parse_query(request: web.Request, model: type[M]) -> M:
+    """The query as `model`; 422 naming each parameter given twice (which one would count is
+    not for the bridge to guess: several statuses are one parameter, `status=a,b`)."""
+    repeated = sorted({key for key in request.query if len(request.query.getall(key)) > 1})
+    if repeated:
+        details = [
+            {"pointer": f"/query/{key}", "message": "given more than once"} for key in repeated
+        ]
+        raise ValidationFailed(
+            f"/query/{repeated[0]}: given more than once; give each parameter once",
+            description="a list is one parameter, its values separated by commas",
+            details=details,
+        )
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:

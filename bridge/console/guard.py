@@ -124,7 +124,7 @@ def safe_next(target: str | None, *, limited: bool = False) -> str:
     home = "/admin/ui/jobs" if limited else "/admin/ui/"
     if (
         target
-        and target != "/admin/ui/"
+        and target not in ("/admin/ui/", "/admin/ui/logout")  # no page to GET
         and _NEXT(target)
         # Browsers read %2e as a dot in a path: "%2e%2e" climbs as ".." does.
         and not _DOT_SEGMENT.search(unquote(target))

@@ -5,9 +5,9 @@ workflows as the API narrows a limited token's, and ended within a second of its
 draining instance's connections, which the blue-green switch waits to see closed.
 
 The pages' streams count among the BRIDGE_SSE_MAX_STREAMS the API's do, at most MAX_STREAMS of
-them, MAX_PER_SESSION a session (a new one ends the session's oldest): n8n's listeners keep the
-rest. A page refused a stream (429, or 503 while draining) refreshes by its timer; EventSource
-does not try again after a refusal."""
+them and MAX_PER_CREDENTIAL a credential (whatever its sessions), so that n8n's listeners keep
+the rest and no one credential takes the console's share. A page refused a stream (429, or 503
+while draining) refreshes by its timer; EventSource does not try again after a refusal."""
 
 from __future__ import annotations
 
@@ -20,9 +20,20 @@ from bridge.errors import Overloaded, Unavailable
 from bridge.keys import LIFECYCLE
 
 MAX_STREAMS = 10
-MAX_PER_SESSION = 3
-# Session id → its pages' open streams, oldest first.
+MAX_PER_CREDENTIAL = 3
+# A credential (by its sessions) → its pages' open streams.
 OPEN: web.AppKey[dict[str, list[web.Request]]] = web.AppKey("console_streams")
+
+
+def _open_now(open_streams: dict[str, list[web.Request]]) -> None:
+    """Forget the streams whose connection has closed (a page left a moment ago: its stream's
+    own loop notices within a second, its count must not wait for that)."""
+    for key, requests in list(open_streams.items()):
+        requests[:] = [
+            r for r in requests if r.transport is not None and not r.transport.is_closing()
+        ]
+        if not requests:
+            del open_streams[key]
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -30,14 +41,11 @@ async def events(request: web.Request) -> web.StreamResponse:
     lifecycle, open_streams = request.app[LIFECYCLE], request.app[OPEN]
     if lifecycle.draining:
         raise Unavailable("this instance is draining: its pages refresh by their timers")
-    own = open_streams.setdefault(session.id, [])
-    if len(own) >= MAX_PER_SESSION:
-        # The page just opened is the one being looked at: the session's oldest stream goes
-        # (a page left a moment ago, whose close the bridge has not seen yet, most likely).
-        oldest = own.pop(0)
-        if oldest.transport is not None:
-            oldest.transport.abort()
-    elif sum(map(len, open_streams.values())) >= MAX_STREAMS:
+    _open_now(open_streams)
+    own = open_streams.setdefault(session.credential, [])
+    if len(own) >= MAX_PER_CREDENTIAL or sum(map(len, open_streams.values())) >= MAX_STREAMS:
+        if not own:
+            del open_streams[session.credential]
         raise Overloaded(
             "the console's pages hold as many event streams as they may: this page refreshes "
             "by its timer"
@@ -50,4 +58,4 @@ async def events(request: web.Request) -> web.StreamResponse:
         if request in own:
             own.remove(request)
         if not own:
-            open_streams.pop(session.id, None)
+            open_streams.pop(session.credential, None)

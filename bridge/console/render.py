@@ -5,12 +5,12 @@ refreshing itself) gets only the page's `live` block."""
 from __future__ import annotations
 
 import datetime
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import jinja2
+import regex
 from aiohttp import web
 from markupsafe import Markup
 
@@ -66,11 +66,18 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
-# Characters that change how text around them reads without being seen: bidirectional
-# controls (U+202E turns "exe.txt" into "txt.exe") and zero-width ones ("ex\u200bid" looks like
-# "exid"). Anything a workflow author sent — ids, item JSON, errors — may carry them to make one
-# job look like another's: every value a page shows has them spelled out, as ⟨U+202E⟩.
-_HIDDEN = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+# Characters that change how text around them reads without being seen: format characters
+# (bidirectional controls — U+202E turns "exe.txt" into "txt.exe" —, zero-width ones, the soft
+# hyphen, tags), line and paragraph separators, spaces other than the plain one, and the
+# fillers and variation selectors that draw nothing. Anything a workflow author sent — ids, item
+# JSON, errors — may carry them to make one job look like another's: every value a page shows
+# has them spelled out, as ⟨U+202E⟩. What goes back into a form's field is left as it was
+# (`field`), so that sending the form again sends what was typed.
+_HIDDEN = regex.compile(
+    r"[\p{Cf}\p{Zl}\p{Zp}[\p{Zs}--[ ]]\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164"
+    r"\uffa0\ufe00-\ufe0f\U000e0100-\U000e01ef]",
+    regex.V1,
+)
 
 
 def _visible(value: Any) -> Any:
@@ -78,6 +85,11 @@ def _visible(value: Any) -> Any:
     if isinstance(value, str) and not isinstance(value, Markup) and _HIDDEN.search(value):
         return _HIDDEN.sub(lambda found: f"⟨U+{ord(found.group()):04X}⟩", value)
     return value
+
+
+def _field(value: Any) -> Markup:
+    """A form field's value, escaped but not spelled out: the form sends back what it got."""
+    return Markup.escape(value)
 
 
 ENV = jinja2.Environment(
@@ -88,7 +100,7 @@ ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-ENV.filters.update(when=_when, ago=_ago, duration=_duration)
+ENV.filters.update(when=_when, ago=_ago, duration=_duration, field=_field)
 
 
 def page(

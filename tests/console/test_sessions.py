@@ -4,18 +4,19 @@ same in tests/console/test_browser*.py)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from http.cookies import SimpleCookie
 from pathlib import Path
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
 from bridge.auth import mint_token
-from bridge.console.live import MAX_PER_SESSION, MAX_STREAMS
+from bridge.console.live import MAX_PER_CREDENTIAL as STREAMS_PER_CREDENTIAL
+from bridge.console.live import MAX_STREAMS
 from bridge.console.render import CSP
 from bridge.console.sessions import COOKIE, MAX_PER_CREDENTIAL, MAX_SESSIONS, SESSIONS
 from bridge.console.throttle import DELAY_S, FAILURES
@@ -23,6 +24,7 @@ from bridge.history import History
 from bridge.settings import Settings
 from tests.conftest import API_KEY, ClientFactory, token
 from tests.console.signin import csrf_of, sign_in
+from tests.test_worker import finished
 
 LOGIN = "/admin/ui/login"
 
@@ -134,6 +136,7 @@ async def test_sign_in_without_the_form_token_is_refused(
         "/admin/ui/../../api/v1/processors",
         "/admin/ui/jobs/%2e%2e/%2E%2E/%2e%2e/health",
         '/admin/ui/a"<b',
+        "/admin/ui/logout",
     ],
 )
 async def test_sign_in_sends_only_to_a_console_page(
@@ -443,12 +446,18 @@ async def test_the_pages_streams_are_bounded_and_end_at_a_drain(
     client: TestClient, settings: Settings, admin_token: str
 ) -> None:
     csrf = await sign_in(client, admin_token)
-    streams = [await client.get("/admin/ui/events") for _ in range(MAX_PER_SESSION + 1)]
-    assert [s.status for s in streams] == [200] * (MAX_PER_SESSION + 1)
-    # A session holds its share: a new page's stream ends the session's oldest.
-    with contextlib.suppress(aiohttp.ClientError):
-        await read_until_closed(streams.pop(0), 5)
-    # All sessions together hold at most MAX_STREAMS; n8n's streams are not crowded out.
+    streams = [await client.get("/admin/ui/events") for _ in range(STREAMS_PER_CREDENTIAL)]
+    assert [s.status for s in streams] == [200] * STREAMS_PER_CREDENTIAL
+    # A credential holds its share, whatever its sessions …
+    _, cookie = client.app[SESSIONS].open(admin_token)
+    assert (await client.get("/admin/ui/events", cookies={COOKIE: cookie})).status == 429
+    # … a page left frees its place at once …
+    streams.pop().close()
+    await asyncio.sleep(0.1)
+    again = await client.get("/admin/ui/events")
+    assert again.status == 200
+    streams.append(again)
+    # … and all of them together hold at most MAX_STREAMS; n8n's streams are not crowded out.
     others = []
     for _ in range(MAX_STREAMS):
         _, cookie = client.app[SESSIONS].open(mint_token(settings, ["admin"], 300))
@@ -456,7 +465,7 @@ async def test_the_pages_streams_are_bounded_and_end_at_a_drain(
         others.append(answer)
         if answer.status == 429:
             break
-    assert [a.status for a in others] == [200] * (MAX_STREAMS - MAX_PER_SESSION) + [429]
+    assert [a.status for a in others] == [200] * (MAX_STREAMS - STREAMS_PER_CREDENTIAL) + [429]
     auth = {"Authorization": f"Bearer {admin_token}"}
     api = await client.get("/api/v1/events", headers=auth)
     assert api.status == 200
@@ -468,26 +477,38 @@ async def test_the_pages_streams_are_bounded_and_end_at_a_drain(
     assert (await client.get("/admin/ui/events")).status == 503
 
 
+HIDDEN = "\u202e\u202c\u200b\u2066\u00ad\u034f\u115f\u3164\U000e0041\u2028\ufe0f\u00a0"
+
+
 async def test_hidden_characters_are_spelled_out(client: TestClient, admin_token: str) -> None:
     auth = {"Authorization": f"Bearer {admin_token}"}
-    workflow = "wf\u202eLIVE\u202c-\u200bab"
+    workflow = "wf\u202eLIVE\u202c-\u200bab\u00ad\U000e0041"
     answer = await client.post(
         "/api/v1/workflow/execute",
         json={
             "processing_type": "echo",
+            "mode": "async",  # its items are kept, to be shown
             "workflow_id": workflow,
             "execution_id": "ex\u200b\u200bid",
-            "items": [{"json": {"name": "a\u2066b"}}],
+            "node": "N\u3164\u115fM",
+            "items": [{"json": {"name": "a\u2066b\u00a0c\ufe0f\u2028"}}],
         },
         headers=auth,
     )
     job_id = (await answer.json())["job_id"]
+    await finished(client, auth, job_id)
     await sign_in(client, admin_token)
     for path in ("/admin/ui/jobs", f"/admin/ui/jobs/{job_id}"):
         html = await (await client.get(path)).text()
-        assert "wf⟨U+202E⟩LIVE⟨U+202C⟩-⟨U+200B⟩ab" in html, path
+        assert "wf⟨U+202E⟩LIVE⟨U+202C⟩-⟨U+200B⟩ab⟨U+00AD⟩⟨U+E0041⟩" in html, path
         assert "ex⟨U+200B⟩⟨U+200B⟩id" in html
-        assert not any(ch in html for ch in "\u202e\u202c\u200b\u2066"), path
+        assert not any(ch in html for ch in HIDDEN), path
+    page = await (await client.get(f"/admin/ui/jobs/{job_id}")).text()
+    assert "N⟨U+3164⟩⟨U+115F⟩M" in page and "a⟨U+2066⟩b⟨U+00A0⟩c⟨U+FE0F⟩⟨U+2028⟩" in page
+    # A form's field gets back what was typed, so that sending it again asks the same.
+    query = urlencode({"workflow_id": workflow})
+    filtered = await (await client.get(f"/admin/ui/jobs?{query}")).text()
+    assert f'name="workflow_id" value="{workflow}"' in filtered and job_id in filtered
 
 
 async def test_an_error_page_leads_on_to_what_its_reader_may_open(
