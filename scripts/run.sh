@@ -15,9 +15,15 @@ done
 # The settings first, and what would stop the start now (the port taken, ./data held by another
 # bridge, Redis not answering): either stops here with its one line, before any banner or token.
 settings=$("$bridge" check-config --preflight "$@")
-read -r host port env signer < <("$root/.venv/bin/python" -c \
-    'import json, sys; s = json.load(sys.stdin); print(s["host"], s["port"], s["env"], "yes" if s["jwt_secret"] or any(k["alg"] == "HS256" for k in s["jwt_keys"]) else "no")' <<<"$settings")
+read -r host port env signer console < <("$root/.venv/bin/python" -c \
+    'import json, sys; s = json.load(sys.stdin); print(s["host"], s["port"], s["env"], "yes" if s["jwt_secret"] or any(k["alg"] == "HS256" for k in s["jwt_keys"]) else "no", "yes" if s["console"] else "no")' <<<"$settings")
 url=http://$host:$port
+say_where() {
+    echo "n8n-bridge: $url  (API docs: $url/api/v1/openapi.json)"
+    if [[ $console == yes ]]; then
+        echo "console: $url/admin/ui/  (sign in with an admin token or an API key with the admin scope)"
+    fi
+}
 try_execute() {  # $1: the header that authenticates, with the shell variable it reads
     cat <<INFO
   curl -s $url/api/v1/workflow/execute -H "$1" \\
@@ -37,7 +43,7 @@ INFO
 if [[ $env == production ]]; then
     # A development starter mints no admin token for a production bridge: tokens there are
     # made on purpose, with the scopes and lifetime their user needs.
-    echo "n8n-bridge: $url  (API docs: $url/api/v1/openapi.json)"
+    say_where
     if [[ $signer == yes ]]; then
         cat <<INFO
 BRIDGE_ENV=production: no token made or printed. Make one with the scopes its user needs, with
@@ -61,7 +67,7 @@ token=$("$bridge" token --scope execute,status,admin --ttl 24h "$@" 2>"$notes") 
 note=$(<"$notes")
 rm -f "$notes"
 [[ $code != 0 && $code != 3 ]] && { echo "$note" >&2; exit "$code"; }
-echo "n8n-bridge: $url  (API docs: $url/api/v1/openapi.json)"
+say_where
 case $code in
     0)
         [[ -z $note ]] || echo "$note" >&2

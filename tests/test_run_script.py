@@ -324,3 +324,14 @@ async def test_a_port_taken_stops_run_sh_before_its_banner(workdir: Path) -> Non
         "address already in use\n"
     )
     assert not (workdir / "data").exists()
+
+
+@pytest.mark.parametrize("console", ["on", "off"])
+async def test_the_banner_names_the_console_when_it_is_served(workdir: Path, console: str) -> None:
+    env = clean_env() if console == "on" else clean_env(BRIDGE_CONSOLE="false")
+    async with started("scripts/run.sh", workdir, env) as (url, printed):
+        said = f"console: {url}/admin/ui/  (sign in with an admin token"
+        assert (said in banner(printed)) == (console == "on")
+        async with aiohttp.ClientSession() as session:
+            login = await session.get(f"{url}/admin/ui/login")
+            assert login.status == (200 if console == "on" else 404)
