@@ -99,20 +99,19 @@ def make_jobs(count: int, seed: int = 20, span_s: float = WEEK_S) -> list[JobRec
     return jobs
 
 
+def as_accepted(job: JobRecord, **changes: Any) -> JobRecord:
+    """The background job as it was accepted: queued, never run (with `changes`)."""
+    update = {"status": JobStatus.QUEUED, "attempts": 0, "started_at": None, "finished_at": None}
+    return job.model_copy(update={**update, **changes})
+
+
 async def store_jobs(store: JobStore, jobs: Sequence[JobRecord]) -> None:
     """Save `jobs` as the bridge would have, CHUNK to a commit: a background job first as it is
     accepted (queued, never run — what makes the Redis store index it as new), then as it is."""
     for start in range(0, len(jobs), CHUNK):
         chunk = jobs[start : start + CHUNK]
         accepted = [
-            job.model_copy(
-                update={
-                    "status": JobStatus.QUEUED,
-                    "attempts": 0,
-                    "started_at": None,
-                    "finished_at": None,
-                }
-            )
+            as_accepted(job)
             for job in chunk
             if job.mode == "async" and job.status is not JobStatus.QUEUED
         ]

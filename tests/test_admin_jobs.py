@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from bench.admin_jobs import make_jobs, store_jobs
+from bench.admin_jobs import as_accepted, make_jobs, store_jobs
 from bench.admin_jobs import run as run_bench
 from bridge.auth import mint_token
 from bridge.jobs import JobRecord, JobStatus
@@ -155,16 +155,7 @@ async def test_a_page_carries_the_jobs_reports(store: Store) -> None:
 
 
 async def test_a_status_change_moves_the_job_between_status_filters(store: Store) -> None:
-    queued = make_jobs(1, seed=2, span_s=1)[0].model_copy(
-        update={
-            "mode": "async",
-            "status": JobStatus.QUEUED,
-            "queue": "default",
-            "attempts": 0,
-            "started_at": None,
-            "finished_at": None,
-        }
-    )
+    queued = as_accepted(make_jobs(1, seed=2, span_s=1)[0], mode="async", queue="default")
     running = queued.advance(JobStatus.RUNNING)
     for state in (
         queued,
@@ -258,16 +249,8 @@ async def test_redis_jobs_stored_before_these_indexes_are_listed_by_workflow_onl
     not in the cross-workflow listing, and is by its workflow and id; once its status changes,
     it is under that status's filter (as docs/api.md says)."""
     redis = store.db.redis
-    old = make_jobs(1, seed=6, span_s=1)[0].model_copy(
-        update={
-            "mode": "async",
-            "status": JobStatus.QUEUED,
-            "queue": "default",
-            "workflow_id": "wf-old",
-            "attempts": 0,
-            "started_at": None,
-            "finished_at": None,
-        }
+    old = as_accepted(
+        make_jobs(1, seed=6, span_s=1)[0], mode="async", queue="default", workflow_id="wf-old"
     )
     await redis.set(key("job", old.job_id), old.model_dump_json())
     await redis.zadd(key("wf", "wf-old"), {old.job_id: old.created_at})

@@ -17,7 +17,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from bench.admin_jobs import make_jobs, store_jobs
+from bench.admin_jobs import as_accepted, make_jobs, store_jobs
 from bridge.jobs import JobRecord, JobStatus
 from bridge.keys import SETTINGS
 from bridge.stores import redis as redis_store
@@ -153,16 +153,7 @@ async def test_a_status_change_during_the_backfill_leaves_the_latest_status_only
     """The job moves on (queued → running, saved by this version) after the backfill read it
     and before it wrote its indexes: it ends under `running` only, and in the listing."""
     redis = store.db.redis
-    old = make_jobs(1, seed=32, span_s=1)[0].model_copy(
-        update={
-            "mode": "async",
-            "status": JobStatus.QUEUED,
-            "queue": "default",
-            "attempts": 0,
-            "started_at": None,
-            "finished_at": None,
-        }
-    )
+    old = as_accepted(make_jobs(1, seed=32, span_s=1)[0], mode="async", queue="default")
     await store_as_before(redis, [old])
     running = old.advance(JobStatus.RUNNING)
     read = redis.mget
